@@ -1,0 +1,141 @@
+"""kdlab.mapping: exact layers, RAIL draws, grouped weights, error messages."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kdlab import mapping as mp
+from kdlab.errors import KdlabError
+
+
+def teacher_cols(W):
+    """1-based teacher layer per student row (0 = unmapped) for one-hot rows."""
+    out = []
+    for row in W:
+        nz = torch.nonzero(row).flatten().tolist()
+        assert len(nz) <= 1
+        out.append(nz[0] + 1 if nz else 0)
+    return out
+
+
+@pytest.mark.parametrize("fn", [mp.uniform, mp.first_k, mp.last_k, mp.grouped])
+def test_shapes_dtype(fn):
+    W = fn(4, 12)
+    assert W.shape == (4, 12) and W.dtype == torch.float32
+
+
+def test_uniform_exact_layers():
+    assert teacher_cols(mp.uniform(3, 6)) == [2, 4, 6]
+    assert teacher_cols(mp.uniform(6, 12)) == [2, 4, 6, 8, 10, 12]
+    assert teacher_cols(mp.uniform(4, 12)) == [3, 6, 9, 12]
+    assert teacher_cols(mp.uniform(6, 6)) == [1, 2, 3, 4, 5, 6]
+    assert teacher_cols(mp.uniform(4, 6)) == [2, 3, 5, 6]  # 1.5, 3, 4.5, 6 rounded half up
+    assert teacher_cols(mp.build("skip", 6, 12)) == [2, 4, 6, 8, 10, 12]
+
+
+def test_first_last_explicit():
+    assert teacher_cols(mp.first_k(3, 12)) == [1, 2, 3]
+    assert teacher_cols(mp.last_k(3, 12)) == [10, 11, 12]
+    assert teacher_cols(mp.explicit([1, 3, 5, 8, 10, 12], 12)) == [1, 3, 5, 8, 10, 12]
+    assert teacher_cols(mp.build("explicit", 6, 12, layers=[1, 3, 5, 8, 10, 12])) == [1, 3, 5, 8, 10, 12]
+    assert teacher_cols(mp.explicit([2, 2], 4, allow_duplicates=True)) == [2, 2]
+
+
+def test_student_init_layers():
+    assert mp.teacher_layers_for_student_init("skip", 6, 12) == [1, 3, 5, 7, 9, 11]
+    assert mp.teacher_layers_for_student_init("uniform", 3, 6) == [1, 3, 5]
+    assert mp.teacher_layers_for_student_init("first", 3, 12) == [0, 1, 2]
+    assert mp.teacher_layers_for_student_init("last", 3, 12) == [9, 10, 11]
+    assert mp.teacher_layers_for_student_init("explicit", 6, 12, layers=[0, 2, 4, 7, 9, 11]) == [0, 2, 4, 7, 9, 11]
+    with pytest.raises(KdlabError, match="0..11"):
+        mp.teacher_layers_for_student_init("explicit", 6, 12, layers=[0, 2, 4, 7, 9, 12])
+    with pytest.raises(KdlabError, match="unknown"):
+        mp.teacher_layers_for_student_init("rail", 6, 12)
+
+
+def test_rail_sorted_distinct_reproducible():
+    draws = {}
+    for epoch in range(8):
+        W = mp.rail_random(6, 12, seed=3, epoch=epoch)
+        assert W.shape == (6, 12)
+        cols = teacher_cols(W)
+        assert cols[-1] == 0 and W[-1].sum() == 0  # last student row covered by logits
+        chosen = cols[:-1]
+        assert chosen == sorted(chosen) and len(set(chosen)) == 5
+        assert all(1 <= j <= 11 for j in chosen)  # last teacher layer excluded
+        assert torch.equal(W, mp.rail_random(6, 12, seed=3, epoch=epoch))
+        assert torch.equal(W, mp.build("rail", 6, 12, seed=3, epoch=epoch))
+        draws[epoch] = tuple(chosen)
+    assert len(set(draws.values())) > 1  # epochs differ
+    assert teacher_cols(mp.rail_random(6, 12, seed=4, epoch=0)) != teacher_cols(mp.rail_random(6, 12, seed=3, epoch=0)) \
+        or teacher_cols(mp.rail_random(6, 12, seed=5, epoch=0)) != teacher_cols(mp.rail_random(6, 12, seed=3, epoch=0))
+
+
+def test_rail_uniform_coverage_and_options():
+    counts = np.zeros(12)
+    for epoch in range(400):
+        for j in teacher_cols(mp.rail_random(3, 12, seed=0, epoch=epoch)):
+            if j:
+                counts[j - 1] += 1
+    assert counts[11] == 0
+    # each of the 11 layers drawn with prob 2/11 per epoch -> ~72.7 times
+    assert counts[:11].min() > 40 and counts[:11].max() < 110
+    W = mp.rail_random(3, 4, seed=0, epoch=0, k=3, exclude_last=False)
+    assert teacher_cols(W) == sorted(teacher_cols(W)) and W.sum() == 3
+    with pytest.raises(KdlabError, match="k=4"):
+        mp.rail_random(4, 4, k=4)  # only 3 layers below the top
+
+
+def test_grouped_contiguous_rows_sum_to_one():
+    W = mp.grouped(6, 12)
+    for i in range(6):
+        assert torch.nonzero(W[i]).flatten().tolist() == [2 * i, 2 * i + 1]
+        assert torch.allclose(W[i, 2 * i : 2 * i + 2], torch.tensor([0.5, 0.5]))
+    for M, N in [(3, 7), (4, 6), (5, 12), (1, 6), (6, 6)]:
+        W = mp.grouped(M, N)
+        assert torch.allclose(W.sum(1), torch.ones(M))
+        # each teacher layer in exactly one group, groups contiguous and in order
+        owner = [int(torch.nonzero(W[:, j]).flatten()[0]) for j in range(N)]
+        assert all((W[:, j] > 0).sum() == 1 for j in range(N))
+        assert owner == sorted(owner) and set(owner) == set(range(M))
+        sizes = [int((W[i] > 0).sum()) for i in range(M)]
+        assert max(sizes) - min(sizes) <= 1
+    assert torch.equal(mp.build("ckd", 3, 7), mp.grouped(3, 7))
+
+
+def test_from_matrix_and_pairs():
+    W = mp.from_matrix([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]], 2, 3)
+    assert W.dtype == torch.float32
+    assert mp.pairs(W) == [(1, 2, 1.0), (2, 1, 0.5), (2, 3, 0.5)]
+    assert mp.pairs(mp.uniform(3, 6)) == [(1, 2, 1.0), (2, 4, 1.0), (3, 6, 1.0)]
+    assert torch.equal(mp.build("matrix", 2, 3, matrix=np.array([[0, 1, 0], [0.5, 0, 0.5]])), W)
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: mp.uniform(7, 6), ["cannot have more layers", "M=7", "N=6", "at most 6"]),
+        (lambda: mp.build("first", 13, 12), ["more layers"]),
+        (lambda: mp.explicit([1, 2, 3], 12, 6), ["3 entries", "6 layers"]),
+        (lambda: mp.explicit([1, 2, 13], 12), ["13", "out of range", "1..12"]),
+        (lambda: mp.explicit([0, 2], 12), ["0", "1..12"]),
+        (lambda: mp.explicit([2, 2, 4], 12), ["duplicate", "2"]),
+        (lambda: mp.explicit([1.5, 2], 12), ["not an integer"]),
+        (lambda: mp.build("explicit", 2, 12), ["needs"]),
+        (lambda: mp.from_matrix([[1.0, -0.5]], 1, 2), ["negative"]),
+        (lambda: mp.from_matrix([[1.0, float("nan")]], 1, 2), ["non-finite"]),
+        (lambda: mp.from_matrix([[1.0, float("inf")]], 1, 2), ["non-finite"]),
+        (lambda: mp.from_matrix([[1.0, 0.0]], 2, 2), ["shape", "[2, 2]"]),
+        (lambda: mp.build("matrix", 2, 2), ["matrix"]),
+        (lambda: mp.build("zigzag", 2, 4), ["unknown", "zigzag", "uniform"]),
+        (lambda: mp.uniform(0, 4), ["at least 1"]),
+    ],
+)
+def test_errors(call, words):
+    with pytest.raises(KdlabError) as ei:
+        call()
+    msg = str(ei.value)
+    for w in words:
+        assert w in msg, (w, msg)
