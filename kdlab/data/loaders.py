@@ -1,0 +1,450 @@
+"""``load_data(spec, ...) -> DataBundle``: embedded corpus, TSV/CSV/JSONL files, GLUE folders, hub.
+
+Every user mistake raises ``KdlabError`` with one message naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdlab.errors import KdlabError
+
+EXTENSIONS = (".tsv", ".csv", ".jsonl")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED_DIR = REPO_ROOT / "data" / "embedded"
+EMBEDDED_OOD = ("ood_restaurant", "ood_electronics")
+
+csv.field_size_limit(1 << 30)
+
+
+@dataclass
+class Split:
+    name: str  # "train", "dev", "ood_restaurant", or a file stem
+    texts: list[str]
+    labels: list[int]
+    domain: str  # "in-domain" for train/dev, otherwise the OOD set name
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    identity: str  # sha256 over label names and the contents of all splits: a cache key
+    label_names: list[str]
+    train: Split
+    dev: Split
+    ood: dict[str, Split] = field(default_factory=dict)
+
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def eval_splits(self) -> dict[str, Split]:
+        return {"dev": self.dev, **self.ood}
+
+
+# ------------------------------------------------------------------------------------------------
+# raw reading: a file -> (texts, raw labels as str/int)
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise KdlabError(f"data file not found: {path}. Check the path, or pass a folder "
+                         f"with train.tsv and dev.tsv.")
+    if path.is_dir():
+        raise KdlabError(f"expected a data file but {path} is a folder; pass the folder itself "
+                         f"as the data spec, or a .tsv/.csv/.jsonl file.")
+    try:
+        raw = path.read_bytes()
+    except PermissionError:
+        raise KdlabError(f"cannot read data file {path}: permission denied. Fix the file's "
+                         f"permissions or copy it somewhere readable.") from None
+    except OSError as e:
+        raise KdlabError(f"cannot read data file {path}: {e.strerror or e}. "
+                         f"Pass a readable .tsv/.csv/.jsonl file.") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise KdlabError(f"cannot read data file {path}: it is not UTF-8 text (bad byte at "
+                         f"offset {e.start}; is it a binary or compressed file?). Pass a UTF-8 "
+                         f".tsv/.csv/.jsonl file.") from None
+    if "\x00" in text:
+        raise KdlabError(f"cannot read data file {path}: it contains NUL bytes, so it looks like "
+                         f"a binary file, not text. Pass a UTF-8 .tsv/.csv/.jsonl file.")
+    return text
+
+
+def _columns_error(path: Path, found, text_col: str, label_col: str) -> KdlabError:
+    missing = [c for c in (text_col, label_col) if c not in found]
+    return KdlabError(
+        f"{path}: column(s) {', '.join(repr(c) for c in missing)} not found; the columns found are "
+        f"{list(found)}. Use --text-col/--label-col (text_col=/label_col=) to name the text and "
+        f"label columns.")
+
+
+def _empty_error(path: Path) -> KdlabError:
+    return KdlabError(f"{path} has no data rows (empty data). Pass a file with a header line and "
+                      f"at least one row.")
+
+
+def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], list]:
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in EXTENSIONS:
+        raise KdlabError(f"unsupported data file type {path.name!r}: use a .tsv, .csv or .jsonl "
+                         f"file.")
+    content = _read_text(path)
+    texts: list[str] = []
+    labels: list = []
+    if ext == ".jsonl":
+        lines = content.splitlines()
+        first_keys = None
+        row = 0
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            row += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise KdlabError(f"{path}: line {lineno} is not valid JSON ({e.msg}). Each line "
+                                 f"must be one JSON object.") from None
+            if not isinstance(obj, dict):
+                raise KdlabError(f"{path}: line {lineno} is not a JSON object. Each line must be "
+                                 f"one object like {{\"{text_col}\": ..., \"{label_col}\": ...}}.")
+            if first_keys is None:
+                first_keys = list(obj)
+                if text_col not in obj or label_col not in obj:
+                    raise _columns_error(path, first_keys, text_col, label_col)
+            _check_row(path, row, f"line {lineno}", obj.get(text_col), obj.get(label_col),
+                       text_col, label_col)
+            texts.append(str(obj[text_col]))
+            labels.append(obj[label_col])
+        if not texts:
+            raise _empty_error(path)
+        return texts, labels
+
+    if ext == ".tsv":
+        reader = csv.reader(content.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        import io
+        reader = csv.reader(io.StringIO(content, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise KdlabError(f"{path}: cannot parse the file ({e}). Check the quoting and the "
+                         f"delimiter (.tsv = tab, .csv = comma).") from None
+    # skip fully blank lines
+    rows = [(i, r) for i, r in enumerate(rows, 1) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise _empty_error(path)
+    _, header = rows[0]
+    header = [h.strip() for h in header]
+    if text_col not in header or label_col not in header:
+        raise _columns_error(path, header, text_col, label_col)
+    ti, li = header.index(text_col), header.index(label_col)
+    if len(rows) == 1:
+        raise _empty_error(path)
+    for row, (lineno, r) in enumerate(rows[1:], 1):
+        if len(r) > len(header):
+            raise KdlabError(f"{path}: row {row} (line {lineno}) has {len(r)} fields but the "
+                             f"header has {len(header)}; the text probably contains the "
+                             f"delimiter. Remove stray tabs/commas or quote the field (.csv).")
+        t = r[ti] if ti < len(r) else None
+        lab = r[li] if li < len(r) else None
+        _check_row(path, row, f"line {lineno}", t, lab, text_col, label_col)
+        texts.append(t)
+        labels.append(lab.strip())
+    return texts, labels
+
+
+def _check_row(path, row, where, text, label, text_col, label_col):
+    if text is None or (isinstance(text, str) and not text.strip()):
+        raise KdlabError(f"{path}: row {row} ({where}) has a missing or empty text "
+                         f"({text_col!r}). Fill it in or remove the row.")
+    if label is None or (isinstance(label, str) and not label.strip()):
+        raise KdlabError(f"{path}: row {row} ({where}) has a missing or empty label "
+                         f"({label_col!r}). Fill it in or remove the row.")
+
+
+# ------------------------------------------------------------------------------------------------
+# labels
+
+def _as_int(v):
+    """int for ints / integral floats / digit strings, else None."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        s = v.strip()
+        if s.lstrip("-").isdigit():
+            return int(s)
+    return None
+
+
+def _label_scheme(train_labels: list, source: str, names_hint=None):
+    """Decide the mapping raw label -> id from the train labels. Returns (to_id, label_names)."""
+    ints = [_as_int(v) for v in train_labels]
+    if all(i is not None for i in ints):
+        classes = sorted(set(ints))
+        if len(classes) < 2:
+            raise KdlabError(f"{source}: the training data has only one label class "
+                             f"({classes[0]!r}); a classifier needs at least two. Use a train "
+                             f"file with examples of every class.")
+        if classes != list(range(len(classes))):
+            raise KdlabError(f"{source}: numeric labels must be the contiguous set "
+                             f"0..{len(classes) - 1}, found {classes}. Renumber the labels "
+                             f"(e.g. 0 = negative, 1 = positive).")
+        if names_hint and len(names_hint) == len(classes):
+            names = [str(n) for n in names_hint]
+        elif len(classes) == 2:
+            names = ["negative", "positive"]
+        else:
+            names = [str(c) for c in classes]
+        return (lambda v: _as_int(v)), names
+    classes = sorted({str(v).strip() for v in train_labels})
+    if len(classes) < 2:
+        raise KdlabError(f"{source}: the training data has only one label class "
+                         f"({classes[0]!r}); a classifier needs at least two. Use a train file "
+                         f"with examples of every class.")
+    index = {c: i for i, c in enumerate(classes)}
+
+    def to_id(v):
+        return index.get(str(v).strip())
+
+    to_id.named = True
+    return to_id, classes
+
+
+def _map_labels(raw: list, to_id, names: list[str], source: str) -> list[int]:
+    out = []
+    n = len(names)
+    for row, v in enumerate(raw, 1):
+        i = to_id(v)
+        if i is None or not (0 <= i < n):
+            if getattr(to_id, "named", False):
+                allowed = "{" + ", ".join(repr(x) for x in names) + "}"
+            else:
+                allowed = ("{" + ", ".join(str(k) for k in range(n)) + "} ("
+                           + ", ".join(f"{k}={x}" for k, x in enumerate(names)) + ")")
+            raise KdlabError(f"{source}: row {row} (data row after the header) has label {v!r}, "
+                             f"which is not in the allowed train label set {allowed}. Fix the "
+                             f"label, or use files that share one label set.")
+        out.append(i)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+def _subsample(split: Split, n, seed: int) -> Split:
+    if n is None or n >= len(split):
+        return split
+    if n <= 0:
+        raise KdlabError(f"max_train/max_eval must be a positive number, got {n}.")
+    keep = sorted(random.Random(f"{seed}:{split.name}").sample(range(len(split)), n))
+    return Split(split.name, [split.texts[i] for i in keep], [split.labels[i] for i in keep],
+                 split.domain)
+
+
+def _carve_dev(texts, labels, dev_fraction: float, seed: int, source):
+    n = len(texts)
+    if not 0 < dev_fraction < 1:
+        raise KdlabError(f"dev_fraction must be between 0 and 1, got {dev_fraction}.")
+    if n < 2:
+        raise KdlabError(f"{source}: only {n} row(s); need at least 2 to carve out a dev split. "
+                         f"Add rows or pass a dev file.")
+    n_dev = min(n - 1, max(1, round(n * dev_fraction)))
+    perm = list(range(n))
+    random.Random(seed).shuffle(perm)
+    dev_idx, train_idx = sorted(perm[:n_dev]), sorted(perm[n_dev:])
+    return ([texts[i] for i in train_idx], [labels[i] for i in train_idx],
+            [texts[i] for i in dev_idx], [labels[i] for i in dev_idx])
+
+
+def _identity(label_names, splits: list[Split]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(label_names).encode())
+    for s in splits:
+        h.update(f"\x00split:{s.name}:{s.domain}:{len(s)}\x00".encode())
+        for t, y in zip(s.texts, s.labels):
+            h.update(f"{y}\t{t}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def _find(folder: Path, stem: str):
+    for ext in EXTENSIONS:
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _looks_like_path(spec: str) -> bool:
+    s = spec.strip()
+    return (s.lower().endswith(EXTENSIONS + (".json", ".txt")) or os.path.isabs(s)
+            or s.startswith((".", "~")) or "\\" in s or s.count("/") >= 2)
+
+
+# ------------------------------------------------------------------------------------------------
+
+def load_data(spec=None, *, text_col: str = "sentence", label_col: str = "label", ood=None,
+              dev_fraction: float = 0.1, max_train=None, max_eval=None, seed: int = 0
+              ) -> DataBundle:
+    """Load a dataset as a ``DataBundle``.
+
+    spec: None / "embedded" (the committed synthetic corpus, with its two OOD sets),
+    a .tsv/.csv/.jsonl file (dev carved out with ``dev_fraction`` unless the file is ``train.*``
+    with a sibling ``dev.*``), a folder with ``train.*`` (+ ``dev.*``), or a hub dataset name
+    (``name`` or ``name/config``). ``ood``: list of files, each an OOD split named by its stem
+    (None = none, except for the embedded corpus, whose two OOD sets come by default).
+    """
+    ood_specs = list(ood) if ood is not None else None
+    if isinstance(ood, (str, Path)):
+        ood_specs = [ood]
+
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "embedded"):
+        name = "kdlab synthetic sentiment (embedded)"
+        files = {s: EMBEDDED_DIR / f"{s}.tsv" for s in ("train", "dev") + EMBEDDED_OOD}
+        if all(p.is_file() for p in files.values()):
+            raw = {s: _read_file(p, "sentence", "label") for s, p in files.items()}
+            sources = {s: str(p) for s, p in files.items()}
+        else:
+            from kdlab.data import synth
+            gen = synth.generate()
+            raw = {s: ([t for t, _ in rows], [y for _, y in rows]) for s, rows in gen.items()}
+            sources = {s: f"embedded:{s}" for s in raw}
+        train_t, train_y = raw["train"]
+        dev_t, dev_y = raw["dev"]
+        to_id, names = _label_scheme(train_y, sources["train"])
+        train = Split("train", train_t, _map_labels(train_y, to_id, names, sources["train"]),
+                      "in-domain")
+        dev = Split("dev", dev_t, _map_labels(dev_y, to_id, names, sources["dev"]), "in-domain")
+        oods = {}
+        if ood_specs is None:
+            for s in EMBEDDED_OOD:
+                t, y = raw[s]
+                oods[s] = Split(s, t, _map_labels(y, to_id, names, sources[s]), s)
+        return _finish(name, names, to_id, train, dev, oods, ood_specs or [], text_col,
+                       label_col, max_train, max_eval, seed)
+
+    p = Path(os.path.expanduser(str(spec)))
+    if p.exists():
+        if p.is_dir():
+            train_p = _find(p, "train")
+            if train_p is None:
+                found = sorted(x.name for x in p.iterdir())[:20]
+                raise KdlabError(f"data folder {p} has no train.tsv/train.csv/train.jsonl "
+                                 f"(found: {found}). Add a train file or pass a file directly.")
+            dev_p = _find(p, "dev") or _find(p, "validation")
+            name = p.resolve().name
+        else:
+            train_p = p
+            dev_p = _find(p.parent, "dev") if p.stem.lower() == "train" else None
+            name = p.stem if p.stem.lower() != "train" else f"{p.resolve().parent.name}"
+        texts, ys = _read_file(train_p, text_col, label_col)
+        if dev_p is not None:
+            dev_t, dev_raw = _read_file(dev_p, text_col, label_col)
+            dev_src = str(dev_p)
+        else:
+            texts, ys, dev_t, dev_raw = _carve_dev(texts, ys, dev_fraction, seed, train_p)
+            dev_src = f"{train_p} (dev carved out)"
+        to_id, names = _label_scheme(ys, str(train_p))
+        train = Split("train", texts, _map_labels(ys, to_id, names, str(train_p)), "in-domain")
+        dev = Split("dev", dev_t, _map_labels(dev_raw, to_id, names, dev_src), "in-domain")
+        return _finish(name, names, to_id, train, dev, {}, ood_specs or [], text_col, label_col,
+                       max_train, max_eval, seed)
+
+    spec = str(spec)
+    if _looks_like_path(spec):
+        raise KdlabError(f"data file or folder not found: {spec}. Check the path (a .tsv/.csv/"
+                         f".jsonl file or a folder with train.tsv and dev.tsv).")
+    return _load_hub(spec, text_col, label_col, ood_specs or [], dev_fraction, max_train,
+                     max_eval, seed)
+
+
+def _finish(name, names, to_id, train, dev, oods, ood_specs, text_col, label_col, max_train,
+            max_eval, seed) -> DataBundle:
+    for o in ood_specs:
+        op = Path(os.path.expanduser(str(o)))
+        if not op.exists():
+            raise KdlabError(f"OOD data file not found: {op}. Check the path passed to --ood.")
+        t, y = _read_file(op, text_col, label_col)
+        stem = op.stem
+        if stem in oods or stem in ("train", "dev"):
+            stem = f"ood_{stem}"
+        oods[stem] = Split(stem, t, _map_labels(y, to_id, names, str(op)), stem)
+    train = _subsample(train, max_train, seed)
+    dev = _subsample(dev, max_eval, seed)
+    oods = {k: _subsample(v, max_eval, seed) for k, v in oods.items()}
+    ident = _identity(names, [train, dev, *oods.values()])
+    return DataBundle(name=name, identity=ident, label_names=list(names), train=train, dev=dev,
+                      ood=oods)
+
+
+def _load_hub(spec, text_col, label_col, ood_specs, dev_fraction, max_train, max_eval, seed):
+    fix = (f"The machine may be offline. Pass a local file or folder instead (e.g. a folder "
+           f"with train.tsv and dev.tsv); no local file or folder named {spec!r} exists.")
+    try:
+        import datasets
+    except ImportError:
+        raise KdlabError(f"dataset {spec!r} could not be fetched from the hub: the 'datasets' "
+                         f"package is not installed (pip install datasets). {fix}") from None
+    parts = spec.split("/")
+    attempts = []
+    if len(parts) == 2:
+        attempts = [(parts[0], parts[1]), (spec, None)]
+    elif len(parts) == 3:
+        attempts = [("/".join(parts[:2]), parts[2])]
+    else:
+        attempts = [(spec, None)]
+    ds, last = None, None
+    for path, config in attempts:
+        try:
+            ds = (datasets.load_dataset(path, config) if config
+                  else datasets.load_dataset(path))
+            break
+        except Exception as e:  # offline, unknown name, bad config ...
+            last = e
+    if ds is None:
+        why = f"{type(last).__name__}: {str(last).splitlines()[0][:200] if str(last) else ''}"
+        raise KdlabError(f"dataset {spec!r} could not be fetched from the hub ({why}). {fix}")
+    if "train" not in ds:
+        raise KdlabError(f"hub dataset {spec!r} has no 'train' split (splits: {list(ds)}). "
+                         f"Pass a local file or folder instead.")
+    tr = ds["train"]
+    cols = list(tr.column_names)
+    if text_col not in cols and "text" in cols:
+        text_col = "text"
+    if text_col not in cols or label_col not in cols:
+        raise _columns_error(Path(spec), cols, text_col, label_col)
+    names_hint = None
+    feat = tr.features.get(label_col) if hasattr(tr, "features") else None
+    if feat is not None and getattr(feat, "names", None):
+        names_hint = list(feat.names)
+    texts, ys = list(tr[text_col]), list(tr[label_col])
+    eval_name = "validation" if "validation" in ds else ("test" if "test" in ds else None)
+    if eval_name is not None:
+        dev_t, dev_raw = list(ds[eval_name][text_col]), list(ds[eval_name][label_col])
+        dev_src = f"{spec}[{eval_name}]"
+    else:
+        texts, ys, dev_t, dev_raw = _carve_dev(texts, ys, dev_fraction, seed, spec)
+        dev_src = f"{spec}[train, dev carved out]"
+    for i, (t, y) in enumerate(zip(texts, ys), 1):
+        _check_row(f"{spec}[train]", i, "hub row", t, y, text_col, label_col)
+    to_id, names = _label_scheme(ys, f"{spec}[train]", names_hint)
+    train = Split("train", [str(t) for t in texts],
+                  _map_labels(ys, to_id, names, f"{spec}[train]"), "in-domain")
+    dev = Split("dev", [str(t) for t in dev_t], _map_labels(dev_raw, to_id, names, dev_src),
+                "in-domain")
+    return _finish(spec, names, to_id, train, dev, {}, ood_specs, text_col, label_col,
+                   max_train, max_eval, seed)
