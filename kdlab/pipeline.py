@@ -1,0 +1,126 @@
+"""The whole path as functions the CLI, the dashboard and the notebooks share:
+prepare (fine-tune, cache) a teacher -> build a student -> distill -> evaluate -> store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import traceback
+from pathlib import Path
+
+from .config import RunConfig, TrainConfig, apply_preset
+from .data.loaders import load_data
+from .errors import KdlabError
+from .evaluate import evaluate, size_report
+from .models import build_student, load_saved, load_teacher, save_model
+from .store import Store
+
+
+def load_bundle(cfg: RunConfig):
+    return load_data(cfg.data, text_col=cfg.text_col, label_col=cfg.label_col, ood=cfg.ood or None,
+                     max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed)
+
+
+def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bool = False, log=print):
+    """Fine-tune the teacher on the in-domain train split, or reuse the cached one.
+
+    Returns (teacher, tokenizer, teacher_run_id). The fine-tuned teacher is saved with
+    ``save_pretrained`` under ``<runs>/teachers/<key>`` where the key hashes the base model, the
+    data identity and the fine-tuning settings.
+    """
+    from .distill import train
+    bundle = bundle or load_bundle(cfg)
+    key = cfg.teacher_key(bundle.identity)
+    folder = store.root / "teachers" / key
+    meta = folder / "kdlab.json"
+    if meta.exists():
+        info = json.loads(meta.read_text())
+        teacher, tok = load_saved(folder, attentions=attentions)
+        log(f"teacher: reusing fine-tuned {cfg.teacher} ({folder})")
+        return teacher, tok, info.get("run_id")
+    teacher, tok = load_teacher(cfg.teacher, bundle.num_labels(), trust_remote_code=cfg.trust_remote_code,
+                                attentions=attentions, seed=cfg.teacher_train.seed)
+    tconf = {"teacher": cfg.teacher, "data": cfg.data or "embedded", "data_identity": bundle.identity,
+             "train": dataclasses.asdict(cfg.teacher_train), "key": key}
+    run_id = store.create_run("teacher", "ce", tconf, name=f"teacher {cfg.teacher}")
+    log(f"teacher: fine-tuning {cfg.teacher} on {len(bundle.train)} examples ({run_id})")
+    try:
+        res = train(teacher, tok, bundle, "ce", cfg=cfg.teacher_train, store=store, run_id=run_id)
+        if res.status != "finished":
+            store.finish(run_id, res.status, res.message)
+            raise KdlabError(f"teacher fine-tuning was {res.status}")
+        save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf})
+        store.set_artifact(run_id, "model_dir", str(folder))
+        store.set_artifact(run_id, "size", size_report(teacher, tok, bundle.dev.texts, cfg.teacher_train.max_len))
+        store.finish(run_id, "finished", summary={k: v.get("accuracy") for k, v in res.evals.items()})
+    except BaseException as e:
+        store.finish(run_id, "failed", message=_short(e))
+        raise
+    return teacher, tok, run_id
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:500]
+
+
+def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tokenizer=None, bundle=None,
+                teacher_run: str | None = None, kind: str = "student", log=print) -> str:
+    """Build the student, distill it with ``cfg.method`` and store everything; returns the run id."""
+    from .distill import train
+    from .methods import get
+    cfg = apply_preset(cfg)
+    store = store or Store()
+    bundle = bundle or load_bundle(cfg)
+    method_cls = get(cfg.method)
+    needs_attn = bool(getattr(method_cls, "needs_attentions", False))
+    if teacher is None and (method_cls.uses_teacher or cfg.student_init != "fresh"):
+        teacher, tokenizer, teacher_run = prepare_teacher(cfg, store, bundle, attentions=needs_attn, log=log)
+    if hasattr(method_cls, "run_chain"):
+        return method_cls.run_chain(cfg, store, teacher=teacher, tokenizer=tokenizer, bundle=bundle,
+                                    teacher_run=teacher_run, log=log)
+    if hasattr(method_cls, "make_student"):
+        student = method_cls.make_student(teacher, tokenizer, cfg)
+    else:
+        init = getattr(method_cls, "student_init", None) if cfg.student_init == "skip" else cfg.student_init
+        student = build_student(teacher, layers=cfg.student_layers, init=init or cfg.student_init,
+                                layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)
+    conf = cfg.to_dict()
+    conf["teacher_run"] = teacher_run
+    conf["data_identity"] = bundle.identity
+    run_id = store.create_run(kind, cfg.method, conf, name=cfg.name, parent=teacher_run)
+    log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
+    try:
+        res = train(student, tokenizer, bundle, cfg.method, teacher=teacher, cfg=cfg.train,
+                    method_args=cfg.method_args, store=store, run_id=run_id)
+        out = store.folder(run_id) / "student"
+        save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method})
+        store.set_artifact(run_id, "model_dir", str(out))
+        store.set_artifact(run_id, "size", size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len))
+        store.finish(run_id, res.status, res.message,
+                     summary={k: v.get("accuracy") for k, v in res.evals.items()})
+    except KeyboardInterrupt:
+        store.finish(run_id, "cancelled", "interrupted")
+        raise
+    except BaseException as e:
+        store.finish(run_id, "failed", message=_short(e))
+        if not isinstance(e, KdlabError):
+            (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
+        raise
+    return run_id
+
+
+def eval_run(store: Store, run_id: str, data_file: str, *, text_col="sentence", label_col="label",
+             max_len: int = 64) -> dict:
+    """Evaluate a stored student (or teacher) on any labeled file; returns {metric: value}."""
+    from .data.loaders import DataBundle, load_data
+    from .evaluate import metrics, predict
+    run = store.run(run_id)
+    folder = store.artifact(run["id"], "model_dir")
+    if not folder or not Path(folder).exists():
+        raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")
+    model, tok = load_saved(folder)
+    b = load_data(data_file, text_col=text_col, label_col=label_col, dev_fraction=0.0)
+    split = b.train
+    logits = predict(model, split, tok, max_len=max_len)
+    return {"run": run["id"], "data": str(data_file), **metrics(logits, split.labels, model.config.num_labels)}

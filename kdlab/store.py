@@ -1,0 +1,208 @@
+"""The run store: one SQLite database (WAL) plus a folder per run.
+
+Training writes; the dashboard, notebooks and CLI read, also while a run is being written. Every
+write is one short transaction, so a reader never sees part of a batch of rows. A run is
+``running`` until the loop marks it ``finished``, ``failed`` or ``cancelled``; a run whose process
+died is shown as ``running`` with a stale ``updated`` time and a dead pid (``Store.status`` reports
+it as ``died``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import KdlabError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, name TEXT, kind TEXT, method TEXT, status TEXT, config TEXT,
+  created REAL, updated REAL, pid INTEGER, message TEXT, parent TEXT, summary TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id TEXT, step INTEGER, epoch INTEGER, name TEXT, value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_step ON metrics(run_id, step);
+CREATE TABLE IF NOT EXISTS mappings (
+  run_id TEXT, step INTEGER, epoch INTEGER, label TEXT, matrix TEXT
+);
+CREATE TABLE IF NOT EXISTS evals (
+  run_id TEXT, step INTEGER, epoch INTEGER, split TEXT, domain TEXT, metric TEXT, value REAL
+);
+CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
+CREATE TABLE IF NOT EXISTS artifacts (
+  run_id TEXT, name TEXT, value TEXT, PRIMARY KEY (run_id, name)
+);
+"""
+
+FINAL = ("finished", "failed", "cancelled")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("KDLAB_RUNS", "runs"))
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise KdlabError(f"cannot create the run store folder '{self.root}': {e.strerror}. "
+                             "Choose another folder with --runs") from None
+        self.path = self.root / "kdlab.db"
+        with self._conn() as c:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.executescript(SCHEMA)
+
+    @contextmanager
+    def _conn(self):
+        try:
+            c = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as e:
+            raise KdlabError(f"cannot open the run store '{self.path}': {e}") from None
+        try:
+            c.execute("PRAGMA busy_timeout=30000")
+            with c:  # one transaction
+                yield c
+        except sqlite3.DatabaseError as e:
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise KdlabError(f"the run store '{self.path}' is not a kdlab database ({e}): "
+                                 "move it away or choose another folder with --runs") from None
+            raise
+        finally:
+            c.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def create_run(self, kind: str, method: str, config: dict, name: str | None = None,
+                   parent: str | None = None) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{method}-{secrets.token_hex(2)}"
+        self.folder(run_id).mkdir(parents=True, exist_ok=True)
+        (self.folder(run_id) / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        now = time.time()
+        with self._conn() as c:
+            c.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (run_id, name or run_id, kind, method, "running", json.dumps(config, default=str),
+                       now, now, os.getpid(), "", parent, "{}"))
+        return run_id
+
+    def folder(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def log_metrics(self, run_id: str, step: int, epoch: int, values: dict):
+        rows = [(run_id, step, epoch, k, float(v)) for k, v in values.items()]
+        with self._conn() as c:
+            c.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
+            c.execute("UPDATE runs SET updated=? WHERE id=?", (time.time(), run_id))
+
+    def log_mapping(self, run_id: str, step: int, epoch: int, matrix, label: str = "W"):
+        m = matrix.tolist() if hasattr(matrix, "tolist") else matrix
+        with self._conn() as c:
+            c.execute("INSERT INTO mappings VALUES (?,?,?,?,?)", (run_id, step, epoch, label, json.dumps(m)))
+
+    def log_eval(self, run_id: str, step: int, epoch: int, split: str, domain: str, metrics: dict):
+        rows = [(run_id, step, epoch, split, domain, k, float(v)) for k, v in metrics.items()]
+        with self._conn() as c:
+            c.executemany("INSERT INTO evals VALUES (?,?,?,?,?,?,?)", rows)
+
+    def set_artifact(self, run_id: str, name: str, value):
+        with self._conn() as c:
+            c.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?)", (run_id, name, json.dumps(value, default=str)))
+
+    def finish(self, run_id: str, status: str = "finished", message: str = "", summary: dict | None = None):
+        assert status in FINAL, status
+        with self._conn() as c:
+            c.execute("UPDATE runs SET status=?, message=?, updated=?, summary=? WHERE id=?",
+                      (status, message, time.time(), json.dumps(summary or {}, default=str), run_id))
+
+    def request_cancel(self, run_id: str):
+        (self.folder(run_id) / "CANCEL").touch()
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return (self.folder(run_id) / "CANCEL").exists()
+
+    # -- reading ----------------------------------------------------------------------------
+    def runs(self, kind: str | None = None) -> list[dict]:
+        q = "SELECT * FROM runs" + (" WHERE kind=?" if kind else "") + " ORDER BY created DESC"
+        with self._conn() as c:
+            c.row_factory = sqlite3.Row
+            rows = [dict(r) for r in c.execute(q, (kind,) if kind else ())]
+        for r in rows:
+            r["config"] = json.loads(r["config"] or "{}")
+            r["summary"] = json.loads(r["summary"] or "{}")
+            r["status"] = self._live_status(r)
+        return rows
+
+    def run(self, run_id: str) -> dict:
+        with self._conn() as c:
+            c.row_factory = sqlite3.Row
+            r = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if r is None:
+                like = c.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY created DESC",
+                                 (f"%{run_id}%",)).fetchall()
+                if len(like) == 1:
+                    r = c.execute("SELECT * FROM runs WHERE id=?", (like[0][0],)).fetchone()
+        if r is None:
+            raise KdlabError(f"no run '{run_id}' in the run store {self.root}: `python -m kdlab runs` lists them")
+        r = dict(r)
+        r["config"] = json.loads(r["config"] or "{}")
+        r["summary"] = json.loads(r["summary"] or "{}")
+        r["status"] = self._live_status(r)
+        return r
+
+    @staticmethod
+    def _live_status(r: dict) -> str:
+        if r["status"] != "running" or not r.get("pid"):
+            return r["status"]
+        if r["pid"] == os.getpid():
+            return "running"
+        try:
+            os.kill(r["pid"], 0)
+        except ProcessLookupError:
+            return "died"
+        except PermissionError:
+            pass
+        return "running"
+
+    def metrics(self, run_id: str, since_step: int = -1) -> list[dict]:
+        with self._conn() as c:
+            rows = c.execute("SELECT step, epoch, name, value FROM metrics WHERE run_id=? AND step>? "
+                             "ORDER BY step, rowid", (run_id, since_step)).fetchall()
+        return [dict(step=s, epoch=e, name=n, value=v) for s, e, n, v in rows]
+
+    def metrics_frame(self, run_id: str):
+        """Metrics as a wide pandas frame: one row per step, one column per name."""
+        import pandas as pd
+        rows = self.metrics(run_id)
+        if not rows:
+            return pd.DataFrame()
+        df = pd.DataFrame(rows)
+        return df.pivot_table(index=["step", "epoch"], columns="name", values="value").reset_index()
+
+    def mappings(self, run_id: str) -> list[dict]:
+        with self._conn() as c:
+            rows = c.execute("SELECT step, epoch, label, matrix FROM mappings WHERE run_id=? ORDER BY rowid",
+                             (run_id,)).fetchall()
+        return [dict(step=s, epoch=e, label=l, matrix=json.loads(m)) for s, e, l, m in rows]
+
+    def evals(self, run_id: str) -> list[dict]:
+        with self._conn() as c:
+            rows = c.execute("SELECT step, epoch, split, domain, metric, value FROM evals WHERE run_id=? "
+                             "ORDER BY rowid", (run_id,)).fetchall()
+        return [dict(step=s, epoch=e, split=sp, domain=d, metric=m, value=v) for s, e, sp, d, m, v in rows]
+
+    def final_evals(self, run_id: str) -> dict:
+        """{split: {metric: value}} from the latest evaluation of each split."""
+        out: dict = {}
+        for r in self.evals(run_id):
+            out.setdefault(r["split"], {})[r["metric"]] = r["value"]
+        return out
+
+    def artifact(self, run_id: str, name: str, default=None):
+        with self._conn() as c:
+            r = c.execute("SELECT value FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
+        return json.loads(r[0]) if r else default
