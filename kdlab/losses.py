@@ -41,6 +41,7 @@ __all__ = [
     "feature_map_mse",
     "label_smoothing_targets",
     "soft_target_ce",
+    "crd_nce_loss",
 ]
 
 _LOG_EPS = 1e-12  # clamp for the student's probabilities before log (attention KL)
@@ -361,3 +362,26 @@ def alp_loss(s_cls_list: Sequence[torch.Tensor], t_cls_stack: torch.Tensor) -> t
         total = term if total is None else total + term
         alphas.append(alpha)
     return total, torch.stack(alphas, dim=0)
+
+
+# ----------------------------------------------------------------------------------------------- contrastive
+def crd_nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.Tensor:
+    """CRD's NCE loss with the critic ``h(P) = P / (P + K/n)`` (METHODS §12, RepDistiller ``ContrastLoss``).
+
+    ``scores [B, 1+K]`` holds the normalised scores ``P = exp(<v, g(x)>/τ) / Z``; column 0 is the positive, the
+    K other columns the negatives. ``L = −(1/B) Σ_b [log h(P_b0) + Σ_{k=1..K} log(1 − h(P_bk))]`` with
+    ``1 − h(P) = (K/n) / (P + K/n)``; ``eps`` guards the denominators as in the reference code (sum over K, mean
+    over the batch).
+    """
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise KdlabError(f"crd_nce_loss: scores must be [B, 1+K] with K >= 1 negatives, got {tuple(scores.shape)}")
+    if n_data < 1:
+        raise KdlabError(f"crd_nce_loss: n_data must be >= 1 (the training-set size), got {n_data}")
+    x = scores.float()
+    K = x.shape[1] - 1
+    noise = K / float(n_data)
+    pos = x[:, 0]
+    neg = x[:, 1:]
+    log_d1 = torch.log(pos / (pos + noise + eps))
+    log_d0 = torch.log(noise / (neg + noise + eps))
+    return -(log_d1.sum() + log_d0.sum()) / x.shape[0]
