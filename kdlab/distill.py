@@ -95,7 +95,7 @@ def build_method(name: str, teacher, student, num_labels: int, total_steps: int,
     cls = get(name)
     ctx = Context(teacher=ModelInfo.of(teacher) if teacher is not None else None, student=ModelInfo.of(student),
                   num_labels=num_labels, total_steps=total_steps, steps_per_epoch=steps_per_epoch, seed=seed,
-                  num_train=num_train)
+                  num_train=num_train, teacher_model=teacher)
     if cls.uses_teacher and teacher is None:
         raise KdlabError(f"method '{name}' needs a teacher")
     return cls(ctx, **overrides)

@@ -29,6 +29,8 @@ class Context:
     steps_per_epoch: int = 1
     seed: int = 0
     num_train: int = 0
+    teacher_model: object = field(default=None, repr=False)  # the teacher module itself (e.g. to
+                                                             # reuse its frozen classification head)
 
 
 @dataclass
