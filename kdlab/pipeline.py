@@ -85,6 +85,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         init = getattr(method_cls, "student_init", None) if cfg.student_init == "skip" else cfg.student_init
         student = build_student(teacher, layers=cfg.student_layers, init=init or cfg.student_init,
                                 layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)
+    if hasattr(method_cls, "augment_train"):   # methods that enlarge the transfer set (e.g. bilstm)
+        bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
     conf["data_identity"] = bundle.identity
