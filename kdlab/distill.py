@@ -125,6 +125,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     if not method.uses_teacher:
         teacher = None
     student.to(device)
+    if hasattr(method, "bind"):   # methods that need the models themselves (shared modules, peer models)
+        method.bind(student, teacher)
     method.to(device)
     trains_teacher = teacher is not None and method.trains_teacher
     if teacher is not None:

@@ -65,8 +65,10 @@ def _short(e: BaseException) -> str:
 
 
 def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tokenizer=None, bundle=None,
-                teacher_run: str | None = None, kind: str = "student", log=print) -> str:
-    """Build the student, distill it with ``cfg.method`` and store everything; returns the run id."""
+                teacher_run: str | None = None, kind: str = "student", log=print, student=None) -> str:
+    """Build the student, distill it with ``cfg.method`` and store everything; returns the run id.
+
+    ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy)."""
     from .distill import train
     from .methods import get
     cfg = apply_preset(cfg)
@@ -79,7 +81,9 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     if hasattr(method_cls, "run_chain"):
         return method_cls.run_chain(cfg, store, teacher=teacher, tokenizer=tokenizer, bundle=bundle,
                                     teacher_run=teacher_run, log=log)
-    if hasattr(method_cls, "make_student"):
+    if student is not None:
+        pass
+    elif hasattr(method_cls, "make_student"):
         student = method_cls.make_student(teacher, tokenizer, cfg)
     else:
         init = getattr(method_cls, "student_init", None) if cfg.student_init == "skip" else cfg.student_init
