@@ -385,3 +385,80 @@ def crd_nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.
     log_d1 = torch.log(pos / (pos + noise + eps))
     log_d0 = torch.log(noise / (neg + noise + eps))
     return -(log_d1.sum() + log_d0.sum()) / x.shape[0]
+
+
+# ----------------------------------------------------------------------------------------------- teacher-free,
+# mutual learning, self-attention distillation
+def label_smoothing_targets_others(labels: torch.Tensor, C: int, eps: float) -> torch.Tensor:
+    """Label smoothing spread over the other classes (TF-KD's baseline, METHODS §16): ``[B, C]`` with
+    ``1 − eps`` on the true class and ``eps/(C − 1)`` on each other class (rows sum to 1)."""
+    if C < 2:
+        raise KdlabError(f"label smoothing needs at least 2 classes, got {C}")
+    if not 0.0 <= eps <= 1.0:
+        raise KdlabError(f"label smoothing eps must be in [0, 1], got {eps}")
+    onehot = F.one_hot(labels.long(), num_classes=C).float()
+    return onehot * (1.0 - eps) + (1.0 - onehot) * (eps / (C - 1))
+
+
+def tfkd_reg_targets(labels: torch.Tensor, C: int, a: float = 0.99, tau: float = 20.0) -> torch.Tensor:
+    """Tf-KD_reg's hand-made teacher (METHODS §16, reference-code form): ``p^d = a`` on the true class and
+    ``(1 − a)/(C − 1)`` elsewhere, then ``softmax(p^d / tau)`` over the classes (the code softmaxes the
+    *probabilities* divided by tau, which gives a very flat target). Returns ``[B, C]``."""
+    if C < 2:
+        raise KdlabError(f"the Tf-KD_reg teacher needs at least 2 classes, got {C}")
+    if not 0.0 < a <= 1.0:
+        raise KdlabError(f"the Tf-KD_reg correct-class probability a must be in (0, 1], got {a}")
+    if tau <= 0:
+        raise KdlabError(f"the Tf-KD_reg temperature tau must be > 0, got {tau}")
+    onehot = F.one_hot(labels.long(), num_classes=C).float()
+    pd = onehot * a + (1.0 - onehot) * ((1.0 - a) / (C - 1))
+    return F.softmax(pd / tau, dim=-1)
+
+
+def kl_to_targets(logits: torch.Tensor, target_probs: torch.Tensor, reduction: str = "batchmean") -> torch.Tensor:
+    """``KL(t ‖ softmax(z))`` against a fixed target distribution ``t [B, C]`` (computed by ``kd_kl`` at T = 1
+    on ``log t``). ``batchmean``: ``(1/B) Σ_b Σ_c t_bc (log t_bc − log q_bc)``; ``mean``: that value / C
+    (PyTorch ``KLDivLoss()`` default, as in the TF-KD reference code). Targets are clamped at 1e-12."""
+    _same_shape(logits, target_probs, "kl_to_targets")
+    if reduction not in ("batchmean", "mean"):
+        raise KdlabError(f"unknown KL reduction '{reduction}': use batchmean or mean")
+    kl = kd_kl(logits, target_probs.float().clamp_min(_LOG_EPS).log(), 1.0)
+    return kl / logits.shape[-1] if reduction == "mean" else kl
+
+
+def dml_losses(logits_list: Sequence[torch.Tensor], labels: torch.Tensor, T: float = 1.0) -> list[torch.Tensor]:
+    """Deep mutual learning (METHODS §14): per peer k,
+    ``L_k = CE(y, z_k) + (1/(K − 1)) Σ_{l≠k} kd_kl(z_k, z_l.detach(), T)`` (peer targets detached; at T = 1 the
+    KD term is ``KL(p_l ‖ p_k)`` with batchmean reduction). Returns the K per-peer losses."""
+    K = len(logits_list)
+    if K < 2:
+        raise KdlabError(f"mutual learning needs at least 2 peers, got {K}: set peers=2 or more")
+    out = []
+    for k, zk in enumerate(logits_list):
+        mutual = sum(kd_kl(zk, zl.detach(), T) for l, zl in enumerate(logits_list) if l != k)
+        out.append(hard_ce(zk, labels) + mutual / (K - 1))
+    return out
+
+
+def sad_loss(attentions: Sequence[torch.Tensor], mask: torch.Tensor | None = None, target: str = "next"
+             ) -> tuple[torch.Tensor, list[tuple[int, int, torch.Tensor]]]:
+    """Self-attention distillation inside one model: the attention probabilities ``[B, h, L, L]`` of a shallower
+    layer imitate those of a deeper layer (detached). ``target='next'``: layer i -> layer i + 1 for i = 1..M−1;
+    ``'last'``: layer i -> layer M. Each pair is ``attention_kl(P_deep.detach(), P_i, mask)``; the total is
+    their sum. Returns ``(total, [(i, j, value), ...])`` with 1-based layers."""
+    M = len(attentions)
+    if M < 2:
+        raise KdlabError(f"self-attention distillation needs a model with at least 2 layers, got {M}")
+    if target not in ("next", "last"):
+        raise KdlabError(f"unknown self-attention target '{target}': use next or last")
+    pairs = []
+    total = None
+    for i in range(1, M):
+        j = i + 1 if target == "next" else M
+        v = attention_kl(attentions[j - 1].detach(), attentions[i - 1], mask)
+        pairs.append((i, j, v))
+        total = v if total is None else total + v
+    return total, pairs
+
+
+__all__ += ["label_smoothing_targets_others", "tfkd_reg_targets", "kl_to_targets", "dml_losses", "sad_loss"]
