@@ -1,0 +1,72 @@
+"""CKD, "Why Skip If You Can Combine" (Wu et al. 2020, arXiv 2010.03034; METHODS.md §7).
+
+Teacher layers 1..N are split into M contiguous buckets (``kdlab.mapping.grouped``; 12->6: {1,2},{3,4},...).
+For bucket i the teacher states are concatenated along the hidden dimension and mapped to the student width
+by a learned linear map of its own, ``f_i = W_i [H^T_a; ...; H^T_b] + b_i``; the student layer i matches it
+with a masked MSE. ``L = a_hard*CE + a_soft*KD + beta * sum_i MSE(H^S_i, f_i)`` (defaults 1, 1, 1).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import losses, mapping
+from ..errors import KdlabError
+from ..features import Need
+from .base import register
+from .basic import LogitKD
+
+
+def _label(a: int, b: int) -> str:
+    return "+".join(str(j) for j in range(a, b + 1))
+
+
+@register
+class CKD(LogitKD):
+    """Combinatorial KD: each student layer learns a learned projection of its concatenated teacher bucket."""
+    name = "ckd"
+    summary = ("L = CE + KD + beta * sum_i maskedMSE(H^S_i, W_i [H^T_a;...;H^T_b])  "
+               "(contiguous teacher buckets, learned linear map per bucket)")
+    defaults = dict(alpha_soft=1.0, alpha_hard=1.0, temperature=2.0, beta=1.0, pool="tokens")
+
+    def __init__(self, ctx, **overrides):
+        super().__init__(ctx, **overrides)
+        if self.hp["pool"] not in ("tokens", "cls"):
+            raise KdlabError(f"ckd: unknown pool '{self.hp['pool']}': use pool=tokens or pool=cls")
+        M, N = ctx.student.layers, ctx.teacher.layers
+        self.W = mapping.grouped(M, N)
+        self.groups = []
+        for i in range(M):
+            cols = torch.nonzero(self.W[i] > 0).flatten().tolist()
+            self.groups.append((cols[0] + 1, cols[-1] + 1))
+        dS, dT = ctx.student.hidden, ctx.teacher.hidden
+        self.proj = nn.ModuleList(nn.Linear((b - a + 1) * dT, dS) for a, b in self.groups)
+
+    def need(self, state):
+        return Need(hidden=True), Need(hidden=True)
+
+    def mapping(self, state):
+        return self.W
+
+    def ckd_terms(self, s, t):
+        """(sum over buckets, {"ckd/s<i>-t<a+..+b>": value})."""
+        parts, total = {}, None
+        tokens = self.hp["pool"] == "tokens"
+        mask = s.mask if tokens else torch.ones(s.mask.shape[0], 1, dtype=s.mask.dtype, device=s.mask.device)
+        for i, (a, b) in enumerate(self.groups):
+            cat = torch.cat([t.hidden[j].float() for j in range(a, b + 1)], dim=-1)
+            hs = s.hidden[i + 1]
+            if not tokens:
+                cat, hs = cat[:, :1], hs[:, :1]
+            f = self.proj[i](cat.to(self.proj[i].weight.dtype))
+            val = losses.hidden_mse(hs, f, mask)
+            parts[f"ckd/s{i + 1}-t{_label(a, b)}"] = val.detach()
+            total = val if total is None else total + val
+        return total, parts
+
+    def loss(self, s, t, batch, state):
+        total, parts = self.logit_terms(s, t, batch, state)
+        c, cparts = self.ckd_terms(s, t)
+        parts.update(cparts)
+        parts["ckd"] = c.detach()
+        return total + self.hp["beta"] * c, parts

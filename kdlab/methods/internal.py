@@ -1,0 +1,168 @@
+"""KD from internal representations (Aguilar et al. 2020, arXiv 1910.03723; METHODS.md §10).
+
+Per mapped pair (student layer i <- teacher layer g(i), uniform mapping g(i) = round(i*N/M)):
+``L_att = (1/(h*L)) sum_heads sum_real_queries KL(P^T || P^S)`` over all heads (``losses.attention_kl``)
+and ``L_cls = 1 - cos(H^T[:,0], H^S[:,0])`` (``losses.cls_cosine``; ``squared=true`` squares it).
+
+Three algorithms:
+
+* ``internal-all``: every layer at once, with soft-label KD from the start;
+* ``internal-pid`` (progressive): stage s = 1..M distils student layer s only; stage M+1 distils the soft
+  labels only;
+* ``internal-sid`` (stacked): stage s distils layers 1..s; stage M+1 keeps all layers and adds soft labels.
+
+A stage ends after ``stage_steps`` optimiser steps (default total_steps/(M+1)) or as soon as the [CLS]
+cosine loss of the newest layer falls under ``threshold`` (0 = off), whichever comes first. Soft-label KD
+(T = 1) is on only in the last stage. The metrics carry ``stage`` and ``stage_layer``; W holds the active pairs.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import losses, mapping
+from ..errors import KdlabError
+from ..features import Need
+from ..objectives import Projection
+from .base import register
+from .basic import LogitKD
+
+
+class InternalKD(LogitKD):
+    defaults = dict(temperature=1.0, alpha_soft=1.0, alpha_hard=0.0, att_weight=1.0, cls_weight=1.0,
+                    squared=False, stage_steps=None, threshold=0.0, head_average=False,
+                    mapping="uniform", mapping_layers=None)
+    needs_attentions = True
+    mode = "all"
+
+    def __init__(self, ctx, **overrides):
+        super().__init__(ctx, **overrides)
+        M, N = ctx.student.layers, ctx.teacher.layers
+        self.M = M
+        hs, ht = ctx.student.heads, ctx.teacher.heads
+        if hs != ht and not self.hp["head_average"]:
+            raise KdlabError(f"{self.name}: the student has {hs} attention heads but the teacher has {ht}; "
+                             "the attention KL pairs heads one to one: build the student with the teacher's "
+                             "head count, or --set head_average=true to compare head-averaged maps")
+        self.full = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
+        self.pairs = {i: j for i, j, _ in mapping.pairs(self.full)}
+        self.proj = Projection(ctx.student.hidden, ctx.teacher.hidden)
+        if self.hp["stage_steps"] is not None and int(self.hp["stage_steps"]) < 1:
+            raise KdlabError(f"{self.name}: stage_steps must be at least 1 step, got {self.hp['stage_steps']}")
+        if float(self.hp["threshold"]) < 0:
+            raise KdlabError(f"{self.name}: threshold must be >= 0 (0 = off), got {self.hp['threshold']}")
+        self.stage = 1 if self.mode != "all" else M + 1
+        self.stage_start = 0
+        self.advance_pending = False
+
+    # -- stages --------------------------------------------------------------------------------
+    @property
+    def last_stage(self) -> int:
+        return self.M + 1
+
+    def budget(self, state) -> int:
+        if self.hp["stage_steps"] is not None:
+            return int(self.hp["stage_steps"])
+        return max(1, state.total_steps // (self.M + 1))
+
+    def update_stage(self, state):
+        """Move to the next stage when the step budget is spent or the threshold was reached."""
+        if self.stage >= self.last_stage:
+            return
+        if self.advance_pending or state.step - self.stage_start >= self.budget(state):
+            self.stage += 1
+            self.stage_start = state.step
+            self.advance_pending = False
+
+    def active_layers(self) -> list[int]:
+        """Student layers whose internal losses are on in the current stage."""
+        if self.mode == "all":
+            return list(range(1, self.M + 1))
+        if self.stage >= self.last_stage:
+            return [] if self.mode == "pid" else list(range(1, self.M + 1))
+        return [self.stage] if self.mode == "pid" else list(range(1, self.stage + 1))
+
+    def newest_layer(self) -> int:
+        return min(self.stage, self.M) if self.mode != "all" else self.M
+
+    def need(self, state):
+        self.update_stage(state)
+        n = Need(hidden=True, attentions=bool(self.active_layers()))
+        return n, n
+
+    def mapping(self, state):
+        self.update_stage(state)
+        W = torch.zeros_like(self.full)
+        for i in self.active_layers():
+            W[i - 1] = self.full[i - 1]
+        return W
+
+    # -- loss ----------------------------------------------------------------------------------
+    def _att(self, p):
+        return p.float().mean(dim=1, keepdim=True) if self.hp["head_average"] else p
+
+    def loss(self, s, t, batch, state):
+        self.update_stage(state)
+        active = self.active_layers()
+        parts = {"stage": torch.tensor(float(self.stage)),
+                 "stage_layer": torch.tensor(float(self.newest_layer() if self.stage <= self.M else 0))}
+        total = s.logits.new_zeros((), dtype=torch.float32)
+        if self.stage >= self.last_stage:
+            kd_total, kparts = self.logit_terms(s, t, batch, state)
+            parts.update(kparts)
+            total = total + kd_total
+        elif self.hp["alpha_hard"]:
+            ce = losses.hard_ce(s.logits, batch["labels"])
+            parts["ce"] = ce.detach()
+            total = total + self.hp["alpha_hard"] * ce
+        att_sum = cls_sum = None
+        for i in active:
+            j = self.pairs.get(i)
+            if j is None:
+                continue
+            att = losses.attention_kl(self._att(t.attentions[j - 1]), self._att(s.attentions[i - 1]), s.mask)
+            cos = losses.cls_cosine(self.proj(s.cls(i)), t.cls(j).float(), squared=bool(self.hp["squared"]))
+            parts[f"att_kl/s{i}-t{j}"] = att.detach()
+            parts[f"cls_cos/s{i}-t{j}"] = cos.detach()
+            att_sum = att if att_sum is None else att_sum + att
+            cls_sum = cos if cls_sum is None else cls_sum + cos
+            if (i == self.newest_layer() and self.mode != "all" and self.stage <= self.M
+                    and float(self.hp["threshold"]) > 0 and float(cos.detach()) < float(self.hp["threshold"])):
+                self.advance_pending = True
+        if att_sum is not None:
+            parts["att_kl"] = att_sum.detach()
+            parts["cls_cos"] = cls_sum.detach()
+            total = total + self.hp["att_weight"] * att_sum + self.hp["cls_weight"] * cls_sum
+        return total, parts
+
+    def extra_state(self):
+        return {"stage": self.stage, "stage_start": self.stage_start}
+
+    def load_extra_state(self, d):
+        self.stage = int(d.get("stage", self.stage))
+        self.stage_start = int(d.get("stage_start", self.stage_start))
+
+
+@register
+class InternalAll(InternalKD):
+    """All layers at once: attention KL + [CLS] cosine on every mapped pair, plus soft-label KD."""
+    name = "internal-all"
+    summary = "L = KD(T=1) + sum_i [ KL(P^T_g(i) || P^S_i) + (1 - cos(h^T_g(i)[CLS], h^S_i[CLS])) ]  (all heads)"
+    mode = "all"
+
+
+@register
+class InternalPID(InternalKD):
+    """Progressive: one student layer at a time, bottom-up, then soft labels only."""
+    name = "internal-pid"
+    summary = ("stage s<=M: L = KL(P^T_g(s) || P^S_s) + (1 - cos [CLS]);  stage M+1: L = KD(T=1)  "
+               "(switch after total/(M+1) steps or when the cosine loss < threshold)")
+    mode = "pid"
+
+
+@register
+class InternalSID(InternalKD):
+    """Stacked: layers 1..s at stage s, then all layers plus soft labels."""
+    name = "internal-sid"
+    summary = ("stage s<=M: L = sum_{i<=s} [KL(P^T_g(i) || P^S_i) + (1 - cos [CLS])];  stage M+1: + KD(T=1)  "
+               "(switch after total/(M+1) steps or when the cosine loss < threshold)")
+    mode = "sid"
