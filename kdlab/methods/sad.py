@@ -1,0 +1,49 @@
+"""Self-attention distillation (SAD): inside the student, the attention maps of shallower layers imitate those
+of deeper layers (detached targets), as an auxiliary loss.
+
+``L = w_hard·CE(y, z_S) + gamma·Σ_i KL(P_{target(i)} ‖ P_i) + alpha_soft·T²·KL(p_T^T ‖ q_S^T)``
+with ``target(i) = i+1`` (``sad_target='next'``, default) or the last layer (``'last'``); the attention KL is
+``kdlab.losses.attention_kl`` (padded keys carry no probability, padded query rows are excluded).
+``sad`` uses the teacher for the KD term (set ``alpha_soft=0`` to drop it); ``sad-self`` is the teacher-free
+variant (CE + SAD only).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import losses
+from ..features import Need
+from .base import Method, register
+
+
+@register
+class SAD(Method):
+    name = "sad"
+    summary = "L = CE + gamma * sum_i KL(P_deeper || P_i) inside the student (+ alpha_soft * T^2 KD from the teacher)"
+    needs_attentions = True
+    defaults = dict(gamma=1.0, sad_target="next", alpha_soft=0.5, w_hard=1.0, temperature=2.0)
+
+    def need(self, state):
+        return Need(attentions=True), Need()
+
+    def loss(self, s, t, batch, state):
+        sad, pairs = losses.sad_loss(s.attentions, s.mask, self.hp["sad_target"])
+        ce = losses.hard_ce(s.logits, batch["labels"])
+        parts = {f"sad_kl/s{i}-s{j}": v.detach() for i, j, v in pairs}
+        total = float(self.hp["w_hard"]) * ce + float(self.hp["gamma"]) * sad
+        parts.update(ce=ce.detach(), sad=sad.detach())
+        a = float(self.hp.get("alpha_soft", 0.0))
+        if self.uses_teacher and t is not None and a > 0:
+            T = self.temperature(state)
+            kd = losses.kd_kl(s.logits, t.logits, T)
+            total = total + a * kd
+            parts.update(kd=kd.detach(), temperature=torch.tensor(T))
+        return total, parts
+
+
+@register
+class SADSelf(SAD):
+    name = "sad-self"
+    summary = "L = CE + gamma * sum_i KL(P_deeper || P_i) inside the student (no teacher)"
+    uses_teacher = False
+    defaults = dict(alpha_soft=0.0)

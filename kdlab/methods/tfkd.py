@@ -1,0 +1,99 @@
+"""Teacher-free KD (METHODS §16): self-distillation, a hand-made regularising teacher, and label smoothing.
+
+* ``tf-kd-self``: hop 1 trains the student normally (method ``ce``); hop 2 freezes that model and distils it
+  into a fresh copy of the same initial student with ``(1-alpha)·CE + alpha·T²·KL(p^T ‖ q^T)`` (method ``kd``,
+  alpha = 0.95, T = 6 as in the reference presets; kdlab's canonical batchmean reduction, the reference's
+  ``KLDivLoss()`` divides additionally by C and its ResNet18 preset multiplies by 50). Two stored runs: hop 1
+  (kind ``assistant``) and hop 2 (parent = hop 1, artifact ``chain = [hop1_run, hop2_run]``).
+* ``tf-kd-reg``: ``L = (1-alpha)·CE + alpha·multiplier·KL(softmax(p^d/tau) ‖ softmax(z_S))`` with
+  ``p^d = a`` on the true class, ``(1-a)/(C-1)`` elsewhere (reference code: a = 0.99, tau = 20, ResNet18 preset
+  alpha = 0.1, multiplier = 100, KL with ``KLDivLoss()`` default elementwise mean -> ``reduction='mean'``).
+* ``label-smoothing``: ``CE`` against ``1-eps`` on the true class and ``eps/(C-1)`` elsewhere (eps = 0.1).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .. import losses
+from ..errors import KdlabError
+from .base import Method, register
+from .takd import check_options, finished, hop_config, load_hop_model
+
+
+@register
+class TfKDSelf(Method):
+    name = "tf-kd-self"
+    summary = "hop 1: student with CE; hop 2: a fresh copy of the same initial student learns (1-a)CE + a T^2 KL from it"
+    uses_teacher = False
+    defaults = dict(alpha=0.95, temperature=6.0)
+
+    @classmethod
+    def run_chain(cls, cfg, store, *, teacher, tokenizer, bundle, teacher_run, log):
+        from ..models import build_student, load_teacher
+        from ..pipeline import distill_run
+        hp = check_options(cls, cfg)
+        a = float(hp["alpha"])
+        if not 0.0 <= a <= 1.0:
+            raise KdlabError(f"tf-kd-self alpha must be in [0, 1], got {a}")
+        if teacher is None:   # fresh student: the base model only provides the architecture and tokenizer
+            teacher, tokenizer = load_teacher(cfg.teacher, bundle.num_labels(), seed=cfg.train.seed,
+                                              trust_remote_code=cfg.trust_remote_code)
+            teacher_run = None
+        c1 = hop_config(cfg, "ce", {}, f"{cfg.name or 'tf-kd-self'} hop 1/2: student trained with CE")
+        init = c1.student_init
+        student0 = build_student(teacher, layers=c1.student_layers, init=init, layer_list=c1.student_layer_list,
+                                 hidden=c1.student_hidden, seed=c1.train.seed)
+        fresh_copy = copy.deepcopy(student0)
+        log("tf-kd-self: hop 1/2, training the student with CE")
+        r1 = distill_run(c1, store, teacher=teacher, tokenizer=tokenizer, bundle=bundle,
+                         teacher_run=teacher_run if init != "fresh" else None, kind="assistant", log=log,
+                         student=student0)
+        store.set_artifact(r1, "regime", {"method": cls.name, "hop": 1, "hops": 2})
+        if not finished(store, r1):
+            return r1
+        self_teacher, tok = load_hop_model(store, r1)
+        kd_args = dict(alpha_soft=a, alpha_hard=1.0 - a, temperature=float(hp["temperature"]), kd_form="kl")
+        c2 = hop_config(cfg, "kd", kd_args,
+                        f"{cfg.name or 'tf-kd-self'} hop 2/2: fresh copy distilled from the hop-1 student")
+        log("tf-kd-self: hop 2/2, distilling the hop-1 student into a fresh copy of the initial student")
+        r2 = distill_run(c2, store, teacher=self_teacher, tokenizer=tok, bundle=bundle, teacher_run=r1,
+                         kind="student", log=log, student=fresh_copy)
+        store.set_artifact(r2, "chain", [r1, r2])
+        store.set_artifact(r2, "regime", {"method": cls.name, "hop": 2, "hops": 2})
+        return r2
+
+
+@register
+class TfKDReg(Method):
+    name = "tf-kd-reg"
+    summary = "L = (1-a) CE + a * mult * KL(softmax(p^d/tau) || softmax(z_S)); p^d hand-made (0.99 true class)"
+    uses_teacher = False
+    defaults = dict(alpha=0.1, correct_prob=0.99, tau=20.0, multiplier=100.0, reduction="mean")
+
+    def loss(self, s, t, batch, state):
+        hp = self.hp
+        C = s.logits.shape[-1]
+        target = losses.tfkd_reg_targets(batch["labels"], C, float(hp["correct_prob"]), float(hp["tau"]))
+        reg = losses.kl_to_targets(s.logits, target, hp["reduction"])
+        ce = losses.hard_ce(s.logits, batch["labels"])
+        a = float(hp["alpha"])
+        total = (1.0 - a) * ce + a * float(hp["multiplier"]) * reg
+        return total, {"ce": ce.detach(), "reg_kl": reg.detach()}
+
+
+@register
+class LabelSmoothing(Method):
+    name = "label-smoothing"
+    summary = "L = CE against (1-eps) on the true class and eps/(C-1) on the others"
+    uses_teacher = False
+    defaults = dict(eps=0.1)
+
+    def loss(self, s, t, batch, state):
+        C = s.logits.shape[-1]
+        target = losses.label_smoothing_targets_others(batch["labels"], C, float(self.hp["eps"]))
+        ls = losses.soft_target_ce(s.logits, target)
+        with torch.no_grad():
+            ce = losses.hard_ce(s.logits, batch["labels"])
+        return ls, {"ls_ce": ls.detach(), "ce": ce}
