@@ -1,0 +1,370 @@
+"""Plotly figure builders shared by the dashboard (app/) and the notebooks.
+
+Each builder is a pure function of plain data (lists, numpy arrays, tensors, store rows) that returns a
+``plotly.graph_objects.Figure``; no builder reads files, the store or models. The small numeric helpers
+(``soften``, ``entropy``, ``smooth``, ``cosine_matrix``, ``per_layer_series``) are public so that the
+numbers shown next to a figure are the numbers drawn in it.
+
+Layer conventions follow docs/ARCHITECTURE.md: ``W`` is ``[M, N]`` (row = student layer s, column =
+teacher layer j, both 1-based in labels); per-layer metric names look like ``"<term>/s<i>-t<j>"``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "as_array", "soften", "entropy", "smooth", "cosine_matrix", "per_layer_series", "drop_table",
+    "mapping_heatmap", "cka_heatmap", "softened_distributions", "entropy_curve", "per_layer_multiples",
+    "run_curves", "domain_accuracy_bars", "reliability_diagram", "attention_heatmaps",
+    "hidden_similarity", "PAIR_RE",
+]
+
+PAIR_RE = re.compile(r"^(?P<term>.+)/s(?P<s>\d+)-t(?P<t>\d+)$")
+TEACHER_COLOR = "#1f77b4"
+STUDENT_COLOR = "#ff7f0e"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def as_array(x, dtype=np.float64) -> np.ndarray:
+    """numpy array from a list, numpy array or (detached, CPU) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().float().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def soften(logits, T: float = 1.0) -> np.ndarray:
+    """``softmax(z / T)`` along the last axis (float64)."""
+    z = as_array(logits) / float(T)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def entropy(p) -> np.ndarray | float:
+    """Shannon entropy in nats along the last axis (0·log 0 = 0)."""
+    p = as_array(p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+    return float(h) if np.ndim(h) == 0 else h
+
+
+def smooth(values: Sequence[float], weight: float = 0.6) -> list[float]:
+    """Debiased exponential moving average (TensorBoard style): ``weight`` 0 = no smoothing."""
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out, acc, n = [], 0.0, 0
+    for v in values:
+        n += 1
+        acc = weight * acc + (1 - weight) * float(v)
+        out.append(acc / (1 - weight ** n))
+    return out
+
+
+def cosine_matrix(a, b) -> np.ndarray:
+    """Cosine similarity between every row of ``a [La, d]`` and every row of ``b [Lb, d']`` -> ``[La, Lb]``.
+    Widths must match (project first when they differ)."""
+    a, b = as_array(a), as_array(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"cosine_matrix needs [La, d] and [Lb, d] arrays, got {a.shape} and {b.shape}")
+    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return an @ bn.T
+
+
+def per_layer_series(rows: Sequence[Mapping]) -> "OrderedDict[tuple[int, int], dict[str, tuple[list, list]]]":
+    """Store metric rows (``step``, ``name``, ``value``) -> ``{(s, t): {term: (steps, values)}}`` for the
+    per-layer names ``"<term>/s<i>-t<j>"``, pairs sorted by (student, teacher) layer."""
+    acc: dict = {}
+    for r in rows:
+        m = PAIR_RE.match(str(r["name"]))
+        if not m:
+            continue
+        key = (int(m["s"]), int(m["t"]))
+        steps, vals = acc.setdefault(key, {}).setdefault(m["term"], ([], []))
+        steps.append(int(r["step"]))
+        vals.append(float(r["value"]))
+    return OrderedDict(sorted(acc.items()))
+
+
+def drop_table(acc: Mapping[str, Mapping[str, float]], in_domain: str = "dev") -> dict:
+    """``{model: {domain: accuracy}}`` -> ``{model: {domain: accuracy - accuracy[in_domain]}}``."""
+    out = {}
+    for model, d in acc.items():
+        base = d.get(in_domain)
+        out[model] = {k: (float(v) - float(base)) if base is not None else float("nan")
+                      for k, v in d.items()}
+    return out
+
+
+def _fmt(v: float, digits: int) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------------------------- mapping / CKA
+def mapping_heatmap(W, title: str = "Layer mapping W", digits: int = 2, show_zeros: bool = False) -> go.Figure:
+    """Annotated heatmap of the mapping matrix ``W [M, N]``: rows = student layers S1..SM (S1 at the
+    bottom), columns = teacher layers T1..TN; every non-zero cell is labelled with its weight."""
+    W = as_array(W)
+    if W.ndim != 2:
+        raise ValueError(f"W must be 2-D [M, N], got shape {W.shape}")
+    M, N = W.shape
+    text = [[_fmt(v, digits) if (v != 0 or show_zeros) else "" for v in row] for row in W]
+    fig = go.Figure(go.Heatmap(
+        z=W.tolist(), x=[f"T{j}" for j in range(1, N + 1)], y=[f"S{i}" for i in range(1, M + 1)],
+        text=text, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=max(1.0, float(W.max(initial=0))),
+        hovertemplate="student %{y} <- teacher %{x}: %{z:.3f}<extra></extra>", colorbar=dict(title="weight")))
+    fig.update_layout(title=title, xaxis_title="teacher layer", yaxis_title="student layer",
+                      height=140 + 45 * M, margin=dict(l=60, r=20, t=50, b=50))
+    fig.update_xaxes(side="bottom", type="category")
+    fig.update_yaxes(type="category")
+    return fig
+
+
+def cka_heatmap(C, title: str = "CKA: teacher vs student layers", digits: int = 2,
+                with_embeddings: bool = True) -> go.Figure:
+    """Heatmap of a CKA matrix ``C [N(+1), M(+1)]`` (teacher rows, student columns, as returned by
+    ``kdlab.cka.cka_matrix``); drawn with student layers on x and teacher layers on y, values annotated.
+    ``with_embeddings``: index 0 is the embedding output (labelled T0/S0)."""
+    C = as_array(C)
+    if C.ndim != 2:
+        raise ValueError(f"C must be 2-D [teacher layers, student layers], got shape {C.shape}")
+    start = 0 if with_embeddings else 1
+    ty = [f"T{j}" for j in range(start, start + C.shape[0])]
+    sx = [f"S{i}" for i in range(start, start + C.shape[1])]
+    fig = go.Figure(go.Heatmap(z=C.tolist(), x=sx, y=ty, text=[[_fmt(v, digits) for v in r] for r in C],
+                               texttemplate="%{text}", colorscale="Viridis", zmin=0, zmax=1,
+                               hovertemplate="teacher %{y} / student %{x}: %{z:.3f}<extra></extra>",
+                               colorbar=dict(title="CKA")))
+    fig.update_layout(title=title, xaxis_title="student layer", yaxis_title="teacher layer",
+                      height=160 + 30 * C.shape[0], margin=dict(l=60, r=20, t=50, b=50))
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- temperature
+def softened_distributions(teacher_logits, student_logits=None, T: float = 1.0,
+                           label_names: Sequence[str] | None = None) -> go.Figure:
+    """Grouped bars of ``softmax(z/T)`` per class for the teacher (and the student), one example."""
+    pt = soften(teacher_logits, T).ravel()
+    names = list(label_names) if label_names else [str(c) for c in range(len(pt))]
+    fig = go.Figure(go.Bar(name="teacher", x=names, y=pt.tolist(), marker_color=TEACHER_COLOR,
+                           text=[f"{v:.3f}" for v in pt], textposition="outside"))
+    if student_logits is not None:
+        ps = soften(student_logits, T).ravel()
+        fig.add_bar(name="student", x=names, y=ps.tolist(), marker_color=STUDENT_COLOR,
+                    text=[f"{v:.3f}" for v in ps], textposition="outside")
+    fig.update_layout(title=f"Softened distributions at T = {T:g}", barmode="group",
+                      yaxis=dict(title="probability", range=[0, 1.12]), xaxis_title="class",
+                      height=360, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+def entropy_curve(logits: Mapping[str, object], temperatures: Sequence[float], current_T: float | None = None
+                  ) -> go.Figure:
+    """Entropy (nats) of ``softmax(z/T)`` against T, one line per named logit vector; the maximum
+    ``log C`` as a dashed line and the current T as a vertical marker."""
+    Ts = [float(t) for t in temperatures]
+    fig = go.Figure()
+    C = None
+    for name, z in logits.items():
+        z = as_array(z).ravel()
+        C = len(z)
+        fig.add_scatter(x=Ts, y=[entropy(soften(z, t)) for t in Ts], mode="lines", name=name,
+                        line=dict(color=TEACHER_COLOR if name == "teacher" else
+                                  STUDENT_COLOR if name == "student" else None))
+    if C:
+        fig.add_hline(y=math.log(C), line_dash="dash", line_color="gray",
+                      annotation_text=f"log {C} = {math.log(C):.3f}")
+    if current_T is not None:
+        fig.add_vline(x=float(current_T), line_dash="dot", line_color="black")
+    fig.update_layout(title="Entropy of the softened distribution vs temperature", xaxis_title="T",
+                      yaxis_title="entropy (nats)", height=360, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- curves
+def per_layer_multiples(rows: Sequence[Mapping], smoothing: float = 0.6, cols: int = 3,
+                        terms: Sequence[str] | None = None) -> go.Figure:
+    """Small multiples of the per-layer losses from store metric rows: one subplot per mapped pair
+    ``s<i>-t<j>`` (titled "S i <- T j"), one smoothed line per term (e.g. ``hidden_mse``, ``kl``)."""
+    series = per_layer_series(rows)
+    if terms is not None:
+        series = OrderedDict((k, {t: v for t, v in d.items() if t in terms}) for k, d in series.items())
+    if not series:
+        fig = go.Figure()
+        fig.add_annotation(text="no per-layer losses logged (yet)", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+        fig.update_layout(height=200, xaxis_visible=False, yaxis_visible=False)
+        return fig
+    n = len(series)
+    cols = max(1, min(cols, n))
+    nrows = math.ceil(n / cols)
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[f"S{s} <- T{t}" for s, t in series],
+                        shared_xaxes=False)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+    all_terms = sorted({t for d in series.values() for t in d})
+    for k, ((s, t), d) in enumerate(series.items()):
+        r, c = divmod(k, cols)
+        for term, (steps, vals) in sorted(d.items()):
+            fig.add_scatter(x=steps, y=smooth(vals, smoothing), mode="lines", name=term,
+                            legendgroup=term, showlegend=k == 0 or term not in _terms_before(series, k),
+                            line=dict(color=palette[all_terms.index(term) % len(palette)]),
+                            meta=f"s{s}-t{t}", row=r + 1, col=c + 1)
+    fig.update_layout(title=f"Per-layer losses (smoothing {smoothing:g})", height=60 + 220 * nrows,
+                      margin=dict(l=40, r=20, t=70, b=30))
+    return fig
+
+
+def _terms_before(series, k) -> set:
+    return {t for d in list(series.values())[:k] for t in d}
+
+
+def run_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], metric: str = "loss",
+               smoothing: float = 0.0) -> go.Figure:
+    """Overlaid curves ``{run label: (steps, values)}`` of one metric, optionally smoothed."""
+    fig = go.Figure()
+    for label, (steps, vals) in curves.items():
+        fig.add_scatter(x=list(steps), y=smooth(vals, smoothing) if smoothing else [float(v) for v in vals],
+                        mode="lines", name=label)
+    fig.update_layout(title=f"{metric} by step" + (f" (smoothing {smoothing:g})" if smoothing else ""),
+                      xaxis_title="step", yaxis_title=metric, height=380, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- domains / calibration
+def domain_accuracy_bars(acc: Mapping[str, Mapping[str, float]], in_domain: str = "dev") -> go.Figure:
+    """Grouped bars: accuracy per domain (x) for each model (one trace per model); each bar is labelled
+    with its accuracy and, for out-of-domain sets, the drop vs the model's in-domain accuracy."""
+    drops = drop_table(acc, in_domain)
+    domains: list[str] = []
+    for d in acc.values():
+        for k in d:
+            if k not in domains:
+                domains.append(k)
+    domains.sort(key=lambda k: (k != in_domain, k))
+    fig = go.Figure()
+    for model, d in acc.items():
+        ys = [d.get(k) for k in domains]
+        text = []
+        for k, y in zip(domains, ys):
+            if y is None:
+                text.append("")
+            elif k == in_domain:
+                text.append(f"{y:.3f}")
+            else:
+                text.append(f"{y:.3f} ({drops[model][k]:+.3f})")
+        fig.add_bar(name=model, x=domains, y=ys, text=text, textposition="outside")
+    fig.update_layout(title=f"Accuracy per domain (drop vs {in_domain} in brackets)", barmode="group",
+                      yaxis=dict(title="accuracy", range=[0, 1.15]), height=400,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+def reliability_diagram(bins: Mapping[str, Sequence[tuple]], eces: Mapping[str, float] | None = None
+                        ) -> go.Figure:
+    """Reliability diagram from ``kdlab.evaluate.calibration_bins`` rows ``(lo, hi, n, conf, acc)`` per
+    model: accuracy per confidence bin as bars at the bin centres, mean confidence as markers, and the
+    diagonal of perfect calibration. ECE per model goes into the legend."""
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                    line=dict(dash="dash", color="gray"))
+    for model, rows in bins.items():
+        rows = [r for r in rows if r[2]]
+        label = model + (f" (ECE {eces[model]:.3f})" if eces and model in eces else "")
+        fig.add_bar(x=[(r[0] + r[1]) / 2 for r in rows], y=[r[4] for r in rows],
+                    width=[(r[1] - r[0]) * 0.9 for r in rows], name=label, opacity=0.6,
+                    customdata=[[r[2], r[3]] for r in rows],
+                    hovertemplate="bin %{x:.2f}: accuracy %{y:.3f}, n=%{customdata[0]}, "
+                                  "confidence %{customdata[1]:.3f}<extra></extra>")
+    fig.update_layout(title="Reliability diagram", barmode="overlay", xaxis=dict(title="confidence", range=[0, 1]),
+                      yaxis=dict(title="accuracy", range=[0, 1.02]), height=400, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- inspection
+def attention_heatmaps(teacher_attn, student_attn, tokens: Sequence[str], teacher_label: str = "teacher",
+                       student_label: str = "student") -> go.Figure:
+    """Side-by-side heatmaps of one head's attention map ``[L, L]`` (query rows, key columns) for the
+    teacher and the student on the same tokens."""
+    ta, sa = as_array(teacher_attn), as_array(student_attn)
+    L = len(tokens)
+    for name, a in (("teacher", ta), ("student", sa)):
+        if a.shape != (L, L):
+            raise ValueError(f"{name} attention map must be [{L}, {L}] for {L} tokens, got {a.shape}")
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[teacher_label, student_label], horizontal_spacing=0.12)
+    for c, a in ((1, ta), (2, sa)):
+        fig.add_trace(go.Heatmap(z=a.tolist(), x=labels, y=labels, zmin=0, zmax=1, colorscale="Greys",
+                                 showscale=c == 2, coloraxis=None,
+                                 hovertemplate="query %{y} -> key %{x}: %{z:.3f}<extra></extra>"), row=1, col=c)
+        fig.update_yaxes(autorange="reversed", row=1, col=c)
+    fig.update_layout(title="Attention maps (rows: query token, columns: key token)", height=420 + 6 * L,
+                      margin=dict(l=80, r=20, t=70, b=80))
+    return fig
+
+
+def hidden_similarity(teacher_states, student_states, tokens: Sequence[str], title: str | None = None
+                      ) -> go.Figure:
+    """Cosine similarity between every token's teacher state (rows) and every token's student state
+    (columns) for one layer pair; ``[L, d]`` each (same width)."""
+    S = cosine_matrix(teacher_states, student_states)
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    if S.shape != (len(tokens), len(tokens)):
+        raise ValueError(f"expected {len(tokens)} token states on each side, got {S.shape}")
+    fig = go.Figure(go.Heatmap(z=S.tolist(), x=labels, y=labels, zmin=-1, zmax=1, colorscale="RdBu",
+                               hovertemplate="teacher %{y} / student %{x}: %{z:.3f}<extra></extra>",
+                               colorbar=dict(title="cosine")))
+    fig.update_layout(title=title or "Hidden-state cosine similarity (teacher tokens x student tokens)",
+                      xaxis_title="student token", yaxis_title="teacher token", height=420 + 6 * len(tokens),
+                      margin=dict(l=80, r=20, t=50, b=80))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- notebooks
+def series_lines(x: Sequence[float], series: Mapping[str, Sequence[float]], title: str = "",
+                 xaxis: str = "x", yaxis: str = "value", log_x: bool = False, log_y: bool = False
+                 ) -> go.Figure:
+    """One line with markers per named series over a shared x (e.g. gradient norm vs temperature T)."""
+    xs = [float(v) for v in x]
+    fig = go.Figure()
+    for name, ys in series.items():
+        ys = [float(v) for v in ys]
+        if len(ys) != len(xs):
+            raise ValueError(f"series '{name}' has {len(ys)} values for {len(xs)} x positions")
+        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=name)
+    fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=380,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def metric_bars(values: Mapping[str, Mapping[str, float]], title: str = "", yaxis: str = "value",
+                digits: int = 3) -> go.Figure:
+    """Grouped bars ``{model: {category: value}}``: categories on x (first-seen order), one labelled
+    trace per model (e.g. attention KL per layer pair, ECE per domain)."""
+    cats: list[str] = []
+    for d in values.values():
+        for k in d:
+            if k not in cats:
+                cats.append(k)
+    fig = go.Figure()
+    for model, d in values.items():
+        ys = [None if d.get(k) is None else float(d[k]) for k in cats]
+        fig.add_bar(name=model, x=cats, y=ys, text=["" if y is None else _fmt(y, digits) for y in ys],
+                    textposition="outside")
+    fig.update_layout(title=title, barmode="group", yaxis_title=yaxis, height=400,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    fig.update_xaxes(type="category")
+    return fig
