@@ -1,0 +1,21 @@
+"""kdlab dashboard: ``streamlit run app/main.py`` (binds to 127.0.0.1, see .streamlit/config.toml)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="kdlab", page_icon=":material/school:", layout="wide")
+
+PAGES = [
+    st.Page("pages/1_Setup.py", title="Setup", icon=":material/settings:", default=True),
+    st.Page("pages/2_Layer_mapping.py", title="Layer mapping", icon=":material/grid_on:"),
+    st.Page("pages/3_Temperature_lab.py", title="Temperature lab", icon=":material/thermostat:"),
+    st.Page("pages/4_Train.py", title="Train", icon=":material/play_arrow:"),
+    st.Page("pages/5_Compare_runs.py", title="Compare runs", icon=":material/compare:"),
+    st.Page("pages/6_Out_of_domain.py", title="Out of domain", icon=":material/travel_explore:"),
+    st.Page("pages/7_Inspect.py", title="Inspect", icon=":material/search:"),
+]
+st.navigation(PAGES).run()

@@ -1,0 +1,121 @@
+"""Setup: teacher, dataset and student; prepare (fine-tune) the teacher; sizes and speeds."""
+import time
+
+import streamlit as st
+
+import common as C
+from kdlab import launch
+from kdlab.distill import plan_steps
+from kdlab.errors import KdlabError
+
+st.title("Setup")
+C.sidebar()
+s = C.setup()
+
+col1, col2, col3 = st.columns(3)
+with col1:
+    st.subheader("Teacher")
+    kinds = ["built-in minilm-l6", "tiny (random, for tests)", "model folder", "hub name"]
+    cur = 0 if s["teacher"] == "minilm-l6" else 1 if s["teacher"] == "tiny" else \
+        2 if C.looks_like_path(s["teacher"]) else 3
+    kind = st.radio("teacher source", kinds, index=cur, key="setup_teacher_kind")
+    if kind.startswith("built-in"):
+        teacher = "minilm-l6"
+    elif kind.startswith("tiny"):
+        teacher = "tiny"
+    else:
+        teacher = st.text_input("folder" if kind == "model folder" else "hub model name",
+                                value=s["teacher"] if cur == kinds.index(kind) else "", key="setup_teacher_text")
+with col2:
+    st.subheader("Dataset")
+    dkinds = ["embedded synthetic (3 domains)", "file or folder", "hub dataset name"]
+    dcur = 0 if s["data"] in ("", "embedded") else 1 if C.looks_like_path(s["data"]) else 2
+    dkind = st.radio("dataset source", dkinds, index=dcur, key="setup_data_kind")
+    data = "embedded" if dkind.startswith("embedded") else st.text_input(
+        "path (inside data/ or the run store)" if dkind.startswith("file") else "hub dataset name",
+        value=s["data"] if dcur == dkinds.index(dkind) else "", key="setup_data_text")
+    max_train = st.number_input("max training examples (0 = all)", 0, 10**7, int(s["max_train"]), key="setup_max_train")
+    max_eval = st.number_input("max examples per eval set (0 = all)", 0, 10**7, int(s["max_eval"]), key="setup_max_eval")
+with col3:
+    st.subheader("Student")
+    how = st.radio("student", ["layers copied from the teacher", "smaller fresh config"],
+                   index=1 if s.get("student_hidden") else 0, key="setup_student_kind")
+    layers = st.number_input("student layers", 1, 48, int(s["student_layers"]), key="setup_student_layers")
+    if how.startswith("layers"):
+        init = st.selectbox("which teacher layers", ["skip", "first", "last"],
+                            index=["skip", "first", "last"].index(s["student_init"])
+                            if s["student_init"] in ("skip", "first", "last") else 0, key="setup_student_init")
+        hidden = 0
+    else:
+        init = "fresh"
+        hidden = st.number_input("hidden size", 8, 4096, int(s.get("student_hidden") or 128), step=8,
+                                 key="setup_student_hidden")
+    teacher_epochs = st.number_input("teacher fine-tuning epochs", 1, 50, int(s["teacher_epochs"]),
+                                     key="setup_teacher_epochs")
+
+new = dict(s, teacher=teacher.strip() or s["teacher"], data=(data or "embedded").strip(), max_train=int(max_train),
+           max_eval=int(max_eval), student_layers=int(layers), student_init=init, student_hidden=int(hidden),
+           teacher_epochs=int(teacher_epochs))
+if new != s:
+    st.session_state["kd_setup"] = new
+    s = new
+
+ok = True
+with C.guard():
+    b = C.bundle()
+    st.success(f"data: **{b.name}** · {len(b.train)} train · {len(b.dev)} dev · OOD: "
+               f"{', '.join(f'{k} ({len(v)})' for k, v in b.ood.items()) or 'none'} · labels {b.label_names}")
+    ok = True
+st.divider()
+
+st.subheader("Prepare the teacher")
+with C.guard():
+    cfg = C.run_config()
+    folder = C.prepared_teacher_dir(cfg)
+    if folder is not None:
+        st.info(f"fine-tuned teacher ready: `{folder}`")
+    else:
+        st.warning("the teacher is not fine-tuned on this data yet: prepare it (distillation runs also do it first)")
+    if st.button("Prepare (fine-tune) the teacher", key="setup_prepare", disabled=folder is not None):
+        store = C.store()
+        _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
+        name = launch.unique_name("teacher")
+        job = launch.launch(C.cli_args(), store.root, name, command="teacher")
+        bar = st.progress(0.0, text="starting ...")
+        rid = None
+        while True:
+            if rid is None:
+                rid = launch.find_run(store, f"teacher {cfg.teacher}", kind="teacher")
+                rid = rid if rid and store.run(rid)["created"] >= job.started - 1 else None
+            if rid:
+                rows = store.metrics(rid)
+                step = max((r["step"] for r in rows), default=0)
+                bar.progress(min(1.0, step / max(1, total)), text=f"step {step}/{total}")
+            if not job.alive():
+                break
+            time.sleep(0.5)
+        if C.prepared_teacher_dir(cfg) is None:
+            raise KdlabError("preparing the teacher failed:\n" + job.log_tail())
+        bar.progress(1.0, text="done")
+        st.success("teacher fine-tuned and cached in the run store")
+
+st.subheader("Sizes and speeds")
+if st.button("Measure teacher and student", key="setup_measure"):
+    with C.guard():
+        from kdlab.evaluate import size_report
+        t, tok, tuned = C.teacher()
+        stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
+        texts = C.bundle().dev.texts[:8]
+        rows = {"teacher" + (" (fine-tuned)" if tuned else " (base)"): size_report(t, tok, texts, int(s["max_len"])),
+                "student": size_report(stu, tok, texts, int(s["max_len"]))}
+        st.session_state["setup_sizes"] = rows
+if "setup_sizes" in st.session_state:
+    import pandas as pd
+    rows = st.session_state["setup_sizes"]
+    df = pd.DataFrame(rows).T.rename(columns={"latency_ms": "ms/example", "params": "parameters"})
+    df["parameters"] = df["parameters"].astype(int)
+    names = list(rows)
+    ratio = rows[names[0]]["params"] / max(1.0, rows[names[1]]["params"])
+    speed = rows[names[0]]["latency_ms"] / max(1e-9, rows[names[1]]["latency_ms"])
+    st.dataframe(df, key="setup_size_table")
+    st.markdown(f"student is **{ratio:.2f}x smaller** and **{speed:.2f}x faster** per example (batch 1, CPU)")

@@ -1,0 +1,129 @@
+"""Layer mapping: the matrix W for any strategy, editable by pairs, beside a CKA heatmap."""
+import numpy as np
+import streamlit as st
+
+import common as C
+from kdlab import mapping, viz
+from kdlab.errors import KdlabError
+
+st.title("Layer mapping")
+C.sidebar()
+s = C.setup()
+
+N = M = None
+with C.guard():
+    t, tok, tuned = C.teacher()
+    N = int(t.config.num_hidden_layers)
+    M = int(s["student_layers"])
+if N is None:
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    strategies = ["uniform", "first", "last", "explicit", "random (RAIL-KD)", "grouped (CKD)", "ALP weights (stored run)"]
+    strat = st.selectbox("strategy", strategies, key="map_strategy")
+    W = None
+    with C.guard():
+        if strat == "explicit":
+            default = ",".join(str(j) for j in [mapping._round_half_up(i * N / M) for i in range(1, M + 1)])
+            txt = st.text_input(f"teacher layer (1..{N}) for each of the {M} student layers", default, key="map_explicit")
+            try:
+                layers = [int(x) for x in txt.replace(" ", "").split(",") if x]
+            except ValueError:
+                raise KdlabError(f"'{txt}' is not a comma-separated list of layer numbers, e.g. {default}")
+            W = mapping.build("explicit", M, N, layers=layers)
+        elif strat.startswith("random"):
+            epoch = st.slider("epoch (a new draw each epoch)", 0, 9, 0, key="map_epoch")
+            seed = st.number_input("seed", 0, 10**6, 0, key="map_seed")
+            W = mapping.build("rail", M, N, seed=int(seed), epoch=int(epoch))
+        elif strat.startswith("grouped"):
+            W = mapping.build("grouped", M, N)
+        elif strat.startswith("ALP"):
+            runs = [r for r in C.store().runs() if "alp" in str(r["method"]).lower()]
+            if not runs:
+                st.info("no ALP-KD run in the run store yet: train one on the Train page (method alp-kd)")
+            else:
+                r = st.selectbox("ALP-KD run", runs, format_func=C.run_label, key="map_alp_run")
+                maps = C.store().mappings(r["id"])
+                if not maps:
+                    st.info("this run has not logged its mapping yet")
+                else:
+                    k = st.slider("logged mapping", 0, len(maps) - 1, len(maps) - 1, key="map_alp_step")
+                    W = np.asarray(maps[k]["matrix"], dtype=float)
+                    st.caption(f"step {maps[k]['step']}, epoch {maps[k]['epoch']} ({maps[k]['label']})")
+        else:
+            W = mapping.build(strat, M, N)
+    if W is not None:
+        W = np.asarray(W, dtype=float)
+        edits = st.session_state.setdefault("map_edits", [])
+        with st.expander("Edit W by pairs", expanded=False):
+            c1, c2, c3 = st.columns(3)
+            si = c1.selectbox("student layer", list(range(1, W.shape[0] + 1)), key="map_edit_s")
+            tj = c2.selectbox("teacher layer", list(range(1, W.shape[1] + 1)), key="map_edit_t")
+            wv = c3.number_input("weight", 0.0, 10.0, 1.0, 0.1, key="map_edit_w")
+            b1, b2, b3 = st.columns(3)
+            if b1.button("set pair (only pair in its row)", key="map_edit_set"):
+                edits.append(("row", si, tj, wv))
+            if b2.button("add pair", key="map_edit_add"):
+                edits.append(("add", si, tj, wv))
+            if b3.button("reset edits", key="map_edit_reset"):
+                edits.clear()
+        for op, si, tj, wv in edits:
+            if si > W.shape[0] or tj > W.shape[1]:
+                continue
+            if op == "row":
+                W[si - 1, :] = 0.0
+            W[si - 1, tj - 1] = wv
+        with C.guard():
+            W = mapping.from_matrix(W, W.shape[0], W.shape[1]).numpy()
+            st.plotly_chart(viz.mapping_heatmap(W, title=f"W ({strat}), {W.shape[0]} student x {W.shape[1]} teacher layers"),
+                            key="map_heatmap")
+            pairs = mapping.pairs(W)
+            st.caption("pairs (student <- teacher: weight): " +
+                       ", ".join(f"S{a}<-T{b}: {w:.2f}" for a, b, w in pairs))
+            st.code("--set mapping=explicit --set mapping_layers=" +
+                    ",".join(str(int(np.argmax(r)) + 1) for r in W) if (W > 0).sum(1).max() <= 1 and
+                    (W.sum(1) > 0).all() else "(a weighted matrix: pass it as a 'matrix' mapping in a config file)",
+                    language="bash")
+
+with right:
+    st.markdown("**CKA between teacher and student layers** (mean-pooled states on dev examples)")
+    n_ex = st.slider("examples", 8, 128, 32, 8, key="map_cka_n")
+    runs = C.student_runs()
+    src = st.selectbox("student", ["untrained student (copied by the Setup strategy)"] + runs,
+                       format_func=lambda r: r if isinstance(r, str) else C.run_label(r), key="map_cka_student")
+    if st.button("Compute CKA", key="map_cka_go"):
+        with C.guard():
+            from kdlab.cka import cka_matrix
+            from kdlab.data.batching import make_loader
+            from kdlab.features import Need, features
+            from kdlab.losses import masked_mean
+            import torch
+            if isinstance(src, str):
+                stu, tt = C.fresh_student(t, repr(sorted(s.items())) + str(tuned)), t
+            else:
+                stu, tt, tok = C.run_models(src)
+                tt = tt or t
+            split = C.bundle().dev
+            from kdlab.data.loaders import Split
+            sub = Split("dev", split.texts[:n_ex], split.labels[:n_ex], split.domain)
+            tf, sf = None, None
+            try:
+                from kdlab import cka_run  # the shared CKA API when present
+                C_ = cka_run.cka_between(tt, stu, tok, sub, "mean", n_ex)
+            except ImportError:
+                tl, sl = [], []
+                with torch.inference_mode():
+                    for batch in make_loader(sub, tok, batch_size=32, max_len=int(s["max_len"]), shuffle=False):
+                        a = features(tt, batch, Need(hidden=True))
+                        b_ = features(stu, batch, Need(hidden=True))
+                        tl.append([masked_mean(h, a.mask).numpy() for h in a.hidden])
+                        sl.append([masked_mean(h, b_.mask).numpy() for h in b_.hidden])
+                T_ = [np.concatenate([x[i] for x in tl]) for i in range(len(tl[0]))]
+                S_ = [np.concatenate([x[i] for x in sl]) for i in range(len(sl[0]))]
+                C_ = cka_matrix(T_, S_)
+            st.session_state["map_cka"] = np.asarray(C_).tolist()
+    if "map_cka" in st.session_state:
+        st.plotly_chart(viz.cka_heatmap(st.session_state["map_cka"]), key="map_cka_heatmap")
+        st.caption("high CKA (bright) marks teacher layers whose representations the student layer already "
+                   "resembles: a natural choice for the mapping.")

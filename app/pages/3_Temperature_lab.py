@@ -1,0 +1,64 @@
+"""Temperature lab: softened teacher and student distributions on real dev examples."""
+import numpy as np
+import streamlit as st
+import torch
+
+import common as C
+from kdlab import viz
+from kdlab.losses import kd_kl
+
+st.title("Temperature lab")
+C.sidebar()
+s = C.setup()
+
+zt = zs = None
+with C.guard():
+    b = C.bundle()
+    dev = b.dev
+    idx = st.selectbox("dev example", list(range(min(50, len(dev)))),
+                       format_func=lambda i: f"{i}: {dev.texts[i][:90]} (label {b.label_names[dev.labels[i]]})",
+                       key="temp_example")
+    runs = C.student_runs()
+    src = st.selectbox("student", ["untrained student (copied by the Setup strategy)"] + runs,
+                       format_func=lambda r: r if isinstance(r, str) else C.run_label(r), key="temp_student")
+    if isinstance(src, str):
+        t, tok, tuned = C.teacher()
+        t_dir = str(C.prepared_teacher_dir()) if tuned else None
+        stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
+        if not tuned:
+            st.info("the teacher is not fine-tuned yet (Setup page): its distributions are those of an untrained head")
+    else:
+        stu, t, tok = C.run_models(src)
+        if t is None:
+            t, tok, tuned = C.teacher()
+    text = dev.texts[idx]
+    enc = tok([text], truncation=True, max_length=int(s["max_len"]), return_tensors="pt")
+    with torch.inference_mode():
+        zt = t(**{k: enc[k] for k in ("input_ids", "attention_mask")}).logits[0].float().numpy()
+        zs = stu(**{k: enc[k] for k in ("input_ids", "attention_mask")}).logits[0].float().numpy()
+
+if zt is not None:
+    T = st.slider("temperature T", 0.5, 10.0, 2.0, 0.5, key="temp_T")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(viz.softened_distributions(zt, zs, T, b.label_names), key="temp_dist")
+    Ts = np.round(np.arange(0.5, 10.01, 0.25), 2)
+    c2.plotly_chart(viz.entropy_curve({"teacher": zt, "student": zs}, Ts, current_T=T), key="temp_entropy")
+
+    pt, ps = viz.soften(zt, T), viz.soften(zs, T)
+    kl_raw = float(np.sum(pt * (np.log(pt) - np.log(ps))))
+    loss = float(kd_kl(torch.tensor(zs)[None], torch.tensor(zt)[None], T))
+    m = st.columns(4)
+    m[0].metric("teacher entropy (nats)", f"{viz.entropy(pt):.4f}")
+    m[1].metric("student entropy (nats)", f"{viz.entropy(ps):.4f}")
+    m[2].metric(f"KL(p_T || q_S) at T={T:g}", f"{kl_raw:.5f}")
+    m[3].metric("KD loss T² · KL", f"{loss:.5f}")
+    st.markdown(
+        f"""
+**What the numbers say.** Teacher logits `{np.round(zt, 3).tolist()}`, student logits `{np.round(zs, 3).tolist()}`.
+Dividing by T = {T:g} before the softmax flattens both distributions: the teacher's top probability is
+**{pt.max():.4f}** here (it is {viz.soften(zt, 1).max():.4f} at T = 1), so the smaller classes carry more of the
+teacher's "dark knowledge". The KL between the softened distributions is **{kl_raw:.5f}**.
+Its gradient with respect to the student logits scales like 1/T², so Hinton et al. multiply by T² = {T*T:g}
+to keep the soft-target term on the same scale as the hard-label loss when T changes:
+T² · KL = {T*T:g} × {kl_raw:.5f} = **{loss:.5f}** (`kdlab.losses.kd_kl`).
+""")

@@ -1,0 +1,110 @@
+"""Train: start a run as a separate process and follow it live through the run store."""
+import json
+import time
+
+import numpy as np
+import streamlit as st
+
+import common as C
+from kdlab import launch, viz
+from kdlab.errors import KdlabError
+from kdlab.methods import get, names
+
+st.title("Train")
+C.sidebar()
+s = C.setup()
+store = C.store()
+
+with st.form("train_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    methods = names()
+    method = c1.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
+    max_steps = c2.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
+    epochs = c3.number_input("epochs", 1, 100, 1 if C.preset() == "tiny" else 3, key="train_epochs")
+    name = c4.text_input("run name", method if method else "run", key="train_name")
+    opts = st.text_area("method options (JSON; defaults shown on the right)", "{}", key="train_opts", height=80)
+    go = st.form_submit_button("Start run")
+with st.expander(f"options of {method} and their defaults"):
+    st.caption(get(method).summary)
+    st.json(get(method).all_defaults())
+
+if go:
+    with C.guard():
+        try:
+            extra = json.loads(opts or "{}")
+        except json.JSONDecodeError as e:
+            raise KdlabError(f"method options are not valid JSON ({e.msg}): write e.g. {{\"temperature\": 4}}")
+        if not isinstance(extra, dict):
+            raise KdlabError("method options must be a JSON object, e.g. {\"temperature\": 4}")
+        unknown = set(extra) - set(get(method).all_defaults())
+        if unknown:
+            raise KdlabError(f"method '{method}' has no option(s) {sorted(unknown)}; its options are "
+                             f"{sorted(get(method).all_defaults())}")
+        args = C.cli_args() + ["--method", method, "--max-steps", str(int(max_steps)), "--epochs", str(int(epochs))]
+        for k, v in extra.items():
+            args += ["--set", f"{k}={json.dumps(v)}"]
+        job = launch.launch(args, store.root, launch.unique_name(name or method))
+        st.session_state["train_job"] = job.__dict__
+        st.session_state.pop("train_run_id", None)
+        st.success(f"started `{job.name}` (pid {job.pid}); it keeps running if you leave this page")
+
+
+def _job():
+    d = st.session_state.get("train_job")
+    return launch.Launch(**d) if d else None
+
+
+@st.fragment(run_every=1.5)
+def live():
+    job = _job()
+    rid = st.session_state.get("train_run_id")
+    if job and not rid:
+        rid = launch.find_run(store, job.name)
+        if rid:
+            st.session_state["train_run_id"] = rid
+        elif job.alive():
+            st.info(f"`{job.name}`: preparing (loading data, fine-tuning the teacher if needed) ...")
+            return
+        else:
+            st.error(f"`{job.name}` stopped before its run started:\n\n```\n{job.log_tail()}\n```")
+            return
+    runs = [r for r in store.runs() if r["kind"] != "teacher"]
+    if not runs:
+        st.info("no runs yet: start one above")
+        return
+    ids = [r["id"] for r in runs]
+    sel = st.selectbox("follow run", ids, index=ids.index(rid) if rid in ids else 0,
+                       format_func=lambda i: C.run_label(next(r for r in runs if r["id"] == i)), key="train_follow")
+    run = store.run(sel)
+    rows = store.metrics(sel)
+    steps = max((r["step"] for r in rows), default=0)
+    total = run["config"].get("train", {}).get("max_steps") or steps or 1
+    c1, c2, c3 = st.columns([2, 3, 1])
+    c1.markdown(f"status: **{run['status']}** · step **{steps}** / {total}")
+    c2.progress(min(1.0, steps / max(1, total)))
+    if run["status"] == "running":
+        if c3.button("Cancel", key="train_cancel"):
+            launch.cancel(store, sel)
+            st.warning("cancel requested: the run stops after its current step")
+    if run["message"]:
+        st.caption(run["message"])
+    ev = store.final_evals(sel)
+    if ev:
+        st.markdown(" · ".join(f"{k}: accuracy **{v.get('accuracy', float('nan')):.3f}**" for k, v in ev.items()))
+    loss = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
+    col1, col2 = st.columns([3, 2])
+    if loss:
+        col1.plotly_chart(viz.run_curves({run["name"]: tuple(zip(*loss))}, "loss", smoothing=0.3),
+                          key="train_loss_curve")
+    maps = store.mappings(sel)
+    if maps:
+        k = col2.slider("mapping at log entry", 0, len(maps) - 1, len(maps) - 1, key="train_map_k") \
+            if len(maps) > 1 else 0
+        m = maps[k]
+        col2.plotly_chart(viz.mapping_heatmap(np.asarray(m["matrix"]), title=f"W at step {m['step']} (epoch {m['epoch']})"),
+                          key="train_mapping")
+    if viz.per_layer_series(rows):
+        st.plotly_chart(viz.per_layer_multiples(rows, smoothing=0.6), key="train_multiples")
+
+
+live()

@@ -1,0 +1,68 @@
+"""Compare runs: config differences, overlaid curves, final metrics per domain."""
+import pandas as pd
+import streamlit as st
+
+import common as C
+from kdlab import viz
+
+st.title("Compare runs")
+C.sidebar()
+store = C.store()
+
+
+def flatten(d, pre=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{pre}{k}."))
+        else:
+            out[f"{pre}{k}"] = v if not isinstance(v, list) else str(v)
+    return out
+
+
+runs = store.runs()
+if not runs:
+    st.info("no runs in the run store yet: start one on the Train page")
+    st.stop()
+by_id = {r["id"]: r for r in runs}
+default = [r["id"] for r in runs if r["kind"] != "teacher"][:3]
+sel = st.multiselect("runs", list(by_id), default=default, format_func=lambda i: C.run_label(by_id[i]),
+                     key="cmp_runs")
+if not sel:
+    st.info("pick one or more runs")
+    st.stop()
+
+flat = {by_id[i]["name"]: flatten(by_id[i]["config"]) for i in sel}
+keys = sorted({k for d in flat.values() for k in d})
+diff = {k: [str(flat[n].get(k, "")) for n in flat] for k in keys}
+diff = {k: v for k, v in diff.items() if len(set(v)) > 1 and not k.endswith("name")}
+st.subheader("Config values that differ")
+if diff:
+    st.dataframe(pd.DataFrame(diff, index=list(flat)).T, key="cmp_diff")
+else:
+    st.caption("the selected runs share every config value")
+
+st.subheader("Curves")
+names_ = sorted({m["name"] for i in sel for m in store.metrics(i)})
+if names_:
+    metric = st.selectbox("metric", names_, index=names_.index("loss") if "loss" in names_ else 0, key="cmp_metric")
+    sm = st.slider("smoothing", 0.0, 0.95, 0.0, 0.05, key="cmp_smooth")
+    curves = {}
+    for i in sel:
+        pts = [(m["step"], m["value"]) for m in store.metrics(i) if m["name"] == metric]
+        if pts:
+            curves[by_id[i]["name"]] = tuple(zip(*pts))
+    st.plotly_chart(viz.run_curves(curves, metric, sm), key="cmp_curves")
+
+st.subheader("Final metrics per domain")
+rows, acc = [], {}
+for i in sel:
+    for split, m in store.final_evals(i).items():
+        rows.append({"run": by_id[i]["name"], "method": by_id[i]["method"], "split": split,
+                     **{k: round(v, 4) for k, v in m.items()}})
+        acc.setdefault(by_id[i]["name"], {})[split] = m.get("accuracy")
+if rows:
+    st.dataframe(pd.DataFrame(rows), key="cmp_final")
+    st.plotly_chart(viz.domain_accuracy_bars(acc), key="cmp_domains")
+else:
+    st.caption("no evaluations stored for these runs yet")

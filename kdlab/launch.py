@@ -1,0 +1,130 @@
+"""Start training as a separate process and follow it through the run store.
+
+The dashboard uses this so that a page rerun never blocks or kills a run: ``launch`` starts
+``python -m kdlab <command> ... --runs DIR --name NAME`` in its own session (``start_new_session``),
+``find_run`` polls the store for the named run, and ``cancel`` asks the loop to stop through
+``Store.request_cancel`` (the loop checks it after every step).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KdlabError
+from .store import Store
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Launch:
+    pid: int
+    name: str
+    runs: str
+    log: str
+    started: float
+    command: list
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            return "\n".join(Path(self.log).read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own finished child (no zombie)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{time.strftime('%H%M%S')}-{os.urandom(2).hex()}"
+
+
+def launch(args: list[str], runs: str | os.PathLike, name: str, command: str = "distill",
+           python: str | None = None, env: dict | None = None) -> Launch:
+    """Start ``python -m kdlab <command> *args --runs runs --name name --no-progress`` detached.
+
+    Output goes to ``<runs>/launch-logs/<name>.log``. Returns at once (the run id comes later: ``find_run``).
+    """
+    runs = Path(runs).resolve()
+    logs = runs / "launch-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    log = logs / f"{safe}.log"
+    cmd = [python or sys.executable, "-m", "kdlab", command, *map(str, args), "--runs", str(runs),
+           "--name", name, "--no-progress"]
+    penv = dict(os.environ, **(env or {}))
+    penv["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [penv.get("PYTHONPATH")] if p])
+    penv["KDLAB_RUNS"] = str(runs)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(REPO_ROOT), env=penv, start_new_session=True)
+    return Launch(pid=proc.pid, name=name, runs=str(runs), log=str(log), started=time.time(), command=cmd)
+
+
+def find_run(store: Store, name: str, kind: str | None = None) -> str | None:
+    """Id of the newest run called ``name`` (optionally of one kind), or None."""
+    for r in store.runs(kind):
+        if r["name"] == name:
+            return r["id"]
+    return None
+
+
+def wait_for_run(store: Store, launched: Launch, timeout: float = 120.0, poll: float = 0.3,
+                 kind: str | None = None) -> str:
+    """Poll the store until the launched run appears; KdlabError (with the log tail) when the process
+    ends first or the timeout passes."""
+    deadline = time.time() + timeout
+    while True:
+        rid = find_run(store, launched.name, kind)
+        if rid:
+            return rid
+        if not launched.alive():
+            rid = find_run(store, launched.name, kind)
+            if rid:
+                return rid
+            raise KdlabError(f"the run '{launched.name}' stopped before it started:\n{launched.log_tail()}")
+        if time.time() > deadline:
+            raise KdlabError(f"the run '{launched.name}' did not appear in the run store within {timeout:.0f} s "
+                             f"(still preparing?); its log is {launched.log}")
+        time.sleep(poll)
+
+
+def start_run(args: list[str], runs: str | os.PathLike, name: str, timeout: float = 120.0) -> str:
+    """Launch a distillation run and return its run id once the store has it."""
+    launched = launch(args, runs, name)
+    return wait_for_run(Store(runs), launched, timeout=timeout)
+
+
+def cancel(store: Store, run_id: str):
+    """Ask a running run to stop after its current step (the loop marks it ``cancelled``)."""
+    store.request_cancel(run_id)
+
+
+def stop(launched: Launch, sig=signal.SIGTERM):
+    """Stop a launched process that has no run yet (e.g. still fine-tuning the teacher)."""
+    if launched.alive():
+        try:
+            os.killpg(launched.pid, sig)
+        except ProcessLookupError:
+            pass
