@@ -1,0 +1,173 @@
+"""Settings shared by the kdlab notebooks: fast mode for CI, normal mode for workshops.
+
+``KDLAB_FAST=1``: the tiny random BERT teacher (``--preset tiny``) on a small slice of the embedded
+corpus, a few optimisation steps per run and a temporary run store (``KDLAB_RUNS`` when set), so every
+notebook runs top to bottom in well under a minute on 2 CPU cores.
+
+Normal mode: the packaged teacher ``minilm-l6``; the real data in ``../shared/data`` (SST-2 in domain,
+IMDB and Yelp out of domain) when present, otherwise the embedded corpus; the run store ``KDLAB_RUNS``
+or ``<repo>/runs`` (the one the dashboard reads).
+
+Every notebook starts with ``import _setup as S`` and then calls ``S.run("kd")`` and friends: they call
+``kdlab.pipeline`` exactly like the CLI does, reuse the fine-tuned teacher (cached in the store) and
+reuse an identical finished run instead of training it again.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from kdlab.config import RunConfig, TrainConfig, apply_preset  # noqa: E402
+from kdlab.errors import KdlabError  # noqa: E402
+from kdlab.methods import names  # noqa: E402
+from kdlab.pipeline import distill_run, load_bundle, prepare_teacher  # noqa: E402
+from kdlab.store import Store  # noqa: E402
+
+FAST = os.environ.get("KDLAB_FAST", "").strip().lower() not in ("", "0", "false", "no", "off")
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# fast mode: tiny everything; normal mode: a workshop-sized run on a laptop CPU
+MAX_TRAIN = 96 if FAST else 2000
+MAX_EVAL = 32 if FAST else 400
+STEPS = 4 if FAST else None          # optimisation steps per student run (None = full epochs)
+EPOCHS = 1 if FAST else 2
+
+if FAST:
+    try:
+        import plotly.io as pio
+        pio.renderers.default = "plotly_mimetype"   # small outputs, no plotly.js embedded
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def data_spec() -> tuple[str | None, list[str] | None, str]:
+    """(data, ood files, description): the real SST-2/IMDB/Yelp data when present (normal mode only)."""
+    sst2, ood = SHARED_DATA / "sst2", SHARED_DATA / "ood"
+    if not FAST and (sst2 / "train.tsv").exists():
+        oods = [str(ood / f) for f in ("imdb.tsv", "yelp.tsv") if (ood / f).exists()]
+        return str(sst2), oods, "SST-2 (in domain) with IMDB and Yelp out of domain, from ../shared/data"
+    return None, None, "the embedded synthetic sentiment corpus (two out-of-domain sets)"
+
+
+def config(method: str = "kd", **changes) -> RunConfig:
+    """The notebooks' run configuration for ``method``; ``changes`` override RunConfig fields,
+    ``method_args`` go to the method, ``steps`` overrides the number of optimisation steps."""
+    steps = changes.pop("steps", STEPS)
+    data, ood, _ = data_spec()
+    cfg = RunConfig(method=method, data=data, ood=ood or [], max_train=MAX_TRAIN, max_eval=MAX_EVAL,
+                    preset="tiny" if FAST else None,
+                    train=TrainConfig(epochs=EPOCHS, max_steps=steps, batch_size=16 if FAST else 32,
+                                      progress=False, log_every=1, checkpoint_each_epoch=False),
+                    teacher_train=TrainConfig(epochs=2, lr=5e-5, progress=False, checkpoint_each_epoch=False))
+    for k, v in changes.items():
+        if not hasattr(cfg, k):
+            raise KdlabError(f"unknown run setting '{k}': use a RunConfig field such as student_layers or method_args")
+        setattr(cfg, k, v)
+    cfg = apply_preset(cfg)
+    if FAST:   # the tiny preset keeps its 3 teacher epochs; one is enough for a smoke run
+        cfg.teacher_train = dataclasses.replace(cfg.teacher_train, epochs=1, progress=False,
+                                                checkpoint_each_epoch=False, batch_size=16)
+    cfg.preset = None   # applied once, here
+    return cfg
+
+
+_cache: dict = {}
+
+
+def store() -> Store:
+    """The run store: ``KDLAB_RUNS`` when set; a temporary folder in fast mode; else ``<repo>/runs``."""
+    if "store" not in _cache:
+        root = os.environ.get("KDLAB_RUNS")
+        if not root:
+            root = tempfile.mkdtemp(prefix="kdlab-notebook-runs-") if FAST else str(ROOT / "runs")
+        _cache["store"] = Store(root)
+    return _cache["store"]
+
+
+def bundle():
+    """The data bundle (train, dev and the out-of-domain splits)."""
+    if "bundle" not in _cache:
+        _cache["bundle"] = load_bundle(config())
+    return _cache["bundle"]
+
+
+def teacher():
+    """(fine-tuned teacher, tokenizer, teacher run id): fine-tuned once, then reused from the store."""
+    if "teacher" not in _cache:
+        _cache["teacher"] = prepare_teacher(config(), store(), bundle(), log=_log)
+    return _cache["teacher"]
+
+
+def _log(msg: str):
+    print(msg, flush=True)
+
+
+def _same(stored: dict, cfg: RunConfig) -> bool:
+    want = cfg.to_dict()
+    for k in ("name",):
+        want.pop(k, None)
+    return all(stored.get(k) == v for k, v in want.items())
+
+
+def find_run(cfg: RunConfig) -> str | None:
+    """A finished run of the store with exactly this configuration (same data, teacher and seed)."""
+    for r in store().runs(kind="student"):
+        if r["status"] == "finished" and r["method"] == cfg.method and _same(r["config"], cfg):
+            return r["id"]
+    return None
+
+
+def run(method: str, reuse: bool = True, **changes) -> str:
+    """Distill a student with ``method`` (through ``kdlab.pipeline.distill_run``) and return its run id.
+
+    An identical finished run in the store is reused unless ``reuse=False``."""
+    from kdlab.methods import get
+    if method not in names():
+        raise KdlabError(f"method '{method}' is not registered: `python -m kdlab methods` lists the methods")
+    changes.setdefault("name", f"notebook {method}")
+    cfg = config(method, **changes)
+    if reuse:
+        found = find_run(cfg)
+        if found:
+            _log(f"{method}: reusing finished run {found}")
+            return found
+    t, tok, t_run = teacher()
+    if getattr(get(method), "trains_teacher", False):   # the teacher learns too: never touch the shared one
+        t = copy.deepcopy(t)
+        for p in t.parameters():
+            p.requires_grad_(True)
+    return distill_run(cfg, store(), teacher=t, tokenizer=tok, bundle=bundle(), teacher_run=t_run, log=_log)
+
+
+def load_model(run_id: str, attentions: bool = False):
+    """(model, tokenizer) saved by a finished run (student or teacher)."""
+    from kdlab.models import load_saved
+    folder = store().artifact(run_id, "model_dir")
+    if not folder:
+        raise KdlabError(f"run {run_id} has no saved model: run it to the end first")
+    return load_saved(folder, attentions=attentions)
+
+
+def accuracy_table(runs: dict, metric: str = "accuracy") -> dict:
+    """``{label: run id}`` -> ``{label: {split: metric}}`` from the store's final evaluations."""
+    return {label: {split: m.get(metric) for split, m in store().final_evals(rid).items()}
+            for label, rid in runs.items()}
+
+
+def describe() -> str:
+    _, _, what = data_spec()
+    mode = "FAST (tiny teacher, a few steps)" if FAST else "normal (packaged teacher minilm-l6)"
+    return (f"mode: {mode}\ndata: {what}\nrun store: {store().root}\n"
+            f"max_train={MAX_TRAIN}, max_eval={MAX_EVAL}, steps per run={STEPS or 'full epochs'}")

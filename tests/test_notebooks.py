@@ -1,0 +1,138 @@
+"""The notebooks: committed with outputs cleared, and each one runs top to bottom in fast mode
+(KDLAB_FAST=1, tiny teacher, a temporary run store) with nbclient, after which a test cell in the same
+kernel moves one of its widgets and checks that the interactive's result changed accordingly.
+
+Needs the ``python3`` kernelspec of the environment's interpreter, e.g.
+``python -m ipykernel install --sys-prefix``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+# Code run in the notebook's kernel after the notebook: move a widget of `w`, check `w.result`.
+WIDGET_CHECKS = {
+    "01_soft_targets_temperature": """
+before = w.result
+assert before["T"] == 2.0
+w.children[0].value = 10.0
+after = w.result
+assert after["T"] == 10.0 and after["entropy"] > before["entropy"]
+assert np.allclose(after["probs"], viz.soften(z5, 10.0))
+assert abs(after["probs"].sum() - 1) < 1e-9 and after["probs"].max() < before["probs"].max()
+w.children[0].value = 0.25
+assert w.result["entropy"] < before["entropy"]
+""",
+    "02_kd_vs_alone": """
+assert w.result["metric"] == "accuracy"
+w.children[0].value = "ece"
+r = w.result
+assert r["metric"] == "ece"
+for label, rid in runs.items():
+    stored = S.store().final_evals(rid)
+    assert set(r["table"][label]) == set(stored)
+    for split, m in stored.items():
+        assert r["table"][label][split] == m["ece"]
+assert r["table"] != S.accuracy_table({"teacher": teacher_run, **runs})
+""",
+    "03_layer_mapping": """
+assert torch.equal(w.result, mapping.uniform(M, N))
+w.children[0].value = "ckd"
+assert torch.equal(w.result, mapping.grouped(M, N))
+assert torch.allclose(w.result.sum(1), torch.ones(M))
+w.children[0].value = "rail"
+draws = []
+for e in (1, 2, 3):
+    w.children[1].value = e
+    assert torch.equal(w.result, mapping.rail_random(M, N, seed=0, epoch=e))
+    draws.append(w.result)
+assert all(d[-1].sum() == 0 for d in draws)
+w.children[0].value = "alp"
+assert torch.allclose(w.result.sum(1), torch.ones(M), atol=1e-5)
+""",
+    "04_internal_representations": """
+r0 = w.result
+assert r0["pair"] == (1, pairs[0][1]) and r0["model"] == "plain KD"
+w.children[1].value = M
+r1 = w.result
+assert r1["pair"] == (M, pairs[-1][1])
+expected = float(losses.attention_kl(ft.attentions[r1["pair"][1] - 1], feats["plain KD"].attentions[M - 1],
+                                     batch["attention_mask"]))
+assert abs(r1["kl"] - expected) < 1e-6
+w.children[0].value = "before training"
+assert w.result["kl"] == att_kl["before training"][f"s{M}-t{pairs[-1][1]}"]
+assert len(w.result) == 4 and w.result["model"] == "before training"
+""",
+    "05_ood_calibration": """
+assert w.result["bins"] == 10 and w.result["split"] == "dev"
+ood = [s for s in splits if s != "dev"][0]
+w.children[0].value = ood
+w.children[1].value = 4
+r = w.result
+assert r["split"] == ood and r["bins"] == 4
+for label in probs:
+    assert r["ece"][label] == evaluate.ece(probs[label][ood], labels[ood], 4)
+    assert 0.0 <= r["ece"][label] <= 1.0
+""",
+    "06_beyond_frozen_teacher": """
+assert w.result["method"] == "kd" and w.result["run"] == runs["kd"]
+w.children[0].value = "ce"
+r = w.result
+assert r["method"] == "ce" and r["run"] == runs["ce"] != runs["kd"]
+assert r["accuracy"] == S.store().final_evals(runs["ce"])["dev"]["accuracy"]
+""",
+}
+
+
+def test_every_notebook_has_a_widget_check():
+    assert len(NOTEBOOKS) == 6
+    assert {p.stem for p in NOTEBOOKS} == set(WIDGET_CHECKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_with_outputs_cleared(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, f"{path.name} has no code cells"
+    for c in code:
+        assert c.outputs == [], f"{path.name}: a cell has outputs; clear them before committing"
+        assert c.execution_count is None, f"{path.name}: a cell has an execution count; clear outputs"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    src = "\n".join(c.source for c in code)
+    assert "import _setup as S" in src and "interactive(" in src and "kdlab" in src
+
+
+@pytest.fixture(scope="module")
+def fast_env(tmp_path_factory):
+    """One tiny run store for all notebooks, so that the tiny teacher is fine-tuned once."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KDLAB_FAST", "1")
+    mp.setenv("KDLAB_RUNS", str(tmp_path_factory.mktemp("notebook-runs")))
+    mp.setenv("KDLAB_CACHE", str(tmp_path_factory.mktemp("kdlab-cache")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("TRANSFORMERS_OFFLINE", "1")
+    mp.setenv("TOKENIZERS_PARALLELISM", "false")
+    mp.setenv("OMP_NUM_THREADS", "2")
+    yield
+    mp.undo()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_fast_mode_and_its_widget_responds(path, fast_env):
+    from nbclient import NotebookClient
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
+                            resources={"metadata": {"path": str(NB_DIR)}})
+    check = nbformat.v4.new_code_cell(WIDGET_CHECKS[path.stem] + "\nprint('WIDGET-CHECK-OK')")
+    nb.cells.append(check)
+    client.execute()   # raises CellExecutionError (with the cell and traceback) on any failure
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
+    assert "WIDGET-CHECK-OK" in text
+    mode = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.get("output_type") == "stream")
+    assert "mode: FAST" in mode
