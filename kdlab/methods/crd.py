@@ -103,10 +103,11 @@ class CRD(Method):
         sets Z on the first call."""
         ids = torch.cat([idx.unsqueeze(1), neg], dim=1)                      # [B, 1+K], column 0 positive
         tau = float(self.hp["nce_t"])
-        w_t = self.mem_t[ids].detach()                                        # [B, 1+K, dim]
-        w_s = self.mem_s[ids].detach()
-        out_s = torch.exp(torch.einsum("bkd,bd->bk", w_t, v_s) / tau)
-        out_t = torch.exp(torch.einsum("bkd,bd->bk", w_s, v_t) / tau)
+        w_t = self.mem_t[ids].detach().float()                                # [B, 1+K, dim]
+        w_s = self.mem_s[ids].detach().float()
+        with torch.autocast(v_s.device.type, enabled=False):                 # exp(./0.07) needs fp32
+            out_s = torch.exp(torch.einsum("bkd,bd->bk", w_t, v_s.float()) / tau)
+            out_t = torch.exp(torch.einsum("bkd,bd->bk", w_s, v_t.float()) / tau)
         if self.z[0] < 0:
             with torch.no_grad():
                 self.z[0] = out_s.mean() * self.n
