@@ -11,11 +11,11 @@ st.set_page_config(page_title="kdlab", page_icon=":material/school:", layout="wi
 
 PAGES = [
     st.Page("pages/1_Setup.py", title="Setup", icon=":material/settings:", default=True),
-    st.Page("pages/2_Layer_mapping.py", title="Layer mapping", icon=":material/grid_on:"),
-    st.Page("pages/3_Temperature_lab.py", title="Temperature lab", icon=":material/thermostat:"),
-    st.Page("pages/4_Train.py", title="Train", icon=":material/play_arrow:"),
-    st.Page("pages/5_Compare_runs.py", title="Compare runs", icon=":material/compare:"),
-    st.Page("pages/6_Out_of_domain.py", title="Out of domain", icon=":material/travel_explore:"),
-    st.Page("pages/7_Inspect.py", title="Inspect", icon=":material/search:"),
+    st.Page("pages/2_Layer_mapping.py", url_path="layer-mapping", title="Layer mapping", icon=":material/grid_on:"),
+    st.Page("pages/3_Temperature_lab.py", url_path="temperature", title="Temperature lab", icon=":material/thermostat:"),
+    st.Page("pages/4_Train.py", url_path="train", title="Train", icon=":material/play_arrow:"),
+    st.Page("pages/5_Compare_runs.py", url_path="compare", title="Compare runs", icon=":material/compare:"),
+    st.Page("pages/6_Out_of_domain.py", url_path="out-of-domain", title="Out of domain", icon=":material/travel_explore:"),
+    st.Page("pages/7_Inspect.py", url_path="inspect", title="Inspect", icon=":material/search:"),
 ]
 st.navigation(PAGES).run()

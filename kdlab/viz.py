@@ -104,7 +104,7 @@ def drop_table(acc: Mapping[str, Mapping[str, float]], in_domain: str = "dev") -
 
 
 def _fmt(v: float, digits: int) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+    return "" if v is None or not math.isfinite(float(v)) else f"{v:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------------------------- mapping / CKA
@@ -138,7 +138,8 @@ def cka_heatmap(C, title: str = "CKA: teacher vs student layers", digits: int = 
     start = 0 if with_embeddings else 1
     ty = [f"T{j}" for j in range(start, start + C.shape[0])]
     sx = [f"S{i}" for i in range(start, start + C.shape[1])]
-    fig = go.Figure(go.Heatmap(z=C.tolist(), x=sx, y=ty, text=[[_fmt(v, digits) for v in r] for r in C],
+    z = [[None if not math.isfinite(v) else float(v) for v in r] for r in C]  # NaN (undefined) -> gap
+    fig = go.Figure(go.Heatmap(z=z, x=sx, y=ty, text=[[_fmt(v, digits) for v in r] for r in C],
                                texttemplate="%{text}", colorscale="Viridis", zmin=0, zmax=1,
                                hovertemplate="teacher %{y} / student %{x}: %{z:.3f}<extra></extra>",
                                colorbar=dict(title="CKA")))

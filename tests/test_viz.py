@@ -59,6 +59,8 @@ def test_cka_heatmap_orientation():
     assert list(hm.y) == ["T0", "T1"] and list(hm.x) == ["S0", "S1", "S2"]
     assert hm.z[1][1] == 0.8 and hm.text[0][2] == "0.20"
     assert list(viz.cka_heatmap(C, with_embeddings=False).data[0].y) == ["T1", "T2"]
+    nan = viz.cka_heatmap(np.array([[np.nan, 0.5], [0.25, 1.0]])).data[0]  # undefined entries: gaps, no label
+    assert nan.z[0][0] is None and nan.text[0][0] == "" and nan.z[1][0] == 0.25 and nan.text[1][1] == "1.00"
 
 
 def test_softened_distributions_bars():

@@ -87,18 +87,15 @@ with left:
                     language="bash")
 
 with right:
-    st.markdown("**CKA between teacher and student layers** (mean-pooled states on dev examples)")
+    st.markdown("**CKA between teacher and student layers** (pooled states on dev examples; `kdlab.cka_run`)")
     n_ex = st.slider("examples", 8, 128, 32, 8, key="map_cka_n")
+    pool = st.selectbox("pooling", ["mean", "cls"], key="map_cka_pool")
+    debiased = st.checkbox("debiased CKA", False, key="map_cka_debiased")
     runs = C.student_runs()
     src = st.selectbox("student", ["untrained student (copied by the Setup strategy)"] + runs,
                        format_func=lambda r: r if isinstance(r, str) else C.run_label(r), key="map_cka_student")
     if st.button("Compute CKA", key="map_cka_go"):
         with C.guard():
-            from kdlab.cka import cka_matrix
-            from kdlab.data.batching import make_loader
-            from kdlab.features import Need, features
-            from kdlab.losses import masked_mean
-            import torch
             if isinstance(src, str):
                 stu, tt = C.fresh_student(t, repr(sorted(s.items())) + str(tuned)), t
             else:
@@ -107,21 +104,9 @@ with right:
             split = C.bundle().dev
             from kdlab.data.loaders import Split
             sub = Split("dev", split.texts[:n_ex], split.labels[:n_ex], split.domain)
-            tf, sf = None, None
-            try:
-                from kdlab import cka_run  # the shared CKA API when present
-                C_ = cka_run.cka_between(tt, stu, tok, sub, "mean", n_ex)
-            except ImportError:
-                tl, sl = [], []
-                with torch.inference_mode():
-                    for batch in make_loader(sub, tok, batch_size=32, max_len=int(s["max_len"]), shuffle=False):
-                        a = features(tt, batch, Need(hidden=True))
-                        b_ = features(stu, batch, Need(hidden=True))
-                        tl.append([masked_mean(h, a.mask).numpy() for h in a.hidden])
-                        sl.append([masked_mean(h, b_.mask).numpy() for h in b_.hidden])
-                T_ = [np.concatenate([x[i] for x in tl]) for i in range(len(tl[0]))]
-                S_ = [np.concatenate([x[i] for x in sl]) for i in range(len(sl[0]))]
-                C_ = cka_matrix(T_, S_)
+            from kdlab import cka_run
+            res = cka_run.cka_between(tt, stu, tok, sub, pool, n_ex, max_len=int(s["max_len"]))
+            C_ = res["debiased" if debiased else "linear"]
             st.session_state["map_cka"] = np.asarray(C_).tolist()
     if "map_cka" in st.session_state:
         st.plotly_chart(viz.cka_heatmap(st.session_state["map_cka"]), key="map_cka_heatmap")
