@@ -80,6 +80,13 @@ def add_run_args(p: argparse.ArgumentParser, method_default="kd"):
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     g.add_argument("--teacher-epochs", type=int, default=2, help="epochs to fine-tune the teacher")
     g.add_argument("--teacher-lr", type=float, default=5e-5)
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="also checkpoint every N steps for exact resume (default: each epoch)")
+    g.add_argument("--teacher-cache", default="auto", choices=["auto", "on", "off"],
+                   help="reuse teacher outputs per example after the first epoch (auto: only when exact)")
+    g.add_argument("--cache-dtype", default="fp32", choices=["fp32", "fp16"], help="teacher-cache storage")
+    g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "
+                   "(its stored configuration is used; other flags are ignored)")
     g = p.add_argument_group("output")
     g.add_argument("--runs", "--out", dest="runs", help="run store folder (default ./runs or $KDLAB_RUNS)")
     g.add_argument("--name", help="a name for the run")
@@ -117,6 +124,9 @@ def config_from_args(a):
                     student_hidden=a.student_hidden, method=a.method, method_args=args, train=tr,
                     teacher_train=ttr, trust_remote_code=a.trust_remote_code, name=a.name, preset=a.preset)
     cfg = apply_preset(cfg)
+    cfg.train.checkpoint_every = getattr(a, "checkpoint_every", 0) or 0
+    cfg.train.teacher_cache = getattr(a, "teacher_cache", "auto")
+    cfg.train.cache_dtype = getattr(a, "cache_dtype", "fp32")
     if a.no_progress:
         cfg.train.progress = cfg.teacher_train.progress = False
     if a.preset and a.max_steps:
@@ -133,11 +143,19 @@ def _store(a):
 
 @command("distill", "distill a student from a teacher with one method")
 def cmd_distill(a):
+    from .ddp import is_main, wrap_store
     from .pipeline import distill_run
+    if getattr(a, "resume", None):
+        from .checkpoint import resume_run
+        store = _store(a)
+        run_id = resume_run(store, a.resume, log=_log(a))
+        _print_run(store, run_id)
+        return 0 if store.run(run_id)["status"] == "finished" else 1
     cfg = config_from_args(a)
-    store = _store(a)
+    store = wrap_store(_store(a))   # under torchrun: rank 0 writes, the other ranks read
     run_id = distill_run(cfg, store, log=_log(a))
-    _print_run(store, run_id)
+    if is_main():
+        _print_run(store, run_id)
     return 0 if store.run(run_id)["status"] == "finished" else 1
 
 

@@ -27,6 +27,10 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_each_epoch: bool = True
     progress: bool = True
+    checkpoint_every: int = 0    # also checkpoint (for exact resume) every N optimiser steps; 0 = epochs only
+    teacher_cache: str = "auto"  # auto (only when exact) | on | off: reuse teacher outputs per example
+    cache_dtype: str = "fp32"    # fp32 (exact) | fp16 (half the memory; used with teacher_cache=on)
+    cache_max_mb: float = 2048   # stop adding to the teacher cache past this size
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -40,6 +44,13 @@ class TrainConfig:
             raise KdlabError(f"warmup is a fraction of the steps in [0, 1) (got {self.warmup})")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise KdlabError(f"precision must be auto, fp32 or bf16 (got {self.precision})")
+        if self.checkpoint_every < 0:
+            raise KdlabError(f"checkpoint-every must be 0 (epochs only) or a positive number of steps "
+                             f"(got {self.checkpoint_every})")
+        if self.teacher_cache not in ("auto", "on", "off"):
+            raise KdlabError(f"teacher-cache must be auto, on or off (got {self.teacher_cache})")
+        if self.cache_dtype not in ("fp32", "fp16"):
+            raise KdlabError(f"cache-dtype must be fp32 or fp16 (got {self.cache_dtype})")
         return self
 
 
@@ -87,7 +98,8 @@ class RunConfig:
     def teacher_key(self, data_identity: str) -> str:
         """Identity of a fine-tuned teacher: base model, data, and the fine-tuning settings."""
         t = dataclasses.asdict(self.teacher_train)
-        for k in ("progress", "log_every", "device", "eval_each_epoch", "checkpoint_each_epoch"):
+        for k in ("progress", "log_every", "device", "eval_each_epoch", "checkpoint_each_epoch",
+                  "checkpoint_every", "teacher_cache", "cache_dtype", "cache_max_mb"):
             t.pop(k, None)
         blob = json.dumps({"teacher": self.teacher, "data": data_identity, "train": t}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -112,11 +112,20 @@ def plan_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
 
 def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, cfg: TrainConfig | None = None,
           method_args: dict | None = None, store=None, run_id: str | None = None, method: Method | None = None,
-          on_step=None) -> Result:
-    """Train ``student`` on ``bundle.train`` with the named method; evaluate on every eval split."""
+          on_step=None, resume=None) -> Result:
+    """Train ``student`` on ``bundle.train`` with the named method; evaluate on every eval split.
+
+    ``resume``: a checkpoint folder written by this loop; training continues exactly where it stopped
+    (weights, optimizer, scheduler, RNG, data position). Under torchrun the student is data-parallel
+    (``kdlab.ddp``); teacher outputs are cached per example when ``cfg.teacher_cache`` allows
+    (``kdlab.cache``)."""
+    from . import ddp
+    from .cache import shared_cache, should_cache, teacher_identity
+    from .checkpoint import load_checkpoint, restore_rng
     cfg = (cfg or TrainConfig()).validate()
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    ddp.init_from_env(cfg.device)
+    device = ddp.local_device(pick_device(cfg.device))
     amp = autocast_dtype(cfg, device)
     steps_per_epoch, total = plan_steps(len(bundle.train), cfg)
     if method is None:
@@ -138,6 +147,17 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     opt = torch.optim.AdamW(param_groups(modules, cfg.weight_decay), lr=cfg.lr)
     sched = linear_schedule(opt, int(cfg.warmup * total), total)
     state = State(step=0, epoch=0, total_steps=total, steps_per_epoch=steps_per_epoch)
+    position = load_checkpoint(resume, student, method, opt, sched, state) if resume is not None else {}
+    skip = int(position.get("batch", 0))
+    cache = None
+    if teacher is not None and not trains_teacher:
+        use, _why = should_cache(getattr(cfg, "teacher_cache", "off"), teacher=teacher, method=method,
+                                 need=method.need(state)[1], dtype=getattr(cfg, "cache_dtype", "fp32"))
+        if use:
+            key = teacher_identity(teacher, tokenizer, bundle.train, bundle.identity, cfg.max_len)
+            cache = shared_cache(key, cfg.cache_dtype, cfg.cache_max_mb)
+    every = int(getattr(cfg, "checkpoint_every", 0) or 0)
+    writes = store is not None and ddp.is_main()
     teacher_logits = None
     if teacher is not None and cfg.eval_each_epoch:
         _, teacher_logits = evaluate(teacher, tokenizer, bundle, max_len=cfg.max_len, device=device)
@@ -161,12 +181,23 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                 teacher.train()
             micro = 0
             opt.zero_grad(set_to_none=True)
-            for batch in loader:
+            batches = iter(loader)
+            if skip:   # resuming inside this epoch: the same order, minus the batches already used
+                for _ in range(skip):
+                    next(batches, None)
+                micro = skip
+            if resume is not None:
+                restore_rng(position)
+                resume = None
+            done, skip = micro, 0
+            for batch in batches:
+                done += 1
+                batch, share = ddp.shard(batch)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 W = method.mapping(state)
                 if W is not None and (last_W is None or not torch.equal(W.cpu(), last_W)):
                     last_W = W.detach().cpu().clone()
-                    if store is not None:
+                    if writes:
                         store.log_mapping(run_id, state.step, state.epoch, last_W)
                 s_need, t_need = method.need(state)
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -174,9 +205,14 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                     if trains_teacher:
                         t_feats = features(teacher, batch, t_need)
                     elif teacher is not None:
-                        with torch.inference_mode():
-                            t_feats = features(teacher, batch, t_need)
-                        t_feats = _normal(t_feats)
+                        cached = cache is not None and not t_need.qkv
+                        t_feats = cache.get(batch, t_need) if cached else None
+                        if t_feats is None:
+                            with torch.inference_mode():
+                                t_feats = features(teacher, batch, t_need)
+                            t_feats = _normal(t_feats)
+                            if cached:
+                                cache.put(batch, t_feats, t_need)
                     s_feats = features(student, batch, s_need)
                     loss, parts = method.loss(s_feats, t_feats, batch, state)
                 if not torch.isfinite(loss):
@@ -188,6 +224,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                 micro += 1
                 if micro % cfg.grad_accum:
                     continue
+                ddp.allreduce_grads([p for g in opt.param_groups for p in g["params"]], share)
                 method.after_backward(student, teacher, state)
                 if cfg.clip:
                     torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip)
@@ -195,27 +232,32 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 state.step += 1
-                row = {"loss": float(loss.detach()), "lr": sched.get_last_lr()[0]}
+                row = {"loss": ddp.allreduce_mean(float(loss.detach()), share), "lr": sched.get_last_lr()[0]}
                 row.update({k: float(v) for k, v in parts.items()})
                 pending.append((state.step, state.epoch, row))
-                if store is not None and (state.step % cfg.log_every == 0 or state.step >= total):
+                if writes and (state.step % cfg.log_every == 0 or state.step >= total
+                               or (every and state.step % every == 0)):
                     for st, ep, r in pending:
                         store.log_metrics(run_id, st, ep, r)
                     pending.clear()
+                if writes and every and state.step % every == 0 and state.step < total:
+                    save_checkpoint(store.folder(run_id) / "checkpoint", student, tokenizer, method, state,
+                                    opt=opt, sched=sched, position={"batch": done})
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", epoch=state.epoch)
                 if on_step is not None:
                     on_step(state, row)
-                if store is not None and store.cancel_requested(run_id):
+                if store is not None and ddp.any_rank(store.cancel_requested(run_id)):
                     raise Cancelled()
                 if state.step >= total:
                     break
             state.epoch += 1
             if cfg.eval_each_epoch or state.step >= total:
                 evals = _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, run_id, state)
-            if store is not None and cfg.checkpoint_each_epoch:
-                save_checkpoint(store.folder(run_id) / "checkpoint", student, tokenizer, method, state)
+            if writes and (cfg.checkpoint_each_epoch or every):
+                save_checkpoint(store.folder(run_id) / "checkpoint", student, tokenizer, method, state,
+                                opt=opt, sched=sched, position={"batch": 0})
         if not evals:
             evals = _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, run_id, state)
     except Cancelled:
@@ -223,7 +265,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     finally:
         if bar is not None:
             bar.close()
-        if store is not None and pending:
+        if writes and pending:
             for st, ep, r in pending:
                 store.log_metrics(run_id, st, ep, r)
     return Result(steps=state.step, status=status, evals=evals, seconds=time.time() - t0, message=message)
@@ -231,7 +273,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
 
 def _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, run_id, state):
     evals, _ = evaluate(student, tokenizer, bundle, max_len=cfg.max_len, device=device, teacher_logits=teacher_logits)
-    if store is not None:
+    from .ddp import is_main
+    if store is not None and is_main():
         for split, m in evals.items():
             domain = "in-domain" if split == "dev" else split
             store.log_eval(run_id, state.step, state.epoch, split, domain, m)
@@ -239,30 +282,8 @@ def _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, ru
     return evals
 
 
-def save_checkpoint(folder, student, tokenizer, method, state):
-    """Student via save_pretrained (safetensors) + the method's learned projections, atomically."""
-    import json
-    import os
-    import shutil
-    from pathlib import Path
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    from .models import quiet_hf
-    quiet_hf()
-    student.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    sd = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
-    if sd:
-        save_file(sd, str(tmp / "method.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": state.step, "epoch": state.epoch,
-                                                "method": method.name, "extra": method.extra_state()}))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
+def save_checkpoint(folder, student, tokenizer, method, state, **kw):
+    """Student via save_pretrained (safetensors) + the method's learned projections (+ the full training
+    state for exact resume when ``opt``/``sched``/``position`` are given), atomically: see kdlab.checkpoint."""
+    from .checkpoint import save_checkpoint as save
+    return save(folder, student, tokenizer, method, state, **kw)

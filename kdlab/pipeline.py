@@ -50,7 +50,8 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
         if res.status != "finished":
             store.finish(run_id, res.status, res.message)
             raise KdlabError(f"teacher fine-tuning was {res.status}")
-        save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf})
+        if _main_rank():
+            save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf})
         store.set_artifact(run_id, "model_dir", str(folder))
         store.set_artifact(run_id, "size", size_report(teacher, tok, bundle.dev.texts, cfg.teacher_train.max_len))
         store.finish(run_id, "finished", summary={k: v.get("accuracy") for k, v in res.evals.items()})
@@ -60,12 +61,18 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
     return teacher, tok, run_id
 
 
+def _main_rank() -> bool:
+    from .ddp import is_main
+    return is_main()
+
+
 def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
 
 
 def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tokenizer=None, bundle=None,
-                teacher_run: str | None = None, kind: str = "student", log=print, student=None) -> str:
+                teacher_run: str | None = None, kind: str = "student", log=print, student=None,
+                resume: str | None = None) -> str:
     """Build the student, distill it with ``cfg.method`` and store everything; returns the run id.
 
     ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy)."""
@@ -94,13 +101,18 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
     conf["data_identity"] = bundle.identity
-    run_id = store.create_run(kind, cfg.method, conf, name=cfg.name, parent=teacher_run)
+    if resume:   # continue a stored run from its last checkpoint (kdlab.checkpoint.resume_run)
+        run_id = resume
+        checkpoint = store.reopen(run_id)
+    else:
+        run_id, checkpoint = store.create_run(kind, cfg.method, conf, name=cfg.name, parent=teacher_run), None
     log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
     try:
         res = train(student, tokenizer, bundle, cfg.method, teacher=teacher, cfg=cfg.train,
-                    method_args=cfg.method_args, store=store, run_id=run_id)
+                    method_args=cfg.method_args, store=store, run_id=run_id, resume=checkpoint)
         out = store.folder(run_id) / "student"
-        save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method})
+        if _main_rank():   # under torchrun only rank 0 writes
+            save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method})
         store.set_artifact(run_id, "model_dir", str(out))
         store.set_artifact(run_id, "size", size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len))
         store.finish(run_id, res.status, res.message,
