@@ -89,9 +89,12 @@ def load_tokenizer(name_or_path: str):
     path = resolve(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(str(path))
-    except OSError as e:
-        raise KdlabError(f"could not load a tokenizer for '{name_or_path}': {first_line(e)}. "
-                         "Give a folder with tokenizer files, a Hugging Face model name, or 'minilm-l6'") from None
+    except (OSError, ValueError) as e:
+        if not isinstance(path, Path):
+            raise KdlabError(f"could not load '{name_or_path}' from the Hugging Face hub (is the name right? "
+                             "the machine may be offline): give a local model folder or 'minilm-l6'") from None
+        raise KdlabError(f"could not load a tokenizer from '{name_or_path}': {first_line(e)}. "
+                         "Give a folder with tokenizer files (saved with save_pretrained) or 'minilm-l6'") from None
 
 
 def first_line(e: BaseException) -> str:

@@ -1,0 +1,90 @@
+"""The SQLite run store: written by one process, read by another while it is written."""
+import json
+import multiprocessing as mp
+import sqlite3
+import time
+
+import pytest
+
+from kdlab.errors import KdlabError
+from kdlab.store import Store
+
+
+def _writer(root, run_id, steps):
+    s = Store(root)
+    for step in range(1, steps + 1):
+        # one batch of rows per step: 5 named values, all written in one transaction
+        s.log_metrics(run_id, step, 0, {f"m{i}": step * 10 + i for i in range(5)})
+        time.sleep(0.002)
+    s.finish(run_id, "finished", summary={"dev": 0.5})
+
+
+def test_reader_follows_a_run_while_it_is_written(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run("student", "kd", {"seed": 1})
+    ctx = mp.get_context("spawn")
+    p = ctx.Process(target=_writer, args=(str(tmp_path), run_id, 150))
+    p.start()
+    seen_steps, partial = set(), 0
+    reader = Store(tmp_path)
+    deadline = time.time() + 60
+    saw_running_with_rows = False
+    while time.time() < deadline:
+        rows = reader.metrics(run_id)
+        by_step = {}
+        for r in rows:
+            by_step.setdefault(r["step"], []).append(r)
+        for step, rs in by_step.items():
+            if len(rs) != 5:
+                partial += 1
+            assert sorted(r["value"] for r in rs) == [step * 10 + i for i in range(5)]
+        seen_steps |= set(by_step)
+        status = reader.run(run_id)["status"]
+        if status == "running" and by_step:
+            saw_running_with_rows = True
+        if status == "finished":
+            break
+        time.sleep(0.01)
+    p.join(30)
+    assert partial == 0
+    assert saw_running_with_rows, "the reader never saw the run in progress"
+    assert reader.run(run_id)["status"] == "finished"
+    assert seen_steps | {r["step"] for r in reader.metrics(run_id)} == set(range(1, 151))
+    assert reader.run(run_id)["summary"] == {"dev": 0.5}
+
+
+def test_store_records_and_reads_back(tmp_path):
+    s = Store(tmp_path)
+    rid = s.create_run("student", "hidden", {"a": 1}, name="x")
+    s.log_mapping(rid, 0, 0, [[0.0, 1.0], [1.0, 0.0]])
+    s.log_eval(rid, 10, 1, "dev", "in-domain", {"accuracy": 0.75})
+    s.log_eval(rid, 20, 2, "dev", "in-domain", {"accuracy": 0.8})
+    s.log_metrics(rid, 1, 0, {"loss": 2.0, "hidden_mse/s1-t2": 0.5})
+    s.log_metrics(rid, 2, 0, {"loss": 1.0, "hidden_mse/s1-t2": 0.25})
+    s.set_artifact(rid, "cka", {"linear": [[1.0]]})
+    assert s.mappings(rid)[0]["matrix"] == [[0.0, 1.0], [1.0, 0.0]]
+    assert s.final_evals(rid)["dev"]["accuracy"] == 0.8
+    df = s.metrics_frame(rid)
+    assert list(df["loss"]) == [2.0, 1.0] and list(df["hidden_mse/s1-t2"]) == [0.5, 0.25]
+    assert s.artifact(rid, "cka") == {"linear": [[1.0]]}
+    assert json.loads((s.folder(rid) / "config.json").read_text()) == {"a": 1}
+    assert s.run(rid[-12:])["id"] == rid  # a unique part of the id is enough
+
+
+def test_dead_writer_shows_as_died(tmp_path):
+    s = Store(tmp_path)
+    rid = s.create_run("student", "kd", {})
+    with sqlite3.connect(s.path) as c:
+        c.execute("UPDATE runs SET pid=? WHERE id=?", (2 ** 22 + 12345, rid))
+    assert s.run(rid)["status"] == "died"
+
+
+def test_unknown_run_and_corrupt_database(tmp_path):
+    s = Store(tmp_path)
+    with pytest.raises(KdlabError, match="no run"):
+        s.run("nope")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "kdlab.db").write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(KdlabError, match="not a kdlab database"):
+        Store(bad)
