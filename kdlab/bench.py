@@ -1,0 +1,249 @@
+"""``python -m kdlab bench``: throughput of kdlab's training steps against TextBrewer, in one process.
+
+Measured on the same teacher, student, batches (fixed ``batch`` x ``seq`` tokens) and losses (logit KD +
+hidden-state MSE on the uniformly mapped layers, the ``hidden`` method):
+
+* ``plain``: a student step with hard-label CE only (the floor);
+* ``kd_live``: kdlab's KD step with the teacher run live (inference mode, hidden states only);
+* ``kd_cached``: kdlab's KD step with the teacher's outputs served by the teacher cache (warm);
+* ``textbrewer``: the same KD work through ``textbrewer.GeneralDistiller.train_on_batch``;
+* epochs: ``steps`` batches per epoch; kdlab's first epoch runs live and fills the cache, later epochs
+  read it; TextBrewer runs its teacher every epoch. Ratios over 1 and 3 epochs.
+
+On CUDA it also measures bf16 autocast and reports model-FLOPs utilisation; ``--compile`` adds the
+student compiled with ``torch.compile``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import KdlabError
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    d = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+         "python": platform.python_version()}
+    try:
+        d["load_avg"] = round(os.getloadavg()[0], 1)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        d["gpu"] = torch.cuda.get_device_name(0)
+    return d
+
+
+def _batches(tokenizer, n: int, batch: int, seq: int):
+    from .data.synth import generate
+    texts = [t for rows in generate().values() for t, _ in rows]
+    out = []
+    for i in range(n):
+        chunk = [texts[(i * batch + j) % len(texts)] for j in range(batch)]
+        enc = tokenizer(chunk, truncation=True, max_length=seq, padding="max_length", return_tensors="pt")
+        out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                    "labels": torch.tensor([(i + j) % 2 for j in range(batch)]),
+                    "idx": torch.arange(i * batch, (i + 1) * batch)})
+    return out
+
+
+def _timeit(fn, batches, warmup: int = 1) -> float:
+    """Seconds per step over ``batches`` (after ``warmup`` untimed steps)."""
+    for b in batches[:warmup]:
+        fn(b)
+    t0 = time.perf_counter()
+    for b in batches:
+        fn(b)
+    return (time.perf_counter() - t0) / len(batches)
+
+
+def _flops_per_step(model, batch: int, seq: int) -> float:
+    n = sum(p.numel() for p in model.parameters())
+    return 6.0 * n * batch * seq
+
+
+def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 32, seq: int = 64,
+              steps: int = 10, epochs: int = 3, device: str = "cpu", compile: bool = False,
+              textbrewer: bool = True, log=print) -> dict:
+    from .cache import TeacherCache
+    from .distill import _normal, build_method, param_groups, pick_device
+    from .features import Need, features
+    from .models import build_student, freeze, load_teacher
+    if steps < 1 or batch < 1 or seq < 2 or epochs < 1:
+        raise KdlabError("bench needs --steps, --batch, --epochs >= 1 and --seq >= 2")
+    dev = pick_device(device)
+    torch.manual_seed(0)
+    t_model, tok = load_teacher(teacher, 2)
+    freeze(t_model).to(dev)
+    student = build_student(t_model, layers=student_layers, init="skip").to(dev).train()
+    method = build_method("hidden", t_model, student, 2, steps * epochs, steps, 0, steps * batch).to(dev)
+    opt = torch.optim.AdamW(param_groups([student, method], 0.01), lr=1e-5)
+    data = [{k: v.to(dev) for k, v in b.items()} for b in _batches(tok, steps, batch, seq)]
+    from .methods.base import State
+    st = State(total_steps=steps * epochs, steps_per_epoch=steps)
+    s_need, t_need = method.need(st)
+    log(f"bench: teacher {teacher} ({t_model.config.num_hidden_layers} layers), student {student_layers} layers, "
+        f"batch {batch}, seq {seq}, {steps} steps/epoch on {dev}")
+
+    def step(loss):
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def plain(b):
+        from .losses import hard_ce
+        step(hard_ce(features(student, b, Need()).logits, b["labels"]))
+
+    cache = TeacherCache("bench")
+
+    def kd(b, use_cache=False):
+        tf = cache.get(b, t_need) if use_cache else None
+        if tf is None:
+            with torch.inference_mode():
+                tf = features(t_model, b, t_need)
+            tf = _normal(tf)
+            cache.put(b, tf, t_need)
+        loss, _ = method.loss(features(student, b, s_need), tf, b, st)
+        step(loss)
+
+    res: dict = {"settings": dict(teacher=teacher, student_layers=student_layers, batch=batch, seq=seq,
+                                  steps=steps, epochs=epochs, device=str(dev)), "machine": machine()}
+    t = {}
+    t["plain"] = _timeit(plain, data)
+    log(f"  plain student step   {t['plain'] * 1000:8.1f} ms")
+    cache_fill_t0 = time.perf_counter()
+    for b in data:   # epoch 1: live teacher, fills the cache
+        kd(b, use_cache=True)
+    epoch1_kdlab = time.perf_counter() - cache_fill_t0
+    t["kd_live"] = _timeit(lambda b: kd(b, False), data, warmup=0)
+    log(f"  kd step, live teacher {t['kd_live'] * 1000:8.1f} ms")
+    t["kd_cached"] = _timeit(lambda b: kd(b, True), data, warmup=0)
+    log(f"  kd step, cached       {t['kd_cached'] * 1000:8.1f} ms  ({cache.stats()['mb']} MB cached)")
+    later = [0.0] * (epochs - 1)
+    for e in range(epochs - 1):
+        t0 = time.perf_counter()
+        for b in data:
+            kd(b, True)
+        later[e] = time.perf_counter() - t0
+    res["kdlab_epochs_s"] = [epoch1_kdlab] + later
+    if textbrewer:
+        try:
+            tb = _textbrewer_step(t_model, student, method, opt, dev)
+            tb_times = []
+            tb(data[0])
+            for e in range(epochs):
+                t0 = time.perf_counter()
+                for b in data:
+                    tb(b)
+                tb_times.append(time.perf_counter() - t0)
+            t["textbrewer"] = tb_times[0] / steps
+            res["textbrewer_epochs_s"] = tb_times
+            log(f"  textbrewer kd step   {t['textbrewer'] * 1000:8.1f} ms")
+        except Exception as e:  # recorded, not hidden
+            res["textbrewer_error"] = f"{type(e).__name__}: {e}"[:300]
+            log(f"  textbrewer could not run: {res['textbrewer_error']}")
+    if compile:
+        try:
+            cs = torch.compile(student)
+            t["plain_compiled"] = _timeit(lambda b: step(torch.nn.functional.cross_entropy(
+                cs(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"])), data)
+        except Exception as e:
+            res["compile_error"] = f"{type(e).__name__}: {e}"[:300]
+    if dev.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            t["kd_cached_bf16"] = _timeit(lambda b: kd(b, True), data)
+        torch.cuda.synchronize()
+        peak = torch.cuda.get_device_properties(0)
+        res["mfu_note"] = "MFU = 6 * student params * tokens / step time / peak bf16 FLOPs (given with --peak-tflops)"
+        res["student_flops_per_step"] = _flops_per_step(student, batch, seq)
+        res["gpu"] = peak.name
+    res["seconds_per_step"] = t
+    res["steps_per_s"] = {k: 1.0 / v for k, v in t.items()}
+    res["examples_per_s"] = {k: batch / v for k, v in t.items()}
+    r = {"kd_cached/plain": t["kd_cached"] / t["plain"], "kd_live/plain": t["kd_live"] / t["plain"]}
+    if "textbrewer_epochs_s" in res:
+        tbe, kde = res["textbrewer_epochs_s"], res["kdlab_epochs_s"]
+        r["speedup_vs_textbrewer_1_epoch"] = tbe[0] / kde[0]
+        r[f"speedup_vs_textbrewer_{epochs}_epochs"] = sum(tbe) / sum(kde)
+    res["ratios"] = r
+    for k, v in r.items():
+        log(f"  {k:34s} {v:6.2f}")
+    return res
+
+
+def _textbrewer_step(t_model, student, method, opt, dev):
+    """A callable running one TextBrewer GeneralDistiller step (same models, losses, optimizer)."""
+    import textbrewer
+    from textbrewer import DistillationConfig, GeneralDistiller, TrainingConfig
+    N, M = t_model.config.num_hidden_layers, student.config.num_hidden_layers
+    W = method.W
+    matches = []
+    for i in range(M):
+        j = int(torch.argmax(W[i])) + 1
+        matches.append({"layer_T": j, "layer_S": i + 1, "feature": "hidden", "loss": "hidden_mse", "weight": 1})
+    T = float(method.hp["temperature"])
+
+    def adaptor(batch, out):
+        return {"logits": out.logits, "hidden": list(out.hidden_states), "inputs_mask": batch["attention_mask"],
+                "losses": [out.loss]}
+
+    dcfg = DistillationConfig(temperature=T, hard_label_weight=float(method.hp["alpha_hard"]),
+                              kd_loss_weight=float(method.hp["alpha_soft"]), kd_loss_type="ce",
+                              intermediate_matches=matches)
+    tcfg = TrainingConfig(device=str(dev), log_dir=None, output_dir="/tmp/kdlab-textbrewer-unused")
+    d = GeneralDistiller(train_config=tcfg, distill_config=dcfg, model_T=t_model, model_S=student,
+                         adaptor_T=adaptor, adaptor_S=adaptor)
+    d.model_S.train()
+
+    args = {"output_hidden_states": True}
+
+    def step(b):
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"], "labels": b["labels"]}
+        loss, _ = d.train_on_batch(inputs, args)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    _ = textbrewer
+    return step
+
+
+def write_markdown(res: dict, path: str | os.PathLike = "BENCHMARKS.md", command: str = "") -> Path:
+    """Replace the measured block of BENCHMARKS.md (between markers) with ``res``."""
+    s, m, t = res["settings"], res["machine"], res["seconds_per_step"]
+    lines = ["<!-- bench:start -->", f"Command: `{command or 'python -m kdlab bench --write'}`", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in m.items()),
+             "Settings: " + ", ".join(f"{k} {v}" for k, v in s.items()), "",
+             "| step | ms/step | steps/s | examples/s |", "|---|---:|---:|---:|"]
+    for k, v in t.items():
+        lines.append(f"| {k} | {v * 1000:.1f} | {1 / v:.2f} | {s['batch'] / v:.1f} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in res["ratios"].items()]
+    lines += ["", "Epoch seconds, kdlab (epoch 1 live + cache fill, then cached): "
+              + ", ".join(f"{x:.1f}" for x in res["kdlab_epochs_s"])]
+    if "textbrewer_epochs_s" in res:
+        lines.append("Epoch seconds, TextBrewer: " + ", ".join(f"{x:.1f}" for x in res["textbrewer_epochs_s"]))
+    if "textbrewer_error" in res:
+        lines.append(f"TextBrewer could not run: {res['textbrewer_error']}")
+    lines.append("<!-- bench:end -->")
+    block = "\n".join(lines)
+    p = Path(path)
+    old = p.read_text() if p.exists() else "# Benchmarks\n\n"
+    if "<!-- bench:start -->" in old and "<!-- bench:end -->" in old:
+        a, rest = old.split("<!-- bench:start -->", 1)
+        _, b = rest.split("<!-- bench:end -->", 1)
+        new = a + block + b
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    p.write_text(new)
+    return p
