@@ -3,7 +3,8 @@ of deeper layers (detached targets), as an auxiliary loss.
 
 ``L = w_hard·CE(y, z_S) + gamma·Σ_i KL(P_{target(i)} ‖ P_i) + alpha_soft·T²·KL(p_T^T ‖ q_S^T)``
 with ``target(i) = i+1`` (``sad_target='next'``, default) or the last layer (``'last'``); the attention KL is
-``kdlab.losses.attention_kl`` (padded keys carry no probability, padded query rows are excluded).
+``kdlab.losses.attention_kl`` (padded keys carry no probability, padded query rows are excluded). The maps are
+the pre-dropout probabilities recomputed from each layer's Q and K (``kdlab.attention.layer_probs``).
 ``sad`` uses the teacher for the KD term (set ``alpha_soft=0`` to drop it); ``sad-self`` is the teacher-free
 variant (CE + SAD only).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
+from .. import attention, losses
 from ..features import Need
 from .base import Method, register
 
@@ -20,14 +21,14 @@ from .base import Method, register
 class SAD(Method):
     name = "sad"
     summary = "L = CE + gamma * sum_i KL(P_deeper || P_i) inside the student (+ alpha_soft * T^2 KD from the teacher)"
-    needs_attentions = True
     defaults = dict(gamma=1.0, sad_target="next", alpha_soft=0.5, w_hard=1.0, temperature=2.0)
 
     def need(self, state):
-        return Need(attentions=True), Need()
+        return Need(qkv=True), Need()
 
     def loss(self, s, t, batch, state):
-        sad, pairs = losses.sad_loss(s.attentions, s.mask, self.hp["sad_target"])
+        maps = [attention.layer_probs(s, i, False) for i in range(1, len(s.qkv) + 1)]
+        sad, pairs = losses.sad_loss(maps, s.mask, self.hp["sad_target"])
         ce = losses.hard_ce(s.logits, batch["labels"])
         parts = {f"sad_kl/s{i}-s{j}": v.detach() for i, j, v in pairs}
         total = float(self.hp["w_hard"]) * ce + float(self.hp["gamma"]) * sad
