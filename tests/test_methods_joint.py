@@ -174,7 +174,7 @@ def test_newsbert_rejects_layer_counts_that_do_not_divide():
 
 
 # ----------------------------------------------------------------------------------------------- DML peers
-def test_dml_peers_differ_and_are_method_submodules():
+def test_dml_peers_differ_and_are_method_submodules(tmp_path):
     teacher, tok = tiny_model(2, seed=0)
     from kdlab.models import build_student
     student = build_student(teacher, layers=2)
@@ -187,6 +187,11 @@ def test_dml_peers_differ_and_are_method_submodules():
     w1, w2 = (peer.classifier.weight for peer in m.others)
     assert not torch.equal(w0, w1) and not torch.equal(w1, w2)
     assert (w0 - w1).abs().max() < 0.5 * w0.abs().max()   # noise around the same starting point
+    from kdlab.distill import save_checkpoint
+    from safetensors.torch import load_file
+    save_checkpoint(tmp_path / "ckpt", student, tok, m, State())   # peers are saved with the method
+    saved = load_file(str(tmp_path / "ckpt" / "method.safetensors"))
+    assert torch.equal(saved["others.0.classifier.weight"], w1)
     with pytest.raises(KdlabError, match="peers"):
         get("dml")(Context(teacher=None, student=ModelInfo.of(student), num_labels=2), peers=1)
 
