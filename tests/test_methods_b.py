@@ -192,35 +192,47 @@ def test_rail_needs_two_student_layers():
 
 
 # ------------------------------------------------------------------------------------------------ internal
+LN3 = math.log(3.0)
+
+
 def _att_inputs(cls_s=(1.0, 0.0), cls_t=(1.0, 1.0)):
+    """One head, d = 2 (scale 1/sqrt(2)): keys k0=[1,0]*r, k1=[0,1]*r with r = sqrt(2), padded key [5,5].
+    Teacher rows (real queries): q0=[0,0] -> [1/2, 1/2]; q1=[ln3,0] -> [3/4, 1/4].
+    Student rows: q0=[0,ln3] -> [1/4, 3/4]; q1=[0,0] -> [1/2, 1/2]; the padded query row is garbage."""
     mask = torch.tensor([[1, 1, 0]])
-    pt = torch.tensor([[[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4]]]])
-    ps = torch.tensor([[[[0.25, 0.75, 0.0], [0.5, 0.5, 0.0], [0.9, 0.05, 0.05]]]])  # padded query row differs
+    r = math.sqrt(2.0)
+    k = torch.tensor([[[r, 0.0], [0.0, r], [5.0, 5.0]]])
+    qt = torch.tensor([[[0.0, 0.0], [LN3, 0.0], [1.0, 2.0]]])
+    qs = torch.tensor([[[0.0, LN3], [0.0, 0.0], [9.0, -9.0]]])
+    v = torch.zeros(1, 3, 2)
     hs = torch.zeros(1, 3, 2)
     hs[0, 0] = torch.tensor(cls_s)
     ht = torch.zeros(1, 3, 2)
     ht[0, 0] = torch.tensor(cls_t)
-    return mask, pt, ps, hs, ht
+    return mask, (qt, k, v), (qs, k, v), hs, ht
+
+
+ATT = (0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+       + 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)) / 2  # mean over the 2 real query rows
 
 
 def test_internal_hand_value_pid_stage1():
     m = get("internal-pid")(ctx(1, 1))
-    mask, pt, ps, hs, ht = _att_inputs()
+    mask, qkv_t, qkv_s, hs, ht = _att_inputs()
     z = torch.zeros(1, 3, 2)
-    s = feats([z, hs], mask, attentions=[ps])
-    t = feats([z, ht], mask, attentions=[pt])
+    s = Features(torch.zeros(1, 2), mask, hidden=[z, hs], qkv=[qkv_s], heads=1)
+    t = Features(torch.zeros(1, 2), mask, hidden=[z, ht], qkv=[qkv_t], heads=1)
     st = State(step=0, total_steps=10)
     total, parts = m.loss(s, t, batch(), st)
-    att = (0.5 * LN2 + 0.5 * math.log(0.5 / 0.75) + LN2) / 2  # mean over the 2 real query rows
     cos = 1 - 1 / math.sqrt(2)
-    assert float(parts["att_kl/s1-t1"]) == pytest.approx(att, abs=1e-6)
+    assert float(parts["att_kl/s1-t1"]) == pytest.approx(ATT, abs=1e-6)
     assert float(parts["cls_cos/s1-t1"]) == pytest.approx(cos, abs=1e-6)
-    assert float(total) == pytest.approx(att + cos, abs=1e-6)  # no KD before the last stage
+    assert float(total) == pytest.approx(ATT + cos, abs=1e-6)  # no KD before the last stage
     assert "kd" not in parts and float(parts["stage"]) == 1
     sq = get("internal-all")(ctx(1, 1), squared=True)
     total, parts = sq.loss(s, t, batch(), st)
     assert float(parts["cls_cos/s1-t1"]) == pytest.approx(cos ** 2, abs=1e-6)
-    assert float(total) == pytest.approx(att + cos ** 2 + LN2 * 0 + 0.0, abs=1e-6)  # KD(0,0 logits) = 0
+    assert float(total) == pytest.approx(ATT + cos ** 2, abs=1e-6)  # KD of equal (zero) logits = 0
     assert "kd" in parts
 
 
@@ -231,9 +243,9 @@ def _drive(m, M, N, steps, total, same_cls=False):
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     ht = [torch.randn(B, L, 2) for _ in range(N + 1)]
     hs = [ht[0]] + [ht[j].clone() if same_cls else torch.randn(B, L, 2) for j in (2, 4)][:M]
-    att = lambda: torch.softmax(torch.randn(B, 1, L, L), -1)
-    t = feats(ht, mask, attentions=[att() for _ in range(N)])
-    s = feats(hs, mask, attentions=[att() for _ in range(M)])
+    qkv = lambda: tuple(torch.randn(B, L, 2) for _ in range(3))
+    t = Features(torch.zeros(B, 2), mask, hidden=ht, qkv=[qkv() for _ in range(N)], heads=1)
+    s = Features(torch.zeros(B, 2), mask, hidden=hs, qkv=[qkv() for _ in range(M)], heads=1)
     st = State(total_steps=total)
     seen = []
     for step in range(steps):
@@ -279,14 +291,19 @@ def test_pid_sid_switch_at_threshold():
 def test_internal_heads_must_match_or_average():
     with pytest.raises(KdlabError, match="head_average=true"):
         get("internal-sid")(ctx(2, 4, hS=2, hT=4))
-    m = get("internal-all")(ctx(1, 1, hS=2, hT=4), head_average=True)
-    mask, pt, ps, hs, ht = _att_inputs()
-    z = torch.zeros(1, 3, 2)
-    s = feats([z, hs], mask, attentions=[ps.expand(1, 2, 3, 3)])
-    t = feats([z, ht], mask, attentions=[pt.expand(1, 4, 3, 3)])
+    from kdlab import attention, losses
+    m = get("internal-all")(ctx(1, 1, dS=4, dT=4, hS=2, hT=4), head_average=True)
+    torch.manual_seed(1)
+    mask = torch.tensor([[1, 1, 1, 0]])
+    h = lambda: [torch.randn(1, 4, 4) for _ in range(2)]
+    qkv = lambda: [tuple(torch.randn(1, 4, 4) for _ in range(3))]
+    s = Features(torch.zeros(1, 2), mask, hidden=h(), qkv=qkv(), heads=2)
+    t = Features(torch.zeros(1, 2), mask, hidden=h(), qkv=qkv(), heads=4)
     _, parts = m.loss(s, t, batch(), State())
-    att = (0.5 * LN2 + 0.5 * math.log(0.5 / 0.75) + LN2) / 2
-    assert float(parts["att_kl/s1-t1"]) == pytest.approx(att, abs=1e-6)
+    pt = attention.probs(*t.qkv[0][:2], 4, mask).mean(1, keepdim=True)
+    ps = attention.probs(*s.qkv[0][:2], 2, mask).mean(1, keepdim=True)
+    assert float(parts["att_kl/s1-t1"]) == pytest.approx(float(losses.attention_kl(pt, ps, mask)), abs=1e-6)
+    assert float(parts["att_kl/s1-t1"]) > 0
 
 
 def test_unknown_option_is_a_clear_error():

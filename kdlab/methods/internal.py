@@ -2,7 +2,8 @@
 
 Per mapped pair (student layer i <- teacher layer g(i), uniform mapping g(i) = round(i*N/M)):
 ``L_att = (1/(h*L)) sum_heads sum_real_queries KL(P^T || P^S)`` over all heads (``losses.attention_kl``)
-and ``L_cls = 1 - cos(H^T[:,0], H^S[:,0])`` (``losses.cls_cosine``; ``squared=true`` squares it).
+and ``L_cls = 1 - cos(H^T[:,0], H^S[:,0])`` (``losses.cls_cosine``; ``squared=true`` squares it). The attention probabilities are the pre-dropout maps
+recomputed from each layer's Q and K (``kdlab.attention.layer_probs``).
 
 Three algorithms:
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses, mapping
+from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import Projection
@@ -31,18 +32,14 @@ class InternalKD(LogitKD):
     defaults = dict(temperature=1.0, alpha_soft=1.0, alpha_hard=0.0, att_weight=1.0, cls_weight=1.0,
                     squared=False, stage_steps=None, threshold=0.0, head_average=False,
                     mapping="uniform", mapping_layers=None)
-    needs_attentions = True
+    needs_attentions = False  # maps come from the Q, K projections (Need.qkv), any attention implementation
     mode = "all"
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
         M, N = ctx.student.layers, ctx.teacher.layers
         self.M = M
-        hs, ht = ctx.student.heads, ctx.teacher.heads
-        if hs != ht and not self.hp["head_average"]:
-            raise KdlabError(f"{self.name}: the student has {hs} attention heads but the teacher has {ht}; "
-                             "the attention KL pairs heads one to one: build the student with the teacher's "
-                             "head count, or --set head_average=true to compare head-averaged maps")
+        attention.check_heads(self.name, ctx.student.heads, ctx.teacher.heads, bool(self.hp["head_average"]))
         self.full = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
         self.pairs = {i: j for i, j, _ in mapping.pairs(self.full)}
         self.proj = Projection(ctx.student.hidden, ctx.teacher.hidden)
@@ -86,7 +83,7 @@ class InternalKD(LogitKD):
 
     def need(self, state):
         self.update_stage(state)
-        n = Need(hidden=True, attentions=bool(self.active_layers()))
+        n = Need(hidden=True, qkv=bool(self.active_layers()))
         return n, n
 
     def mapping(self, state):
@@ -97,9 +94,6 @@ class InternalKD(LogitKD):
         return W
 
     # -- loss ----------------------------------------------------------------------------------
-    def _att(self, p):
-        return p.float().mean(dim=1, keepdim=True) if self.hp["head_average"] else p
-
     def loss(self, s, t, batch, state):
         self.update_stage(state)
         active = self.active_layers()
@@ -119,7 +113,8 @@ class InternalKD(LogitKD):
             j = self.pairs.get(i)
             if j is None:
                 continue
-            att = losses.attention_kl(self._att(t.attentions[j - 1]), self._att(s.attentions[i - 1]), s.mask)
+            ha = bool(self.hp["head_average"])
+            att = losses.attention_kl(attention.layer_probs(t, j, ha), attention.layer_probs(s, i, ha), s.mask)
             cos = losses.cls_cosine(self.proj(s.cls(i)), t.cls(j).float(), squared=bool(self.hp["squared"]))
             parts[f"att_kl/s{i}-t{j}"] = att.detach()
             parts[f"cls_cos/s{i}-t{j}"] = cos.detach()
