@@ -117,8 +117,8 @@ def test_layer_mapping_page(app):
     cka = charts(at)["CKA: teacher vs student layers"]["data"][0]
     C = np.array(cka["z"], dtype=float)
     assert C.shape == (5, 3) and np.all(C <= 1 + 1e-9) and np.all(C >= -1e-9)
-    # the untrained student copies teacher layers 2 and 4 (skip) and the embeddings: identical states
-    assert C[0, 0] == pytest.approx(1.0) and C[2, 1] == pytest.approx(1.0)
+    # the untrained student copies teacher layers 2 and 4 (skip) and the embeddings: identical embeddings, close states
+    assert C[0, 0] == pytest.approx(1.0) and C[2, 1] > 0.9
 
 
 def test_temperature_lab(app):
@@ -178,8 +178,8 @@ def test_compare_runs(app, store_root):
     ms = at.multiselect(key="cmp_runs")
     ms.set_value(ms.options[:0] + [rid] + [r["id"] for r in Store(root).runs(kind="teacher")]).run()
     no_errors(at)
-    diff = at.dataframe(key="cmp_diff").value if at.get("arrow_data_frame") else None
-    assert diff is not None and "method" in diff.index and list(diff.loc["method"]) == ["hidden", "ce"]
+    diff = at.dataframe[0].value  # the config differences come first
+    assert "method" in diff.index and list(diff.loc["method"]) == ["hidden", "ce"]
     curves = charts(at)["loss by step"]["data"]
     assert len(curves) == 2
     stored = [m["value"] for m in Store(root).metrics(rid) if m["name"] == "loss"]
@@ -209,7 +209,10 @@ def test_out_of_domain(app, store_root):
     shown = float(rel[1]["name"].split("ECE ")[1].rstrip(")"))
     split = at.selectbox(key="ood_split").value
     assert shown == pytest.approx(ev[split]["ece"], abs=1e-3)
-    dis = at.dataframe(key="ood_disagree").value
+    assert len(at.dataframe) == 3  # drops, ECE, disagreements
+    drops = at.dataframe[0].value
+    assert drops.loc["hid", "drop ood_restaurant"] == pytest.approx(round(drop, 4))
+    dis = at.dataframe[2].value
     agree = float([m.value for m in at.metric if m.label == "student-teacher agreement"][0])
     n = ev[split]["n"]
     assert len(dis) == round((1 - agree) * n)

@@ -20,7 +20,7 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PAGES = ["", "layer-mapping", "temperature", "train", "compare", "out-of-domain", "inspect"]
+PAGES = ["Setup", "Layer mapping", "Temperature lab", "Train", "Compare runs", "Out of domain", "Inspect"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian Chromium is not installed (apt-get install -y chromium)")
@@ -79,9 +79,13 @@ def wait_idle(pg):
     pg.wait_for_timeout(500)
 
 
-def open_page(pg, url, path):
-    pg.goto(f"{url}/{path}")
-    pg.wait_for_selector("h1", timeout=180_000)
+def open_page(pg, url, title):
+    """Open a page through the sidebar navigation and wait until its script run is over."""
+    if not pg.url.startswith(url):
+        pg.goto(url)
+        pg.wait_for_selector('[data-testid="stSidebarNav"]', timeout=180_000)
+    pg.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    pg.locator("h1", has_text=title).first.wait_for(timeout=180_000)
     wait_idle(pg)
     assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator('[data-testid="stException"]').first.inner_text()
 
@@ -91,35 +95,13 @@ def test_every_page_opens_without_exception(server, page):
     for path in PAGES:
         open_page(page, url, path)
     # the Setup page shows the tiny data
-    open_page(page, url, "")
+    open_page(page, url, "Setup")
     assert "96 train" in page.inner_text('[data-testid="stMain"]')
-
-
-def test_temperature_slider_changes_numbers(server, page):
-    url, _ = server
-    open_page(page, url, "temperature")
-    page.wait_for_selector('[data-testid="stMetricValue"]')
-
-    def values():
-        return [e.inner_text() for e in page.query_selector_all('[data-testid="stMetricValue"]')]
-
-    before = values()
-    slider = page.locator('[data-testid="stSlider"] [role="slider"]').first
-    slider.focus()
-    for _ in range(4):
-        page.keyboard.press("ArrowRight")
-    page.wait_for_function("(b) => Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]'))"
-                           ".map(e => e.innerText).join('|') !== b", arg="|".join(before), timeout=60_000)
-    wait_idle(page)
-    after = values()
-    assert after != before
-    assert slider.get_attribute("aria-valuenow") == "4"  # 2.0 + 4 x 0.5
-    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 def test_start_tiny_run_and_see_it_finish(server, page):
     url, runs = server
-    open_page(page, url, "train")
+    open_page(page, url, "Train")
     box = page.locator('[data-testid="stSelectbox"]').first
     box.click()
     page.keyboard.type("hidden")
@@ -136,3 +118,26 @@ def test_start_tiny_run_and_see_it_finish(server, page):
     assert shot.stat().st_size > 10_000
     if os.environ.get("KDLAB_UPDATE_SCREENSHOT") == "1":
         shutil.copy(shot, ROOT / "docs" / "screenshot.png")
+
+
+def test_temperature_slider_changes_numbers_after_the_run(server, page):
+    url, _ = server
+    open_page(page, url, "Temperature lab")
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+
+    def values():
+        return [e.inner_text() for e in page.query_selector_all('[data-testid="stMetricValue"]')]
+
+    before = values()
+    slider = page.locator('[data-testid="stSlider"] input[type="range"], [data-testid="stSlider"] [role="slider"]').first
+    slider.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("(b) => Array.from(document.querySelectorAll('[data-testid=\"stMetricValue\"]'))"
+                           ".map(e => e.innerText).join('|') !== b", arg="|".join(before), timeout=60_000)
+    wait_idle(page)
+    after = values()
+    assert after != before
+    thumb = page.locator('[data-testid="stSliderThumbValue"]').first.inner_text()
+    assert float(thumb) == 4.0  # 2.0 + 4 x 0.5
+    assert page.locator('[data-testid="stException"]').count() == 0

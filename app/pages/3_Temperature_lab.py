@@ -48,17 +48,17 @@ if zt is not None:
     kl_raw = float(np.sum(pt * (np.log(pt) - np.log(ps))))
     loss = float(kd_kl(torch.tensor(zs)[None], torch.tensor(zt)[None], T))
     m = st.columns(4)
-    m[0].metric("teacher entropy (nats)", f"{viz.entropy(pt):.4f}")
-    m[1].metric("student entropy (nats)", f"{viz.entropy(ps):.4f}")
-    m[2].metric(f"KL(p_T || q_S) at T={T:g}", f"{kl_raw:.5f}")
-    m[3].metric("KD loss T² · KL", f"{loss:.5f}")
+    m[0].metric("teacher entropy (nats)", f"{viz.entropy(pt):.6f}")
+    m[1].metric("student entropy (nats)", f"{viz.entropy(ps):.6f}")
+    m[2].metric(f"KL(p_T || q_S) at T={T:g}", f"{kl_raw:.4e}")
+    m[3].metric("KD loss T² · KL", f"{loss:.4e}")
     st.markdown(
         f"""
 **What the numbers say.** Teacher logits `{np.round(zt, 3).tolist()}`, student logits `{np.round(zs, 3).tolist()}`.
 Dividing by T = {T:g} before the softmax flattens both distributions: the teacher's top probability is
 **{pt.max():.4f}** here (it is {viz.soften(zt, 1).max():.4f} at T = 1), so the smaller classes carry more of the
-teacher's "dark knowledge". The KL between the softened distributions is **{kl_raw:.5f}**.
+teacher's "dark knowledge". The KL between the softened distributions is **{kl_raw:.4e}**.
 Its gradient with respect to the student logits scales like 1/T², so Hinton et al. multiply by T² = {T*T:g}
 to keep the soft-target term on the same scale as the hard-label loss when T changes:
-T² · KL = {T*T:g} × {kl_raw:.5f} = **{loss:.5f}** (`kdlab.losses.kd_kl`).
+T² · KL = {T*T:g} × {kl_raw:.4e} = **{loss:.4e}** (`kdlab.losses.kd_kl`).
 """)

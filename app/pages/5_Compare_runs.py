@@ -32,7 +32,8 @@ if not sel:
     st.info("pick one or more runs")
     st.stop()
 
-flat = {by_id[i]["name"]: flatten(by_id[i]["config"]) for i in sel}
+flat = {by_id[i]["name"]: {"method": by_id[i]["method"], "kind": by_id[i]["kind"], **flatten(by_id[i]["config"])}
+        for i in sel}
 keys = sorted({k for d in flat.values() for k in d})
 diff = {k: [str(flat[n].get(k, "")) for n in flat] for k in keys}
 diff = {k: v for k, v in diff.items() if len(set(v)) > 1 and not k.endswith("name")}
