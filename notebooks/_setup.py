@@ -39,9 +39,9 @@ FAST = os.environ.get("KDLAB_FAST", "").strip().lower() not in ("", "0", "false"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # fast mode: tiny everything; normal mode: a workshop-sized run on a laptop CPU
-MAX_TRAIN = 96 if FAST else 2000
-MAX_EVAL = 32 if FAST else 400
-STEPS = 4 if FAST else None          # optimisation steps per student run (None = full epochs)
+MAX_TRAIN = 64 if FAST else 2000
+MAX_EVAL = 24 if FAST else 400
+STEPS = 3 if FAST else None          # optimisation steps per student run (None = full epochs)
 EPOCHS = 1 if FAST else 2
 
 if FAST:
