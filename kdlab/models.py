@@ -286,7 +286,7 @@ def count_params(model) -> int:
 def save_model(model, tokenizer, folder: str | os.PathLike, extra: dict | None = None):
     """save_pretrained in safetensors plus the tokenizer; written to a temp folder then renamed."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     if tmp.exists():
         import shutil
         shutil.rmtree(tmp)
@@ -295,10 +295,13 @@ def save_model(model, tokenizer, folder: str | os.PathLike, extra: dict | None =
     tokenizer.save_pretrained(tmp)
     if extra:
         (tmp / "kdlab.json").write_text(json.dumps(extra, indent=2))
+    import shutil
     if folder.exists():
-        import shutil
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process saved the same model at the same moment: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

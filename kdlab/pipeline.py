@@ -32,13 +32,13 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
     from .distill import train
     bundle = bundle or load_bundle(cfg)
     key = cfg.teacher_key(bundle.identity)
-    folder = store.root / "teachers" / key
+    folder = teacher_cache_root(store) / key
     meta = folder / "kdlab.json"
     if meta.exists():
         info = json.loads(meta.read_text())
         teacher, tok = load_saved(folder, attentions=attentions)
         log(f"teacher: reusing fine-tuned {cfg.teacher} ({folder})")
-        return teacher, tok, info.get("run_id")
+        return teacher, tok, _adopt_teacher_run(store, info, folder)
     teacher, tok = load_teacher(cfg.teacher, bundle.num_labels(), trust_remote_code=cfg.trust_remote_code,
                                 attentions=attentions, seed=cfg.teacher_train.seed)
     tconf = {"teacher": cfg.teacher, "data": cfg.data or "embedded", "data_identity": bundle.identity,
@@ -50,15 +50,42 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
         if res.status != "finished":
             store.finish(run_id, res.status, res.message)
             raise KdlabError(f"teacher fine-tuning was {res.status}")
-        if _main_rank():
-            save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf})
+        size = size_report(teacher, tok, bundle.dev.texts, cfg.teacher_train.max_len)
+        if _main_rank() and not meta.exists():
+            save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf, "evals": res.evals, "size": size})
         store.set_artifact(run_id, "model_dir", str(folder))
-        store.set_artifact(run_id, "size", size_report(teacher, tok, bundle.dev.texts, cfg.teacher_train.max_len))
+        store.set_artifact(run_id, "size", size)
         store.finish(run_id, "finished", summary={k: v.get("accuracy") for k, v in res.evals.items()})
     except BaseException as e:
         store.finish(run_id, "failed", message=_short(e))
         raise
     return teacher, tok, run_id
+
+
+def teacher_cache_root(store: Store) -> Path:
+    """Fine-tuned teachers live in ``$KDLAB_TEACHERS`` when set (shared by several stores), else in the store."""
+    env = os.environ.get("KDLAB_TEACHERS")
+    return Path(env) if env else store.root / "teachers"
+
+
+def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
+    """A teacher fine-tuned for another store gets a finished teacher run in this one, with its evaluations."""
+    run_id = info.get("run_id")
+    try:
+        store.run(run_id)
+        return run_id
+    except KdlabError:
+        pass
+    conf = {k: v for k, v in info.items() if k not in ("evals", "size", "run_id")}
+    new_id = store.create_run("teacher", "ce", conf, name=f"teacher {info.get('teacher')} (cached)")
+    for split, m in (info.get("evals") or {}).items():
+        store.log_eval(new_id, 0, 0, split, "in-domain" if split == "dev" else split, m)
+    store.set_artifact(new_id, "model_dir", str(folder))
+    if info.get("size"):
+        store.set_artifact(new_id, "size", info["size"])
+    store.finish(new_id, "finished", "reused a cached fine-tuned teacher",
+                 summary={k: v.get("accuracy") for k, v in (info.get("evals") or {}).items()})
+    return new_id
 
 
 def _main_rank() -> bool:
