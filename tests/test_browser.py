@@ -114,6 +114,8 @@ def test_start_tiny_run_and_see_it_finish(server, page):
     done = [r for r in Store(runs).runs() if r["kind"] != "teacher"]
     assert done and done[0]["status"] == "finished" and done[0]["method"] == "hidden"
     shot = runs / "train.png"
+    page.set_viewport_size({"width": 1500, "height": 1750})  # loss, W and the per-layer small multiples
+    page.wait_for_timeout(2500)
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     if os.environ.get("KDLAB_UPDATE_SCREENSHOT") == "1":

@@ -21,7 +21,7 @@ with st.form("train_form"):
     method = c1.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
     max_steps = c2.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
     epochs = c3.number_input("epochs", 1, 100, 1 if C.preset() == "tiny" else 3, key="train_epochs")
-    name = c4.text_input("run name", method if method else "run", key="train_name")
+    name = c4.text_input("run name (optional)", "", key="train_name", placeholder="the method's name")
     opts = st.text_area("method options (JSON; defaults shown on the right)", "{}", key="train_opts", height=80)
     go = st.form_submit_button("Start run")
 with st.expander(f"options of {method} and their defaults"):
