@@ -160,7 +160,8 @@ def prepared_teacher_dir(cfg=None) -> Path | None:
     """Folder of the fine-tuned teacher for the Setup choices, if it was prepared."""
     cfg = cfg or run_config()
     b = bundle()
-    folder = store().root / "teachers" / cfg.teacher_key(b.identity)
+    from kdlab.pipeline import teacher_cache_root
+    folder = teacher_cache_root(store()) / cfg.teacher_key(b.identity)
     return folder if (folder / "kdlab.json").exists() else None
 
 
