@@ -123,6 +123,7 @@ def config_from_args(a):
                     student_init=init, student_layer_list=a.student_layer_list,
                     student_hidden=a.student_hidden, method=a.method, method_args=args, train=tr,
                     teacher_train=ttr, trust_remote_code=a.trust_remote_code, name=a.name, preset=a.preset)
+    tr.validate()   # before the preset, which raises a too-small lr and would hide a negative one
     cfg = apply_preset(cfg)
     cfg.train.checkpoint_every = getattr(a, "checkpoint_every", 0) or 0
     cfg.train.teacher_cache = getattr(a, "teacher_cache", "auto")
