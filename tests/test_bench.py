@@ -1,0 +1,19 @@
+"""The benchmark runs end to end on a tiny setting (TextBrewer included) and writes BENCHMARKS.md."""
+import json
+
+from kdlab.cli import main
+
+
+def test_bench_tiny(tmp_path, capsys):
+    md = tmp_path / "B.md"
+    md.write_text("# Benchmarks\n\nintro kept\n")
+    assert main(["bench", "--preset", "tiny", "--student-layers", "2", "--batch", "4", "--seq", "16", "--steps", "2",
+                 "--epochs", "2", "--write", str(md), "--quiet"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    t = res["seconds_per_step"]
+    assert {"plain", "kd_live", "kd_cached", "textbrewer"} <= set(t), res.get("textbrewer_error")
+    assert all(v > 0 for v in t.values())
+    assert abs(res["ratios"]["kd_live/plain"] - t["kd_live"] / t["plain"]) < 1e-9
+    assert len(res["kdlab_epochs_s"]) == 2 == len(res["textbrewer_epochs_s"])
+    text = md.read_text()
+    assert "intro kept" in text and "| kd_cached |" in text and "<!-- bench:end -->" in text
