@@ -74,14 +74,11 @@ def allowed_dirs() -> list[Path]:
 
 def check_path(p: str, must_exist: bool = True, extra: list | None = None) -> Path:
     """A path typed in the UI must lie inside the data folder, the run store or KDLAB_ALLOWED_DIRS."""
+    from kdlab.safety import confine
     path = Path(p).expanduser()
     if not path.is_absolute():
         path = ROOT / path
-    path = path.resolve()
-    dirs = allowed_dirs() + [Path(x).resolve() for x in (extra or [])]
-    if not any(path == d or d in path.parents for d in dirs):
-        raise KdlabError(f"'{p}' is outside the folders the dashboard may read ({', '.join(map(str, dirs))}): "
-                         "move the file there or add its folder to KDLAB_ALLOWED_DIRS")
+    path = confine(path, allowed_dirs() + [Path(x) for x in (extra or [])])
     if must_exist and not path.exists():
         raise KdlabError(f"'{p}' does not exist: check the path")
     return path

@@ -15,4 +15,4 @@ def confine(path, roots) -> Path:
         if p == r or r in p.parents:
             return p
     raise KdlabError(f"the path '{path}' is outside the allowed folders ({', '.join(map(str, resolved))}): "
-                     "move the file there or add its folder to the allowed folders")
+                     "move the file there or add its folder to KDLAB_ALLOWED_DIRS")

@@ -73,7 +73,7 @@ def test_setup_page(app, store_root):
     at.radio(key="setup_data_kind").set_value("file or folder").run()
     at.text_input(key="setup_data_text").input("/etc/passwd").run()
     assert not at.exception
-    assert any("outside the folders" in e.value for e in at.error)
+    assert any("outside the allowed folders" in e.value for e in at.error)
     at.radio(key="setup_data_kind").set_value("embedded synthetic (3 domains)").run()
     no_errors(at)
 
