@@ -51,7 +51,7 @@ def add_run_args(p: argparse.ArgumentParser, method_default="kd"):
     g.add_argument("--preset", choices=["tiny"], help="tiny: a tiny random teacher, runs in seconds")
     g.add_argument("--teacher", default="minilm-l6", help="built-in name (minilm-l6, tiny), model folder, or hub name")
     g.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
-    g.add_argument("--student-layers", type=int, default=3, help="number of student layers (default 3)")
+    g.add_argument("--student-layers", type=int, help="number of student layers (default 3; 2 with --preset tiny)")
     g.add_argument("--student-init", default="skip", choices=["skip", "uniform", "first", "last", "explicit", "fresh"],
                    help="copy teacher layers by strategy, or 'fresh' random init")
     g.add_argument("--student-layer-list", type=_layers, help="explicit teacher layers to copy, 0-based, e.g. 0,2,4,7,9,11")
@@ -119,12 +119,14 @@ def config_from_args(a):
     ttr = TrainConfig(epochs=a.teacher_epochs, lr=a.teacher_lr, batch_size=a.batch_size, max_len=a.max_len,
                       seed=a.seed, device=a.device, precision=a.precision, progress=not a.no_progress)
     cfg = RunConfig(teacher=a.teacher, data=a.data, text_col=a.text_col, label_col=a.label_col, ood=a.ood,
-                    max_train=a.max_train, max_eval=a.max_eval, student_layers=a.student_layers,
+                    max_train=a.max_train, max_eval=a.max_eval, student_layers=a.student_layers or 3,
                     student_init=init, student_layer_list=a.student_layer_list,
                     student_hidden=a.student_hidden, method=a.method, method_args=args, train=tr,
                     teacher_train=ttr, trust_remote_code=a.trust_remote_code, name=a.name, preset=a.preset)
     tr.validate()   # before the preset, which raises a too-small lr and would hide a negative one
     cfg = apply_preset(cfg)
+    if a.student_layers is not None:  # an explicit choice beats the preset's default
+        cfg.student_layers = a.student_layers
     cfg.train.checkpoint_every = getattr(a, "checkpoint_every", 0) or 0
     cfg.train.teacher_cache = getattr(a, "teacher_cache", "auto")
     cfg.train.cache_dtype = getattr(a, "cache_dtype", "fp32")

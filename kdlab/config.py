@@ -75,6 +75,7 @@ class RunConfig:
     trust_remote_code: bool = False
     name: str | None = None
     preset: str | None = None
+    preset_applied: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,11 +107,13 @@ class RunConfig:
 
 
 def apply_preset(cfg: RunConfig) -> RunConfig:
-    if cfg.preset in (None, ""):
+    if cfg.preset in (None, "") or cfg.preset_applied:
         return cfg
     if cfg.preset == "tiny":
+        cfg.preset_applied = True
         cfg.teacher = "tiny"
-        cfg.student_layers = min(cfg.student_layers, 2)
+        if cfg.student_layers == RunConfig.student_layers:  # the default: half of the tiny 4-layer teacher
+            cfg.student_layers = 2
         cfg.teacher_train = dataclasses.replace(cfg.teacher_train, epochs=3, lr=1e-3, batch_size=32, max_len=48)
         cfg.train = dataclasses.replace(cfg.train, lr=max(cfg.train.lr, 5e-4), max_len=48,
                                         epochs=min(cfg.train.epochs, 2))

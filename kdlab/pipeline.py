@@ -71,11 +71,9 @@ def teacher_cache_root(store: Store) -> Path:
 def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
     """A teacher fine-tuned for another store gets a finished teacher run in this one, with its evaluations."""
     run_id = info.get("run_id")
-    try:
-        store.run(run_id)
-        return run_id
-    except KdlabError:
-        pass
+    for r in store.runs(kind="teacher"):
+        if r["id"] == run_id or (r["config"].get("key") == info.get("key") and r["status"] == "finished"):
+            return r["id"]
     conf = {k: v for k, v in info.items() if k not in ("evals", "size", "run_id")}
     new_id = store.create_run("teacher", "ce", conf, name=f"teacher {info.get('teacher')} (cached)")
     for split, m in (info.get("evals") or {}).items():
@@ -158,14 +156,15 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
 def eval_run(store: Store, run_id: str, data_file: str, *, text_col="sentence", label_col="label",
              max_len: int = 64) -> dict:
     """Evaluate a stored student (or teacher) on any labeled file; returns {metric: value}."""
-    from .data.loaders import DataBundle, load_data
+    from .data.loaders import load_eval_file
     from .evaluate import metrics, predict
     run = store.run(run_id)
     folder = store.artifact(run["id"], "model_dir")
     if not folder or not Path(folder).exists():
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")
     model, tok = load_saved(folder)
-    b = load_data(data_file, text_col=text_col, label_col=label_col, dev_fraction=0.0)
-    split = b.train
+    C = model.config.num_labels
+    names = ["negative", "positive"] if C == 2 else [str(i) for i in range(C)]
+    split = load_eval_file(data_file, names, text_col=text_col, label_col=label_col)
     logits = predict(model, split, tok, max_len=max_len)
-    return {"run": run["id"], "data": str(data_file), **metrics(logits, split.labels, model.config.num_labels)}
+    return {"run": run["id"], "data": str(data_file), **metrics(logits, split.labels, C)}

@@ -127,11 +127,7 @@ def fast_env(tmp_path_factory):
 def test_notebook_runs_in_fast_mode_and_its_widget_responds(path, fast_env):
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
-    from jupyter_client import KernelManager
-    # IPC sockets, not TCP ports: kernels started at the same moment by parallel test workers
-    # cannot pick the same port and lose each other's messages.
-    km = KernelManager(kernel_name="python3", transport="ipc")
-    client = NotebookClient(nb, km=km, timeout=600, kernel_name="python3", allow_errors=False,
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(NB_DIR)}})
     check = nbformat.v4.new_code_cell(WIDGET_CHECKS[path.stem] + "\nprint('WIDGET-CHECK-OK')")
     nb.cells.append(check)

@@ -448,3 +448,22 @@ def _load_hub(spec, text_col, label_col, ood_specs, dev_fraction, max_train, max
                 "in-domain")
     return _finish(spec, names, to_id, train, dev, {}, ood_specs, text_col, label_col,
                    max_train, max_eval, seed)
+
+
+def load_eval_file(path, label_names, *, text_col: str = "sentence", label_col: str = "label") -> Split:
+    """One labeled file as a single evaluation split, labels checked against a model's label set."""
+    p = Path(os.path.expanduser(str(path)))
+    if not p.exists():
+        raise KdlabError(f"data file not found: {p}. Check the path (a labeled .tsv/.csv/.jsonl file).")
+    texts, raw = _read_file(p, text_col, label_col)
+    names = [str(n) for n in label_names]
+    if all(_as_int(v) is not None for v in raw):
+        to_id = _as_int
+    else:
+        index = {n: i for i, n in enumerate(names)}
+
+        def to_id(v):
+            return index.get(str(v).strip())
+
+        to_id.named = True
+    return Split(p.stem, texts, _map_labels(raw, to_id, names, str(p)), p.stem)
