@@ -52,7 +52,10 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
             raise KdlabError(f"teacher fine-tuning was {res.status}")
         size = size_report(teacher, tok, bundle.dev.texts, cfg.teacher_train.max_len)
         if _main_rank() and not meta.exists():
-            save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf, "evals": res.evals, "size": size})
+            # the training curve and evaluations travel with the model, so a store that adopts it shows them
+            history = {"metrics": store.metrics(run_id), "evals": store.evals(run_id)}
+            save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf, "evals": res.evals, "size": size,
+                                                    "history": history})
         store.set_artifact(run_id, "model_dir", str(folder))
         store.set_artifact(run_id, "size", size)
         store.finish(run_id, "finished", summary={k: v.get("accuracy") for k, v in res.evals.items()})
@@ -74,10 +77,23 @@ def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
     for r in store.runs(kind="teacher"):
         if r["id"] == run_id or (r["config"].get("key") == info.get("key") and r["status"] == "finished"):
             return r["id"]
-    conf = {k: v for k, v in info.items() if k not in ("evals", "size", "run_id")}
+    conf = {k: v for k, v in info.items() if k not in ("evals", "size", "run_id", "history")}
     new_id = store.create_run("teacher", "ce", conf, name=f"teacher {info.get('teacher')} (cached)")
-    for split, m in (info.get("evals") or {}).items():
-        store.log_eval(new_id, 0, 0, split, "in-domain" if split == "dev" else split, m)
+    history = info.get("history") or {}
+    by_step: dict = {}
+    for m in history.get("metrics", []):
+        by_step.setdefault((m["step"], m["epoch"]), {})[m["name"]] = m["value"]
+    for (step, epoch), values in sorted(by_step.items()):
+        store.log_metrics(new_id, step, epoch, values)
+    if history.get("evals"):
+        rows: dict = {}
+        for e in history["evals"]:
+            rows.setdefault((e["step"], e["epoch"], e["split"], e["domain"]), {})[e["metric"]] = e["value"]
+        for (step, epoch, split, domain), m in rows.items():
+            store.log_eval(new_id, step, epoch, split, domain, m)
+    else:
+        for split, m in (info.get("evals") or {}).items():
+            store.log_eval(new_id, 0, 0, split, "in-domain" if split == "dev" else split, m)
     store.set_artifact(new_id, "model_dir", str(folder))
     if info.get("size"):
         store.set_artifact(new_id, "size", info["size"])

@@ -102,3 +102,18 @@ def test_cli_bad_input_gives_one_clear_line(tmp_path, args, needle):
     lines = [l for l in p.stderr.splitlines() if l.startswith("kdlab: error:")]
     assert len(lines) == 1 and needle in lines[0], p.stderr
     assert all(r["status"] != "finished" or r["kind"] == "teacher" for r in Store(tmp_path).runs())
+
+
+def test_a_store_adopting_a_shared_teacher_gets_its_curve_and_evaluations(store, tmp_path_factory):
+    """Fine-tuned teachers are shared between stores (KDLAB_TEACHERS); the adopting store shows the same
+    training curve and evaluations as the store that fine-tuned it."""
+    distill_run(tiny_cfg("ce", max_steps=1), store, log=lambda *_: None)   # the teacher exists in the cache
+    first = store.runs(kind="teacher")[0]
+    other = Store(tmp_path_factory.mktemp("other-runs"))
+    distill_run(tiny_cfg("ce", max_steps=1), other, log=lambda *_: None)
+    adopted = other.runs(kind="teacher")
+    assert len(adopted) == 1 and adopted[0]["status"] == "finished"
+    key = lambda rows: sorted((m["step"], m["name"], m["value"]) for m in rows)
+    assert key(other.metrics(adopted[0]["id"])) == key(store.metrics(first["id"]))
+    assert any(m["name"] == "loss" for m in other.metrics(adopted[0]["id"]))
+    assert other.final_evals(adopted[0]["id"]) == store.final_evals(first["id"])
