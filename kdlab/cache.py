@@ -132,6 +132,12 @@ class TeacherCache:
             self.entries[i] = e
             self.bytes += size
 
+    def clear(self):
+        """Forget every entry (the next epoch runs the teacher live again)."""
+        self.entries.clear()
+        self.bytes = 0
+        self.full = False
+
     def stats(self) -> dict:
         return {"entries": len(self.entries), "mb": round(self.bytes / 2 ** 20, 2), "hits": self.hits,
                 "misses": self.misses, "full": self.full, "dtype": str(self.dtype).replace("torch.", "")}

@@ -54,7 +54,11 @@ def _cka_args(p):
                    help="per-layer example features: masked token mean (default) or [CLS]")
     p.add_argument("--max-examples", type=int, default=512, help="examples of the split to use (default 512)")
     p.add_argument("--split", default="dev", help="dev (default), train, or an out-of-domain split name")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved timing rounds; the median round is reported (default 3)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--peak-tflops", type=float,
+                   help="the device's peak bf16 TFLOP/s, for model-FLOPs utilisation on CUDA (e.g. 989 for H100 SXM)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--runs", "--out", dest="runs", help="run store folder (default ./runs or $KDLAB_RUNS)")
     p.add_argument("--quiet", action="store_true")
@@ -77,7 +81,7 @@ def cmd_bench(a):
     teacher = "tiny" if a.preset == "tiny" else a.teacher
     res = run_bench(teacher=teacher, student_layers=a.student_layers, batch=a.batch, seq=a.seq, steps=a.steps,
                     epochs=a.epochs, device=a.device, compile=a.compile, textbrewer=not a.no_textbrewer,
-                    log=_log(a))
+                    rounds=a.rounds, peak_tflops=a.peak_tflops, log=_log(a))
     if a.write:
         cmd = "python -m kdlab bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
         write_markdown(res, a.write, command=cmd)
@@ -93,7 +97,11 @@ def _bench_args(p):
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="batches per epoch (default 10)")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved timing rounds; the median round is reported (default 3)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--peak-tflops", type=float,
+                   help="the device's peak bf16 TFLOP/s, for model-FLOPs utilisation on CUDA (e.g. 989 for H100 SXM)")
     p.add_argument("--compile", action="store_true", help="also measure the student under torch.compile")
     p.add_argument("--no-textbrewer", action="store_true")
     p.add_argument("--write", nargs="?", const="BENCHMARKS.md", help="write the figures into BENCHMARKS.md")
