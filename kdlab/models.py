@@ -131,6 +131,40 @@ def tiny_model(num_labels: int = 2, seed: int = 0, **overrides):
     return model, tok
 
 
+def teacher_depth(name_or_path: str) -> int | None:
+    """The teacher's number of layers read from its config alone (no weights), or None when it cannot be
+    read cheaply (a hub name: loading the teacher reports the problem)."""
+    if str(name_or_path) == TINY:
+        return int(TINY_CONFIG["num_hidden_layers"])
+    path = resolve(name_or_path)
+    if not isinstance(path, Path):
+        return None
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n = cfg.get("num_hidden_layers", cfg.get("n_layers", cfg.get("num_layers")))
+    return int(n) if isinstance(n, int) else None
+
+
+def check_student_fits(teacher: str, *, layers: int | None, init: str, layer_list=None):
+    """Refuse a student that cannot be copied from ``teacher`` before any teacher is fine-tuned."""
+    from .mapping import teacher_layers_for_student_init
+    if init == "fresh":
+        return
+    n = teacher_depth(teacher)
+    if n is None:
+        return
+    if init == "explicit":
+        if layer_list:
+            teacher_layers_for_student_init("explicit", len(layer_list), n, layer_list)
+        return
+    m = layers or max(1, n // 2)
+    if m > n:
+        raise KdlabError(f"a student cannot have more layers ({m}) than its teacher ({n}): "
+                         f"choose at most {n} layers")
+
+
 def load_teacher(name_or_path: str, num_labels: int = 2, *, trust_remote_code: bool = False,
                  attentions: bool = False, seed: int = 0):
     """Load a sequence-classification teacher and its tokenizer (safetensors only).

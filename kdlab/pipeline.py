@@ -13,7 +13,7 @@ from .config import RunConfig, TrainConfig, apply_preset
 from .data.loaders import load_data
 from .errors import KdlabError
 from .evaluate import evaluate, size_report
-from .models import build_student, load_saved, load_teacher, save_model
+from .models import build_student, check_student_fits, load_saved, load_teacher, save_model
 from .store import Store
 
 
@@ -124,6 +124,9 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
     needs_attn = bool(getattr(method_cls, "needs_attentions", False))
+    if teacher is None and student is None and not hasattr(method_cls, "make_student") and not cfg.student_hidden:
+        check_student_fits(cfg.teacher, layers=cfg.student_layers, init=cfg.student_init,
+                           layer_list=cfg.student_layer_list)   # before minutes of teacher fine-tuning
     if teacher is None and (method_cls.uses_teacher or cfg.student_init != "fresh"):
         teacher, tokenizer, teacher_run = prepare_teacher(cfg, store, bundle, attentions=needs_attn, log=log)
     if hasattr(method_cls, "run_chain"):

@@ -34,6 +34,7 @@ def _files(tmp_path):
     (d / "binmodel" / "pytorch_model.bin").write_bytes(b"pickle")
     (d / "nocfg").mkdir()
     (d / "good.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    (d / "badlabels.tsv").write_text("sentence\tlabel\n" + "good\t1\nbad\t0\n" * 8 + "odd\tmaybe\n")
     return d
 
 
@@ -46,6 +47,10 @@ CASES = {
     "missing model folder": (["distill", "--teacher", "{d}/nope/model", "--no-progress"], "does not exist"),
     "folder without config": (["distill", "--teacher", "{d}/nocfg", "--no-progress"], "config.json"),
     "only pytorch_model.bin": (["distill", "--teacher", "{d}/binmodel", "--no-progress"], "safetensors"),
+    "student deeper than its teacher": (TINY + ["--student-layers", "9"], "more layers"),
+    "student layer index out of range": (TINY + ["--student-layer-list", "0,7"], "out of range"),
+    "training labels outside the label set": (TINY + ["--data", "{d}/badlabels.tsv"], "maybe"),
+    "unknown model name": (["distill", "--teacher", "no-such-org/no-such-model", "--no-progress"], "no-such-model"),
     "unknown method": (TINY + ["--method", "nope"], "unknown method"),
     "bad config JSON": (["distill", "--config", "{d}/bad.json"], "not valid JSON"),
     "missing config file": (["distill", "--config", "{d}/none.json"], "cannot read"),

@@ -194,6 +194,11 @@ def _as_int(v):
 def _label_scheme(train_labels: list, source: str, names_hint=None):
     """Decide the mapping raw label -> id from the train labels. Returns (to_id, label_names)."""
     ints = [_as_int(v) for v in train_labels]
+    words = [v for v, i in zip(train_labels, ints) if i is None]
+    if words and len(words) < len(ints):   # numbers and words in one label column: a typo, not a label set
+        number = next(v for v, i in zip(train_labels, ints) if i is not None)
+        raise KdlabError(f"{source}: the labels mix numbers (e.g. {number!r}) with other values "
+                         f"(e.g. {words[0]!r}). Fix those labels, or use label names throughout.")
     if all(i is not None for i in ints):
         classes = sorted(set(ints))
         if len(classes) < 2:
