@@ -215,6 +215,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                                 cache.put(batch, t_feats, t_need)
                     s_feats = features(student, batch, s_need)
                     loss, parts = method.loss(s_feats, t_feats, batch, state)
+                    parts = {**method.schedule_parts(state), **parts}
                 if not torch.isfinite(loss):
                     bad = [k for k, v in parts.items() if not torch.isfinite(torch.as_tensor(v)).all()]
                     raise NonFiniteLoss(f"the loss became non-finite at step {state.step} (objective/layer: "

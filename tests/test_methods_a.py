@@ -64,6 +64,48 @@ def test_methods_are_registered_and_options_override():
             cls(ctx(2, 4), no_such_option=1)
 
 
+# ------------------------------------------------------------------------------------------------ kd, kd-mse, hidden
+def test_kd_and_kd_mse_hand_values():
+    s, t = feats([torch.zeros(1, 3, 2)]), feats([torch.zeros(1, 3, 2)], logits=(0.0, 2 * LN3))
+    total, parts = get("kd")(ctx(1, 1)).loss(s, t, batch(), State())  # T=2 -> p_T = [1/4, 3/4]
+    assert float(parts["kd"]) == pytest.approx(4 * KL_T, abs=1e-6)  # T^2 * batchmean KL
+    assert float(total) == pytest.approx(0.5 * 4 * KL_T + 0.5 * LN2, abs=1e-6)
+    t = feats([torch.zeros(1, 3, 2)], logits=(1.0, -2.0))
+    total, parts = get("kd-mse")(ctx(1, 1)).loss(s, t, batch(), State())
+    assert float(parts["kd"]) == pytest.approx(1 + 4, abs=1e-6)  # summed over classes
+    assert float(total) == pytest.approx(0.5 * 5 + 0.5 * LN2, abs=1e-6)
+
+
+def test_hidden_hand_values_tokens_cls_mean_cosine_and_weighted_matrix():
+    zero = torch.zeros(1, 3, 2)
+    s = feats([zero, seq((1, 0), (2, 2)), seq((0, 1), (1, 1))])
+    t = feats([zero, zero, seq((0, 0), (2, 0)), zero, seq((0, 1), (3, 1))])
+    m = get("hidden")(ctx(2, 4))  # uniform: s1 <- t2, s2 <- t4; equal widths -> identity projection
+    total, parts = m.loss(s, t, batch(), State())
+    h1 = (1 + 0 + 0 + 4) / 4  # masked token MSE: 2 real tokens x d = 2 (padded garbage excluded)
+    h2 = (0 + 0 + 4 + 0) / 4
+    assert float(parts["hidden_mse/s1-t2"]) == pytest.approx(h1, abs=1e-6)
+    assert float(parts["hidden_mse/s2-t4"]) == pytest.approx(h2, abs=1e-6)
+    assert float(total) == pytest.approx(0.5 * LN2 + h1 + h2, abs=1e-6)  # KD of equal logits = 0
+    _, parts = get("hidden")(ctx(2, 4), pool="cls").loss(s, t, batch(), State())
+    assert float(parts["hidden_mse/s1-t2"]) == pytest.approx(1 / 2, abs=1e-6)
+    _, parts = get("hidden")(ctx(2, 4), pool="mean").loss(s, t, batch(), State())
+    assert float(parts["hidden_mse/s1-t2"]) == pytest.approx(((1.5 - 1) ** 2 + 1) / 2, abs=1e-6)  # [1.5,1] vs [1,0]
+    _, parts = get("hidden")(ctx(2, 4), distance="cosine").loss(s, t, batch(), State())
+    # s1 tokens [1,0],[2,2] vs t2 [0,0] (zero vector: cos 0), [2,0] (cos 1/sqrt2)
+    assert float(parts["hidden_cosine/s1-t2"]) == pytest.approx((1 + (1 - 1 / R2)) / 2, abs=1e-6)
+    # a user-drawn weighted matrix: student layer 1 learns from 0.5 H^T_2 + 0.5 H^T_4
+    W = [[0.0, 0.5, 0.0, 0.5], [0.0, 0.0, 0.0, 1.0]]
+    mm = get("hidden")(ctx(2, 4), mapping="matrix", mapping_matrix=W)
+    assert torch.equal(mm.mapping(State()), torch.tensor(W))
+    _, parts = mm.loss(s, t, batch(), State())
+    # target tokens 0.5*[0,0]+0.5*[0,1] = [0,.5]; 0.5*[2,0]+0.5*[3,1] = [2.5,.5]
+    hw = (1 + 0.25 + 0.25 + 2.25) / 4
+    assert float(parts["hidden_mse/s1-t2+4"]) == pytest.approx(hw, abs=1e-6)
+    with pytest.raises(KdlabError, match="matrix"):
+        get("hidden")(ctx(2, 4), mapping="matrix")
+
+
 # ------------------------------------------------------------------------------------------------ PKD
 def test_pkd_hand_value():
     m = get("pkd-skip")(ctx(2, 4), alpha=0.5, beta=2.0, temperature=2.0)

@@ -11,7 +11,7 @@ import torch
 
 from kdlab.errors import KdlabError
 from kdlab.features import Features
-from kdlab.methods import Context, State, get
+from kdlab.methods import Context, State, get, names
 from kdlab.models import ModelInfo
 
 LN2 = math.log(2.0)
@@ -112,12 +112,64 @@ def test_alp_rows_sum_to_one_and_projection():
     assert m.proj.linear.weight.grad is not None
 
 
+def _any_ctx(total=10):
+    c = ctx(2, 4, total=total)
+    c.num_train = 8  # crd's memory banks
+    return c
+
+
 def test_temperature_schedule_applies_to_every_method():
-    for name in ("ckd", "alp-kd", "rail-kd-l", "rail-kd-c", "internal-all"):
-        m = get(name)(ctx(2, 4), temperature=4.0, temperature_end=1.0, temperature_schedule="linear")
+    with_t = [n for n in names() if "temperature" in get(n).all_defaults()]
+    assert {"kd", "pkd-skip", "distilbert", "tinybert", "mobilebert", "crd", "dml", "sad", "newsbert"} <= set(with_t)
+    for name in with_t:
+        m = get(name)(_any_ctx(), temperature=4.0)
+        assert m.temperature(State(step=5, total_steps=10)) == pytest.approx(4.0), name  # constant
+        m = get(name)(_any_ctx(), temperature=4.0, temperature_end=1.0, temperature_schedule="linear")
         assert m.temperature(State(step=5, total_steps=10)) == pytest.approx(2.5), name
-        m = get(name)(ctx(2, 4), temperature=4.0, temperature_end=2.0, temperature_schedule="cosine")
+        m = get(name)(_any_ctx(), temperature=4.0, temperature_end=2.0, temperature_schedule="cosine")
+        # cosine: end + (start - end) * (1 + cos(pi * progress)) / 2
+        assert m.temperature(State(step=0, total_steps=10)) == pytest.approx(4.0), name
+        assert m.temperature(State(step=2, total_steps=10)) == pytest.approx(
+            2.0 + 2.0 * 0.5 * (1 + math.cos(0.2 * math.pi))), name
         assert m.temperature(State(step=10, total_steps=10)) == pytest.approx(2.0), name
+    # the schedule reaches the loss: KD at T(step) for a method that reads its temperature in the loss
+    m = get("crd")(_any_ctx(), alpha=1.0, temperature=4.0, temperature_end=1.0)
+    assert m.temperature(State(step=10, total_steps=10)) == pytest.approx(1.0)
+
+
+def test_loss_weight_schedules():
+    # every method with loss weights accepts <weight>_end / <weight>_schedule
+    for name in names():
+        cls = get(name)
+        for key in cls.scheduled_keys():
+            assert {f"{key}_end", f"{key}_schedule"} <= set(cls.option_names()), (name, key)
+    assert {"alpha_soft", "alpha_hard", "beta"} <= set(get("hidden").scheduled_keys())
+    assert {"w_embd", "w_hidn", "w_attn", "w_pred"} <= set(get("tinybert").scheduled_keys())
+    m = get("hidden")(ctx(1, 1), beta=1.0, beta_end=0.0)          # _end alone -> linear
+    assert m.hp["beta_schedule"] == "linear"
+    assert [m.w("beta", State(step=k, total_steps=4)) for k in range(5)] == pytest.approx([1, .75, .5, .25, 0])
+    assert float(m.schedule_parts(State(step=1, total_steps=4))["weight/beta"]) == pytest.approx(0.75)
+    c = get("kd")(ctx(1, 1), alpha_soft=1.0, alpha_soft_end=0.0, alpha_soft_schedule="cosine")
+    assert c.w("alpha_soft", State(step=1, total_steps=4)) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert c.w("alpha_hard", State(step=1, total_steps=4)) == 0.5  # not scheduled: constant
+    assert get("kd")(ctx(1, 1)).schedule_parts(State()) == {}
+    # the scheduled value is the one in the loss: hidden with beta 1 -> 0, hidden MSE = 1 on one token
+    mask = torch.tensor([[1, 0]])
+    z = torch.zeros(1, 2, 2)
+    s = feats([z, torch.tensor([[[1.0, 1.0], [5.0, 5.0]]])], mask)
+    t = feats([z, torch.zeros(1, 2, 2)], mask)
+    for step, beta in ((0, 1.0), (2, 0.5), (4, 0.0)):
+        total, parts = m.loss(s, t, batch(), State(step=step, total_steps=4))
+        assert float(total.detach()) == pytest.approx(0.5 * LN2 + beta * 1.0, abs=1e-6)
+    # PKD's default beta (official 500 re-scaled) is the start of its schedule
+    p = get("pkd-skip")(ctx(2, 4), beta_end=0.0)
+    assert p.w("beta", State(step=5, total_steps=10), start=p.beta) == pytest.approx(125.0)
+    with pytest.raises(KdlabError, match="unknown beta_schedule"):
+        get("hidden")(ctx(1, 1), beta_end=0.0, beta_schedule="step")
+    with pytest.raises(KdlabError, match="has no option"):
+        get("hidden")(ctx(1, 1), pool_end=3)                     # only weights and T are schedulable
+    with pytest.raises(KdlabError, match="must be a number"):
+        get("hidden")(ctx(1, 1), beta_end="high")
 
 
 # ------------------------------------------------------------------------------------------------ RAIL-KD
@@ -357,7 +409,11 @@ def _run(env, method, **args):
 def test_tiny_preset_runs(tiny, method):
     args = {"temperature_schedule": "linear", "temperature_end": 1.0} if method != "internal-pid" else \
         {"stage_steps": 1}
+    if "beta" in get(method).scheduled_keys():
+        args["beta_end"] = 0.0  # a loss-weight schedule through the loop: its value is logged
     rid, names = _run(tiny, method, **args)
+    if "beta_end" in args:
+        assert "weight/beta" in names
     maps = tiny["store"].mappings(rid)
     assert maps, "the mapping matrix W is logged"
     if method == "alp-kd":

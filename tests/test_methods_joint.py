@@ -18,6 +18,7 @@ from kdlab.store import Store
 
 MINE = ["newsbert", "dml", "takd", "tf-kd-self", "tf-kd-reg", "label-smoothing", "sad", "sad-self"]
 QUIET = dict(log=lambda *_: None)
+LN3 = math.log(3.0)
 
 
 def t(x):
@@ -114,6 +115,26 @@ def test_sad_loss_hand():
     assert [(i, j) for i, j, _ in pairs] == [(1, 3), (2, 3)]
 
 
+def test_sad_method_hand_value():
+    """Student layer 1's rows [1/4,3/4], [1/2,1/2] imitate layer 2's [1/2,1/2], [3/4,1/4] (one head, d = 2)."""
+    from kdlab.features import Features
+    ln3, r = math.log(3.0), math.sqrt(2.0)
+    mask = torch.tensor([[1, 1, 0]])
+    k = t([[[r, 0.0], [0.0, r], [5.0, 5.0]]])               # padded key [5,5] is masked
+    q1 = t([[[0.0, ln3], [0.0, 0.0], [9.0, -9.0]]])          # padded query row: garbage, excluded
+    q2 = t([[[0.0, 0.0], [ln3, 0.0], [1.0, 2.0]]])
+    v = torch.zeros(1, 3, 2)
+    s = Features(t([[0.0, 0.0]]), mask, qkv=[(q1, k, v), (q2, k, v)], heads=1)
+    te = Features(t([[0.0, 2 * ln3]]), mask)                 # T = 2 -> p_T = [1/4, 3/4]
+    total, parts = get("sad")(Context(teacher=ModelInfo(2, 2, 1, 10), student=ModelInfo(2, 2, 1, 10),
+                                      num_labels=2)).loss(s, te, {"labels": torch.tensor([0])}, State())
+    sad = (kl([0.5, 0.5], [0.25, 0.75]) + kl([0.75, 0.25], [0.5, 0.5])) / 2
+    kd = 4 * kl([0.25, 0.75], [0.5, 0.5])
+    assert float(parts["sad_kl/s1-s2"]) == pytest.approx(sad, abs=1e-6)
+    assert float(parts["kd"]) == pytest.approx(kd, abs=1e-6)
+    assert float(total) == pytest.approx(math.log(2) + sad + 0.5 * kd, abs=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------- NewsBERT
 def _newsbert_pair():
     teacher, tok = tiny_model(2, seed=0)                    # 4 layers
@@ -165,6 +186,58 @@ def test_newsbert_momentum_gradient_mixing_formula():
     p.grad = torch.full_like(p, 4.0)
     m2.after_backward(student, teacher, State())
     assert torch.allclose(p.grad, torch.full_like(p, 0.25 * 1.5 + 0.75 * 4.0))
+
+
+def test_newsbert_loss_hand_value_and_teacher_learns_from_labels_only():
+    from kdlab.features import Features
+    from kdlab.distill import param_groups
+    cls, m, teacher, student, tok = _newsbert_pair()
+    pooler = encoder(student).pooler
+    d = pooler.dense.weight.shape[0]
+    with torch.no_grad():                                    # shared pooler = tanh(identity · h[CLS])
+        pooler.dense.weight.copy_(torch.eye(d))
+        pooler.dense.bias.zero_()
+    mask = torch.tensor([[1, 1, 0]])
+
+    def h(rows):                                             # [1, 3, d]: two real tokens + a garbage padded one
+        x = torch.zeros(1, 3, d)
+        for l, r in enumerate(rows):
+            x[0, l, :2] = t(r)
+        x[0, 2] = 50.0
+        return x
+
+    s_h = [h([(1, 0), (0, 0)]), h([(0, 2), (0, 0)]), h([(1, 1), (0, 0)])]
+    t_h = [h([(0, 0), (0, 0)]), h([(9, 9), (9, 9)]), h([(0, 0), (0, 1)]), h([(9, 9), (9, 9)]),
+           h([(1, 0), (0, 0)])]
+    t_h = [x.requires_grad_() for x in t_h]
+    z_s, z_t = t([[0.0, 0.0]]).requires_grad_(), t([[0.0, LN3]]).requires_grad_()
+    s = Features(z_s, mask, hidden=s_h, heads=1)
+    tf = Features(z_t, mask, hidden=t_h, heads=1)
+    total, parts = m.loss(s, tf, {"labels": torch.tensor([1])}, State())
+    emb = 1 / (2 * d)                                        # (1-0)^2 over 2 real tokens x d
+    hid = {"hidden_mse/s1-t2": (4 + 1) / (2 * d), "hidden_mse/s2-t4": (0 + 1) / (2 * d)}
+    pool = (math.tanh(1) - math.tanh(1)) ** 2 / d + (math.tanh(1) - 0) ** 2 / d   # [CLS] tanh([1,1]) vs tanh([1,0])
+    p_t = [0.25, 0.75]
+    soft = -(p_t[0] * math.log(0.5) + p_t[1] * math.log(0.5))  # soft CE at t=1, no T^2
+    ce, t_ce = math.log(2), -math.log(0.75)
+    for k, v in hid.items():
+        assert float(parts[k]) == pytest.approx(v, abs=1e-6)
+    assert float(parts["emb_mse"]) == pytest.approx(emb, abs=1e-6)
+    assert float(parts["pool_mse"]) == pytest.approx(pool, abs=1e-6)
+    assert float(parts["soft_ce"]) == pytest.approx(soft, abs=1e-6)
+    assert float(parts["teacher_ce"]) == pytest.approx(t_ce, abs=1e-6)
+    want = emb + sum(hid.values()) + pool + soft + ce + t_ce
+    assert float(total.detach()) == pytest.approx(want, abs=1e-5)
+    total.backward()
+    # teacher targets are detached in the student loss: the teacher's states get no gradient, its logits
+    # only the gradient of CE(y, z_T) = softmax(z_T) - onehot(y)
+    assert all(x.grad is None for x in t_h)
+    assert torch.allclose(z_t.grad, t([[0.25, -0.25]]), atol=1e-6)
+    # the shared head is one set of parameters: the optimiser sees each tensor once
+    groups = param_groups([student, m, teacher], 0.01)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+    assert sum(id(p) == id(teacher.classifier.weight) for p in (q for g in groups for q in g["params"])) == 1
 
 
 def test_newsbert_rejects_layer_counts_that_do_not_divide():

@@ -26,6 +26,7 @@ class ALPKD(LogitKD):
     summary = ("L = 0.1*CE + 0.7*KD(T=20) + 0.2 * sum_i MSE(h^S_i, sum_j softmax_j<h^S_i,h^T_j> h^T_j)  "
                "([CLS], all teacher layers)")
     defaults = dict(alpha_hard=0.1, alpha_soft=0.7, beta=0.2, temperature=20.0)
+    weights = ("beta",)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -55,4 +56,4 @@ class ALPKD(LogitKD):
             alp = term if alp is None else alp + term
         self.W = torch.stack(rows).to(self.W.dtype)
         parts["alp"] = alp.detach()
-        return total + self.hp["beta"] * alp, parts
+        return total + self.w("beta", state) * alp, parts

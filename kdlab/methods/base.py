@@ -47,15 +47,18 @@ class State:
         return min(1.0, self.step / max(1, self.total_steps))
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
 def schedule(kind: str, start: float, end: float, progress: float) -> float:
     """Value of a constant / linear / cosine schedule from ``start`` to ``end`` at progress in [0, 1]."""
+    if kind not in SCHEDULES:
+        raise KdlabError(f"unknown schedule '{kind}': use constant, linear or cosine")
     if kind == "constant" or start == end:
         return start
     if kind == "linear":
         return start + (end - start) * progress
-    if kind == "cosine":
-        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
-    raise KdlabError(f"unknown schedule '{kind}': use constant, linear or cosine")
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class Method(nn.Module):
@@ -64,6 +67,10 @@ class Method(nn.Module):
     name = "base"
     summary = ""
     defaults: dict = {}
+    weights: tuple = ()  # loss-weight options that accept a schedule (merged over the class hierarchy); the
+                         # temperature, when a method has one, always does. For each such key ``X``:
+                         # ``X_end`` (value at the last step) and ``X_schedule`` (constant | linear | cosine;
+                         # linear when only ``X_end`` is given). ``self.w(X, state)`` is the value at a step.
     uses_teacher = True
     trains_teacher = False   # True: the teacher learns too (its parameters join the optimiser, no freezing,
                              # teacher features computed with gradients); ``loss`` then includes its loss
@@ -78,12 +85,22 @@ class Method(nn.Module):
 
     def __init__(self, ctx: Context, **overrides):
         super().__init__()
-        unknown = set(overrides) - set(self.all_defaults())
-        if unknown:
-            raise KdlabError(f"method '{self.name}' has no option(s) {sorted(unknown)}; "
-                             f"its options are {sorted(self.all_defaults())}")
+        self.check_options(overrides)
         self.ctx = ctx
         self.hp = {**self.all_defaults(), **overrides}
+        for key in self.scheduled_keys():
+            end, kind = f"{key}_end", f"{key}_schedule"
+            if overrides.get(end) is not None and kind not in overrides:
+                self.hp[kind] = "linear"
+            if self.hp.get(kind) is None:
+                self.hp[kind] = "constant"
+            if self.hp[kind] not in SCHEDULES:
+                raise KdlabError(f"method '{self.name}': unknown {kind} '{self.hp[kind]}': use constant, linear "
+                                 "or cosine")
+            for k in (key, end):
+                v = self.hp.get(k)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise KdlabError(f"method '{self.name}': {k} must be a number, got {v!r}")
 
     @classmethod
     def all_defaults(cls) -> dict:
@@ -91,6 +108,53 @@ class Method(nn.Module):
         for klass in reversed(cls.__mro__):
             d.update(getattr(klass, "defaults", {}) or {})
         return d
+
+    @classmethod
+    def scheduled_keys(cls) -> tuple:
+        """Options whose value may follow a schedule over training: the loss weights and the temperature."""
+        keys = []
+        for klass in reversed(cls.__mro__):
+            keys += [k for k in getattr(klass, "weights", ()) or () if k not in keys]
+        if "temperature" in cls.all_defaults() and "temperature" not in keys:
+            keys.append("temperature")
+        return tuple(keys)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every option the method accepts: its defaults plus ``X_end`` / ``X_schedule`` for scheduled ``X``."""
+        names = set(cls.all_defaults())
+        for key in cls.scheduled_keys():
+            names |= {f"{key}_end", f"{key}_schedule"}
+        return sorted(names)
+
+    @classmethod
+    def check_options(cls, args) -> None:
+        """Raise a clear ``KdlabError`` for options the method does not have."""
+        unknown = set(args) - set(cls.option_names())
+        if unknown:
+            raise KdlabError(f"method '{cls.name}' has no option(s) {sorted(unknown)}; "
+                             f"its options are {cls.option_names()}")
+
+    def w(self, key: str, state: State, start: float | None = None) -> float:
+        """Value of option ``key`` (a loss weight or the temperature) at ``state``'s progress: ``start`` (default
+        the option's value) moving to ``<key>_end`` along ``<key>_schedule``; constant when no end is set."""
+        v = self.hp[key] if start is None else start
+        end = self.hp.get(f"{key}_end")
+        kind = self.hp.get(f"{key}_schedule") or "constant"
+        if v is None:
+            return v
+        if end is None or kind == "constant":
+            return float(v)
+        return schedule(kind, float(v), float(end), state.progress)
+
+    def schedule_parts(self, state: State) -> dict:
+        """``{"weight/<key>": value}`` for every option with a non-constant schedule (logged by the loop)."""
+        out = {}
+        for key in self.scheduled_keys():
+            if key != "temperature" and self.hp.get(f"{key}_end") is not None \
+                    and self.hp.get(f"{key}_schedule") != "constant" and self.hp.get(key) is not None:
+                out[f"weight/{key}"] = torch.tensor(self.w(key, state))
+        return out
 
     # -- what the loop asks ------------------------------------------------------------------
     def need(self, state: State) -> tuple[Need, Need]:
@@ -105,9 +169,8 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def temperature(self, state: State) -> float:
-        T = float(self.hp.get("temperature", 1.0))
-        return schedule(self.hp.get("temperature_schedule", "constant"), T,
-                        float(self.hp.get("temperature_end", T)), state.progress)
+        """The KD temperature at this step (``temperature`` -> ``temperature_end`` along its schedule)."""
+        return self.w("temperature", state) if "temperature" in self.hp else 1.0
 
     def on_epoch_start(self, state: State):
         pass

@@ -24,18 +24,13 @@ class CE(Method):
 class LogitKD(Method):
     defaults = dict(temperature=2.0, temperature_end=None, temperature_schedule="constant",
                     alpha_soft=0.5, alpha_hard=0.5, kd_form="kl")
-
-    def temperature(self, state):
-        T = float(self.hp["temperature"])
-        end = self.hp.get("temperature_end")
-        from .base import schedule
-        return schedule(self.hp["temperature_schedule"], T, float(T if end is None else end), state.progress)
+    weights = ("alpha_soft", "alpha_hard")
 
     def logit_terms(self, s, t, batch, state):
         T = self.temperature(state)
         kd = logit_kd(s.logits, t.logits, self.hp["kd_form"], T)
         ce = losses.hard_ce(s.logits, batch["labels"])
-        total = self.hp["alpha_soft"] * kd + self.hp["alpha_hard"] * ce
+        total = self.w("alpha_soft", state) * kd + self.w("alpha_hard", state) * ce
         return total, {"kd": kd.detach(), "ce": ce.detach(), "temperature": torch.tensor(T)}
 
 
@@ -65,12 +60,15 @@ class HiddenKD(LogitKD):
     """Logit KD plus hidden-state matching (MSE or cosine) on the layers the mapping matrix pairs."""
     name = "hidden"
     summary = "L = a_soft*KD + a_hard*CE + beta * sum_(i,j in W) dist(P H^S_i, H^T_j)  (padding masked)"
-    defaults = dict(beta=1.0, distance="mse", pool="tokens", mapping="uniform", mapping_layers=None)
+    defaults = dict(beta=1.0, distance="mse", pool="tokens", mapping="uniform", mapping_layers=None,
+                    mapping_matrix=None)
+    weights = ("beta",)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
         M, N = ctx.student.layers, ctx.teacher.layers
-        self.W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
+        self.W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed,
+                               matrix=self.hp["mapping_matrix"])
         self.match = HiddenMatch(ctx.student.hidden, ctx.teacher.hidden, M, self.hp["distance"], self.hp["pool"])
 
     def need(self, state):
@@ -84,4 +82,4 @@ class HiddenKD(LogitKD):
         h, hparts = self.match(s.hidden, t.hidden, s.mask, self.W.to(s.logits.device))
         parts.update(hparts)
         parts["hidden"] = h.detach()
-        return total + self.hp["beta"] * h, parts
+        return total + self.w("beta", state) * h, parts

@@ -34,6 +34,7 @@ class BiLSTMKD(Method):
     summary = "BiLSTM/CNN student: L = a*CE + (1-a)*||z_T - z_S||^2 on an augmented transfer set (a = 0)"
     defaults = dict(alpha=0.0, arch="bilstm", embed_dim=300, hidden=300, layers=1, fc_dim=400, dropout=0.1,
                     n_samples=4, p_mask=0.1, p_replace=0.1, p_ng=0.25, ng_max=5)
+    weights = ("alpha",)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -43,10 +44,7 @@ class BiLSTMKD(Method):
     @classmethod
     def options(cls, cfg) -> dict:
         args = dict(getattr(cfg, "method_args", None) or {})
-        unknown = set(args) - set(cls.all_defaults())
-        if unknown:
-            raise KdlabError(f"method '{cls.name}' has no option(s) {sorted(unknown)}; "
-                             f"its options are {sorted(cls.all_defaults())}")
+        cls.check_options(args)
         return {**cls.all_defaults(), **args}
 
     @classmethod
@@ -71,7 +69,7 @@ class BiLSTMKD(Method):
         return dataclasses.replace(bundle, train=train)
 
     def loss(self, s, t, batch, state):
-        a = float(self.hp["alpha"])
+        a = self.w("alpha", state)
         mse = losses.kd_mse(s.logits, t.logits)
         ce = losses.hard_ce(s.logits, batch["labels"])
         total = a * ce + (1.0 - a) * mse

@@ -28,6 +28,7 @@ class CKD(LogitKD):
     summary = ("L = CE + KD + beta * sum_i maskedMSE(H^S_i, W_i [H^T_a;...;H^T_b])  "
                "(contiguous teacher buckets, learned linear map per bucket)")
     defaults = dict(alpha_soft=1.0, alpha_hard=1.0, temperature=2.0, beta=1.0, pool="tokens")
+    weights = ("beta",)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -69,4 +70,4 @@ class CKD(LogitKD):
         c, cparts = self.ckd_terms(s, t)
         parts.update(cparts)
         parts["ckd"] = c.detach()
-        return total + self.hp["beta"] * c, parts
+        return total + self.w("beta", state) * c, parts

@@ -69,6 +69,7 @@ class CRD(Method):
     summary = "L = g*CE + a*KD + b*(L_S + L_T), NCE with K negatives from memory banks of g(CLS) (tau 0.07)"
     defaults = dict(gamma=1.0, alpha=0.0, beta=0.8, temperature=4.0, nce_k=16384, nce_t=0.07, feat_dim=128,
                     momentum=0.5)
+    weights = ("gamma", "alpha", "beta")
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -133,10 +134,12 @@ class CRD(Method):
         memory_update(self.mem_t, idx, v_t, float(self.hp["momentum"]))
         crd = l_s + l_t
         ce = losses.hard_ce(s.logits, labels)
-        total = self.hp["gamma"] * ce + self.hp["beta"] * crd
+        total = self.w("gamma", state) * ce + self.w("beta", state) * crd
         parts = {"ce": ce.detach(), "crd": crd.detach(), "crd_s": l_s.detach(), "crd_t": l_t.detach()}
-        if self.hp["alpha"]:
-            kd = logit_kd(s.logits, t.logits, "kl", float(self.hp["temperature"]))
-            total = total + self.hp["alpha"] * kd
-            parts["kd"] = kd.detach()
+        alpha = self.w("alpha", state)
+        if alpha:
+            T = self.temperature(state)
+            kd = logit_kd(s.logits, t.logits, "kl", T)
+            total = total + alpha * kd
+            parts.update(kd=kd.detach(), temperature=torch.tensor(T))
         return total, parts

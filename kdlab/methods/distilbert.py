@@ -48,6 +48,7 @@ class DistilBERT(Method):
     summary = "L = a_ce*T^2*KL + a_hard*CE + a_cos*(1 - cos(H^S_M, H^T_N)) (token-level, padding masked)"
     defaults = dict(temperature=2.0, alpha_ce=5.0, alpha_hard=2.0, alpha_cos=1.0, mapping="final",
                     mapping_layers=None)
+    weights = ("alpha_ce", "alpha_hard", "alpha_cos")
     student_init = "explicit"  # the layers of init_layers(M, N), see make_student
 
     def __init__(self, ctx, **overrides):
@@ -81,6 +82,7 @@ class DistilBERT(Method):
         kd = logit_kd(s.logits, t.logits, "kl", T)
         ce = losses.hard_ce(s.logits, batch["labels"])
         cos, parts = self.match(s.hidden, t.hidden, s.mask, self.W.to(s.logits.device))
-        total = self.hp["alpha_ce"] * kd + self.hp["alpha_hard"] * ce + self.hp["alpha_cos"] * cos
+        total = (self.w("alpha_ce", state) * kd + self.w("alpha_hard", state) * ce
+                 + self.w("alpha_cos", state) * cos)
         parts.update(kd=kd.detach(), ce=ce.detach(), cos=cos.detach(), temperature=torch.tensor(T))
         return total, parts

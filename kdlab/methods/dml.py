@@ -55,7 +55,7 @@ class DML(Method):
         for p in self.others:
             p.train(self.training)
         logits = [s.logits] + [features(p, batch, Need()).logits for p in self.others]
-        per_peer = losses.dml_losses(logits, batch["labels"], float(self.hp["temperature"]))
+        per_peer = losses.dml_losses(logits, batch["labels"], self.temperature(state))
         parts = {}
         for k, (z, lk) in enumerate(zip(logits, per_peer)):
             parts[f"peer{k}/loss"] = lk.detach()

@@ -32,6 +32,7 @@ class InternalKD(LogitKD):
     defaults = dict(temperature=1.0, alpha_soft=1.0, alpha_hard=0.0, att_weight=1.0, cls_weight=1.0,
                     squared=False, stage_steps=None, threshold=0.0, head_average=False,
                     mapping="uniform", mapping_layers=None)
+    weights = ("att_weight", "cls_weight")
     needs_attentions = False  # maps come from the Q, K projections (Need.qkv), any attention implementation
     mode = "all"
 
@@ -104,10 +105,10 @@ class InternalKD(LogitKD):
             kd_total, kparts = self.logit_terms(s, t, batch, state)
             parts.update(kparts)
             total = total + kd_total
-        elif self.hp["alpha_hard"]:
+        elif self.w("alpha_hard", state):
             ce = losses.hard_ce(s.logits, batch["labels"])
             parts["ce"] = ce.detach()
-            total = total + self.hp["alpha_hard"] * ce
+            total = total + self.w("alpha_hard", state) * ce
         att_sum = cls_sum = None
         for i in active:
             j = self.pairs.get(i)
@@ -126,15 +127,16 @@ class InternalKD(LogitKD):
         if att_sum is not None:
             parts["att_kl"] = att_sum.detach()
             parts["cls_cos"] = cls_sum.detach()
-            total = total + self.hp["att_weight"] * att_sum + self.hp["cls_weight"] * cls_sum
+            total = total + self.w("att_weight", state) * att_sum + self.w("cls_weight", state) * cls_sum
         return total, parts
 
     def extra_state(self):
-        return {"stage": self.stage, "stage_start": self.stage_start}
+        return {"stage": self.stage, "stage_start": self.stage_start, "advance_pending": self.advance_pending}
 
     def load_extra_state(self, d):
         self.stage = int(d.get("stage", self.stage))
         self.stage_start = int(d.get("stage_start", self.stage_start))
+        self.advance_pending = bool(d.get("advance_pending", self.advance_pending))
 
 
 @register

@@ -33,6 +33,7 @@ class MiniLM(Method):
     name = "minilm"
     summary = "L = KL(P^T_N || P^S_M) + KL(VR^T_N || VR^S_M)  (last layer, real query rows, no CE)"
     defaults = dict(w_at=1.0, w_vr=1.0, teacher_layer=None, student_layer=None, head_average=False)
+    weights = ("w_at", "w_vr")
     needs_attentions = True
 
     def __init__(self, ctx, **overrides):
@@ -63,6 +64,6 @@ class MiniLM(Method):
         i, j, ha = self.s_layer, self.t_layer, bool(self.hp["head_average"])
         at = losses.attention_kl(attention.layer_probs(t, j, ha), attention.layer_probs(s, i, ha), s.mask)
         vr = losses.attention_kl(attention.layer_values(t, j, ha), attention.layer_values(s, i, ha), s.mask)
-        total = self.hp["w_at"] * at + self.hp["w_vr"] * vr
+        total = self.w("w_at", state) * at + self.w("w_vr", state) * vr
         return total, {f"at/s{i}-t{j}": at.detach(), f"vr/s{i}-t{j}": vr.detach(),
                        "at": at.detach(), "vr": vr.detach()}

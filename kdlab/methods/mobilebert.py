@@ -50,6 +50,7 @@ class MobileBERT(Method):
     defaults = dict(fmt_weight=100.0, at_weight=1.0, schedule="progressive", stage_steps=None, mapping="uniform",
                     mapping_layers=None, projection="auto", mask_padding=True, head_average=False,
                     alpha_soft=0.0, alpha_hard=0.0, temperature=1.0)
+    weights = ("fmt_weight", "at_weight", "alpha_soft", "alpha_hard")
     needs_attentions = True
 
     def __init__(self, ctx, **overrides):
@@ -101,20 +102,22 @@ class MobileBERT(Method):
     def loss(self, s, t, batch, state):
         W = self.mapping(state)
         parts, total, n = {}, s.logits.float().sum() * 0.0, 0  # keeps a graph when no pair is active
+        w_fmt, w_at = self.w("fmt_weight", state), self.w("at_weight", state)
         for i, j, _ in mapping.pairs(W):
             fmt, at = self.layer_terms(s, t, i, j)
             parts[f"fmt/s{i}-t{j}"] = fmt.detach()
             parts[f"at/s{i}-t{j}"] = at.detach()
-            total = total + self.hp["fmt_weight"] * fmt + self.hp["at_weight"] * at
+            total = total + w_fmt * fmt + w_at * at
             n += 1
         total = total / max(1, n)
-        if self.hp["alpha_soft"]:
+        a_soft, a_hard = self.w("alpha_soft", state), self.w("alpha_hard", state)
+        if a_soft:
             kd = logit_kd(s.logits, t.logits, "kl", self.temperature(state))
-            total = total + self.hp["alpha_soft"] * kd
+            total = total + a_soft * kd
             parts["kd"] = kd.detach()
-        if self.hp["alpha_hard"]:
+        if a_hard:
             ce = losses.hard_ce(s.logits, batch["labels"])
-            total = total + self.hp["alpha_hard"] * ce
+            total = total + a_hard * ce
             parts["ce"] = ce.detach()
         parts["active_layer"] = torch.tensor(float(self.active_layer(state)))
         return total, parts

@@ -55,6 +55,7 @@ class NewsBERT(Method):
     trains_teacher = True
     defaults = dict(beta=0.5, temperature=1.0, w_emb=1.0, w_hidden=1.0, w_pool=1.0, w_soft=1.0, w_hard=1.0,
                     w_teacher=1.0)
+    weights = ("w_emb", "w_hidden", "w_pool", "w_soft", "w_hard", "w_teacher")
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -110,13 +111,13 @@ class NewsBERT(Method):
         soft = losses.kd_soft_ce(s.logits, td.logits, T, scale_t2=False)
         ce = losses.hard_ce(s.logits, batch["labels"])
         t_ce = losses.hard_ce(t.logits, batch["labels"])
-        hp = self.hp
-        student_loss = (hp["w_emb"] * emb + hp["w_hidden"] * hid + hp["w_pool"] * pool + hp["w_soft"] * soft
-                        + hp["w_hard"] * ce)
+        w = lambda key: self.w(key, state)
+        student_loss = (w("w_emb") * emb + w("w_hidden") * hid + w("w_pool") * pool + w("w_soft") * soft
+                        + w("w_hard") * ce)
         parts.update(emb_mse=emb.detach(), hidden=hid.detach(), pool_mse=pool.detach(), soft_ce=soft.detach(),
                      ce=ce.detach(), student_loss=student_loss.detach(), teacher_ce=t_ce.detach(),
                      temperature=torch.tensor(T))
-        return student_loss + hp["w_teacher"] * t_ce, parts
+        return student_loss + w("w_teacher") * t_ce, parts
 
     @torch.no_grad()
     def after_backward(self, student, teacher, state):

@@ -34,6 +34,7 @@ class PKD(Method):
     summary = "L = (1-a)*CE + a*T^2*KL + beta * sum_{i<M} ||s_i/|s_i| - t_g(i)/|t_g(i)|||^2 on [CLS]"
     defaults = dict(temperature=10.0, alpha=0.7, beta=None, beta_official=500.0, mapping="uniform",
                     mapping_layers=None, projection="auto")
+    weights = ("alpha", "beta")
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -73,11 +74,11 @@ class PKD(Method):
 
     def loss(self, s, t, batch, state):
         T = self.temperature(state)
-        a = float(self.hp["alpha"])
+        a = self.w("alpha", state)
         kd = logit_kd(s.logits, t.logits, "kl", T)
         ce = losses.hard_ce(s.logits, batch["labels"])
         pt, parts = self.pt_terms(s, t)
-        total = (1 - a) * ce + a * kd + self.beta * pt
+        total = (1 - a) * ce + a * kd + self.w("beta", state, start=self.beta) * pt
         parts.update(kd=kd.detach(), ce=ce.detach(), pt=pt.detach(), temperature=torch.tensor(T))
         return total, parts
 

@@ -27,6 +27,7 @@ from .basic import LogitKD
 class RailKD(LogitKD):
     defaults = dict(alpha_hard=1 / 3, alpha_soft=1 / 3, beta=1 / 3, temperature=10.0, proj_dim=128, k=None,
                     resample_epochs=1, exclude_last=True)
+    weights = ("beta",)
     concat = False
 
     def __init__(self, ctx, **overrides):
@@ -89,7 +90,7 @@ class RailKD(LogitKD):
         r, rparts = self.rail_terms(s, t)
         parts.update(rparts)
         parts["rail"] = r.detach()
-        return total + self.hp["beta"] * r, parts
+        return total + self.w("beta", state) * r, parts
 
     def extra_state(self):
         return {"draw_epoch": self.draw_epoch}

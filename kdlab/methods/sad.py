@@ -22,6 +22,7 @@ class SAD(Method):
     name = "sad"
     summary = "L = CE + gamma * sum_i KL(P_deeper || P_i) inside the student (+ alpha_soft * T^2 KD from the teacher)"
     defaults = dict(gamma=1.0, sad_target="next", alpha_soft=0.5, w_hard=1.0, temperature=2.0)
+    weights = ("gamma", "alpha_soft", "w_hard")
 
     def need(self, state):
         return Need(qkv=True), Need()
@@ -31,9 +32,9 @@ class SAD(Method):
         sad, pairs = losses.sad_loss(maps, s.mask, self.hp["sad_target"])
         ce = losses.hard_ce(s.logits, batch["labels"])
         parts = {f"sad_kl/s{i}-s{j}": v.detach() for i, j, v in pairs}
-        total = float(self.hp["w_hard"]) * ce + float(self.hp["gamma"]) * sad
+        total = self.w("w_hard", state) * ce + self.w("gamma", state) * sad
         parts.update(ce=ce.detach(), sad=sad.detach())
-        a = float(self.hp.get("alpha_soft", 0.0))
+        a = self.w("alpha_soft", state)
         if self.uses_teacher and t is not None and a > 0:
             T = self.temperature(state)
             kd = losses.kd_kl(s.logits, t.logits, T)

@@ -51,6 +51,7 @@ class SRRD(Method):
     name = "srrd"
     summary = "L = CE + a*||h_T - r(h_S)||^2 + b*||Cls_T(r(h_S)) - Cls_T(h_T)||^2  (frozen teacher head)"
     defaults = dict(alpha=1.0, beta=1.0)
+    weights = ("alpha", "beta")
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -82,5 +83,5 @@ class SRRD(Method):
         z_r = self.head(r).float()
         sr = losses.hidden_mse(z_r.unsqueeze(1), z_t.unsqueeze(1))
         ce = losses.hard_ce(s.logits, batch["labels"])
-        total = ce + self.hp["alpha"] * fm + self.hp["beta"] * sr
+        total = ce + self.w("alpha", state) * fm + self.w("beta", state) * sr
         return total, {"ce": ce.detach(), "fm": fm.detach(), "sr": sr.detach()}

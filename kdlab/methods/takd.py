@@ -32,10 +32,7 @@ def hop_config(cfg, method: str, method_args: dict, name: str, **changes):
 
 
 def check_options(cls, cfg) -> dict:
-    unknown = set(cfg.method_args) - set(cls.all_defaults())
-    if unknown:
-        raise KdlabError(f"method '{cls.name}' has no option(s) {sorted(unknown)}; "
-                         f"its options are {sorted(cls.all_defaults())}")
+    cls.check_options(cfg.method_args)
     return {**cls.all_defaults(), **cfg.method_args}
 
 

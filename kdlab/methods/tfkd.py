@@ -55,6 +55,7 @@ class TfKDSelf(Method):
             return r1
         self_teacher, tok = load_hop_model(store, r1)
         kd_args = dict(alpha_soft=a, alpha_hard=1.0 - a, temperature=float(hp["temperature"]), kd_form="kl")
+        kd_args.update({k: hp[k] for k in ("temperature_end", "temperature_schedule") if k in cfg.method_args})
         c2 = hop_config(cfg, "kd", kd_args,
                         f"{cfg.name or 'tf-kd-self'} hop 2/2: fresh copy distilled from the hop-1 student")
         log("tf-kd-self: hop 2/2, distilling the hop-1 student into a fresh copy of the initial student")
@@ -71,6 +72,7 @@ class TfKDReg(Method):
     summary = "L = (1-a) CE + a * mult * KL(softmax(p^d/tau) || softmax(z_S)); p^d hand-made (0.99 true class)"
     uses_teacher = False
     defaults = dict(alpha=0.1, correct_prob=0.99, tau=20.0, multiplier=100.0, reduction="mean")
+    weights = ("alpha",)
 
     def loss(self, s, t, batch, state):
         hp = self.hp
@@ -78,7 +80,7 @@ class TfKDReg(Method):
         target = losses.tfkd_reg_targets(batch["labels"], C, float(hp["correct_prob"]), float(hp["tau"]))
         reg = losses.kl_to_targets(s.logits, target, hp["reduction"])
         ce = losses.hard_ce(s.logits, batch["labels"])
-        a = float(hp["alpha"])
+        a = self.w("alpha", state)
         total = (1.0 - a) * ce + a * float(hp["multiplier"]) * reg
         return total, {"ce": ce.detach(), "reg_kl": reg.detach()}
 

@@ -52,6 +52,7 @@ class TinyBERT(Method):
     defaults = dict(temperature=1.0, intermediate_fraction=0.5, w_embd=1.0, w_hidn=1.0, w_attn=1.0, w_pred=1.0,
                     mapping="uniform", mapping_layers=None, projection="auto", mask_padding=True,
                     head_average=False)
+    weights = ("w_embd", "w_hidn", "w_attn", "w_pred")
     needs_attentions = True
 
     def __init__(self, ctx, **overrides):
@@ -97,7 +98,7 @@ class TinyBERT(Method):
             a_s, a_t = attention.head_mean(a_s), attention.head_mean(a_t)
         return losses.attention_score_mse(a_s, a_t, s.mask if masked else None)
 
-    def intermediate(self, s, t):
+    def intermediate(self, s, t, state):
         mask = s.mask if self.hp["mask_padding"] else None
         embd = losses.hidden_mse(self.proj(s.hidden[0]), t.hidden[0], mask)
         hid, parts = self.match(s.hidden, t.hidden, mask, self.W.to(s.logits.device))
@@ -107,18 +108,18 @@ class TinyBERT(Method):
             a = self.attention_term(s, t, i, j)
             parts[f"attn/s{i}-t{j}"] = a.detach()
             att = att + a
-        total = self.hp["w_embd"] * embd + self.hp["w_hidn"] * hid + self.hp["w_attn"] * att
+        total = self.w("w_embd", state) * embd + self.w("w_hidn", state) * hid + self.w("w_attn", state) * att
         parts.update(embd=embd.detach(), hidn=hid.detach(), attn=att.detach())
         return total, parts
 
     def loss(self, s, t, batch, state):
         stage = self.stage(state)
         if stage == 1:
-            total, parts = self.intermediate(s, t)
+            total, parts = self.intermediate(s, t, state)
         else:
             T = self.temperature(state)
             pred = losses.kd_soft_ce(s.logits, t.logits, T)
-            total = self.hp["w_pred"] * pred
+            total = self.w("w_pred", state) * pred
             parts = {"pred": pred.detach(), "temperature": torch.tensor(T)}
         parts["stage"] = torch.tensor(float(stage))
         return total, parts
