@@ -7,7 +7,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="kdlab", page_icon=":material/school:", layout="wide")
+# an emoji favicon is drawn in the page (a data: URL); a ":material/...:" page icon would be fetched from
+# fonts.gstatic.com, and the dashboard makes no request beyond 127.0.0.1 (tests/test_browser.py)
+st.set_page_config(page_title="kdlab", page_icon="🎓", layout="wide")
 
 PAGES = [
     st.Page("pages/1_Setup.py", title="Setup", icon=":material/settings:", default=True),

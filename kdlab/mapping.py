@@ -22,6 +22,7 @@ __all__ = [
     "explicit",
     "rail_random",
     "grouped",
+    "alp_weights",
     "from_matrix",
     "pairs",
     "teacher_layers_for_student_init",
@@ -196,6 +197,23 @@ def grouped(M: int, N: int) -> torch.Tensor:
     for i, (a, b) in enumerate(_group_bounds(M, N)):
         W[i, a - 1 : b] = 1.0 / (b - a + 1)
     return W
+
+
+def alp_weights(teacher_hidden: Sequence[torch.Tensor], student_hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+    """ALP-KD attention weights as a mapping matrix ``W [M, N]`` (METHODS §8; ``kdlab.methods.alp``).
+
+    ``teacher_hidden`` / ``student_hidden`` are the hidden-state lists of one batch, embeddings first
+    (``Features.hidden``: N+1 and M+1 tensors ``[B, L, d]``). Row i is the batch mean of
+    ``softmax_j <h^S_i[CLS], h^T_j[CLS]>`` over teacher layers 1..N, so every row sums to 1. The widths
+    must match (a student copied from the teacher); a narrower student needs ALP-KD's learned projection.
+    """
+    from kdlab import losses
+
+    M, N = len(student_hidden) - 1, len(teacher_hidden) - 1
+    _check_sizes(M, N)
+    t_stack = torch.stack([teacher_hidden[j][:, 0].float() for j in range(1, N + 1)], dim=1)  # [B, N, d]
+    rows = [losses.alp_attention(student_hidden[i][:, 0].float(), t_stack)[0].mean(0) for i in range(1, M + 1)]
+    return torch.stack(rows).detach().to(torch.float32)
 
 
 def from_matrix(W, M: int, N: int) -> torch.Tensor:

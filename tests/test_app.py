@@ -78,7 +78,28 @@ def test_setup_page(app, store_root):
     no_errors(at)
 
 
-def test_layer_mapping_page(app):
+def alp_expected(store_root, n: int) -> np.ndarray:
+    """ALP-KD's batch-mean attention computed here from the stored teacher and a skip-copied student."""
+    import torch
+    from kdlab import losses
+    from kdlab.data.batching import make_loader
+    from kdlab.data.loaders import load_data
+    from kdlab.features import Need, features
+    from kdlab.models import build_student, load_saved
+    from kdlab.store import Store
+    root, rid = store_root
+    store = Store(root)
+    t, tok = load_saved(store.artifact(store.run(rid)["config"]["teacher_run"], "model_dir"))
+    stu = build_student(t, layers=2, init="skip")
+    dev = load_data(None, max_train=96, max_eval=48, seed=0).dev
+    batch = next(iter(make_loader(dev, tok, batch_size=n, max_len=32)))
+    with torch.inference_mode():
+        ft, fs = features(t.eval(), batch, Need(hidden=True)), features(stu.eval(), batch, Need(hidden=True))
+    ts = torch.stack([ft.hidden[j][:, 0] for j in range(1, 5)], dim=1)
+    return np.stack([losses.alp_attention(fs.hidden[i][:, 0], ts)[0].mean(0).numpy() for i in (1, 2)])
+
+
+def test_layer_mapping_page(app, store_root):
     at = app
     at.switch_page("pages/2_Layer_mapping.py").run()
     no_errors(at)
@@ -110,7 +131,24 @@ def test_layer_mapping_page(app):
     at.button(key="map_edit_add").click().run()
     no_errors(at)
     assert np.array(spec(at.get("plotly_chart")[0])["data"][0]["z"]).tolist() == [[1, 0, 0, 0], [0, 1, 0.5, 0]]
+    # a weighted matrix is shown as a command the `hidden` method accepts
+    cmd = "--method hidden --set mapping=matrix --set mapping_matrix=[[1.0,0.0,0.0,0.0],[0.0,1.0,0.5,0.0]]"
+    assert any(c.value == cmd for c in at.code), [c.value for c in at.code]
     at.button(key="map_edit_reset").click().run()
+    at.selectbox(key="map_strategy").set_value("last").run()
+    assert np.array(spec(at.get("plotly_chart")[0])["data"][0]["z"]).tolist() == [[0, 0, 1, 0], [0, 0, 0, 1]]
+    # ALP weights: ALP-KD's attention over all teacher layers for the untrained student, rows sum to 1
+    at.selectbox(key="map_strategy").set_value("ALP weights (ALP-KD)").run()
+    no_errors(at)
+    hm = spec(at.get("plotly_chart")[0])["data"][0]
+    Wa = np.array(hm["z"], dtype=float)
+    assert Wa.shape == (2, 4) and np.allclose(Wa.sum(1), 1, atol=1e-5) and (Wa > 0).all()
+    assert hm["text"][1][2] == f"{Wa[1, 2]:.2f}"
+    np.testing.assert_allclose(Wa, alp_expected(store_root, n=32), atol=1e-5)
+    at.radio(key="map_alp_src").set_value("a stored alp-kd run").run()
+    assert not at.exception and any("no ALP-KD run" in i.value for i in at.info)
+    at.radio(key="map_alp_src").set_value("the untrained student on dev examples").run()
+    at.selectbox(key="map_strategy").set_value("uniform").run()
     at.slider(key="map_cka_n").set_value(16)
     at.button(key="map_cka_go").click().run()
     no_errors(at)
@@ -162,11 +200,57 @@ def test_train_page_shows_stored_run(app, store_root):
     w = [v for k, v in c.items() if k.startswith("W at step")][0]["data"][0]
     assert np.array(w["z"]).tolist() == [[0, 1, 0, 0], [0, 0, 0, 1]]
     assert any("status: **finished**" in m.value for m in at.markdown)
+    from kdlab.methods import names
+    opts = at.selectbox(key="train_method").options
+    assert sorted(opts) == sorted(names())
+    assert {"newsbert", "dml", "takd", "tf-kd-self", "tf-kd-reg", "crd", "srrd", "bilstm", "sad"} <= set(opts)
     # bad method options: one message, nothing started
     at.text_area(key="train_opts").input('{"no_such_option": 1}')
     at.button[0].click().run()
     assert not at.exception and "has no option" in at.error[0].value
     assert "train_job" not in at.session_state
+
+
+def test_train_page_cancels_a_running_run(app, store_root):
+    from kdlab.store import Store
+    root, _ = store_root
+    store = Store(root)
+    rid = store.create_run("student", "kd", {"train": {"max_steps": 10}}, name="to-cancel")  # alive: this pid
+    store.log_metrics(rid, 2, 0, {"loss": 1.0})
+    try:
+        at = app
+        at.switch_page("pages/4_Train.py").run()
+        at.selectbox(key="train_follow").set_value(rid).run()
+        no_errors(at)
+        assert any("status: **running** · step **2** / 10" in m.value for m in at.markdown)
+        assert not store.cancel_requested(rid)
+        at.button(key="train_cancel").click().run()
+        assert not at.exception
+        assert store.cancel_requested(rid)  # the loop stops after its current step (kdlab.launch.cancel)
+        assert any("cancel requested" in w.value for w in at.warning)
+    finally:
+        store.finish(rid, "cancelled")
+
+
+def test_setup_prepares_the_teacher_with_a_progress_bar(store_root, tmp_path):
+    """The Prepare button fine-tunes the teacher in a separate process and fills a progress bar."""
+    from kdlab.store import Store
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["kd_runs_root"] = str(tmp_path)  # its own store: the other tests see one teacher run
+    at.run()
+    at.number_input(key="setup_teacher_epochs").set_value(2).run()  # not prepared yet with 2 epochs
+    no_errors(at)
+    assert any("not fine-tuned" in w.value for w in at.warning)
+    at.button(key="setup_prepare").click().run()
+    no_errors(at)
+    assert any("teacher fine-tuned and cached" in m.value for m in at.success)
+    bar = at.get("progress")[0].proto
+    assert bar.value == 100 and bar.text == "done"
+    runs = Store(tmp_path).runs(kind="teacher")
+    assert len(runs) == 1 and runs[0]["status"] == "finished" and runs[0]["config"]["train"]["epochs"] == 2
+    assert max(m["step"] for m in Store(tmp_path).metrics(runs[0]["id"])) == 12  # 2 epochs x 96 / 16
+    at.run()
+    assert any("fine-tuned teacher ready" in i.value for i in at.info)
 
 
 def test_compare_runs(app, store_root):

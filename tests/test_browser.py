@@ -66,6 +66,10 @@ def page(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         pg = browser.new_page(viewport={"width": 1500, "height": 1000})
         pg.set_default_timeout(120_000)
+        # offline: every request the pages make goes to the local server (no CDN, fonts or telemetry)
+        pg.external_requests = []
+        pg.on("request", lambda r: r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))
+              or pg.external_requests.append(r.url))
         yield pg
         browser.close()
 
@@ -97,6 +101,7 @@ def test_every_page_opens_without_exception(server, page):
     # the Setup page shows the tiny data
     open_page(page, url, "Setup")
     assert "96 train" in page.inner_text('[data-testid="stMain"]')
+    assert page.external_requests == [], sorted(set(page.external_requests))
 
 
 def test_start_tiny_run_and_see_it_finish(server, page):
@@ -143,3 +148,4 @@ def test_temperature_slider_changes_numbers_after_the_run(server, page):
     thumb = page.locator('[data-testid="stSliderThumbValue"]').first.inner_text()
     assert float(thumb) == 4.0  # 2.0 + 4 x 0.5
     assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.external_requests == [], sorted(set(page.external_requests))  # the whole session stayed local

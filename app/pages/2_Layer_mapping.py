@@ -1,4 +1,6 @@
 """Layer mapping: the matrix W for any strategy, editable by pairs, beside a CKA heatmap."""
+import json
+
 import numpy as np
 import streamlit as st
 
@@ -20,7 +22,7 @@ if N is None:
 
 left, right = st.columns(2)
 with left:
-    strategies = ["uniform", "first", "last", "explicit", "random (RAIL-KD)", "grouped (CKD)", "ALP weights (stored run)"]
+    strategies = ["uniform", "first", "last", "explicit", "random (RAIL-KD)", "grouped (CKD)", "ALP weights (ALP-KD)"]
     strat = st.selectbox("strategy", strategies, key="map_strategy")
     W = None
     with C.guard():
@@ -40,7 +42,22 @@ with left:
             W = mapping.build("grouped", M, N)
         elif strat.startswith("ALP"):
             runs = [r for r in C.store().runs() if "alp" in str(r["method"]).lower()]
-            if not runs:
+            alp_src = st.radio("ALP weights of", ["the untrained student on dev examples", "a stored alp-kd run"],
+                               key="map_alp_src", horizontal=True)
+            if alp_src.startswith("the untrained"):
+                # softmax_j <h^S_i[CLS], h^T_j[CLS]>, batch mean: what ALP-KD's first step attends to
+                import torch
+                from kdlab.data.batching import make_loader
+                from kdlab.features import Need, features
+                n_alp = st.slider("dev examples", 4, 64, 32, 4, key="map_alp_n")
+                stu0 = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
+                batch = next(iter(make_loader(C.bundle().dev, tok, batch_size=n_alp, max_len=int(s["max_len"]))))
+                with torch.inference_mode():
+                    ft, fs = features(t, batch, Need(hidden=True)), features(stu0, batch, Need(hidden=True))
+                W = mapping.alp_weights(ft.hidden, fs.hidden).numpy()
+                st.caption(f"ALP-KD attention over all teacher layers, mean over {len(batch['input_ids'])} dev "
+                           "examples (rows sum to 1); training moves it, see a stored alp-kd run")
+            elif not runs:
                 st.info("no ALP-KD run in the run store yet: train one on the Train page (method alp-kd)")
             else:
                 r = st.selectbox("ALP-KD run", runs, format_func=C.run_label, key="map_alp_run")
@@ -83,7 +100,8 @@ with left:
                        ", ".join(f"S{a}<-T{b}: {w:.2f}" for a, b, w in pairs))
             st.code("--set mapping=explicit --set mapping_layers=" +
                     ",".join(str(int(np.argmax(r)) + 1) for r in W) if (W > 0).sum(1).max() <= 1 and
-                    (W.sum(1) > 0).all() else "(a weighted matrix: pass it as a 'matrix' mapping in a config file)",
+                    (W.sum(1) > 0).all() else "--method hidden --set mapping=matrix --set mapping_matrix=" +
+                    json.dumps(np.round(W, 4).tolist(), separators=(",", ":")),
                     language="bash")
 
 with right:

@@ -36,10 +36,7 @@ if go:
             raise KdlabError(f"method options are not valid JSON ({e.msg}): write e.g. {{\"temperature\": 4}}")
         if not isinstance(extra, dict):
             raise KdlabError("method options must be a JSON object, e.g. {\"temperature\": 4}")
-        unknown = set(extra) - set(get(method).all_defaults())
-        if unknown:
-            raise KdlabError(f"method '{method}' has no option(s) {sorted(unknown)}; its options are "
-                             f"{sorted(get(method).all_defaults())}")
+        get(method).check_options(extra)  # defaults + <weight>_end / <weight>_schedule of scheduled weights
         args = C.cli_args() + ["--method", method, "--max-steps", str(int(max_steps)), "--epochs", str(int(epochs))]
         for k, v in extra.items():
             args += ["--set", f"{k}={json.dumps(v)}"]
