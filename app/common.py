@@ -98,6 +98,12 @@ def guard():
         st.error(f"{e}")
     except (FileNotFoundError, PermissionError, ValueError) as e:
         st.error(f"{type(e).__name__}: {e}")
+    except Exception as e:   # not a user mistake: one line in the page, the traceback in the terminal
+        import traceback
+        traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        st.error(f"unexpected error ({type(e).__name__}: {first}); nothing in the run store was changed. "
+                 "The details are in the terminal that runs `streamlit run`.")
 
 
 def run_config(s: dict | None = None, **over):

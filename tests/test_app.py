@@ -321,3 +321,20 @@ def test_inspect(app):
     hid = c["cosine: teacher layer 2 x student layer 1"]["data"][0]
     # student layer 1 is a copy of teacher layer 2 (skip init) trained 3 steps: the diagonal stays close to 1
     assert np.mean(np.diag(np.array(hid["z"]))) > 0.5
+
+
+def test_guard_turns_an_unexpected_exception_into_one_message():
+    def page():
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, str(Path.cwd() / "app"))
+        import streamlit as st
+        import common as C
+        with C.guard():
+            raise RuntimeError("disk on fire\nsecond line")
+        st.write("after the guard")
+    at = AppTest.from_function(page, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert len(at.error) == 1 and "unexpected error (RuntimeError: disk on fire)" in at.error[0].value
+    assert "second line" not in at.error[0].value and at.markdown[0].value == "after the guard"

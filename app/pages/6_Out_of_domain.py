@@ -1,10 +1,13 @@
 """Out of domain: accuracy per domain with the drop, reliability and ECE, disagreements."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 import common as C
 from kdlab import viz
+from kdlab.errors import KdlabError
 from kdlab.evaluate import calibration_bins, ece, softmax
 
 st.title("Out of domain")
@@ -46,6 +49,8 @@ with C.guard():
     sp = C.split_texts(split_name)
     max_len = int(run["config"].get("train", {}).get("max_len", 64))
     s_dir = store.artifact(run["id"], "model_dir")
+    if not s_dir or not Path(s_dir).exists():
+        raise KdlabError(f"run '{run['name']}' has no saved model (status {run['status']}): pick a finished run")
     t_dir = store.artifact(run["config"].get("teacher_run"), "model_dir") if run["config"].get("teacher_run") else None
     texts = tuple(sp.texts)
     labels = np.asarray(sp.labels)
