@@ -387,3 +387,34 @@ def test_minilm_teacher_runs(minilm, method):
     rid, rows = _run(minilm, method)
     if method == "minilm":
         assert _series(rows, "at/s3-t6") and _series(rows, "vr/s3-t6")
+
+
+@pytest.mark.parametrize("lower_layers", ["freeze", "train"])
+def test_mobilebert_lower_layers_frozen_in_later_stages(lower_layers):
+    """Stage 2 (step 2 of 2, stage_steps=1): with ``freeze`` the embeddings and layer 1 are bit-identical across the
+    optimiser step (weight decay and Adam momentum from stage 1 included) while layer 2 moves; ``train`` moves all."""
+    from kdlab.config import TrainConfig
+    from kdlab.data.loaders import load_data
+    from kdlab.distill import train
+    from kdlab.models import build_student, tiny_model
+    teacher, tok = tiny_model(2, seed=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    student = build_student(teacher, layers=2)
+    cfg = TrainConfig(epochs=1, max_steps=2, batch_size=4, grad_accum=2, max_len=32, lr=1e-3, weight_decay=0.01,
+                      clip=1.0, progress=False, eval_each_epoch=False, device="cpu", teacher_cache="off")
+    snaps = {}
+    train(student, tok, load_data(None, max_train=16, max_eval=8), "mobilebert", teacher=teacher, cfg=cfg,
+          method_args=dict(stage_steps=1, lower_layers=lower_layers),
+          on_step=lambda state, row: snaps.__setitem__(state.step, {k: v.detach().clone()
+                                                                    for k, v in student.state_dict().items()}))
+    before, after = snaps[1], snaps[2]  # end of stage 1, after the first stage-2 step
+    group = lambda prefix: [k for k in before if k.startswith(prefix)]
+    emb, l1, l2 = group("bert.embeddings."), group("bert.encoder.layer.0."), group("bert.encoder.layer.1.")
+    assert emb and l1 and l2
+    moved = lambda keys: [k for k in keys if not torch.equal(before[k], after[k])]
+    assert moved(l2) == l2
+    if lower_layers == "freeze":
+        assert moved(emb) == [] and moved(l1) == []
+    else:
+        assert moved(emb) and moved(l1) == l1
+    with pytest.raises(KdlabError, match="lower_layers"):
+        get("mobilebert")(ctx(2, 2), lower_layers="lr0.1")

@@ -14,14 +14,21 @@ Progressive schedule (the paper's best): the steps are cut into M stages of ``st
 stage. Each step records ``active_layer``; ``mapping(state)`` holds only the active layer's row.
 ``schedule="joint"`` turns all layers on together (joint KT).
 
+Lower layers (``lower_layers``, progressive only): ``freeze`` (default, the paper's "lower layers frozen") — in
+stage l the student layers 1..l-1 and, from stage 2 on, the embeddings (the layer below layer 1) receive no
+update: ``after_backward`` (after the DDP all-reduce, before clipping and the optimiser step) sets their ``.grad``
+to None, so AdamW skips them (no moment update, no weight decay) and clipping ignores them. ``train`` keeps them
+learning (their loss is still off). The release code's lr×0.1 after a phase is not offered.
+
 Defaults: ``fmt_weight=100``, ``at_weight=1`` (release code), ``schedule="progressive"``, ``stage_steps=None``,
-``mapping="uniform"`` (MobileBERT maps 1:1 because teacher and student share depth; the kit's students are
-shallower, so g is any ``kdlab.mapping`` strategy), ``projection="auto"`` (a TinyBERT-style learned linear map
+``lower_layers="freeze"``, ``mapping="uniform"`` (MobileBERT maps 1:1 because teacher and student share depth; the
+kit's students are shallower, so g is any ``kdlab.mapping`` strategy), ``projection="auto"`` (a TinyBERT-style learned linear map
 student → teacher width when the widths differ; ``linear`` = always), ``mask_padding=true``,
 ``head_average=false``, ``alpha_soft=0``, ``alpha_hard=0``, ``temperature=1``.
 
 Deviations from the reference code:
-* lower layers are not frozen (nor given lr×0.1) after their stage; only their loss is switched off;
+* lower layers are frozen outright (release code: lr×0.1 after their phase); the embeddings are trained in
+  stage 1 (the paper copies them from the teacher, which the kit's narrower students cannot);
 * mean-transfer and variance-transfer terms of the release code are not included, nor the pre-training
   distillation stage (``alpha_soft`` / ``alpha_hard`` add logit KD / CE if wanted);
 * padded query rows are excluded from the attention average (the reference excludes only padded keys); with
@@ -37,6 +44,7 @@ import torch
 from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
+from ..models import encoder
 from ..objectives import Projection, logit_kd
 from .base import Method, register
 
@@ -47,7 +55,8 @@ class MobileBERT(Method):
     name = "mobilebert"
     summary = ("L = 100*MSE(LN(H^S_l W), LN(H^T_g(l))) + KL(P^T_g(l) || P^S_l), one layer l at a time "
                "(progressive, stage = total_steps/M)")
-    defaults = dict(fmt_weight=100.0, at_weight=1.0, schedule="progressive", stage_steps=None, mapping="uniform",
+    defaults = dict(fmt_weight=100.0, at_weight=1.0, schedule="progressive", stage_steps=None,
+                    lower_layers="freeze", mapping="uniform",
                     mapping_layers=None, projection="auto", mask_padding=True, head_average=False,
                     alpha_soft=0.0, alpha_hard=0.0, temperature=1.0)
     weights = ("fmt_weight", "at_weight", "alpha_soft", "alpha_hard")
@@ -60,6 +69,8 @@ class MobileBERT(Method):
             raise KdlabError(f"schedule must be 'progressive' or 'joint' (got {self.hp['schedule']!r})")
         if self.hp["projection"] not in ("auto", "linear"):
             raise KdlabError(f"projection must be 'auto' or 'linear' (got {self.hp['projection']!r})")
+        if self.hp["lower_layers"] not in ("freeze", "train"):
+            raise KdlabError(f"lower_layers must be 'freeze' or 'train' (got {self.hp['lower_layers']!r})")
         st = self.hp["stage_steps"]
         if st is not None and (not isinstance(st, (int, float)) or st <= 0):
             raise KdlabError(f"stage_steps must be a positive number of steps (got {st!r})")
@@ -77,6 +88,20 @@ class MobileBERT(Method):
             return 0
         M = self.W.shape[0]
         return min(M, int(math.floor(state.step / self.stage_length(state))) + 1)
+
+    def frozen_modules(self, student, state) -> list:
+        """Student modules that get no update at this step: embeddings and layers 1..l-1 in stage l >= 2."""
+        layer = self.active_layer(state)
+        if self.hp["lower_layers"] != "freeze" or layer < 2:
+            return []
+        base = encoder(student)
+        return [base.embeddings, *base.encoder.layer[: layer - 1]]
+
+    @torch.no_grad()
+    def after_backward(self, student, teacher, state):
+        for module in self.frozen_modules(student, state):
+            for p in module.parameters():
+                p.grad = None   # AdamW skips None grads (a zero grad would still move p by weight decay)
 
     def need(self, state):
         return Need(hidden=True, qkv=True), Need(hidden=True, qkv=True)
