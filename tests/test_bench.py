@@ -1,5 +1,6 @@
 """The benchmark runs end to end on a tiny setting (TextBrewer included) and writes BENCHMARKS.md."""
 import json
+import statistics
 
 from kdlab.cli import main
 
@@ -13,7 +14,12 @@ def test_bench_tiny(tmp_path, capsys):
     t = res["seconds_per_step"]
     assert {"plain", "kd_live", "kd_cached", "textbrewer"} <= set(t), res.get("textbrewer_error")
     assert all(v > 0 for v in t.values())
-    assert abs(res["ratios"]["kd_live/plain"] - t["kd_live"] / t["plain"]) < 1e-9
+    rounds = res["rounds_seconds_per_step"]
+    assert all(len(v) == res["settings"]["rounds"] for v in rounds.values())
+    assert all(abs(statistics.median(v) - t[k]) < 1e-12 for k, v in rounds.items())
+    live = sorted(a / b for a, b in zip(rounds["kd_live"], rounds["plain"]))   # paired within each round
+    assert abs(res["ratios"]["kd_live/plain"] - statistics.median(live)) < 1e-9
+    assert res["ratio_ranges"]["kd_live/plain"] == [live[0], live[-1]]
     assert len(res["kdlab_epochs_s"]) == 2 == len(res["textbrewer_epochs_s"])
     text = md.read_text()
     assert "intro kept" in text and "| kd_cached |" in text and "<!-- bench:end -->" in text
