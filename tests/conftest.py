@@ -10,3 +10,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if "KDLAB_TEACHERS" not in os.environ:
     import tempfile
     os.environ["KDLAB_TEACHERS"] = tempfile.mkdtemp(prefix="kdlab-teachers-")
+
+
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs each page as a fresh ``__main__`` module and leaves it in sys.modules; a later
+    test in the same worker that starts a ``spawn`` process would then make the child re-run that page (or a
+    deleted temporary script) as its main module. Put the real one back after every test."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
