@@ -84,6 +84,7 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     from .cache import TeacherCache
     from .distill import _normal, build_method, make_optimizer, param_groups, pick_device
     from .features import Need, features
+    from .losses import hard_ce
     from .models import build_student, freeze, load_teacher
     if steps < 1 or batch < 1 or seq < 2 or epochs < 1 or rounds < 1:
         raise KdlabError("bench needs --steps, --batch, --epochs, --rounds >= 1 and --seq >= 2")
@@ -107,7 +108,6 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
         opt.zero_grad(set_to_none=True)
 
     def plain(b):
-        from .losses import hard_ce
         step(hard_ce(features(student, b, Need()).logits, b["labels"]))
 
     cache = TeacherCache("bench")
@@ -127,10 +127,8 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
                                   steps=steps, epochs=epochs, rounds=rounds, device=str(dev)),
                  "machine": machine()}
 
-    def kd_fill(b):   # the first epoch: teacher live, its outputs stored in a cache emptied every round
-        kd(b, use_cache=True)
-
-    variants = {"plain": plain, "kd_live": lambda b: kd(b, False), "kd_fill": kd_fill,
+    # kd_fill is kdlab's first epoch: teacher live, its outputs stored in the cache (emptied before each round)
+    variants = {"plain": plain, "kd_live": lambda b: kd(b, False), "kd_fill": lambda b: kd(b, True),
                 "kd_cached": lambda b: kd(b, True)}
     if textbrewer:
         try:
@@ -193,21 +191,14 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     res["examples_per_s"] = {k: batch / v for k, v in t.items()}
     # ratios are paired: computed within each round (same machine state), then the median over rounds
     pr = per_round
-
-    spread: dict = {}
-
-    def paired(f):
-        vals = [f(i) for i in range(rounds)]
-        spread[len(spread)] = (min(vals), max(vals))
-        return statistics.median(vals)
-    r = {"kd_cached/plain": paired(lambda i: pr["kd_cached"][i] / pr["plain"][i]),
-         "kd_live/plain": paired(lambda i: pr["kd_live"][i] / pr["plain"][i])}
-    if "textbrewer" in t:
-        r["speedup_vs_textbrewer_1_epoch"] = paired(lambda i: pr["textbrewer"][i] / pr["kd_fill"][i])
-        r[f"speedup_vs_textbrewer_{epochs}_epochs"] = paired(
-            lambda i: epochs * pr["textbrewer"][i] / (pr["kd_fill"][i] + (epochs - 1) * pr["kd_cached"][i]))
-    res["ratios"] = r
-    res["ratio_ranges"] = {k: spread[i] for i, k in enumerate(r)}   # min and max over the rounds
+    by_round = {"kd_cached/plain": [c / p for c, p in zip(pr["kd_cached"], pr["plain"])],
+                "kd_live/plain": [lv / p for lv, p in zip(pr["kd_live"], pr["plain"])]}
+    if "textbrewer" in pr:
+        by_round["speedup_vs_textbrewer_1_epoch"] = [tb / f for tb, f in zip(pr["textbrewer"], pr["kd_fill"])]
+        by_round[f"speedup_vs_textbrewer_{epochs}_epochs"] = [
+            epochs * tb / (f + (epochs - 1) * c) for tb, f, c in zip(pr["textbrewer"], pr["kd_fill"], pr["kd_cached"])]
+    r = res["ratios"] = {k: statistics.median(v) for k, v in by_round.items()}
+    res["ratio_ranges"] = {k: (min(v), max(v)) for k, v in by_round.items()}   # over the rounds
     for k, v in r.items():
         log(f"  {k:34s} {v:6.2f}")
     return res

@@ -149,20 +149,9 @@ def teacher_depth(name_or_path: str) -> int | None:
 
 def check_student_fits(teacher: str, *, layers: int | None, init: str, layer_list=None):
     """Refuse a student that cannot be copied from ``teacher`` before any teacher is fine-tuned."""
-    from .mapping import teacher_layers_for_student_init
-    if init == "fresh":
-        return
-    n = teacher_depth(teacher)
-    if n is None:
-        return
-    if init == "explicit":
-        if layer_list:
-            teacher_layers_for_student_init("explicit", len(layer_list), n, layer_list)
-        return
-    m = layers or max(1, n // 2)
-    if m > n:
-        raise KdlabError(f"a student cannot have more layers ({m}) than its teacher ({n}): "
-                         f"choose at most {n} layers")
+    n = None if init == "fresh" else teacher_depth(teacher)
+    if n is not None:
+        student_layer_indices(n, layers=layers, init=init, layer_list=layer_list)
 
 
 def load_teacher(name_or_path: str, num_labels: int = 2, *, trust_remote_code: bool = False,
@@ -228,13 +217,7 @@ def encoder(model):
 
 def student_from_teacher(teacher, layers: list[int]):
     """Copy the teacher's embeddings, the chosen layers (0-based), pooler and classifier into a student."""
-    n = teacher.config.num_hidden_layers
-    if len(layers) > n:
-        raise KdlabError(f"a student cannot have more layers ({len(layers)}) than its teacher ({n}): "
-                         f"choose at most {n} layers")
-    for i in layers:
-        if not 0 <= i < n:
-            raise KdlabError(f"teacher layer index {i} is out of range: the teacher has layers 0..{n - 1}")
+    check_student_layers(layers, teacher.config.num_hidden_layers)
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
     student = type(teacher)(config)
@@ -287,21 +270,40 @@ def fresh_student(teacher, layers: int, hidden: int | None = None, heads: int | 
 def build_student(teacher, *, layers: int | None = None, init: str = "skip", layer_list: list[int] | None = None,
                   hidden: int | None = None, heads: int | None = None, seed: int = 0):
     """Student by strategy: ``skip``/``uniform``, ``first``, ``last``, ``explicit`` (layer_list), or ``fresh``."""
-    from .mapping import teacher_layers_for_student_init
     n = teacher.config.num_hidden_layers
     if init == "fresh" or hidden:
         return fresh_student(teacher, layers or max(1, n // 2), hidden=hidden, heads=heads, seed=seed)
+    return student_from_teacher(teacher, student_layer_indices(n, layers=layers, init=init, layer_list=layer_list))
+
+
+def _check_depth(m: int, n: int):
+    if m > n:
+        raise KdlabError(f"a student cannot have more layers ({m}) than its teacher ({n}): "
+                         f"choose at most {n} layers")
+
+
+def check_student_layers(layers: list[int], n: int):
+    """The teacher layers (0-based) a student copies must exist and be no more than the teacher has."""
+    _check_depth(len(layers), n)
+    for i in layers:
+        if not 0 <= i < n:
+            raise KdlabError(f"teacher layer index {i} is out of range: the teacher has layers 0..{n - 1}")
+
+
+def student_layer_indices(n: int, *, layers: int | None = None, init: str = "skip",
+                          layer_list: list[int] | None = None) -> list[int]:
+    """0-based layers of an ``n``-layer teacher that a copied student takes (``init`` skip/first/last/explicit)."""
+    from .mapping import teacher_layers_for_student_init
     if init == "explicit":
         if not layer_list:
-            raise KdlabError("init 'explicit' needs a list of teacher layers, e.g. --student-layers 0,2,4")
+            raise KdlabError("init 'explicit' needs a list of teacher layers, e.g. --student-layer-list 0,2,4")
         idx = list(layer_list)
     else:
         m = layers or max(1, n // 2)
-        if m > n:
-            raise KdlabError(f"a student cannot have more layers ({m}) than its teacher ({n}): "
-                             f"choose at most {n} layers")
+        _check_depth(m, n)
         idx = teacher_layers_for_student_init(init, m, n)
-    return student_from_teacher(teacher, idx)
+    check_student_layers(idx, n)
+    return idx
 
 
 def check_compatible(teacher_tok, student_tok):

@@ -427,5 +427,12 @@ def test_tiny_preset_runs(tiny, method):
 
 
 def test_minilm_teacher_runs(minilm):
+    store = minilm["store"]
     for method in METHODS:
-        _run(minilm, method)
+        rid, names = _run(minilm, method)
+        run = store.run(rid)
+        assert run["status"] == "finished" and run["method"] == method, run["message"]
+        assert any("/s" in n and "-t" in n for n in names), (method, names)  # per-layer values logged
+        W = torch.tensor(store.mappings(rid)[-1]["matrix"])
+        assert W.shape == (3, 6), (method, W.shape)   # 3-layer student x MiniLM-L6's 6 layers
+        assert {"dev", "ood_restaurant", "ood_electronics"} <= set(store.final_evals(rid))

@@ -135,6 +135,13 @@ class Method(nn.Module):
             raise KdlabError(f"method '{cls.name}' has no option(s) {sorted(unknown)}; "
                              f"its options are {cls.option_names()}")
 
+    @classmethod
+    def resolve_options(cls, args: dict) -> dict:
+        """The method's defaults overridden by ``args``, after ``check_options`` (for methods that read their
+        options before an instance exists: chains of runs, augmentation)."""
+        cls.check_options(args)
+        return {**cls.all_defaults(), **args}
+
     def w(self, key: str, state: State, start: float | None = None) -> float:
         """Value of option ``key`` (a loss weight or the temperature) at ``state``'s progress: ``start`` (default
         the option's value) moving to ``<key>_end`` along ``<key>_schedule``; constant when no end is set."""

@@ -22,8 +22,7 @@ class CE(Method):
 
 
 class LogitKD(Method):
-    defaults = dict(temperature=2.0, temperature_end=None, temperature_schedule="constant",
-                    alpha_soft=0.5, alpha_hard=0.5, kd_form="kl")
+    defaults = dict(temperature=2.0, alpha_soft=0.5, alpha_hard=0.5, kd_form="kl")  # + temperature_end/_schedule
     weights = ("alpha_soft", "alpha_hard")
 
     def logit_terms(self, s, t, batch, state):

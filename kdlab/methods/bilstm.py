@@ -43,9 +43,7 @@ class BiLSTMKD(Method):
 
     @classmethod
     def options(cls, cfg) -> dict:
-        args = dict(getattr(cfg, "method_args", None) or {})
-        cls.check_options(args)
-        return {**cls.all_defaults(), **args}
+        return cls.resolve_options(dict(getattr(cfg, "method_args", None) or {}))
 
     @classmethod
     def make_student(cls, teacher, tokenizer, cfg):

@@ -31,11 +31,6 @@ def hop_config(cfg, method: str, method_args: dict, name: str, **changes):
     return c
 
 
-def check_options(cls, cfg) -> dict:
-    cls.check_options(cfg.method_args)
-    return {**cls.all_defaults(), **cfg.method_args}
-
-
 def load_hop_model(store, run_id: str):
     from ..models import load_saved
     return load_saved(store.artifact(run_id, "model_dir"))
@@ -54,7 +49,7 @@ class TAKD(LogitKD):
     @classmethod
     def run_chain(cls, cfg, store, *, teacher, tokenizer, bundle, teacher_run, log):
         from ..pipeline import distill_run
-        hp = check_options(cls, cfg)
+        hp = cls.resolve_options(cfg.method_args)
         kd_args = {k: v for k, v in cfg.method_args.items() if k != "assistant_layers"}
         N, M = teacher.config.num_hidden_layers, cfg.student_layers
         A = hp["assistant_layers"]

@@ -19,7 +19,7 @@ import torch
 from .. import losses
 from ..errors import KdlabError
 from .base import Method, register
-from .takd import check_options, finished, hop_config, load_hop_model
+from .takd import finished, hop_config, load_hop_model
 
 
 @register
@@ -33,7 +33,7 @@ class TfKDSelf(Method):
     def run_chain(cls, cfg, store, *, teacher, tokenizer, bundle, teacher_run, log):
         from ..models import build_student, load_teacher
         from ..pipeline import distill_run
-        hp = check_options(cls, cfg)
+        hp = cls.resolve_options(cfg.method_args)
         a = float(hp["alpha"])
         if not 0.0 <= a <= 1.0:
             raise KdlabError(f"tf-kd-self alpha must be in [0, 1], got {a}")
