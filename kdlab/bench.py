@@ -7,6 +7,8 @@ hidden-state MSE on the uniformly mapped layers, the ``hidden`` method):
 * ``kd_live``: kdlab's KD step with the teacher run live (inference mode, hidden states only);
 * ``kd_cached``: kdlab's KD step with the teacher's outputs served by the teacher cache (warm);
 * ``textbrewer``: the same KD work through ``textbrewer.GeneralDistiller.train_on_batch``;
+* ``plain_padded`` / ``kd_live_padded``: the same two kdlab steps with length buckets off (every padded
+  position computed, as TextBrewer does), so the figures show what skipping padding is worth;
 * epochs: ``steps`` batches per epoch; kdlab's first epoch runs live and fills the cache, later epochs
   read it; TextBrewer runs its teacher every epoch. Ratios over 1 and 3 epochs.
 
@@ -80,7 +82,9 @@ def _flops_per_step(model, batch: int, seq: int) -> float:
 
 def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 32, seq: int = 64,
               steps: int = 10, epochs: int = 3, device: str = "cpu", compile: bool = False,
-              textbrewer: bool = True, rounds: int = 3, peak_tflops: float | None = None, log=print) -> dict:
+              textbrewer: bool = True, rounds: int = 3, peak_tflops: float | None = None,
+              length_buckets: str = "auto", log=print) -> dict:
+    from . import buckets
     from .cache import TeacherCache
     from .distill import _normal, build_method, make_optimizer, param_groups, pick_device
     from .features import Need, features
@@ -99,6 +103,8 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     from .methods.base import State
     st = State(total_steps=steps * epochs, steps_per_epoch=steps)
     s_need, t_need = method.need(st)
+    bk = buckets.enabled(length_buckets, dev)
+    real = sum(int(b["attention_mask"].sum()) for b in data) / (steps * batch * seq)
     log(f"bench: teacher {teacher} ({t_model.config.num_hidden_layers} layers), student {student_layers} layers, "
         f"batch {batch}, seq {seq}, {steps} steps/epoch on {dev}")
 
@@ -107,29 +113,34 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def plain(b):
-        step(hard_ce(features(student, b, Need()).logits, b["labels"]))
+    def plain(b, bk=bk):
+        step(hard_ce(features(student, b, Need(), bk).logits, b["labels"]))
 
     cache = TeacherCache("bench")
 
-    def kd(b, use_cache=False):
+    def kd(b, use_cache=False, bk=bk):
         tf = cache.get(b, t_need) if use_cache else None
         if tf is None:
             with torch.inference_mode():
-                tf = features(t_model, b, t_need)
+                tf = features(t_model, b, t_need, bk)
             tf = _normal(tf)
             if use_cache:
                 cache.put(b, tf, t_need)
-        loss, _ = method.loss(features(student, b, s_need), tf, b, st)
+        loss, _ = method.loss(features(student, b, s_need, bk), tf, b, st)
         step(loss)
 
     res: dict = {"settings": dict(teacher=teacher, student_layers=student_layers, batch=batch, seq=seq,
-                                  steps=steps, epochs=epochs, rounds=rounds, device=str(dev)),
+                                  steps=steps, epochs=epochs, rounds=rounds, device=str(dev),
+                                  length_buckets=f"{length_buckets} ({'on' if bk else 'off'})",
+                                  real_tokens=f"{real:.0%}"),
                  "machine": machine()}
 
     # kd_fill is kdlab's first epoch: teacher live, its outputs stored in the cache (emptied before each round)
     variants = {"plain": plain, "kd_live": lambda b: kd(b, False), "kd_fill": lambda b: kd(b, True),
                 "kd_cached": lambda b: kd(b, True)}
+    if bk:   # the same kdlab steps computing every padded position, to show what the buckets are worth
+        variants["plain_padded"] = lambda b: plain(b, False)
+        variants["kd_live_padded"] = lambda b: kd(b, False, False)
     if textbrewer:
         try:
             variants["textbrewer"] = _textbrewer_step(t_model, student, method, opt, dev)

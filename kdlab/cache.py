@@ -153,6 +153,8 @@ def should_cache(mode: str, *, teacher, method, need: Need, dtype: str = "fp32")
         return False, f"method '{method.name}' perturbs the teacher's input"
     if need.qkv:
         return False, "q/k/v features are not cached"
+    if getattr(method, "uses_padding", False):
+        return False, f"method '{method.name}' reads padded positions"
     if mode == "auto" and dtype != "fp32":
         return False, "auto caches only exact (fp32) outputs"
     return True, "exact" if dtype == "fp32" else "fp16"

@@ -85,6 +85,8 @@ def add_run_args(p: argparse.ArgumentParser, method_default="kd"):
     g.add_argument("--teacher-cache", default="auto", choices=["auto", "on", "off"],
                    help="reuse teacher outputs per example after the first epoch (auto: only when exact)")
     g.add_argument("--cache-dtype", default="fp32", choices=["fp32", "fp16"], help="teacher-cache storage")
+    g.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
+                   help="skip padding: rows of similar length run together, trimmed (auto: on for CPU)")
     g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "
                    "(its stored configuration is used; other flags are ignored)")
     g = p.add_argument_group("output")
@@ -130,6 +132,7 @@ def config_from_args(a):
     cfg.train.checkpoint_every = getattr(a, "checkpoint_every", 0) or 0
     cfg.train.teacher_cache = getattr(a, "teacher_cache", "auto")
     cfg.train.cache_dtype = getattr(a, "cache_dtype", "fp32")
+    cfg.train.length_buckets = getattr(a, "length_buckets", "auto")
     if a.no_progress:
         cfg.train.progress = cfg.teacher_train.progress = False
     if a.preset and a.max_steps:

@@ -81,7 +81,8 @@ def cmd_bench(a):
     teacher = "tiny" if a.preset == "tiny" else a.teacher
     res = run_bench(teacher=teacher, student_layers=a.student_layers, batch=a.batch, seq=a.seq, steps=a.steps,
                     epochs=a.epochs, device=a.device, compile=a.compile, textbrewer=not a.no_textbrewer,
-                    rounds=a.rounds, peak_tflops=a.peak_tflops, log=_log(a))
+                    rounds=a.rounds, peak_tflops=a.peak_tflops,
+                    length_buckets=a.length_buckets, log=_log(a))
     if a.write:
         cmd = "python -m kdlab bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
         write_markdown(res, a.write, command=cmd)
@@ -104,6 +105,8 @@ def _bench_args(p):
                    help="the device's peak bf16 TFLOP/s, for model-FLOPs utilisation on CUDA (e.g. 989 for H100 SXM)")
     p.add_argument("--compile", action="store_true", help="also measure the student under torch.compile")
     p.add_argument("--no-textbrewer", action="store_true")
+    p.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
+                   help="kdlab's steps skip padding (auto: on for CPU); on also adds the padded steps")
     p.add_argument("--write", nargs="?", const="BENCHMARKS.md", help="write the figures into BENCHMARKS.md")
     p.add_argument("--quiet", action="store_true")
 

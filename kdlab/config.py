@@ -31,6 +31,7 @@ class TrainConfig:
     teacher_cache: str = "auto"  # auto (only when exact) | on | off: reuse teacher outputs per example
     cache_dtype: str = "fp32"    # fp32 (exact) | fp16 (half the memory; used with teacher_cache=on)
     cache_max_mb: float = 2048   # stop adding to the teacher cache past this size
+    length_buckets: str = "auto"  # auto (CPU) | on | off: skip padding, rows of similar length run together
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -49,6 +50,8 @@ class TrainConfig:
                              f"(got {self.checkpoint_every})")
         if self.teacher_cache not in ("auto", "on", "off"):
             raise KdlabError(f"teacher-cache must be auto, on or off (got {self.teacher_cache})")
+        if self.length_buckets not in ("auto", "on", "off"):
+            raise KdlabError(f"length-buckets must be auto, on or off (got {self.length_buckets})")
         if self.cache_dtype not in ("fp32", "fp16"):
             raise KdlabError(f"cache-dtype must be fp32 or fp16 (got {self.cache_dtype})")
         return self

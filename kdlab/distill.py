@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from . import buckets
 from .config import TrainConfig
 from .data.batching import make_loader
 from .errors import KdlabError
@@ -165,6 +166,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
         if use:
             key = teacher_identity(teacher, tokenizer, bundle.train, bundle.identity, cfg.max_len)
             cache = shared_cache(key, cfg.cache_dtype, cfg.cache_max_mb)
+    bk = buckets.enabled(getattr(cfg, "length_buckets", "off"), device) and not getattr(method, "uses_padding", False)
     every = int(getattr(cfg, "checkpoint_every", 0) or 0)
     writes = store is not None and ddp.is_main()
     teacher_logits = None
@@ -212,17 +214,17 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     t_feats = None
                     if trains_teacher:
-                        t_feats = features(teacher, batch, t_need)
+                        t_feats = features(teacher, batch, t_need, bk)
                     elif teacher is not None:
                         cached = cache is not None and not t_need.qkv
                         t_feats = cache.get(batch, t_need) if cached else None
                         if t_feats is None:
                             with torch.inference_mode():
-                                t_feats = features(teacher, batch, t_need)
+                                t_feats = features(teacher, batch, t_need, bk)
                             t_feats = _normal(t_feats)
                             if cached:
                                 cache.put(batch, t_feats, t_need)
-                    s_feats = features(student, batch, s_need)
+                    s_feats = features(student, batch, s_need, bk)
                     loss, parts = method.loss(s_feats, t_feats, batch, state)
                     parts = {**method.schedule_parts(state), **parts}
                 if not torch.isfinite(loss):

@@ -12,8 +12,12 @@ from .models import count_params
 
 @torch.inference_mode()
 def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64, device="cpu",
-            progress: bool = False) -> np.ndarray:
-    """Logits [n, C] for every example of ``split`` in order."""
+            progress: bool = False, length_buckets: str = "auto") -> np.ndarray:
+    """Logits [n, C] for every example of ``split`` in order (rows of similar length batched together on CPU,
+    ``kdlab.buckets``)."""
+    from . import buckets
+    from .features import Need, features
+    bk = buckets.enabled(length_buckets, device) and not hasattr(model, "kd_features")
     model.eval()
     out = []
     loader = make_loader(split, tokenizer, batch_size=batch_size, max_len=max_len, shuffle=False)
@@ -22,8 +26,8 @@ def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64,
         from tqdm.auto import tqdm
         it = tqdm(loader, desc=f"eval {split.name}", leave=False)
     for batch in it:
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits
+        batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
+        logits = features(model, batch, Need(), buckets=True).logits if bk else model(**batch).logits
         out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
 

@@ -56,13 +56,20 @@ def _qkv_hooks(model, store: list):
     return handles
 
 
-def features(model, batch: dict, need: Need = Need()) -> Features:
+def features(model, batch: dict, need: Need = Need(), buckets: bool = False) -> Features:
     """Run ``model`` on ``batch`` (input_ids, attention_mask) and return the features record.
 
     Models that are not BERT-like (e.g. the BiLSTM student) provide ``kd_features(batch, need)``.
+    ``buckets=True`` skips padding (``kdlab.buckets``): rows of similar length run together, trimmed to their
+    longest row, and the outputs are re-padded to the batch's shape; not with q/k/v capture.
     """
     if hasattr(model, "kd_features"):
         return model.kd_features(batch, need)
+    if buckets and not need.qkv:
+        from . import buckets as _b
+        f = _b.run(lambda sub: features(model, sub, need), batch, Features)
+        if f is not None:
+            return f
     if need.attentions:
         set_attention(model, True)
     qkv_store: list = []

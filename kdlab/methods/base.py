@@ -76,6 +76,8 @@ class Method(nn.Module):
                              # teacher features computed with gradients); ``loss`` then includes its loss
     needs_attentions = False  # True: load models with eager attention from the start
     student_init = None  # e.g. "skip" when the method prescribes copying teacher layers
+    uses_padding = False  # True: a loss reads padded positions, so neither the teacher cache (which re-pads
+                          # with zeros) nor length buckets may replace them
 
     # Regimes that are a chain of runs (teacher assistants, self-distillation) define
     #   @classmethod run_chain(cls, cfg, store, *, teacher, tokenizer, bundle, teacher_run, log) -> run_id

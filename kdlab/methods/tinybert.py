@@ -64,6 +64,7 @@ class TinyBERT(Method):
         if self.hp["projection"] not in ("auto", "linear"):
             raise KdlabError(f"projection must be 'auto' or 'linear' (got {self.hp['projection']!r})")
         attention.check_heads(self.name, ctx.student.heads, ctx.teacher.heads, bool(self.hp["head_average"]))
+        self.uses_padding = not bool(self.hp["mask_padding"])   # the reference form averages over padding
         self.W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
         self.match = HiddenMatch(ctx.student.hidden, ctx.teacher.hidden, M, "mse", "tokens", shared=True,
                                  name="hidden")
