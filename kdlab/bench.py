@@ -7,8 +7,9 @@ hidden-state MSE on the uniformly mapped layers, the ``hidden`` method):
 * ``kd_live``: kdlab's KD step with the teacher run live (inference mode, hidden states only);
 * ``kd_cached``: kdlab's KD step with the teacher's outputs served by the teacher cache (warm);
 * ``textbrewer``: the same KD work through ``textbrewer.GeneralDistiller.train_on_batch``;
-* ``plain_padded`` / ``kd_live_padded``: the same two kdlab steps with length buckets off (every padded
-  position computed, as TextBrewer does), so the figures show what skipping padding is worth;
+* ``plain_padded`` / ``kd_live_padded`` / ``kd_cached_padded``: the same kdlab steps with length buckets off
+  (every padded position computed, as TextBrewer does), so the figures show what skipping padding is worth
+  and how kdlab compares with TextBrewer when both compute the same positions (the ``*_padded`` ratios);
 * epochs: ``steps`` batches per epoch; kdlab's first epoch runs live and fills the cache, later epochs
   read it; TextBrewer runs its teacher every epoch. Ratios over 1 and 3 epochs.
 
@@ -141,6 +142,7 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     if bk:   # the same kdlab steps computing every padded position, to show what the buckets are worth
         variants["plain_padded"] = lambda b: plain(b, False)
         variants["kd_live_padded"] = lambda b: kd(b, False, False)
+        variants["kd_cached_padded"] = lambda b: kd(b, True, False)
     if textbrewer:
         try:
             variants["textbrewer"] = _textbrewer_step(t_model, student, method, opt, dev)
@@ -208,6 +210,14 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
         by_round["speedup_vs_textbrewer_1_epoch"] = [tb / f for tb, f in zip(pr["textbrewer"], pr["kd_fill"])]
         by_round[f"speedup_vs_textbrewer_{epochs}_epochs"] = [
             epochs * tb / (f + (epochs - 1) * c) for tb, f, c in zip(pr["textbrewer"], pr["kd_fill"], pr["kd_cached"])]
+    if "kd_live_padded" in pr:   # both sides computing every padded position
+        by_round["kd_live_padded/plain_padded"] = [lv / p for lv, p in zip(pr["kd_live_padded"], pr["plain_padded"])]
+        if "textbrewer" in pr:
+            by_round["speedup_vs_textbrewer_1_epoch_padded"] = [
+                tb / f for tb, f in zip(pr["textbrewer"], pr["kd_live_padded"])]
+            by_round[f"speedup_vs_textbrewer_{epochs}_epochs_padded"] = [
+                epochs * tb / (f + (epochs - 1) * c)
+                for tb, f, c in zip(pr["textbrewer"], pr["kd_live_padded"], pr["kd_cached_padded"])]
     r = res["ratios"] = {k: statistics.median(v) for k, v in by_round.items()}
     res["ratio_ranges"] = {k: (min(v), max(v)) for k, v in by_round.items()}   # over the rounds
     for k, v in r.items():

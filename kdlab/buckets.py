@@ -102,8 +102,7 @@ def run(fn, batch: dict, feats_cls, max_groups: int = 4):
     parts, rows_all = [], []
     for rows, n in groups:
         r = torch.tensor(rows, device=dev)
-        sub = {k: (v.index_select(0, r)[:, :n] if v.dim() == 2 and v.shape[1] == L else v.index_select(0, r))
-               for k, v in batch.items() if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == B}
+        sub = {k: batch[k].index_select(0, r)[:, :n] for k in ("input_ids", "attention_mask")}
         parts.append(fn(sub))
         rows_all.extend(rows)
     inv = torch.empty(B, dtype=torch.long)

@@ -13,6 +13,8 @@ def test_bench_tiny(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     t = res["seconds_per_step"]
     assert {"plain", "kd_live", "kd_cached", "textbrewer"} <= set(t), res.get("textbrewer_error")
+    assert {"plain_padded", "kd_live_padded"} <= set(t)   # on CPU the buckets are on, and measured against off
+    assert res["settings"]["length_buckets"] == "auto (on)" and res["settings"]["real_tokens"].endswith("%")
     assert all(v > 0 for v in t.values())
     rounds = res["rounds_seconds_per_step"]
     assert all(len(v) == res["settings"]["rounds"] for v in rounds.values())
