@@ -141,3 +141,14 @@ def test_a_method_reading_padding_gets_neither_buckets_nor_cache():
     assert ref.uses_padding and not TinyBERT(ctx).uses_padding
     use, why = should_cache("on", teacher=freeze(teacher), method=ref, need=Need(hidden=True))
     assert not use and "padded" in why
+
+
+def test_evaluation_logits_are_the_same_with_and_without_buckets():
+    from kdlab.evaluate import predict
+    teacher, tok = tiny_model(2, seed=0)
+    bundle = load_data(None, max_train=8, max_eval=40)
+    split = bundle.dev
+    on = predict(teacher, split, tok, batch_size=16, max_len=32, length_buckets="on")
+    off = predict(teacher, split, tok, batch_size=16, max_len=32, length_buckets="off")
+    assert on.shape == off.shape == (len(split.labels), 2)
+    assert abs(on - off).max() < 1e-5
