@@ -94,6 +94,9 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     if steps < 1 or batch < 1 or seq < 2 or epochs < 1 or rounds < 1:
         raise KdlabError("bench needs --steps, --batch, --epochs, --rounds >= 1 and --seq >= 2")
     dev = pick_device(device)
+    if dev.type == "cpu":   # as kdlab's loop does; TextBrewer runs in this process and gets it too
+        from .alloc import keep_freed_memory
+        keep_freed_memory()
     torch.manual_seed(0)
     t_model, tok = load_teacher(teacher, 2)
     freeze(t_model).to(dev)

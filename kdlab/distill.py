@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import buckets
+from .alloc import keep_freed_memory
 from .config import TrainConfig
 from .data.batching import make_loader
 from .errors import KdlabError
@@ -136,6 +137,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     seed_everything(cfg.seed)
     ddp.init_from_env(cfg.device)
     device = ddp.local_device(pick_device(cfg.device))
+    if device.type == "cpu":
+        keep_freed_memory()   # reuse large freed blocks instead of page-faulting fresh ones every step
     amp = autocast_dtype(cfg, device)
     steps_per_epoch, total = plan_steps(len(bundle.train), cfg)
     if method is None:
