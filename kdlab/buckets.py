@@ -7,8 +7,9 @@ each trimmed to its own longest row, and re-pads the outputs to the batch's shap
 longest row; values at padded positions are never read by a loss). Gradients flow through the re-padding, so this serves the student's
 training step as well as the teacher's forward.
 
-Only valid where no loss reads padded positions: the loop turns it off for q/k/v capture and for methods
-that declare ``uses_padding`` (TinyBERT's unmasked reference form). ``plan`` chooses the sub-batches: rows
+Only valid where no loss reads padded positions: the loop turns it off for methods that declare
+``uses_padding`` (TinyBERT's unmasked reference form). Captured q/k/v are re-padded like hidden states; the
+attention maps rebuilt from them mask padded keys, so their real rows are unchanged. ``plan`` chooses the sub-batches: rows
 sorted by length, split into at most ``max_groups`` contiguous groups minimising the tokens computed plus a
 fixed cost per extra forward call.
 """
@@ -121,4 +122,8 @@ def run(fn, batch: dict, feats_cls, max_groups: int = 4):
     if first.attentions is not None:
         attn = [cat([_pad_seq(p.attentions[k], L, 2) for p in parts]).index_select(0, inv)
                 for k in range(len(first.attentions))]
-    return feats_cls(logits=logits, mask=mask, hidden=hidden, attentions=attn, heads=first.heads)
+    qkv = None
+    if first.qkv is not None:   # per layer (q, k, v), each [B, l, d]
+        qkv = [tuple(cat([_pad_seq(p.qkv[k][c], L, 1) for p in parts]).index_select(0, inv) for c in range(3))
+               for k in range(len(first.qkv))]
+    return feats_cls(logits=logits, mask=mask, hidden=hidden, attentions=attn, qkv=qkv, heads=first.heads)

@@ -61,11 +61,11 @@ def features(model, batch: dict, need: Need = Need(), buckets: bool = False) -> 
 
     Models that are not BERT-like (e.g. the BiLSTM student) provide ``kd_features(batch, need)``.
     ``buckets=True`` skips padding (``kdlab.buckets``): rows of similar length run together, trimmed to their
-    longest row, and the outputs are re-padded to the batch's shape; not with q/k/v capture.
+    longest row, and the outputs (q/k/v included) are re-padded to the batch's shape.
     """
     if hasattr(model, "kd_features"):
         return model.kd_features(batch, need)
-    if buckets and not need.qkv:
+    if buckets:
         from . import buckets as _b
         f = _b.run(lambda sub: features(model, sub, need), batch, Features)
         if f is not None:

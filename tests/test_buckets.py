@@ -82,7 +82,7 @@ def test_bucketed_features_equal_the_padded_forward_at_real_positions():
     teacher, tok = tiny_model(2, seed=0)
     freeze(teacher)
     b = _batch(tok)
-    need = Need(hidden=True, attentions=True)
+    need = Need(hidden=True, attentions=True, qkv=True)
     with torch.inference_mode():
         full = features(teacher, b, need)
         got = features(teacher, b, need, buckets=True)
@@ -99,6 +99,16 @@ def test_bucketed_features_equal_the_padded_forward_at_real_positions():
         assert a.shape == c.shape
         assert torch.allclose(a.expand_as(c)[q.expand_as(c)], c[q.expand_as(c)], atol=1e-5)
     assert got.mask is b["attention_mask"]
+    assert len(got.qkv) == len(full.qkv) == teacher.config.num_hidden_layers
+    for a3, c3 in zip(full.qkv, got.qkv):
+        for a, c in zip(a3, c3):
+            assert a.shape == c.shape and torch.allclose(a[m], c[m], atol=1e-5)
+    # attention maps rebuilt from the re-padded q/k equal the padded forward's at real (query, key) pairs
+    from kdlab import attention
+    for a3, c3 in zip(full.qkv, got.qkv):
+        s_full = attention.scores(a3[0], a3[1], full.heads, b["attention_mask"])
+        s_got = attention.scores(c3[0], c3[1], got.heads, b["attention_mask"])
+        assert torch.allclose(s_full[q.expand_as(s_full)], s_got[q.expand_as(s_got)], atol=1e-4)
 
 
 def test_left_padded_batches_run_as_they_are():
