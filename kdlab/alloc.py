@@ -12,6 +12,7 @@ fell below 3,000. The cost is that up to ``TRIM`` bytes of freed memory stay wit
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -19,13 +20,10 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP = 256 << 20   # blocks up to 256 MB come from the heap and are reused
 TRIM = 512 << 20   # the heap's free top is returned to the system only past 512 MB
 
-_done: list = []
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap/trim thresholds once per process; True when they are (or already were) raised."""
-    if _done:
-        return _done[0]
     ok = False
     if os.environ.get("KDLAB_KEEP_MEMORY", "1") != "0" and platform.system() == "Linux" \
             and platform.libc_ver()[0] == "glibc":
@@ -34,5 +32,4 @@ def keep_freed_memory() -> bool:
             ok = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM))
         except (OSError, AttributeError):
             ok = False
-    _done.append(ok)
     return ok

@@ -2,16 +2,16 @@
 
 In a BERT-like encoder a real token never attends to padding (padded keys are masked) and every other
 operation is per token, so the outputs at real positions do not depend on how much padding a row carries.
-``features(..., buckets=True)`` therefore runs the model on a few sub-batches of rows of similar length,
-each trimmed to its own longest row, and re-pads the outputs to the batch's shape (zeros past a sub-batch's
-longest row; values at padded positions are never read by a loss). Gradients flow through the re-padding, so this serves the student's
-training step as well as the teacher's forward.
+``features(..., buckets=True)`` therefore runs the model on a few sub-batches of rows of similar length, each
+trimmed to its own longest row, and re-pads the outputs to the batch's shape (zeros past a sub-batch's
+longest row; values at padded positions are never read by a loss). Gradients flow through the re-padding,
+so this serves the student's training step as well as the teacher's forward.
 
 Only valid where no loss reads padded positions: the loop turns it off for methods that declare
 ``uses_padding`` (TinyBERT's unmasked reference form). Captured q/k/v are re-padded like hidden states; the
-attention maps rebuilt from them mask padded keys, so their real rows are unchanged. ``plan`` chooses the sub-batches: rows
-sorted by length, split into at most ``max_groups`` contiguous groups minimising the tokens computed plus a
-fixed cost per extra forward call.
+attention maps rebuilt from them mask padded keys, so their real rows are unchanged. ``plan`` chooses the
+sub-batches: rows sorted by length, split into at most ``max_groups`` contiguous groups minimising the
+tokens computed plus a fixed cost per extra forward call.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MODES = ("auto", "on", "off")
+from .features import Features
 
 
 def enabled(mode: str, device) -> bool:
@@ -88,42 +88,37 @@ def _pad_seq(x: torch.Tensor, L: int, dims: int) -> torch.Tensor:
     return F.pad(x, pad)
 
 
-def run(fn, batch: dict, feats_cls, max_groups: int = 4):
+def run(fn, batch: dict, max_groups: int = 4) -> Features | None:
     """``fn(sub_batch) -> Features`` on each planned sub-batch; -> one Features for the whole batch, or
     ``None`` when bucketing would not save anything (the caller then runs the batch as it is)."""
     mask = batch["attention_mask"]
     B, L = mask.shape
     if B < 1 or not right_padded(mask):
         return None
-    lengths = (mask != 0).sum(1).tolist()
-    groups = plan(lengths, max_groups=max_groups)
+    groups = plan((mask != 0).sum(1).tolist(), max_groups=max_groups)
     if len(groups) == 1 and groups[0][1] >= L:
         return None
     dev = mask.device
     parts, rows_all = [], []
     for rows, n in groups:
         r = torch.tensor(rows, device=dev)
-        sub = {k: batch[k].index_select(0, r)[:, :n] for k in ("input_ids", "attention_mask")}
-        parts.append(fn(sub))
+        parts.append(fn({k: batch[k].index_select(0, r)[:, :n] for k in ("input_ids", "attention_mask")}))
         rows_all.extend(rows)
     inv = torch.empty(B, dtype=torch.long)
     inv[torch.tensor(rows_all)] = torch.arange(B)
     inv = inv.to(dev)
-    if len(parts) == 1:
-        cat = lambda xs: xs[0]
-    else:
-        cat = lambda xs: torch.cat(xs)
+
+    def join(xs, dims=0):   # the parts' tensors, re-padded over ``dims`` sequence dims, in the batch's row order
+        xs = [_pad_seq(x, L, dims) if dims else x for x in xs]
+        return (torch.cat(xs) if len(xs) > 1 else xs[0]).index_select(0, inv)
+
     first = parts[0]
-    logits = cat([p.logits for p in parts]).index_select(0, inv)
-    hidden = attn = None
+    hidden = attn = qkv = None
     if first.hidden is not None:
-        hidden = [cat([_pad_seq(p.hidden[k], L, 1) for p in parts]).index_select(0, inv)
-                  for k in range(len(first.hidden))]
+        hidden = [join([p.hidden[k] for p in parts], 1) for k in range(len(first.hidden))]
     if first.attentions is not None:
-        attn = [cat([_pad_seq(p.attentions[k], L, 2) for p in parts]).index_select(0, inv)
-                for k in range(len(first.attentions))]
-    qkv = None
+        attn = [join([p.attentions[k] for p in parts], 2) for k in range(len(first.attentions))]
     if first.qkv is not None:   # per layer (q, k, v), each [B, l, d]
-        qkv = [tuple(cat([_pad_seq(p.qkv[k][c], L, 1) for p in parts]).index_select(0, inv) for c in range(3))
-               for k in range(len(first.qkv))]
-    return feats_cls(logits=logits, mask=mask, hidden=hidden, attentions=attn, qkv=qkv, heads=first.heads)
+        qkv = [tuple(join([p.qkv[k][c] for p in parts], 1) for c in range(3)) for k in range(len(first.qkv))]
+    return Features(logits=join([p.logits for p in parts]), mask=mask, hidden=hidden, attentions=attn, qkv=qkv,
+                    heads=first.heads)

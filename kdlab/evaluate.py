@@ -6,7 +6,9 @@ import time
 import numpy as np
 import torch
 
+from . import buckets
 from .data.batching import make_loader
+from .features import Need, features
 from .models import count_params
 
 
@@ -15,9 +17,7 @@ def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64,
             progress: bool = False, length_buckets: str = "auto") -> np.ndarray:
     """Logits [n, C] for every example of ``split`` in order (rows of similar length batched together on CPU,
     ``kdlab.buckets``)."""
-    from . import buckets
-    from .features import Need, features
-    bk = buckets.enabled(length_buckets, device) and not hasattr(model, "kd_features")
+    bk = buckets.enabled(length_buckets, device)
     model.eval()
     out = []
     loader = make_loader(split, tokenizer, batch_size=batch_size, max_len=max_len, shuffle=False)
@@ -27,7 +27,7 @@ def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64,
         it = tqdm(loader, desc=f"eval {split.name}", leave=False)
     for batch in it:
         batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
-        logits = features(model, batch, Need(), buckets=True).logits if bk else model(**batch).logits
+        logits = features(model, batch, Need(), buckets=bk).logits
         out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
 

@@ -67,7 +67,7 @@ def features(model, batch: dict, need: Need = Need(), buckets: bool = False) -> 
         return model.kd_features(batch, need)
     if buckets:
         from . import buckets as _b
-        f = _b.run(lambda sub: features(model, sub, need), batch, Features)
+        f = _b.run(lambda sub: features(model, sub, need), batch)
         if f is not None:
             return f
     if need.attentions:
