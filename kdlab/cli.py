@@ -149,7 +149,7 @@ def _store(a):
 
 @command("distill", "distill a student from a teacher with one method")
 def cmd_distill(a):
-    from .ddp import is_main, wrap_store
+    from .speed.ddp import is_main, wrap_store
     from .pipeline import distill_run
     if getattr(a, "resume", None):
         from .checkpoint import resume_run
@@ -177,7 +177,7 @@ def cmd_teacher(a):
 
 @command("demo", "the whole path on the embedded default: teacher, no-KD student, KD student")
 def cmd_demo(a):
-    from .demo import run_demo
+    from .tools.demo import run_demo
     cfg = config_from_args(a)
     return run_demo(cfg, _store(a), log=_log(a))
 

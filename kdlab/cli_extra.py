@@ -11,7 +11,7 @@ from .errors import KdlabError
 # ------------------------------------------------------------------------------------------------ cka
 @command("cka", "teacher x student CKA (linear and debiased) per layer; stored with the run")
 def cmd_cka(a):
-    from .cka_run import cka_between, cka_for_run, format_matrix
+    from .tools.cka_run import cka_between, cka_for_run, format_matrix
     if a.run:
         res = cka_for_run(_store(a), a.run, pool=a.pool, max_examples=a.max_examples, split=a.split,
                           device=a.device, log=_log(a))
@@ -31,7 +31,7 @@ def cmd_cka(a):
 
 def _cka_without_run(a):
     """No run: the (not fine-tuned) teacher against a student copied from its layers."""
-    from .cka_run import cka_between
+    from .tools.cka_run import cka_between
     from .config import RunConfig, apply_preset
     from .models import build_student, load_teacher
     from .pipeline import load_bundle
@@ -77,7 +77,7 @@ cmd_cka.add_args = _cka_args
 @command("bench", "steps/s of plain, live-teacher KD, cached-teacher KD and TextBrewer steps; --write BENCHMARKS.md")
 def cmd_bench(a):
     import sys
-    from .bench import run_bench, write_markdown
+    from .tools.bench import run_bench, write_markdown
     teacher = "tiny" if a.preset == "tiny" else a.teacher
     res = run_bench(teacher=teacher, student_layers=a.student_layers, batch=a.batch, seq=a.seq, steps=a.steps,
                     epochs=a.epochs, device=a.device, compile=a.compile, textbrewer=not a.no_textbrewer,

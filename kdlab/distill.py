@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from . import buckets
-from .alloc import keep_freed_memory
+from .speed import buckets
+from .speed.alloc import keep_freed_memory
 from .config import TrainConfig
 from .data.batching import make_loader
 from .errors import KdlabError
@@ -128,10 +128,10 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
 
     ``resume``: a checkpoint folder written by this loop; training continues exactly where it stopped
     (weights, optimizer, scheduler, RNG, data position). Under torchrun the student is data-parallel
-    (``kdlab.ddp``); teacher outputs are cached per example when ``cfg.teacher_cache`` allows
-    (``kdlab.cache``)."""
-    from . import ddp
-    from .cache import shared_cache, should_cache, teacher_identity
+    (``kdlab.speed.ddp``); teacher outputs are cached per example when ``cfg.teacher_cache`` allows
+    (``kdlab.speed.cache``)."""
+    from .speed import ddp
+    from .speed.cache import shared_cache, should_cache, teacher_identity
     from .checkpoint import load_checkpoint, restore_rng
     cfg = (cfg or TrainConfig()).validate()
     seed_everything(cfg.seed)
@@ -288,7 +288,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
 
 def _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, run_id, state):
     evals, _ = evaluate(student, tokenizer, bundle, max_len=cfg.max_len, device=device, teacher_logits=teacher_logits)
-    from .ddp import is_main
+    from .speed.ddp import is_main
     if store is not None and is_main():
         for split, m in evals.items():
             domain = "in-domain" if split == "dev" else split

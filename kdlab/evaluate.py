@@ -6,7 +6,7 @@ import time
 import numpy as np
 import torch
 
-from . import buckets
+from .speed import buckets
 from .data.batching import make_loader
 from .features import Need, features
 from .models import count_params
@@ -16,7 +16,7 @@ from .models import count_params
 def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64, device="cpu",
             progress: bool = False, length_buckets: str = "auto") -> np.ndarray:
     """Logits [n, C] for every example of ``split`` in order (rows of similar length batched together on CPU,
-    ``kdlab.buckets``)."""
+    ``kdlab.speed.buckets``)."""
     bk = buckets.enabled(length_buckets, device)
     model.eval()
     out = []

@@ -60,13 +60,13 @@ def features(model, batch: dict, need: Need = Need(), buckets: bool = False) -> 
     """Run ``model`` on ``batch`` (input_ids, attention_mask) and return the features record.
 
     Models that are not BERT-like (e.g. the BiLSTM student) provide ``kd_features(batch, need)``.
-    ``buckets=True`` skips padding (``kdlab.buckets``): rows of similar length run together, trimmed to their
+    ``buckets=True`` skips padding (``kdlab.speed.buckets``): rows of similar length run together, trimmed to their
     longest row, and the outputs (q/k/v included) are re-padded to the batch's shape.
     """
     if hasattr(model, "kd_features"):
         return model.kd_features(batch, need)
     if buckets:
-        from . import buckets as _b
+        from .speed import buckets as _b
         f = _b.run(lambda sub: features(model, sub, need), batch)
         if f is not None:
             return f

@@ -103,7 +103,7 @@ def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
 
 
 def _main_rank() -> bool:
-    from .ddp import is_main
+    from .speed.ddp import is_main
     return is_main()
 
 

@@ -226,7 +226,7 @@ def test_train_page_cancels_a_running_run(app, store_root):
         assert not store.cancel_requested(rid)
         at.button(key="train_cancel").click().run()
         assert not at.exception
-        assert store.cancel_requested(rid)  # the loop stops after its current step (kdlab.launch.cancel)
+        assert store.cancel_requested(rid)  # the loop stops after its current step (kdlab.tools.launch.cancel)
         assert any("cancel requested" in w.value for w in at.warning)
     finally:
         store.finish(rid, "cancelled")

@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from kdlab import buckets
-from kdlab.cache import should_cache
+from kdlab.speed import buckets
+from kdlab.speed.cache import should_cache
 from kdlab.config import TrainConfig
 from kdlab.data.batching import make_loader
 from kdlab.data.loaders import load_data
@@ -165,7 +165,7 @@ def test_evaluation_logits_are_the_same_with_and_without_buckets():
 
 
 def test_freed_memory_is_reused_across_training_steps():
-    """With kdlab.alloc on, a training step with a MiniLM-sized word-embedding table (30,522 x 384: a 47 MB
+    """With kdlab.speed.alloc on, a training step with a MiniLM-sized word-embedding table (30,522 x 384: a 47 MB
     dense gradient each step) reuses freed memory instead of page-faulting fresh pages. Fresh processes, as a
     run starts; a random model built in code."""
     import json
@@ -178,7 +178,7 @@ def test_freed_memory_is_reused_across_training_steps():
     code = (
         "import json, resource, torch\n"
         "from transformers import BertConfig, BertForSequenceClassification\n"
-        "from kdlab import alloc\n"
+        "from kdlab.speed import alloc\n"
         "from kdlab.distill import make_optimizer\n"
         "on = alloc.keep_freed_memory()\n"
         "torch.manual_seed(0); torch.set_num_threads(1)\n"

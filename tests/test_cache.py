@@ -2,7 +2,7 @@
 with teacher weights, data, tokenizer settings; the size cap; auto mode only when exact."""
 import torch
 
-from kdlab.cache import TeacherCache, should_cache, teacher_identity
+from kdlab.speed.cache import TeacherCache, should_cache, teacher_identity
 from kdlab.data.batching import make_loader
 from kdlab.data.loaders import load_data
 from kdlab.features import Need, features
@@ -68,7 +68,7 @@ def test_size_cap_and_auto_rules():
 
 
 def test_training_with_cache_matches_live(tmp_path):
-    from kdlab import cache as cache_mod
+    from kdlab.speed import cache as cache_mod
     from kdlab.config import TrainConfig
     from kdlab.distill import train
     from kdlab.models import build_student

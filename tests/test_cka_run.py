@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kdlab.cka_run import cka_between, layer_features
+from kdlab.tools.cka_run import cka_between, layer_features
 from kdlab.data.loaders import Split, load_data
 from kdlab.errors import KdlabError
 from kdlab.models import build_student, tiny_model

@@ -4,7 +4,7 @@ import time
 import streamlit as st
 
 import common as C
-from kdlab import launch
+from kdlab.tools import launch
 from kdlab.distill import plan_steps
 from kdlab.errors import KdlabError
 

@@ -105,7 +105,7 @@ with left:
                     language="bash")
 
 with right:
-    st.markdown("**CKA between teacher and student layers** (pooled states on dev examples; `kdlab.cka_run`)")
+    st.markdown("**CKA between teacher and student layers** (pooled states on dev examples; `kdlab.tools.cka_run`)")
     n_ex = st.slider("examples", 8, 128, 32, 8, key="map_cka_n")
     pool = st.selectbox("pooling", ["mean", "cls"], key="map_cka_pool")
     debiased = st.checkbox("debiased CKA", False, key="map_cka_debiased")
@@ -122,7 +122,7 @@ with right:
             split = C.bundle().dev
             from kdlab.data.loaders import Split
             sub = Split("dev", split.texts[:n_ex], split.labels[:n_ex], split.domain)
-            from kdlab import cka_run
+            from kdlab.tools import cka_run
             res = cka_run.cka_between(tt, stu, tok, sub, pool, n_ex, max_len=int(s["max_len"]))
             C_ = res["debiased" if debiased else "linear"]
             st.session_state["map_cka"] = np.asarray(C_).tolist()

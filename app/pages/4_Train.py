@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 import common as C
-from kdlab import launch, viz
+from kdlab.tools import launch, viz
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cka, losses
-from .data.batching import make_loader
-from .errors import KdlabError
-from .features import Need, features
+from .. import cka, losses
+from ..data.batching import make_loader
+from ..errors import KdlabError
+from ..features import Need, features
 
 POOLS = ("mean", "cls")
 
@@ -34,7 +34,7 @@ def layer_features(model, tokenizer, split, pool: str = "mean", max_examples: in
     n = len(split) if not max_examples else min(len(split), int(max_examples))
     texts = list(split.texts[:n])
     labels = list(split.labels[:n])
-    from .data.loaders import Split
+    from ..data.loaders import Split
     sub = Split(getattr(split, "name", "split"), texts, labels, getattr(split, "domain", ""))
     was_training = model.training
     model.eval()
@@ -101,7 +101,7 @@ def format_matrix(m: np.ndarray, title: str = "") -> str:
 
 
 def _run_config(run: dict):
-    from .config import RunConfig
+    from ..config import RunConfig
     import dataclasses
     known = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig.from_dict({k: v for k, v in (run["config"] or {}).items() if k in known})
@@ -119,8 +119,8 @@ def cka_for_run(store, run_id: str, pool: str = "mean", max_examples: int = 512,
                 device="cpu", log=None) -> dict:
     """CKA of a stored student run against its teacher; stored as artifacts ``cka`` (latest) and
     ``cka:<split>:<pool>`` of the run. Returns the result with the run id and the split name."""
-    from .models import load_saved
-    from .pipeline import load_bundle
+    from ..models import load_saved
+    from ..pipeline import load_bundle
     if pool not in POOLS:
         raise KdlabError(f"unknown CKA pooling '{pool}': use --pool mean or --pool cls")
     run = store.run(run_id)

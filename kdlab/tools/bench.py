@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import KdlabError
+from ..errors import KdlabError
 
 
 def machine() -> dict:
@@ -50,7 +50,7 @@ def machine() -> dict:
 
 
 def _batches(tokenizer, n: int, batch: int, seq: int):
-    from .data.synth import generate
+    from ..data.synth import generate
     texts = [t for rows in generate().values() for t, _ in rows]
     out = []
     for i in range(n):
@@ -85,17 +85,17 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
               steps: int = 10, epochs: int = 3, device: str = "cpu", compile: bool = False,
               textbrewer: bool = True, rounds: int = 3, peak_tflops: float | None = None,
               length_buckets: str = "auto", log=print) -> dict:
-    from . import buckets
-    from .cache import TeacherCache
-    from .distill import _normal, build_method, make_optimizer, param_groups, pick_device
-    from .features import Need, features
-    from .losses import hard_ce
-    from .models import build_student, freeze, load_teacher
+    from ..speed import buckets
+    from ..speed.cache import TeacherCache
+    from ..distill import _normal, build_method, make_optimizer, param_groups, pick_device
+    from ..features import Need, features
+    from ..losses import hard_ce
+    from ..models import build_student, freeze, load_teacher
     if steps < 1 or batch < 1 or seq < 2 or epochs < 1 or rounds < 1:
         raise KdlabError("bench needs --steps, --batch, --epochs, --rounds >= 1 and --seq >= 2")
     dev = pick_device(device)
     if dev.type == "cpu":   # as kdlab's loop does; TextBrewer runs in this process and gets it too
-        from .alloc import keep_freed_memory
+        from ..speed.alloc import keep_freed_memory
         keep_freed_memory()
     torch.manual_seed(0)
     t_model, tok = load_teacher(teacher, 2)
@@ -104,7 +104,7 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     method = build_method("hidden", t_model, student, 2, steps * epochs, steps, 0, steps * batch).to(dev)
     opt = make_optimizer(param_groups([student, method], 0.01), 1e-5)   # kdlab's loop's optimizer, for all
     data = [{k: v.to(dev) for k, v in b.items()} for b in _batches(tok, steps, batch, seq)]
-    from .methods.base import State
+    from ..methods.base import State
     st = State(total_steps=steps * epochs, steps_per_epoch=steps)
     s_need, t_need = method.need(st)
     bk = buckets.enabled(length_buckets, dev)

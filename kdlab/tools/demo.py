@@ -4,9 +4,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from .config import RunConfig
-from .pipeline import distill_run, load_bundle, prepare_teacher
-from .store import Store
+from ..config import RunConfig
+from ..pipeline import distill_run, load_bundle, prepare_teacher
+from ..store import Store
 
 
 def run_demo(cfg: RunConfig, store: Store, log=print) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .features import Features
+from ..features import Features
 
 
 def enabled(mode: str, device) -> bool:
