@@ -6,20 +6,16 @@ The run store is the single source of truth; models, tokenizers and data bundles
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import streamlit as st
+
+from kdlab.errors import KdlabError
+from kdlab.store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from kdlab.errors import KdlabError  # noqa: E402
-from kdlab.store import Store  # noqa: E402
-
 DATA_DIR = ROOT / "data"
 
 
@@ -106,42 +102,16 @@ def guard():
                  "The details are in the terminal that runs `streamlit run`.")
 
 
-def run_config(s: dict | None = None, **over):
-    """RunConfig from the Setup choices."""
-    from kdlab.config import RunConfig, TrainConfig
+def run_config(s: dict | None = None, **choices):
+    """The RunConfig of the Setup choices, plus ``choices`` of a page (method, epochs, ...: the names of
+    ``kdlab.config.build_config``, which applies the defaults and validates)."""
+    from kdlab.config import build_config
     s = dict(s or setup())
-    data = None if s["data"] in ("", "embedded") else s["data"]
-    tt = TrainConfig(epochs=int(s["teacher_epochs"]), lr=1e-3 if s["teacher"] == "tiny" else 5e-5,
-                     batch_size=int(s["batch_size"]), max_len=int(s["max_len"]), progress=False)
-    cfg = RunConfig(teacher=s["teacher"], data=data, max_train=int(s["max_train"]) or None,
-                    max_eval=int(s["max_eval"]) or None, student_layers=int(s["student_layers"]),
-                    student_init="fresh" if s.get("student_hidden") else s["student_init"],
-                    student_hidden=int(s.get("student_hidden") or 0) or None, teacher_train=tt,
-                    train=TrainConfig(batch_size=int(s["batch_size"]), max_len=int(s["max_len"]), progress=False))
-    for k, v in over.items():
-        setattr(cfg, k, v)
-    return cfg
-
-
-def cli_args(s: dict | None = None) -> list[str]:
-    """Command-line flags for ``python -m kdlab distill/teacher`` matching the Setup choices."""
-    s = dict(s or setup())
-    a = ["--teacher", s["teacher"], "--student-layers", str(s["student_layers"]),
-         "--teacher-epochs", str(s["teacher_epochs"]), "--batch-size", str(s["batch_size"]),
-         "--max-len", str(s["max_len"])]
-    if s["teacher"] == "tiny":
-        a += ["--teacher-lr", "1e-3"]
-    if s.get("student_hidden"):
-        a += ["--student-init", "fresh", "--student-hidden", str(s["student_hidden"])]
-    else:
-        a += ["--student-init", s["student_init"]]
-    if s["data"] not in ("", "embedded"):
-        a += ["--data", s["data"]]
-    if s.get("max_train"):
-        a += ["--max-train", str(s["max_train"])]
-    if s.get("max_eval"):
-        a += ["--max-eval", str(s["max_eval"])]
-    return a
+    return build_config(teacher=s["teacher"], data=s["data"], max_train=int(s["max_train"]),
+                        max_eval=int(s["max_eval"]), student_layers=int(s["student_layers"]),
+                        student_init=s["student_init"], student_hidden=int(s.get("student_hidden") or 0),
+                        teacher_epochs=int(s["teacher_epochs"]), batch_size=int(s["batch_size"]),
+                        max_len=int(s["max_len"]), no_progress=True, **choices)
 
 
 # ----------------------------------------------------------------------------------------------- cached heavy objects

@@ -1,11 +1,9 @@
-"""kdlab dashboard: ``streamlit run app/main.py`` (binds to 127.0.0.1, see .streamlit/config.toml)."""
-import sys
-from pathlib import Path
+"""kdlab dashboard: ``streamlit run app/main.py`` (binds to 127.0.0.1, see .streamlit/config.toml).
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import streamlit as st  # noqa: E402
+kdlab is an installed package (``pip install -e .[dashboard]``); the pages import their helper module
+``common`` from this folder, which Streamlit puts on ``sys.path`` for the main script.
+"""
+import streamlit as st
 
 # an emoji favicon is drawn in the page (a data: URL); a ":material/...:" page icon would be fetched from
 # fonts.gstatic.com, and the dashboard makes no request beyond 127.0.0.1 (tests/test_browser.py)

@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import KdlabError
-from .features import Features
+from .records import Features
 
 
 class BiLSTMConfig(PretrainedConfig):

@@ -160,22 +160,7 @@ def restore_rng(pos: dict):
         _set_rng_state(*pos["_rng"])
 
 
-def resume_run(store, run_id: str, log=print) -> str:
-    """Resume a stopped, killed or failed run from its last checkpoint; returns the run id."""
-    from .config import RunConfig
-    from .pipeline import distill_run
-    run = store.run(run_id)
-    if run["kind"] == "teacher":
-        raise KdlabError(f"run {run['id']} is a teacher fine-tuning run: teachers are re-made by `kdlab teacher`")
-    if run["status"] in ("finished", "running"):
-        raise KdlabError(f"run {run['id']} is {run['status']}: only a killed (died), failed or cancelled run "
-                         "can be resumed")
-    if find_checkpoint(store.folder(run["id"]) / "checkpoint") is None:
-        raise KdlabError(f"run {run['id']} has no resumable checkpoint: start it again "
-                         "(use --checkpoint-every N to checkpoint during an epoch)")
-    conf = dict(run["config"])
-    for k in ("teacher_run", "data_identity"):
-        conf.pop(k, None)
-    cfg = RunConfig.from_dict(conf)
-    cfg.train.progress = False
-    return distill_run(cfg, store, log=log, resume=run["id"])
+def checkpoint_position(folder) -> tuple[int, int]:
+    """(step, epoch) of a complete checkpoint folder (as ``find_checkpoint`` returns it)."""
+    info = json.loads((Path(folder) / "state.json").read_text())
+    return int(info["step"]), int(info["epoch"])

@@ -1,23 +1,28 @@
-"""Command line: ``python -m kdlab {demo,teacher,distill,eval,methods,runs,...}``.
+"""Command line: ``kdlab COMMAND`` (or ``python -m kdlab COMMAND``).
+
+Every command is registered the same way: ``@command(name, help, add_args)`` on a handler ``f(args) -> exit
+code``, where ``add_args(parser)`` declares exactly the options the handler uses. The run-building commands
+(distill, teacher, demo) turn their options into a ``RunConfig`` with ``kdlab.config.build_config``, the one
+builder the dashboard and the notebooks use too.
 
 Mistakes a user can fix end with one line ``kdlab: error: ...`` and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 import sys
 
+from .config import CHOICES, DEFAULT_TEACHER_LR, PRESETS, TEACHER_LR, RunConfig, apply_preset, build_config
 from .errors import KdlabError
 
-COMMANDS = {}
+COMMANDS: dict = {}
 
 
-def command(name, help):
+def command(name: str, help: str, add_args=None):
+    """Register ``f(args) -> int`` as ``kdlab NAME``; ``add_args(parser)`` declares the options it reads."""
     def deco(f):
-        COMMANDS[name] = (f, help)
+        COMMANDS[name] = (f, help, add_args)
         return f
     return deco
 
@@ -29,10 +34,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def _layers(s: str) -> list[int]:
+    from .mapping import parse_layers
     try:
-        return [int(x) for x in s.replace(" ", "").split(",") if x != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{s}' is not a comma-separated list of layer numbers, e.g. 0,2,4")
+        return parse_layers(s, example="0,2,4")
+    except KdlabError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 def _kv(s: str):
@@ -46,113 +52,141 @@ def _kv(s: str):
     return k.strip().replace("-", "_"), v
 
 
-def add_run_args(p: argparse.ArgumentParser, method_default="kd"):
+# ----------------------------------------------------------------------------------------------- shared options
+def _store_option(p):
+    p.add_argument("--runs", "--out", dest="runs", help="run store folder (default ./runs or $KDLAB_RUNS)")
+
+
+def _quiet_option(p):
+    p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+
+
+def _flag(dest: str) -> str:
+    return "--set" if dest == "method_args" else "--" + dest.replace("_", "-")
+
+
+def _refuse(a, dests, why: str):
+    """A KdlabError naming the options of ``dests`` that were given although ``why`` makes them do nothing."""
+    given = [_flag(d) for d in dests if getattr(a, d, None) not in (None, False, [])]
+    if given:
+        raise KdlabError(f"{why}: drop {', '.join(given)}")
+
+
+def run_options(p, *, student: bool = True, name: bool = True, resume: bool = False):
+    """The options ``build_config`` takes (None = its default, or the preset's). ``student``: the student, the
+    method and the student's training; ``name``: the run's name; ``resume``: ``--resume RUN``."""
+    D = CHOICES
     g = p.add_argument_group("models")
-    g.add_argument("--preset", choices=["tiny"], help="tiny: a tiny random teacher, runs in seconds")
-    g.add_argument("--teacher", default="minilm-l6", help="built-in name (minilm-l6, tiny), model folder, or hub name")
-    g.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
-    g.add_argument("--student-layers", type=int, help="number of student layers (default 3; 2 with --preset tiny)")
-    g.add_argument("--student-init", default="skip", choices=["skip", "uniform", "first", "last", "explicit", "fresh"],
-                   help="copy teacher layers by strategy, or 'fresh' random init")
-    g.add_argument("--student-layer-list", type=_layers, help="explicit teacher layers to copy, 0-based, e.g. 0,2,4,7,9,11")
-    g.add_argument("--student-hidden", type=int, help="a narrower fresh student (random init)")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: a tiny random teacher, runs in seconds")
+    g.add_argument("--teacher", help=f"built-in name (minilm-l6, tiny), model folder, or hub name "
+                                     f"(default {D['teacher']})")
+    g.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="allow custom model code from the hub (off by default)")
+    if student:
+        g.add_argument("--student-layers", type=int, help=f"number of student layers (default {D['student_layers']}; "
+                                                          f"{PRESETS['tiny']['student_layers']} with --preset tiny)")
+        g.add_argument("--student-init", choices=["skip", "uniform", "first", "last", "explicit", "fresh"],
+                       help="copy teacher layers by strategy (default skip), or 'fresh' random init")
+        g.add_argument("--student-layer-list", type=_layers,
+                       help="explicit teacher layers to copy, 0-based, e.g. 0,2,4,7,9,11")
+        g.add_argument("--student-hidden", type=int, help="a narrower fresh student (random init)")
     g = p.add_argument_group("data")
     g.add_argument("--data", help="embedded (default), a TSV/CSV/JSONL file, a GLUE-style folder, or a hub dataset name")
-    g.add_argument("--text-col", default="sentence")
-    g.add_argument("--label-col", default="label")
-    g.add_argument("--ood", nargs="*", default=[], help="labeled files evaluated as out-of-domain sets")
+    g.add_argument("--text-col", help=f"text column (default {D['text_col']})")
+    g.add_argument("--label-col", help=f"label column (default {D['label_col']})")
+    g.add_argument("--ood", nargs="*", help="labeled files evaluated as out-of-domain sets")
     g.add_argument("--max-train", type=int, help="use at most this many training examples")
     g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set")
-    g = p.add_argument_group("method")
-    g.add_argument("--method", default=method_default, help="a registered method (python -m kdlab methods)")
-    g.add_argument("--set", dest="method_args", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, e.g. --set temperature=4 --set alpha_soft=0.7")
-    g.add_argument("--temperature", type=float, help="shortcut for --set temperature=T")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=3)
-    g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--grad-accum", type=int, default=1)
-    g.add_argument("--max-len", type=int, default=64)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    g.add_argument("--teacher-epochs", type=int, default=2, help="epochs to fine-tune the teacher")
-    g.add_argument("--teacher-lr", type=float, default=5e-5)
-    g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                   help="also checkpoint every N steps for exact resume (default: each epoch)")
-    g.add_argument("--teacher-cache", default="auto", choices=["auto", "on", "off"],
-                   help="reuse teacher outputs per example after the first epoch (auto: only when exact)")
-    g.add_argument("--cache-dtype", default="fp32", choices=["fp32", "fp16"], help="teacher-cache storage")
-    g.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
-                   help="skip padding: rows of similar length run together, trimmed (auto: on for CPU)")
-    g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "
-                   "(its stored configuration is used; other flags are ignored)")
+    if student:
+        g = p.add_argument_group("method")
+        g.add_argument("--method", help=f"a registered method (python -m kdlab methods; default {D['method']})")
+        g.add_argument("--set", dest="method_args", type=_kv, action="append", metavar="KEY=VALUE",
+                       help="method option, e.g. --set temperature=4 --set alpha_soft=0.7")
+        g.add_argument("--temperature", type=float, help="shortcut for --set temperature=T")
+        g = p.add_argument_group("student training")
+        g.add_argument("--epochs", type=int, help=f"default {D['epochs']} ({PRESETS['tiny']['epochs']} with --preset tiny)")
+        g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+        g.add_argument("--lr", type=float, help=f"default {D['lr']} ({PRESETS['tiny']['lr']} with --preset tiny)")
+        g.add_argument("--grad-accum", type=int, help=f"default {D['grad_accum']}")
+        g.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help="also checkpoint every N steps for exact resume (default: each epoch)")
+        g.add_argument("--teacher-cache", choices=["auto", "on", "off"],
+                       help="reuse teacher outputs per example after the first epoch (auto, the default: only "
+                            "when exact)")
+        g.add_argument("--cache-dtype", choices=["fp32", "fp16"], help="teacher-cache storage (default fp32)")
+        g.add_argument("--length-buckets", choices=["auto", "on", "off"],
+                       help="skip padding: rows of similar length run together, trimmed (auto, the default: on "
+                            "for CPU)")
+    g = p.add_argument_group("teacher fine-tuning")
+    g.add_argument("--teacher-epochs", type=int, help=f"epochs to fine-tune the teacher (default "
+                                                      f"{D['teacher_epochs']}; {PRESETS['tiny']['teacher_epochs']} "
+                                                      "with --preset tiny)")
+    g.add_argument("--teacher-lr", type=float, help=f"default {DEFAULT_TEACHER_LR} ({TEACHER_LR['tiny']} for the tiny "
+                                                    "teacher)")
+    g = p.add_argument_group("training (teacher and student)" if student else "training")
+    g.add_argument("--batch-size", type=int, help=f"default {D['batch_size']}")
+    g.add_argument("--max-len", type=int, help=f"tokens per example (default {D['max_len']}; "
+                                               f"{PRESETS['tiny']['max_len']} with --preset tiny)")
+    g.add_argument("--seed", type=int, help=f"default {D['seed']}")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto (bf16 autocast on CUDA)")
     g = p.add_argument_group("output")
-    g.add_argument("--runs", "--out", dest="runs", help="run store folder (default ./runs or $KDLAB_RUNS)")
-    g.add_argument("--name", help="a name for the run")
-    g.add_argument("--config", help="a JSON file with a run configuration (command-line flags are ignored)")
-    g.add_argument("--no-progress", action="store_true")
+    _store_option(g)
+    if name:
+        g.add_argument("--name", help="a name for the run")
+    g.add_argument("--config", help="a JSON file with a whole run configuration (instead of the options above)")
+    g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
+    _quiet_option(g)
+    if resume:
+        g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "
+                       "with its stored configuration")
 
 
-def config_from_args(a):
-    from .config import RunConfig, TrainConfig, apply_preset
+def _read_config(path: str) -> RunConfig:
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except OSError as e:
+        raise KdlabError(f"cannot read the config file '{path}': {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise KdlabError(f"the config file '{path}' is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(d, dict):
+        raise KdlabError(f"the config file '{path}' must hold a JSON object")
+    return apply_preset(RunConfig.from_dict(d))
+
+
+def config_from_args(a) -> RunConfig:
+    """The run configuration of a distill / teacher / demo command line: ``--config FILE`` or the options
+    (those a command does not declare take their defaults)."""
     if a.config:
-        try:
-            with open(a.config) as f:
-                d = json.load(f)
-        except OSError as e:
-            raise KdlabError(f"cannot read the config file '{a.config}': {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise KdlabError(f"the config file '{a.config}' is not valid JSON ({e.msg} at line {e.lineno})") from None
-        if not isinstance(d, dict):
-            raise KdlabError(f"the config file '{a.config}' must hold a JSON object")
-        return apply_preset(RunConfig.from_dict(d))
-    args = dict(a.method_args)
-    if a.temperature is not None:
-        args["temperature"] = a.temperature
-    init = "skip" if a.student_init == "uniform" else a.student_init
-    if a.student_layer_list and init == "skip":
-        init = "explicit"
-    tr = TrainConfig(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr,
-                     grad_accum=a.grad_accum, max_len=a.max_len, seed=a.seed, device=a.device,
-                     precision=a.precision, progress=not a.no_progress)
-    ttr = TrainConfig(epochs=a.teacher_epochs, lr=a.teacher_lr, batch_size=a.batch_size, max_len=a.max_len,
-                      seed=a.seed, device=a.device, precision=a.precision, progress=not a.no_progress)
-    cfg = RunConfig(teacher=a.teacher, data=a.data, text_col=a.text_col, label_col=a.label_col, ood=a.ood,
-                    max_train=a.max_train, max_eval=a.max_eval, student_layers=a.student_layers or 3,
-                    student_init=init, student_layer_list=a.student_layer_list,
-                    student_hidden=a.student_hidden, method=a.method, method_args=args, train=tr,
-                    teacher_train=ttr, trust_remote_code=a.trust_remote_code, name=a.name, preset=a.preset)
-    tr.validate()   # before the preset, which raises a too-small lr and would hide a negative one
-    cfg = apply_preset(cfg)
-    if a.student_layers is not None:  # an explicit choice beats the preset's default
-        cfg.student_layers = a.student_layers
-    cfg.train.checkpoint_every = getattr(a, "checkpoint_every", 0) or 0
-    cfg.train.teacher_cache = getattr(a, "teacher_cache", "auto")
-    cfg.train.cache_dtype = getattr(a, "cache_dtype", "fp32")
-    cfg.train.length_buckets = getattr(a, "length_buckets", "auto")
-    if a.no_progress:
-        cfg.train.progress = cfg.teacher_train.progress = False
-    if a.preset and a.max_steps:
-        cfg.train.max_steps = a.max_steps
-    cfg.train.validate()
-    cfg.teacher_train.validate()
-    return cfg
+        _refuse(a, CHOICES, "--config holds the whole run configuration")
+        return _read_config(a.config)
+    return build_config(**{k: getattr(a, k) for k in CHOICES if getattr(a, k, None) is not None})
 
 
 def _store(a):
     from .store import Store
-    return Store(a.runs) if getattr(a, "runs", None) else Store()
+    return Store(a.runs) if a.runs else Store()
 
 
-@command("distill", "distill a student from a teacher with one method")
+def _log(a):
+    return (lambda *x, **k: None) if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _print_run(store, run_id):
+    r = store.run(run_id)
+    ev = store.final_evals(run_id)
+    print(json.dumps({"run": run_id, "status": r["status"], "message": r["message"],
+                      "evals": {k: {m: round(v, 4) for m, v in d.items()} for k, d in ev.items()}}, indent=2))
+
+
+# ----------------------------------------------------------------------------------------------- commands
+@command("distill", "distill a student from a teacher with one method", lambda p: run_options(p, resume=True))
 def cmd_distill(a):
+    from .pipeline import distill_run, resume_run
     from .speed.ddp import is_main, wrap_store
-    from .pipeline import distill_run
-    if getattr(a, "resume", None):
-        from .checkpoint import resume_run
+    if a.resume:
+        _refuse(a, [*CHOICES, "config"], "--resume continues the run with its stored configuration")
         store = _store(a)
         run_id = resume_run(store, a.resume, log=_log(a))
         _print_run(store, run_id)
@@ -165,7 +199,8 @@ def cmd_distill(a):
     return 0 if store.run(run_id)["status"] == "finished" else 1
 
 
-@command("teacher", "fine-tune (or reuse) the teacher on the training data")
+@command("teacher", "fine-tune (or reuse) the teacher on the training data",
+         lambda p: run_options(p, student=False, name=False))
 def cmd_teacher(a):
     from .pipeline import load_bundle, prepare_teacher
     cfg = config_from_args(a)
@@ -175,14 +210,23 @@ def cmd_teacher(a):
     return 0
 
 
-@command("demo", "the whole path on the embedded default: teacher, no-KD student, KD student")
+@command("demo", "the whole path on the embedded default: teacher, no-KD student, KD student",
+         lambda p: run_options(p, name=False))
 def cmd_demo(a):
     from .tools.demo import run_demo
-    cfg = config_from_args(a)
-    return run_demo(cfg, _store(a), log=_log(a))
+    return run_demo(config_from_args(a), _store(a), log=_log(a))
 
 
-@command("eval", "evaluate a stored run's model on a labeled file; prints JSON")
+def _eval_args(p):
+    p.add_argument("--run", required=True, help="run id (or a unique part of it)")
+    p.add_argument("--data", required=True, help="a labeled TSV/CSV/JSONL file")
+    p.add_argument("--text-col", default=CHOICES["text_col"])
+    p.add_argument("--label-col", default=CHOICES["label_col"])
+    p.add_argument("--max-len", type=int, default=CHOICES["max_len"])
+    _store_option(p)
+
+
+@command("eval", "evaluate a stored run's model on a labeled file; prints JSON", _eval_args)
 def cmd_eval(a):
     from .pipeline import eval_run
     res = eval_run(_store(a), a.run, a.data, text_col=a.text_col, label_col=a.label_col, max_len=a.max_len)
@@ -190,7 +234,8 @@ def cmd_eval(a):
     return 0
 
 
-@command("methods", "list the registered methods, one per line")
+@command("methods", "list the registered methods, one per line",
+         lambda p: p.add_argument("-v", "--verbose", action="store_true", help="also print each method's loss"))
 def cmd_methods(a):
     from .methods import REGISTRY, names
     for n in names():
@@ -198,7 +243,12 @@ def cmd_methods(a):
     return 0
 
 
-@command("runs", "list the runs in the run store")
+def _runs_args(p):
+    _store_option(p)
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+
+
+@command("runs", "list the runs in the run store", _runs_args)
 def cmd_runs(a):
     store = _store(a)
     rows = store.runs()
@@ -213,59 +263,118 @@ def cmd_runs(a):
     return 0
 
 
-def _log(a):
-    quiet = getattr(a, "quiet", False)
-    return (lambda *x, **k: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+CKA_WITHOUT_RUN = ("teacher", "preset", "student_layers", "student_init", "data")
 
 
-def _print_run(store, run_id):
-    r = store.run(run_id)
-    ev = store.final_evals(run_id)
-    print(json.dumps({"run": run_id, "status": r["status"], "message": r["message"],
-                      "evals": {k: {m: round(v, 4) for m, v in d.items()} for k, d in ev.items()}}, indent=2))
+def _cka_args(p):
+    p.add_argument("--run", help="a stored student run (id or a unique part of it)")
+    p.add_argument("--pool", default="mean", choices=["mean", "cls"],
+                   help="per-layer example features: masked token mean (default) or [CLS]")
+    p.add_argument("--max-examples", type=int, default=512, help="examples of the split to use (default 512)")
+    p.add_argument("--split", default="dev", help="dev (default), train, or an out-of-domain split name")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _store_option(p)
+    _quiet_option(p)
+    g = p.add_argument_group("without --run: the teacher against a student copied from its layers")
+    g.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher")
+    g.add_argument("--student-layers", type=int, help="default 3 (2 with --preset tiny)")
+    g.add_argument("--student-init", choices=["skip", "first", "last"], help="default skip")
+    g.add_argument("--data", help="embedded (default), a file, a folder or a hub dataset name")
 
 
-def build_parser():
+@command("cka", "teacher x student CKA (linear and debiased) per layer; stored with the run", _cka_args)
+def cmd_cka(a):
+    from .tools.cka_run import cka_for_run, format_matrix
+    if a.run:
+        _refuse(a, CKA_WITHOUT_RUN, "--run compares the run's own student and teacher")
+        res = cka_for_run(_store(a), a.run, pool=a.pool, max_examples=a.max_examples, split=a.split,
+                          device=a.device, log=_log(a))
+        head = f"run {res['run']} vs teacher {res['teacher_run']}"
+    else:
+        _refuse(a, ["runs"], "without --run nothing is read from or stored in the run store")
+        res, head = _cka_without_run(a)
+    if a.json:
+        print(json.dumps({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in res.items()}))
+        return 0
+    print(f"{head}: {res['n']} examples of {a.split}, {res['pool']} pooling (rows teacher layers, "
+          "columns student layers, 0 = embeddings)")
+    print(format_matrix(res["linear"], "linear CKA"))
+    print(format_matrix(res["debiased"], "debiased CKA"))
+    return 0
+
+
+def _cka_without_run(a):
+    """No run: the (not fine-tuned) teacher against a student copied from its layers."""
+    from .models import build_student, load_teacher
+    from .pipeline import load_bundle
+    from .tools.cka_run import cka_between
+    cfg = build_config(teacher=a.teacher, data=a.data, student_layers=a.student_layers, preset=a.preset,
+                       max_eval=a.max_examples)
+    init = a.student_init or "skip"
+    head = f"teacher {cfg.teacher} vs a {cfg.student_layers}-layer student copied from it ({init})"
+    _log(a)(f"cka: {head}")
+    bundle = load_bundle(cfg)
+    splits = {"train": bundle.train, **bundle.eval_splits()}
+    if a.split not in splits:
+        raise KdlabError(f"the data has no split '{a.split}': choose one of {', '.join(splits)}")
+    teacher, tok = load_teacher(cfg.teacher, bundle.num_labels())
+    student = build_student(teacher, layers=cfg.student_layers, init="uniform" if init == "skip" else init)
+    res = cka_between(teacher, student, tok, splits[a.split], pool=a.pool, max_examples=a.max_examples,
+                      max_len=cfg.train.max_len, device=a.device)
+    return res, head
+
+
+def _bench_args(p):
+    p.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--student-layers", type=int, default=3)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10, help="batches per epoch (default 10)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved timing rounds; the median round is reported (default 3)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--peak-tflops", type=float,
+                   help="the device's peak bf16 TFLOP/s, for model-FLOPs utilisation on CUDA (e.g. 989 for H100 SXM)")
+    p.add_argument("--compile", action="store_true", help="also measure the student under torch.compile")
+    p.add_argument("--no-textbrewer", action="store_true")
+    p.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
+                   help="kdlab's steps skip padding (auto: on for CPU); on also adds the padded steps")
+    p.add_argument("--write", nargs="?", const="BENCHMARKS.md", help="write the figures into BENCHMARKS.md")
+    _quiet_option(p)
+
+
+@command("bench", "steps/s of plain, live-teacher KD, cached-teacher KD and TextBrewer steps; --write BENCHMARKS.md",
+         _bench_args)
+def cmd_bench(a):
+    from .tools.bench import run_bench, write_markdown
+    teacher = a.teacher or (PRESETS[a.preset]["teacher"] if a.preset else CHOICES["teacher"])
+    res = run_bench(teacher=teacher, student_layers=a.student_layers, batch=a.batch, seq=a.seq, steps=a.steps,
+                    epochs=a.epochs, device=a.device, compile=a.compile, textbrewer=not a.no_textbrewer,
+                    rounds=a.rounds, peak_tflops=a.peak_tflops, length_buckets=a.length_buckets, log=_log(a))
+    if a.write:
+        cmd = "python -m kdlab bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+        write_markdown(res, a.write, command=cmd)
+    print(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+def build_parser() -> Parser:
     p = Parser(prog="kdlab", description="kdlab: knowledge distillation lab for transformer text classifiers")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
-    for name, (f, help) in COMMANDS.items():
+    for name, (f, help, add_args) in COMMANDS.items():
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=f)
-        if name in ("distill", "teacher", "demo"):
-            add_run_args(sp)
-            sp.add_argument("--quiet", action="store_true")
-        elif name == "eval":
-            sp.add_argument("--run", required=True, help="run id (or a unique part of it)")
-            sp.add_argument("--data", required=True, help="a labeled TSV/CSV/JSONL file")
-            sp.add_argument("--text-col", default="sentence")
-            sp.add_argument("--label-col", default="label")
-            sp.add_argument("--max-len", type=int, default=64)
-            sp.add_argument("--runs", "--out", dest="runs")
-        elif name == "methods":
-            sp.add_argument("-v", "--verbose", action="store_true", help="also print each method's loss")
-        elif name == "runs":
-            sp.add_argument("--runs", "--out", dest="runs")
-            sp.add_argument("--json", action="store_true")
-        else:
-            extra = getattr(f, "add_args", None)
-            if extra:
-                extra(sp)
+        if add_args:
+            add_args(sp)
     return p
 
 
-def load_extensions():
-    """Commands defined in other modules (cka, bench, ...) register themselves on import."""
-    import importlib
-    for mod in ("kdlab.cli_extra",):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
 def main(argv=None) -> int:
-    load_extensions()
     p = build_parser()
     a = p.parse_args(argv)
     if not a.cmd:

@@ -74,7 +74,7 @@ class RunConfig:
     method: str = "kd"
     method_args: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-5))
+    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=DEFAULT_TEACHER_LR))
     trust_remote_code: bool = False
     name: str | None = None
     preset: str | None = None
@@ -109,16 +109,88 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# ----------------------------------------------------------------------------------------------- building a RunConfig
+# The choices a run is built from, with their defaults. The command line (`kdlab distill --lr ...`), the dashboard
+# and the notebooks all go through ``build_config(**choices)``: these names are the CLI's option names.
+CHOICES = dict(
+    preset=None, teacher="minilm-l6", trust_remote_code=False,
+    student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
+    data=None, text_col="sentence", label_col="label", ood=(), max_train=None, max_eval=None,
+    method="kd", method_args=None, temperature=None,
+    epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
+    precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
+    cache_dtype="fp32", length_buckets="auto", name=None, no_progress=False,
+)
+# A preset changes the defaults of some choices; a choice given explicitly beats the preset.
+PRESETS = {
+    "tiny": dict(teacher="tiny", student_layers=2, teacher_epochs=3, max_len=48, epochs=2, lr=5e-4),
+}
+# The teacher's fine-tuning learning rate when none is chosen: a pretrained model needs a small one, the tiny
+# random teacher a large one.
+TEACHER_LR = {"tiny": 1e-3}
+DEFAULT_TEACHER_LR = 5e-5
+STUDENT_INITS = ("skip", "uniform", "first", "last", "explicit", "fresh")
+
+
+def teacher_lr_for(teacher: str) -> float:
+    return TEACHER_LR.get(teacher, DEFAULT_TEACHER_LR)
+
+
+def build_config(**choices) -> RunConfig:
+    """A validated ``RunConfig`` from the choices (names and defaults in ``CHOICES``; None = the default).
+
+    ``preset`` supplies other defaults (``PRESETS``), ``temperature`` is a shortcut for
+    ``method_args['temperature']``, ``data='embedded'`` is the embedded corpus, ``student_init='uniform'`` is
+    ``'skip'`` and a ``student_layer_list`` makes the init ``'explicit'``. Raises ``KdlabError`` on a bad choice.
+    """
+    unknown = sorted(set(choices) - set(CHOICES))
+    if unknown:
+        raise KdlabError(f"unknown run setting(s) {unknown}: known settings are {', '.join(CHOICES)}")
+    preset = choices.get("preset") or None
+    if preset is not None and preset not in PRESETS:
+        raise KdlabError(f"unknown preset '{preset}': the only preset is {', '.join(map(repr, PRESETS))}")
+    c = {**CHOICES, **PRESETS.get(preset, {}), **{k: v for k, v in choices.items() if v is not None}}
+    if c["student_init"] not in STUDENT_INITS:
+        raise KdlabError(f"student-init must be one of {', '.join(STUDENT_INITS)} (got {c['student_init']})")
+    init = "skip" if c["student_init"] == "uniform" else c["student_init"]
+    if c["student_layer_list"] and init == "skip":
+        init = "explicit"
+    args = dict(c["method_args"] or {})   # a dict, or (key, value) pairs as `--set` gives them
+    if c["temperature"] is not None:
+        args["temperature"] = c["temperature"]
+    shared = dict(batch_size=c["batch_size"], max_len=c["max_len"], seed=c["seed"], device=c["device"],
+                  precision=c["precision"], progress=not c["no_progress"])
+    train = TrainConfig(epochs=c["epochs"], max_steps=c["max_steps"], lr=c["lr"], grad_accum=c["grad_accum"],
+                        checkpoint_every=c["checkpoint_every"], teacher_cache=c["teacher_cache"],
+                        cache_dtype=c["cache_dtype"], length_buckets=c["length_buckets"], **shared).validate()
+    teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
+                                **shared).validate()
+    data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]
+    return RunConfig(teacher=c["teacher"], data=data, text_col=c["text_col"], label_col=c["label_col"],
+                     ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
+                     student_layers=c["student_layers"], student_init=init,
+                     student_layer_list=c["student_layer_list"], student_hidden=c["student_hidden"] or None,
+                     method=c["method"], method_args=args, train=train, teacher_train=teacher_train,
+                     trust_remote_code=c["trust_remote_code"], name=c["name"], preset=preset,
+                     preset_applied=preset is not None)
+
+
 def apply_preset(cfg: RunConfig) -> RunConfig:
+    """A ``RunConfig`` made directly (not by ``build_config``) with ``preset`` set: the preset's values
+    (``PRESETS``) replace the teacher and its fine-tuning settings; the student keeps a larger learning rate
+    and fewer epochs of its own."""
     if cfg.preset in (None, "") or cfg.preset_applied:
         return cfg
-    if cfg.preset == "tiny":
-        cfg.preset_applied = True
-        cfg.teacher = "tiny"
-        if cfg.student_layers == RunConfig.student_layers:  # the default: half of the tiny 4-layer teacher
-            cfg.student_layers = 2
-        cfg.teacher_train = dataclasses.replace(cfg.teacher_train, epochs=3, lr=1e-3, batch_size=32, max_len=48)
-        cfg.train = dataclasses.replace(cfg.train, lr=max(cfg.train.lr, 5e-4), max_len=48,
-                                        epochs=min(cfg.train.epochs, 2))
-        return cfg
-    raise KdlabError(f"unknown preset '{cfg.preset}': the only preset is 'tiny'")
+    if cfg.preset not in PRESETS:
+        raise KdlabError(f"unknown preset '{cfg.preset}': the only preset is {', '.join(map(repr, PRESETS))}")
+    p = PRESETS[cfg.preset]
+    cfg.preset_applied = True
+    cfg.teacher = p["teacher"]
+    if cfg.student_layers == RunConfig.student_layers:  # the default: the preset's student
+        cfg.student_layers = p["student_layers"]
+    cfg.teacher_train = dataclasses.replace(cfg.teacher_train, epochs=p["teacher_epochs"],
+                                            lr=teacher_lr_for(p["teacher"]), batch_size=CHOICES["batch_size"],
+                                            max_len=p["max_len"])
+    cfg.train = dataclasses.replace(cfg.train, lr=max(cfg.train.lr, p["lr"]), max_len=p["max_len"],
+                                    epochs=min(cfg.train.epochs, p["epochs"]))
+    return cfg

@@ -3,27 +3,39 @@
 CPU or CUDA (bf16 autocast on CUDA), teacher frozen in eval mode under ``torch.inference_mode``,
 AdamW with linear warmup and decay, gradient accumulation and clipping, seeded, a progress bar,
 evaluation each epoch, checkpoints in safetensors, everything logged to the run store.
+
+``train`` is a short sequence of named steps, each a function of a ``Loop`` (what one run shares):
+
+    setup -> per batch: teacher_features -> forward_backward -> optimizer_step -> log_step
+          -> per epoch: evaluate_epoch -> save_state
+
+``kdlab.tools.bench`` times these same functions.
 """
 from __future__ import annotations
 
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from .speed import buckets
-from .speed.alloc import keep_freed_memory
+from .checkpoint import load_checkpoint, restore_rng
+from .checkpoint import save_checkpoint as _save_checkpoint
 from .config import TrainConfig
 from .data.batching import make_loader
 from .errors import KdlabError
 from .evaluate import evaluate
-from .features import Features, features
+from .features import features
+from .methods import get
 from .methods.base import Context, Method, State
-from .models import ModelInfo, freeze
+from .models import freeze
+from .records import Features, ModelInfo
+from .speed import buckets, ddp
+from .speed.alloc import keep_freed_memory
+from .speed.cache import shared_cache, should_cache, teacher_identity
 
 
 class Cancelled(Exception):
@@ -102,7 +114,6 @@ class Result:
 
 def build_method(name: str, teacher, student, num_labels: int, total_steps: int, steps_per_epoch: int,
                  seed: int, num_train: int, **overrides) -> Method:
-    from .methods import get
     cls = get(name)
     ctx = Context(teacher=ModelInfo.of(teacher) if teacher is not None else None, student=ModelInfo.of(student),
                   num_labels=num_labels, total_steps=total_steps, steps_per_epoch=steps_per_epoch, seed=seed,
@@ -121,25 +132,43 @@ def plan_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
     return steps_per_epoch, total
 
 
-def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, cfg: TrainConfig | None = None,
-          method_args: dict | None = None, store=None, run_id: str | None = None, method: Method | None = None,
-          on_step=None, resume=None) -> Result:
-    """Train ``student`` on ``bundle.train`` with the named method; evaluate on every eval split.
+@dataclass
+class Loop:
+    """What the steps of one training run share (built by ``setup``)."""
+    student: torch.nn.Module
+    tokenizer: object
+    bundle: object
+    cfg: TrainConfig
+    method: Method
+    teacher: torch.nn.Module | None
+    device: torch.device
+    amp: torch.dtype | None             # autocast dtype (bf16 on CUDA) or None
+    opt: torch.optim.Optimizer
+    sched: object
+    state: State
+    trains_teacher: bool = False
+    cache: object = None                # the teacher-output cache, when exact for this method
+    bucketed: bool = False              # length buckets (kdlab.speed.buckets)
+    store: object = None
+    run_id: str | None = None
+    writes: bool = False                # this process writes to the store (rank 0)
+    position: dict = field(default_factory=dict)   # where a resumed run continues
+    teacher_logits: dict | None = None  # the teacher's evaluation logits (agreement metrics)
+    last_W: torch.Tensor | None = None
+    pending: list = field(default_factory=list)    # metric rows not yet written
 
-    ``resume``: a checkpoint folder written by this loop; training continues exactly where it stopped
-    (weights, optimizer, scheduler, RNG, data position). Under torchrun the student is data-parallel
-    (``kdlab.speed.ddp``); teacher outputs are cached per example when ``cfg.teacher_cache`` allows
-    (``kdlab.speed.cache``)."""
-    from .speed import ddp
-    from .speed.cache import shared_cache, should_cache, teacher_identity
-    from .checkpoint import load_checkpoint, restore_rng
+
+def setup(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, cfg: TrainConfig | None = None,
+          method_args: dict | None = None, store=None, run_id: str | None = None, method: Method | None = None,
+          resume=None) -> Loop:
+    """Setup: seed, device (and the DDP process group), the method, which models train, the optimizer and
+    schedule, a checkpoint's state when resuming, the teacher cache and length buckets."""
     cfg = (cfg or TrainConfig()).validate()
     seed_everything(cfg.seed)
     ddp.init_from_env(cfg.device)
     device = ddp.local_device(pick_device(cfg.device))
     if device.type == "cpu":
         keep_freed_memory()   # reuse large freed blocks instead of page-faulting fresh ones every step
-    amp = autocast_dtype(cfg, device)
     steps_per_epoch, total = plan_steps(len(bundle.train), cfg)
     if method is None:
         method = build_method(method_name, teacher, student, bundle.num_labels(), total, steps_per_epoch,
@@ -147,8 +176,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     if not method.uses_teacher:
         teacher = None
     student.to(device)
-    if hasattr(method, "bind"):   # methods that need the models themselves (shared modules, peer models)
-        method.bind(student, teacher)
+    method.bind(student, teacher)   # methods that need the models themselves (shared modules, peer models)
     method.to(device)
     trains_teacher = teacher is not None and method.trains_teacher
     if teacher is not None:
@@ -161,103 +189,171 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     sched = linear_schedule(opt, int(cfg.warmup * total), total)
     state = State(step=0, epoch=0, total_steps=total, steps_per_epoch=steps_per_epoch)
     position = load_checkpoint(resume, student, method, opt, sched, state) if resume is not None else {}
-    skip = int(position.get("batch", 0))
     cache = None
     if teacher is not None and not trains_teacher:
-        use, _why = should_cache(getattr(cfg, "teacher_cache", "off"), teacher=teacher, method=method,
-                                 need=method.need(state)[1], dtype=getattr(cfg, "cache_dtype", "fp32"))
+        use, _why = should_cache(cfg.teacher_cache, teacher=teacher, method=method, need=method.need(state)[1],
+                                 dtype=cfg.cache_dtype)
         if use:
             key = teacher_identity(teacher, tokenizer, bundle.train, bundle.identity, cfg.max_len)
             cache = shared_cache(key, cfg.cache_dtype, cfg.cache_max_mb)
-    bk = buckets.enabled(getattr(cfg, "length_buckets", "off"), device) and not getattr(method, "uses_padding", False)
-    every = int(getattr(cfg, "checkpoint_every", 0) or 0)
-    writes = store is not None and ddp.is_main()
-    teacher_logits = None
-    if teacher is not None and cfg.eval_each_epoch:
-        _, teacher_logits = evaluate(teacher, tokenizer, bundle, max_len=cfg.max_len, device=device)
-        if trains_teacher:
-            teacher.train()
+    return Loop(student=student, tokenizer=tokenizer, bundle=bundle, cfg=cfg, method=method, teacher=teacher,
+                device=device, amp=autocast_dtype(cfg, device), opt=opt, sched=sched, state=state,
+                trains_teacher=trains_teacher, cache=cache,
+                bucketed=buckets.enabled(cfg.length_buckets, device) and not method.uses_padding,
+                store=store, run_id=run_id, writes=store is not None and ddp.is_main(), position=position)
 
+
+def teacher_features(loop: Loop, batch: dict, need) -> Features | None:
+    """Teacher features: computed with gradients when the teacher learns too; else read from the teacher cache,
+    or computed under inference mode (and stored in the cache)."""
+    if loop.teacher is None:
+        return None
+    if loop.trains_teacher:
+        return features(loop.teacher, batch, need, loop.bucketed)
+    cached = loop.cache is not None and not need.qkv
+    t_feats = loop.cache.get(batch, need) if cached else None
+    if t_feats is None:
+        with torch.inference_mode():
+            t_feats = features(loop.teacher, batch, need, loop.bucketed)
+        t_feats = _normal(t_feats)   # clones outside inference mode: normal tensors a loss can save
+        if cached:
+            loop.cache.put(batch, t_feats, need)
+    return t_feats
+
+
+def forward_backward(loop: Loop, batch: dict):
+    """Student step, first half: the mapping in use (logged when it changes), both models' features, the
+    method's loss (refused when non-finite) and its backward pass (scaled for gradient accumulation).
+    Returns (loss, parts)."""
+    method, state = loop.method, loop.state
+    W = method.mapping(state)
+    if W is not None and (loop.last_W is None or not torch.equal(W.cpu(), loop.last_W)):
+        loop.last_W = W.detach().cpu().clone()
+        if loop.writes:
+            loop.store.log_mapping(loop.run_id, state.step, state.epoch, loop.last_W)
+    s_need, t_need = method.need(state)
+    with torch.autocast(loop.device.type, dtype=loop.amp, enabled=loop.amp is not None):
+        t_feats = teacher_features(loop, batch, t_need)
+        s_feats = features(loop.student, batch, s_need, loop.bucketed)
+        loss, parts = method.loss(s_feats, t_feats, batch, state)
+        parts = {**method.schedule_parts(state), **parts}
+    if not torch.isfinite(loss):
+        bad = [k for k, v in parts.items() if not torch.isfinite(torch.as_tensor(v)).all()]
+        raise NonFiniteLoss(f"the loss became non-finite at step {state.step} (objective/layer: "
+                            f"{', '.join(bad) or 'total'}): lower the learning rate or the loss "
+                            "weights; the last good checkpoint is kept")
+    (loss / loop.cfg.grad_accum).backward()
+    return loss, parts
+
+
+def optimizer_step(loop: Loop, share: float = 1.0):
+    """Student step, second half: gradients averaged over processes, the method's ``after_backward`` hook,
+    clipping, AdamW and the schedule."""
+    params = [p for g in loop.opt.param_groups for p in g["params"]]
+    ddp.allreduce_grads(params, share)
+    loop.method.after_backward(loop.student, loop.teacher, loop.state)
+    if loop.cfg.clip:
+        torch.nn.utils.clip_grad_norm_(params, loop.cfg.clip)
+    loop.opt.step()
+    loop.sched.step()
+    loop.opt.zero_grad(set_to_none=True)
+    loop.state.step += 1
+
+
+def log_step(loop: Loop, loss, parts: dict, share: float = 1.0, force: bool = False) -> dict:
+    """Logging: the step's loss, learning rate and named parts, written to the store every ``log_every``
+    steps (and when ``force``). Returns the row."""
+    state = loop.state
+    row = {"loss": ddp.allreduce_mean(float(loss.detach()), share), "lr": loop.sched.get_last_lr()[0]}
+    row.update({k: float(v) for k, v in parts.items()})
+    loop.pending.append((state.step, state.epoch, row))
+    if force or state.step % loop.cfg.log_every == 0 or state.step >= state.total_steps:
+        flush_logs(loop)
+    return row
+
+
+def flush_logs(loop: Loop):
+    if loop.writes:
+        for st, ep, r in loop.pending:
+            loop.store.log_metrics(loop.run_id, st, ep, r)
+    loop.pending.clear()
+
+
+def evaluate_epoch(loop: Loop) -> dict:
+    """Evaluation: every evaluation split (in domain and out of domain), agreement with the teacher's
+    predictions; stored per split."""
+    evals, _ = evaluate(loop.student, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len, device=loop.device,
+                        teacher_logits=loop.teacher_logits)
+    if loop.writes:
+        for split, m in evals.items():
+            domain = "in-domain" if split == "dev" else split
+            loop.store.log_eval(loop.run_id, loop.state.step, loop.state.epoch, split, domain, m)
+    loop.student.train()
+    return evals
+
+
+def save_state(loop: Loop, batch: int):
+    """Checkpoint: everything needed to continue exactly here (``batch`` batches of this epoch done)."""
+    if loop.writes:
+        save_checkpoint(loop.store.folder(loop.run_id) / "checkpoint", loop.student, loop.tokenizer, loop.method,
+                        loop.state, opt=loop.opt, sched=loop.sched, position={"batch": batch})
+
+
+def epoch_batches(loop: Loop):
+    """The epoch's batches in their seeded order; a resumed run skips those its checkpoint had used.
+    Yields (number of batches used so far, batch)."""
+    cfg, state = loop.cfg, loop.state
+    loader = make_loader(loop.bundle.train, loop.tokenizer, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                         shuffle=True, seed=cfg.seed * 1000 + state.epoch)
+    batches = iter(loader)
+    skip = int(loop.position.pop("batch", 0))
+    for _ in range(skip):
+        next(batches, None)
+    if "_rng" in loop.position:   # resuming: the RNG continues where the checkpoint left it
+        restore_rng(loop.position)
+        loop.position.clear()
+    yield from enumerate(batches, start=skip + 1)
+
+
+def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, cfg: TrainConfig | None = None,
+          method_args: dict | None = None, store=None, run_id: str | None = None, method: Method | None = None,
+          on_step=None, resume=None) -> Result:
+    """Train ``student`` on ``bundle.train`` with the named method; evaluate on every eval split.
+
+    ``resume``: a checkpoint folder written by this loop; training continues exactly where it stopped
+    (weights, optimizer, scheduler, RNG, data position). Under torchrun the student is data-parallel
+    (``kdlab.speed.ddp``); teacher outputs are cached per example when ``cfg.teacher_cache`` allows
+    (``kdlab.speed.cache``)."""
+    loop = setup(student, tokenizer, bundle, method_name, teacher=teacher, cfg=cfg, method_args=method_args,
+                 store=store, run_id=run_id, method=method, resume=resume)
+    cfg, state, method = loop.cfg, loop.state, loop.method
+    total, every = state.total_steps, cfg.checkpoint_every
+    if loop.teacher is not None and cfg.eval_each_epoch:   # the teacher's predictions, for agreement
+        _, loop.teacher_logits = evaluate(loop.teacher, tokenizer, bundle, max_len=cfg.max_len, device=loop.device)
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, desc=f"{method.name}", unit="step", leave=False)
     t0 = time.time()
-    status, message, evals, last_W = "finished", "", {}, None
-    pending: list = []
+    status, message, evals = "finished", "", {}
     try:
         while state.step < total:
             method.on_epoch_start(state)
-            loader = make_loader(bundle.train, tokenizer, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                                 shuffle=True, seed=cfg.seed * 1000 + state.epoch)
             student.train()
-            if trains_teacher:
-                teacher.train()
-            micro = 0
-            opt.zero_grad(set_to_none=True)
-            batches = iter(loader)
-            if skip:   # resuming inside this epoch: the same order, minus the batches already used
-                for _ in range(skip):
-                    next(batches, None)
-                micro = skip
-            if resume is not None:
-                restore_rng(position)
-                resume = None
-            done, skip = micro, 0
-            for batch in batches:
-                done += 1
+            if loop.trains_teacher:
+                loop.teacher.train()
+            loop.opt.zero_grad(set_to_none=True)
+            for done, batch in epoch_batches(loop):
                 batch, share = ddp.shard(batch)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                W = method.mapping(state)
-                if W is not None and (last_W is None or not torch.equal(W.cpu(), last_W)):
-                    last_W = W.detach().cpu().clone()
-                    if writes:
-                        store.log_mapping(run_id, state.step, state.epoch, last_W)
-                s_need, t_need = method.need(state)
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    t_feats = None
-                    if trains_teacher:
-                        t_feats = features(teacher, batch, t_need, bk)
-                    elif teacher is not None:
-                        cached = cache is not None and not t_need.qkv
-                        t_feats = cache.get(batch, t_need) if cached else None
-                        if t_feats is None:
-                            with torch.inference_mode():
-                                t_feats = features(teacher, batch, t_need, bk)
-                            t_feats = _normal(t_feats)
-                            if cached:
-                                cache.put(batch, t_feats, t_need)
-                    s_feats = features(student, batch, s_need, bk)
-                    loss, parts = method.loss(s_feats, t_feats, batch, state)
-                    parts = {**method.schedule_parts(state), **parts}
-                if not torch.isfinite(loss):
-                    bad = [k for k, v in parts.items() if not torch.isfinite(torch.as_tensor(v)).all()]
-                    raise NonFiniteLoss(f"the loss became non-finite at step {state.step} (objective/layer: "
-                                        f"{', '.join(bad) or 'total'}): lower the learning rate or the loss "
-                                        "weights; the last good checkpoint is kept")
-                (loss / cfg.grad_accum).backward()
-                micro += 1
-                if micro % cfg.grad_accum:
+                batch = {k: v.to(loop.device) for k, v in batch.items()}
+                loss, parts = forward_backward(loop, batch)
+                if done % cfg.grad_accum:
                     continue
-                ddp.allreduce_grads([p for g in opt.param_groups for p in g["params"]], share)
-                method.after_backward(student, teacher, state)
-                if cfg.clip:
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                state.step += 1
-                row = {"loss": ddp.allreduce_mean(float(loss.detach()), share), "lr": sched.get_last_lr()[0]}
-                row.update({k: float(v) for k, v in parts.items()})
-                pending.append((state.step, state.epoch, row))
-                if writes and (state.step % cfg.log_every == 0 or state.step >= total
-                               or (every and state.step % every == 0)):
-                    for st, ep, r in pending:
-                        store.log_metrics(run_id, st, ep, r)
-                    pending.clear()
-                if writes and every and state.step % every == 0 and state.step < total:
-                    save_checkpoint(store.folder(run_id) / "checkpoint", student, tokenizer, method, state,
-                                    opt=opt, sched=sched, position={"batch": done})
+                optimizer_step(loop, share)
+                checkpoint_now = bool(every) and state.step % every == 0
+                row = log_step(loop, loss, parts, share, force=checkpoint_now)
+                if checkpoint_now and state.step < total:
+                    save_state(loop, done)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", epoch=state.epoch)
@@ -269,36 +365,21 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                     break
             state.epoch += 1
             if cfg.eval_each_epoch or state.step >= total:
-                evals = _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, run_id, state)
-            if writes and (cfg.checkpoint_each_epoch or every):
-                save_checkpoint(store.folder(run_id) / "checkpoint", student, tokenizer, method, state,
-                                opt=opt, sched=sched, position={"batch": 0})
+                evals = evaluate_epoch(loop)
+            if cfg.checkpoint_each_epoch or every:
+                save_state(loop, 0)
         if not evals:
-            evals = _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, run_id, state)
+            evals = evaluate_epoch(loop)
     except Cancelled:
         status, message = "cancelled", "cancelled by the user"
     finally:
         if bar is not None:
             bar.close()
-        if writes and pending:
-            for st, ep, r in pending:
-                store.log_metrics(run_id, st, ep, r)
+        flush_logs(loop)
     return Result(steps=state.step, status=status, evals=evals, seconds=time.time() - t0, message=message)
-
-
-def _evaluate(student, tokenizer, bundle, cfg, device, teacher_logits, store, run_id, state):
-    evals, _ = evaluate(student, tokenizer, bundle, max_len=cfg.max_len, device=device, teacher_logits=teacher_logits)
-    from .speed.ddp import is_main
-    if store is not None and is_main():
-        for split, m in evals.items():
-            domain = "in-domain" if split == "dev" else split
-            store.log_eval(run_id, state.step, state.epoch, split, domain, m)
-    student.train()
-    return evals
 
 
 def save_checkpoint(folder, student, tokenizer, method, state, **kw):
     """Student via save_pretrained (safetensors) + the method's learned projections (+ the full training
     state for exact resume when ``opt``/``sched``/``position`` are given), atomically: see kdlab.checkpoint."""
-    from .checkpoint import save_checkpoint as save
-    return save(folder, student, tokenizer, method, state, **kw)
+    return _save_checkpoint(folder, student, tokenizer, method, state, **kw)

@@ -27,7 +27,7 @@ def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64,
         it = tqdm(loader, desc=f"eval {split.name}", leave=False)
     for batch in it:
         batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
-        logits = features(model, batch, Need(), buckets=bk).logits
+        logits = features(model, batch, Need(), bucketed=bk).logits
         out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
 
@@ -122,3 +122,54 @@ def size_report(model, tokenizer, texts, max_len: int = 64) -> dict:
     return {"params": float(count_params(model)), "layers": float(model.config.num_hidden_layers),
             "hidden": float(model.config.hidden_size),
             "latency_ms": latency_ms(model, tokenizer, texts, max_len=max_len)}
+
+
+@torch.inference_mode()
+def predict_plain(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64) -> np.ndarray:
+    """Logits [n, C] of any classifier called as ``model(input_ids=, attention_mask=).logits`` (a torch module, an
+    int8 module or an onnxruntime session wrapper): padded batches in order, no feature capture, no buckets."""
+    if hasattr(model, "eval"):
+        model.eval()
+    out = []
+    for batch in make_loader(split, tokenizer, batch_size=batch_size, max_len=max_len, shuffle=False):
+        out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
+
+
+@torch.inference_mode()
+def latency_side_by_side(models: dict, texts: list[str], *, batch_sizes=(1, 32), max_len: int = 64,
+                         rounds: int = 5, n_single: int = 16) -> dict:
+    """CPU milliseconds per example of several models measured in one process, in interleaved rounds (every
+    round times each model once, so a slower or busier moment of the machine hits all of them alike); the median
+    round is reported. ``models``: {name: (model, tokenizer)}. Batch 1: ``n_single`` texts one at a time; batch B:
+    B texts (the texts repeated when fewer) padded to their longest. Returns {name: {"ms_b1": .., "ms_b32": ..}}."""
+    texts = [t for t in texts if t.strip()] or ["a short example"]
+    inputs: dict = {}
+    for name, (model, tok) in models.items():
+        if hasattr(model, "eval"):
+            model.eval()
+        per_bs = {}
+        for bs in batch_sizes:
+            if bs == 1:
+                chunk = [tok(t, truncation=True, max_length=max_len, return_tensors="pt",
+                             return_token_type_ids=False) for t in texts[:n_single]]
+            else:
+                rows = (texts * (bs // len(texts) + 1))[:bs]
+                chunk = [tok(rows, padding=True, truncation=True, max_length=max_len, return_tensors="pt",
+                             return_token_type_ids=False)]
+            per_bs[bs] = chunk
+        inputs[name] = per_bs
+        for bs in batch_sizes:   # warm-up
+            e = per_bs[bs][0]
+            model(input_ids=e["input_ids"], attention_mask=e["attention_mask"])
+    times: dict = {name: {bs: [] for bs in batch_sizes} for name in models}
+    for _ in range(rounds):
+        for name, (model, _tok) in models.items():
+            for bs in batch_sizes:
+                chunk = inputs[name][bs]
+                t0 = time.perf_counter()
+                for e in chunk:
+                    model(input_ids=e["input_ids"], attention_mask=e["attention_mask"])
+                n = sum(int(e["input_ids"].shape[0]) for e in chunk)
+                times[name][bs].append((time.perf_counter() - t0) / n * 1000)
+    return {name: {f"ms_b{bs}": float(np.median(v)) for bs, v in per.items()} for name, per in times.items()}

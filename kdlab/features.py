@@ -6,41 +6,9 @@ projections (captured with forward hooks) only for methods that need raw scores 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import torch
-
 from .models import encoder, set_attention
-
-
-@dataclass(frozen=True)
-class Need:
-    hidden: bool = False
-    attentions: bool = False
-    qkv: bool = False
-
-    def __or__(self, other: "Need") -> "Need":
-        return Need(self.hidden or other.hidden, self.attentions or other.attentions, self.qkv or other.qkv)
-
-
-@dataclass
-class Features:
-    logits: torch.Tensor                       # [B, C]
-    mask: torch.Tensor                         # [B, L] 1 = real token
-    hidden: list[torch.Tensor] | None = None   # N+1 x [B, L, d]; hidden[0] = embeddings
-    attentions: list[torch.Tensor] | None = None  # N x [B, h, L, L] probabilities
-    qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # N x (q, k, v) [B, L, d]
-    heads: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def cls(self, layer: int) -> torch.Tensor:
-        return self.hidden[layer][:, 0]
-
-    def detach(self) -> "Features":
-        d = lambda t: None if t is None else [x.detach() for x in t]
-        qkv = None if self.qkv is None else [tuple(x.detach() for x in t) for t in self.qkv]
-        return Features(self.logits.detach(), self.mask, d(self.hidden), d(self.attentions), qkv, self.heads,
-                        dict(self.extra))
+from .records import Features, Need  # noqa: F401  (the records live in kdlab.records)
+from .speed import buckets
 
 
 def _qkv_hooks(model, store: list):
@@ -56,18 +24,17 @@ def _qkv_hooks(model, store: list):
     return handles
 
 
-def features(model, batch: dict, need: Need = Need(), buckets: bool = False) -> Features:
+def features(model, batch: dict, need: Need = Need(), bucketed: bool = False) -> Features:
     """Run ``model`` on ``batch`` (input_ids, attention_mask) and return the features record.
 
     Models that are not BERT-like (e.g. the BiLSTM student) provide ``kd_features(batch, need)``.
-    ``buckets=True`` skips padding (``kdlab.speed.buckets``): rows of similar length run together, trimmed to their
+    ``bucketed=True`` skips padding (``kdlab.speed.buckets``): rows of similar length run together, trimmed to their
     longest row, and the outputs (q/k/v included) are re-padded to the batch's shape.
     """
     if hasattr(model, "kd_features"):
         return model.kd_features(batch, need)
-    if buckets:
-        from .speed import buckets as _b
-        f = _b.run(lambda sub: features(model, sub, need), batch)
+    if bucketed:
+        f = buckets.run(lambda sub: features(model, sub, need), batch)
         if f is not None:
             return f
     if need.attentions:

@@ -2,6 +2,7 @@
 
 Conventions (docs/ARCHITECTURE.md, METHODS.md §0):
 
+* argument order: the student's tensor first, then the teacher's (or the target), then the mask.
 * shapes: logits ``[B, C]``; hidden states ``[B, L, d]``; attention probabilities / scores ``[B, h, L, L]``
   (query rows, key columns); ``mask [B, L]`` with 1 = real token (any int / bool / float dtype).
 * every function computes in float32 (inputs are cast with ``.float()``, so bf16 inputs are fine) and returns
@@ -259,13 +260,13 @@ def attention_probs_from_scores(scores: torch.Tensor, mask: torch.Tensor | None 
     return F.softmax(s, dim=-1)
 
 
-def attention_kl(t_probs: torch.Tensor, s_probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Attention-distribution KL (MiniLM / MobileBERT / internal-representation KD).
+def attention_kl(s_probs: torch.Tensor, t_probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention-distribution KL ``KL(P^T ‖ P^S)`` (MiniLM / MobileBERT / internal-representation KD); student
+    first, like every loss here.
 
     Per (b, head a, query t): ``KL_bat = Σ_k P^T_batk (log P^T_batk − log max(P^S_batk, 1e−12))``
     (``xlogy`` so 0·log 0 = 0 on padded key columns). Reduction: mean over heads and over REAL query rows only,
     ``L = Σ_{b,a,t: m_bt=1} KL_bat / (h · Σm)``; ``mask=None`` -> mean over all B×h×L rows.
-    Note the argument order: teacher first.
     """
     _same_shape(s_probs, t_probs, "attention_kl")
     _check_attn(s_probs, mask, "attention_kl")
@@ -444,7 +445,7 @@ def sad_loss(attentions: Sequence[torch.Tensor], mask: torch.Tensor | None = Non
              ) -> tuple[torch.Tensor, list[tuple[int, int, torch.Tensor]]]:
     """Self-attention distillation inside one model: the attention probabilities ``[B, h, L, L]`` of a shallower
     layer imitate those of a deeper layer (detached). ``target='next'``: layer i -> layer i + 1 for i = 1..M−1;
-    ``'last'``: layer i -> layer M. Each pair is ``attention_kl(P_deep.detach(), P_i, mask)``; the total is
+    ``'last'``: layer i -> layer M. Each pair is ``attention_kl(P_i, P_deep.detach(), mask)``; the total is
     their sum. Returns ``(total, [(i, j, value), ...])`` with 1-based layers."""
     M = len(attentions)
     if M < 2:
@@ -455,7 +456,7 @@ def sad_loss(attentions: Sequence[torch.Tensor], mask: torch.Tensor | None = Non
     total = None
     for i in range(1, M):
         j = i + 1 if target == "next" else M
-        v = attention_kl(attentions[j - 1].detach(), attentions[i - 1], mask)
+        v = attention_kl(attentions[i - 1], attentions[j - 1].detach(), mask)
         pairs.append((i, j, v))
         total = v if total is None else total + v
     return total, pairs

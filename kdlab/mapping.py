@@ -8,6 +8,7 @@ Embeddings (layer 0) are mapped separately by the methods that use them.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from typing import Iterable, Sequence
 
@@ -25,6 +26,11 @@ __all__ = [
     "alp_weights",
     "from_matrix",
     "pairs",
+    "one_hot_layers",
+    "parse_layers",
+    "edit",
+    "method_flags",
+    "round_half_up",
     "teacher_layers_for_student_init",
     "build",
     "STRATEGIES",
@@ -60,7 +66,8 @@ def _check_sizes(M, N) -> None:
         )
 
 
-def _round_half_up(x: float) -> int:
+def round_half_up(x: float) -> int:
+    """2.5 -> 3 (Python's ``round`` gives 2): the rounding of the uniform (PKD-skip) mapping."""
     return int(math.floor(x + 0.5))
 
 
@@ -109,7 +116,7 @@ def uniform(M: int, N: int) -> torch.Tensor:
     3<-6: 2,4,6; 6<-12: 2,4,…,12; 4<-12: 3,6,9,12.
     """
     _check_sizes(M, N)
-    return _from_rows([_round_half_up(i * N / M) for i in range(1, M + 1)], M, N)
+    return _from_rows([round_half_up(i * N / M) for i in range(1, M + 1)], M, N)
 
 
 def first_k(M: int, N: int) -> torch.Tensor:
@@ -247,6 +254,54 @@ def pairs(W: torch.Tensor) -> list[tuple[int, int, float]]:
     return [(int(i) + 1, int(j) + 1, float(W[i, j])) for i, j in torch.nonzero(W != 0).tolist()]
 
 
+def one_hot_layers(W) -> list[int] | None:
+    """The 1-based teacher layer of every student row when each row has exactly one pair (weight aside), else
+    None: ``one_hot_layers(uniform(3, 6)) == [2, 4, 6]``."""
+    W = torch.as_tensor(W)
+    nz = W != 0
+    if W.dim() != 2 or not bool((nz.sum(1) == 1).all()):
+        return None
+    return [int(j) + 1 for j in nz.float().argmax(1)]
+
+
+def parse_layers(text: str, example: str = "2,4,6") -> list[int]:
+    """``"2, 4,6"`` -> ``[2, 4, 6]``; a KdlabError (showing ``example``) when it is not a list of integers."""
+    try:
+        return [int(x) for x in str(text).replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise KdlabError(f"'{text}' is not a comma-separated list of layer numbers, e.g. {example}") from None
+
+
+def edit(W, edits: Iterable) -> torch.Tensor:
+    """``W`` after pair edits, validated (``from_matrix``). Each edit is ``(op, student, teacher, weight)``,
+    1-based: op ``"add"`` sets that pair's weight, ``"row"`` makes it the only pair of its row. Edits outside
+    the matrix (left from a larger one) are skipped."""
+    W = torch.as_tensor(W if not isinstance(W, torch.Tensor) else W.detach(), dtype=torch.float32).clone()
+    if W.dim() != 2:
+        raise KdlabError(f"a mapping matrix must be 2-D [M, N], got shape {tuple(W.shape)}")
+    M, N = W.shape
+    for op, s, t, w in edits:
+        if op not in ("add", "row"):
+            raise KdlabError(f"unknown mapping edit '{op}': use 'add' or 'row'")
+        if not (1 <= s <= M and 1 <= t <= N):
+            continue
+        if op == "row":
+            W[s - 1, :] = 0.0
+        W[s - 1, t - 1] = float(w)
+    return from_matrix(W, M, N)
+
+
+def method_flags(W) -> str:
+    """Command-line options that train with ``W``: the explicit mapping for one pair of weight 1 per row, else
+    the ``hidden`` method with the whole weight matrix."""
+    W = torch.as_tensor(W, dtype=torch.float32)
+    layers = one_hot_layers(W)
+    if layers is not None and bool((W.sum(1) == 1).all()):
+        return "--set mapping=explicit --set mapping_layers=" + ",".join(map(str, layers))
+    rows = [[round(float(v), 4) for v in r] for r in W]
+    return "--method hidden --set mapping=matrix --set mapping_matrix=" + json.dumps(rows, separators=(",", ":"))
+
+
 def teacher_layers_for_student_init(
     strategy: str, M: int, N: int, layers: Sequence[int] | None = None
 ) -> list[int]:
@@ -259,7 +314,7 @@ def teacher_layers_for_student_init(
     _check_sizes(M, N)
     name = str(strategy).lower()
     if name in ("uniform", "skip"):
-        return [_round_half_up((i + 1) * N / M) - 1 for i in range(M)]
+        return [round_half_up((i + 1) * N / M) - 1 for i in range(M)]
     if name == "first":
         return list(range(M))
     if name == "last":

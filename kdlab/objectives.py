@@ -22,6 +22,16 @@ def logit_kd(s_logits, t_logits, form: str, T: float):
     raise KdlabError(f"unknown logit-KD form '{form}': use kl, soft-ce or mse")
 
 
+def sum_terms(terms) -> tuple[torch.Tensor | None, dict]:
+    """``(sum of the values, {name: value.detach()})`` for an iterable of ``(name, value)`` pairs, in order
+    (the sum is None when there are none)."""
+    total, parts = None, {}
+    for name, value in terms:
+        parts[name] = value.detach()
+        total = value if total is None else total + value
+    return total, parts
+
+
 class Projection(nn.Module):
     """Identity when widths agree, otherwise a learned linear map student width -> teacher width."""
 
@@ -31,6 +41,17 @@ class Projection(nn.Module):
 
     def forward(self, x):
         return x if self.linear is None else self.linear(x.to(self.linear.weight.dtype))
+
+
+PROJECTIONS = ("auto", "linear")  # the values of a method's ``projection`` option
+
+
+def make_projection(kind: str, d_in: int, d_out: int) -> Projection:
+    """The student -> teacher projection a ``projection`` option asks for: ``auto`` = a learned linear map only
+    when the widths differ (identity otherwise), ``linear`` = always a learned linear map."""
+    if kind not in PROJECTIONS:
+        raise KdlabError(f"projection must be 'auto' or 'linear' (got {kind!r})")
+    return Projection(d_in, d_out, force=kind == "linear")
 
 
 class HiddenMatch(nn.Module):

@@ -9,11 +9,16 @@ import os
 import traceback
 from pathlib import Path
 
+from .chains import run_chain
+from .checkpoint import checkpoint_position, find_checkpoint
 from .config import RunConfig, TrainConfig, apply_preset
 from .data.loaders import load_data
+from .distill import train
 from .errors import KdlabError
 from .evaluate import evaluate, size_report
+from .methods import get
 from .models import build_student, check_student_fits, load_saved, load_teacher, save_model
+from .speed.ddp import is_main
 from .store import Store
 
 
@@ -29,7 +34,6 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
     ``save_pretrained`` under ``<runs>/teachers/<key>`` where the key hashes the base model, the
     data identity and the fine-tuning settings.
     """
-    from .distill import train
     bundle = bundle or load_bundle(cfg)
     key = cfg.teacher_key(bundle.identity)
     folder = teacher_cache_root(store) / key
@@ -103,7 +107,6 @@ def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
 
 
 def _main_rank() -> bool:
-    from .speed.ddp import is_main
     return is_main()
 
 
@@ -117,37 +120,32 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     """Build the student, distill it with ``cfg.method`` and store everything; returns the run id.
 
     ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy)."""
-    from .distill import train
-    from .methods import get
     cfg = apply_preset(cfg)
     store = store or Store()
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
-    needs_attn = bool(getattr(method_cls, "needs_attentions", False))
-    if teacher is None and student is None and not hasattr(method_cls, "make_student") and not cfg.student_hidden:
+    needs_attn = method_cls.needs_attentions
+    if teacher is None and student is None and not method_cls.defines("make_student") and not cfg.student_hidden:
         check_student_fits(cfg.teacher, layers=cfg.student_layers, init=cfg.student_init,
                            layer_list=cfg.student_layer_list)   # before minutes of teacher fine-tuning
     if teacher is None and (method_cls.uses_teacher or cfg.student_init != "fresh"):
         teacher, tokenizer, teacher_run = prepare_teacher(cfg, store, bundle, attentions=needs_attn, log=log)
-    if hasattr(method_cls, "run_chain"):
-        return method_cls.run_chain(cfg, store, teacher=teacher, tokenizer=tokenizer, bundle=bundle,
-                                    teacher_run=teacher_run, log=log)
-    if student is not None:
-        pass
-    elif hasattr(method_cls, "make_student"):
+    if method_cls.chain:   # a chain of runs (teacher assistants, self-distillation): kdlab.chains
+        return run_chain(method_cls, cfg, store, run=distill_run, teacher=teacher, tokenizer=tokenizer,
+                         bundle=bundle, teacher_run=teacher_run, log=log)
+    if student is None:   # the method's own student, or None for the default one
         student = method_cls.make_student(teacher, tokenizer, cfg)
-    else:
-        init = getattr(method_cls, "student_init", None) if cfg.student_init == "skip" else cfg.student_init
+    if student is None:
+        init = method_cls.student_init if cfg.student_init == "skip" else cfg.student_init
         student = build_student(teacher, layers=cfg.student_layers, init=init or cfg.student_init,
                                 layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)
-    if hasattr(method_cls, "augment_train"):   # methods that enlarge the transfer set (e.g. bilstm)
-        bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)
+    bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)   # e.g. bilstm enlarges the transfer set
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
     conf["data_identity"] = bundle.identity
-    if resume:   # continue a stored run from its last checkpoint (kdlab.checkpoint.resume_run)
-        run_id = resume
-        checkpoint = store.reopen(run_id)
+    if resume:   # continue a stored run from its last checkpoint (resume_run)
+        run_id, checkpoint = resume, _checkpoint_of(store, resume)
+        store.reopen(run_id, *checkpoint_position(checkpoint))
     else:
         run_id, checkpoint = store.create_run(kind, cfg.method, conf, name=cfg.name, parent=teacher_run), None
     log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
@@ -170,6 +168,31 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
             (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
         raise
     return run_id
+
+
+def _checkpoint_of(store: Store, run_id: str) -> Path:
+    ck = find_checkpoint(store.folder(run_id) / "checkpoint")
+    if ck is None:
+        raise KdlabError(f"run {run_id} has no resumable checkpoint: start it again "
+                         "(use --checkpoint-every N to checkpoint during an epoch)")
+    return ck
+
+
+def resume_run(store: Store, run_id: str, log=print) -> str:
+    """Resume a stopped, killed or failed run from its last checkpoint; returns the run id."""
+    run = store.run(run_id)
+    if run["kind"] == "teacher":
+        raise KdlabError(f"run {run['id']} is a teacher fine-tuning run: teachers are re-made by `kdlab teacher`")
+    if run["status"] in ("finished", "running"):
+        raise KdlabError(f"run {run['id']} is {run['status']}: only a killed (died), failed or cancelled run "
+                         "can be resumed")
+    _checkpoint_of(store, run["id"])
+    conf = dict(run["config"])
+    for k in ("teacher_run", "data_identity"):
+        conf.pop(k, None)
+    cfg = RunConfig.from_dict(conf)
+    cfg.train.progress = False
+    return distill_run(cfg, store, log=log, resume=run["id"])
 
 
 def eval_run(store: Store, run_id: str, data_file: str, *, text_col="sentence", label_col="label",

@@ -119,17 +119,10 @@ class Store:
             c.execute("UPDATE runs SET status=?, message=?, updated=?, summary=? WHERE id=?",
                       (status, message, time.time(), json.dumps(summary or {}, default=str), run_id))
 
-    def reopen(self, run_id: str):
-        """Mark a stopped run ``running`` again to resume it from its last checkpoint: rows logged after
-        that checkpoint are deleted in one transaction (they will be written again). Returns the
-        checkpoint folder."""
-        from .checkpoint import find_checkpoint
-        ck = find_checkpoint(self.folder(run_id) / "checkpoint")
-        if ck is None:
-            raise KdlabError(f"run {run_id} has no resumable checkpoint: start it again "
-                             "(use --checkpoint-every N to checkpoint during an epoch)")
-        info = json.loads((ck / "state.json").read_text())
-        step, epoch = int(info["step"]), int(info["epoch"])
+    def reopen(self, run_id: str, step: int, epoch: int):
+        """Mark a stopped run ``running`` again to continue it from ``step`` / ``epoch`` (its checkpoint's
+        position, read by the caller): rows logged after that point are deleted in one transaction (they
+        will be written again)."""
         with self._conn() as c:
             c.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step))
             c.execute("DELETE FROM evals WHERE run_id=? AND (step>? OR epoch>?)", (run_id, step, epoch))
@@ -137,7 +130,6 @@ class Store:
             c.execute("UPDATE runs SET status='running', message='', pid=?, updated=? WHERE id=?",
                       (os.getpid(), time.time(), run_id))
         (self.folder(run_id) / "CANCEL").unlink(missing_ok=True)
-        return ck
 
     def request_cancel(self, run_id: str):
         (self.folder(run_id) / "CANCEL").touch()

@@ -15,34 +15,32 @@ reuse an identical finished run instead of training it again.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-import sys
 import tempfile
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from kdlab.config import RunConfig, TrainConfig, apply_preset  # noqa: E402
+from kdlab.config import RunConfig, build_config  # noqa: E402
 from kdlab.errors import KdlabError  # noqa: E402
 from kdlab.methods import names  # noqa: E402
 from kdlab.pipeline import distill_run, load_bundle, prepare_teacher  # noqa: E402
 from kdlab.store import Store  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = os.environ.get("KDLAB_FAST", "").strip().lower() not in ("", "0", "false", "no", "off")
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# The choices of every notebook run (kdlab.config.build_config, the CLI's option names).
 # fast mode: tiny everything; normal mode: a workshop-sized run on a laptop CPU
-MAX_TRAIN = 64 if FAST else 2000
-MAX_EVAL = 24 if FAST else 400
-STEPS = 3 if FAST else None          # optimisation steps per student run (None = full epochs)
-EPOCHS = 1 if FAST else 2
+CHOICES = (dict(preset="tiny", max_train=64, max_eval=24, max_steps=3, epochs=1, batch_size=16, teacher_epochs=1)
+           if FAST else
+           dict(max_train=2000, max_eval=400, max_steps=None, epochs=2, batch_size=32, lr=5e-5, teacher_epochs=2))
+MAX_TRAIN, MAX_EVAL = CHOICES["max_train"], CHOICES["max_eval"]
+STEPS = CHOICES["max_steps"]          # optimisation steps per student run (None = full epochs)
+EPOCHS = CHOICES["epochs"]
 
 if FAST:
     try:
@@ -62,24 +60,15 @@ def data_spec() -> tuple[str | None, list[str] | None, str]:
 
 
 def config(method: str = "kd", **changes) -> RunConfig:
-    """The notebooks' run configuration for ``method``; ``changes`` override RunConfig fields,
-    ``method_args`` go to the method, ``steps`` overrides the number of optimisation steps."""
-    steps = changes.pop("steps", STEPS)
+    """The notebooks' run configuration for ``method``; ``changes`` are further choices of
+    ``kdlab.config.build_config`` (``method_args``, ``student_layers``, ``name``, ...); ``steps`` sets the
+    number of optimisation steps."""
+    if "steps" in changes:
+        changes["max_steps"] = changes.pop("steps")
     data, ood, _ = data_spec()
-    cfg = RunConfig(method=method, data=data, ood=ood or [], max_train=MAX_TRAIN, max_eval=MAX_EVAL,
-                    preset="tiny" if FAST else None,
-                    train=TrainConfig(epochs=EPOCHS, max_steps=steps, batch_size=16 if FAST else 32,
-                                      progress=False, log_every=1, checkpoint_each_epoch=False),
-                    teacher_train=TrainConfig(epochs=2, lr=5e-5, progress=False, checkpoint_each_epoch=False))
-    for k, v in changes.items():
-        if not hasattr(cfg, k):
-            raise KdlabError(f"unknown run setting '{k}': use a RunConfig field such as student_layers or method_args")
-        setattr(cfg, k, v)
-    cfg = apply_preset(cfg)
-    if FAST:   # the tiny preset keeps its 3 teacher epochs; one is enough for a smoke run
-        cfg.teacher_train = dataclasses.replace(cfg.teacher_train, epochs=1, progress=False,
-                                                checkpoint_each_epoch=False, batch_size=16)
-    cfg.preset = None   # applied once, here
+    cfg = build_config(**{**CHOICES, "data": data, "ood": ood, "no_progress": True, "method": method, **changes})
+    for t in (cfg.train, cfg.teacher_train):   # no per-epoch checkpoints: notebook runs are not resumed
+        t.checkpoint_each_epoch = False
     return cfg
 
 

@@ -324,12 +324,13 @@ def test_inspect(app):
 
 
 def test_guard_turns_an_unexpected_exception_into_one_message():
-    def page():
-        import sys
+    def page():  # run from a temporary file: load the dashboard's helper module from app/
+        import importlib.util
         from pathlib import Path
-        sys.path.insert(0, str(Path.cwd() / "app"))
         import streamlit as st
-        import common as C
+        spec = importlib.util.spec_from_file_location("common", Path.cwd() / "app" / "common.py")
+        C = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(C)
         with C.guard():
             raise RuntimeError("disk on fire\nsecond line")
         st.write("after the guard")

@@ -36,7 +36,7 @@ def free_port() -> int:
 def server(tmp_path_factory):
     runs = tmp_path_factory.mktemp("browser-runs")
     port = free_port()
-    env = dict(os.environ, KDLAB_RUNS=str(runs), KDLAB_APP_PRESET="tiny", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, KDLAB_RUNS=str(runs), KDLAB_APP_PRESET="tiny")   # kdlab is an installed package
     log = open(runs / "streamlit.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1",

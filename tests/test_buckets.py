@@ -85,7 +85,7 @@ def test_bucketed_features_equal_the_padded_forward_at_real_positions():
     need = Need(hidden=True, attentions=True, qkv=True)
     with torch.inference_mode():
         full = features(teacher, b, need)
-        got = features(teacher, b, need, buckets=True)
+        got = features(teacher, b, need, bucketed=True)
     m = b["attention_mask"].bool()
     longest = int(m.sum(1).max())
     assert got.logits.shape == full.logits.shape and torch.allclose(got.logits, full.logits, atol=1e-5)

@@ -222,12 +222,12 @@ def test_attention_kl_hand_excludes_padded_query_rows():
     # each head has one row of each kind -> sum over (2 heads x 2 real rows) = 2*(k0+k1), / (h=2 * 2 real tokens)
     ref = 2 * (k0 + k1) / 4
     mask = torch.tensor([[1, 1, 0]])
-    val = L.attention_kl(pt, ps, mask)
+    val = L.attention_kl(ps, pt, mask)
     approx(val, ref)
     assert torch.isfinite(val)
     # unmasked reference form includes the padded row
     kpad = kl([0.1, 0.1, 0.8], [0.8, 0.1, 0.1])
-    approx(L.attention_kl(pt, ps, None), (2 * (k0 + k1) + 2 * kpad) / 6)
+    approx(L.attention_kl(ps, pt, None), (2 * (k0 + k1) + 2 * kpad) / 6)
 
 
 def test_attention_kl_zero_at_match_with_zero_columns():
@@ -299,11 +299,11 @@ def test_gradients_flow_to_student():
         "cls_cosine": lambda s: L.cls_cosine(s["h"][:, 0], torch.randn(B, d)),
         "pkd_pt": lambda s: L.pkd_pt([s["h"][:, 0]], [torch.randn(B, d)]),
         "attention_kl": lambda s: L.attention_kl(
-            L.attention_probs_from_scores(torch.randn(B, h, Lq, Lq), mask),
-            L.attention_probs_from_scores(s["a"], mask), mask),
+            L.attention_probs_from_scores(s["a"], mask),
+            L.attention_probs_from_scores(torch.randn(B, h, Lq, Lq), mask), mask),
         "attention_score_mse": lambda s: L.attention_score_mse(s["a"], torch.randn(B, h, Lq, Lq), mask),
         "value_relation": lambda s: L.attention_kl(
-            L.value_relation(torch.randn(B, Lq, d), mask, h), L.value_relation(s["h"], mask, h), mask),
+            L.value_relation(s["h"], mask, h), L.value_relation(torch.randn(B, Lq, d), mask, h), mask),
         "alp_loss": lambda s: L.alp_loss([s["h"][:, 0]], torch.randn(B, 3, d))[0],
     }
     for name, fn in cases.items():
@@ -371,7 +371,7 @@ def test_prop_attention_losses(a_s, a_t, lengths):
     s, tt = torch.from_numpy(a_s), torch.from_numpy(a_t)
     ps = L.attention_probs_from_scores(s, mask)
     pt = L.attention_probs_from_scores(tt, mask)
-    v = L.attention_kl(pt, ps, mask)
+    v = L.attention_kl(ps, pt, mask)
     assert torch.isfinite(v) and float(v) >= -1e-5
     assert abs(float(L.attention_kl(pt, pt, mask))) < 1e-5
     w = L.attention_score_mse(s, tt, mask)

@@ -153,3 +153,58 @@ def test_alp_weights_are_the_batch_mean_attention_over_teacher_cls():
     assert torch.allclose(W[1], torch.softmax(eps, dim=1).mean(0), atol=1e-6)
     with pytest.raises(KdlabError, match="project the student"):
         mp.alp_weights(th, [torch.randn(5, 7, 4) for _ in range(3)])
+
+
+def test_round_half_up_and_one_hot_layers():
+    assert [mp.round_half_up(x) for x in (0.5, 1.5, 2.5, 2.49)] == [1, 2, 3, 2]
+    assert mp.one_hot_layers(mp.uniform(3, 6)) == [2, 4, 6]
+    assert mp.one_hot_layers(mp.explicit([1, 5], 6)) == [1, 5]
+    assert mp.one_hot_layers(np.array([[0, 0.5, 0], [1, 0, 0]])) == [2, 1]   # one pair per row, any weight
+    assert mp.one_hot_layers(mp.grouped(2, 4)) is None                      # two pairs in a row
+    assert mp.one_hot_layers(mp.rail_random(3, 6)) is None                  # an empty row
+
+
+def test_parse_layers():
+    assert mp.parse_layers("2, 4,6") == [2, 4, 6] and mp.parse_layers("3,") == [3] and mp.parse_layers("") == []
+    with pytest.raises(KdlabError, match=r"'2,x' is not a comma-separated list of layer numbers, e.g. 1,3"):
+        mp.parse_layers("2,x", example="1,3")
+
+
+def test_edit_sets_adds_and_validates():
+    W = mp.uniform(2, 4)                                     # S1 <- T2, S2 <- T4
+    E = mp.edit(W, [("add", 2, 3, 0.5)])
+    assert E.tolist() == [[0, 1, 0, 0], [0, 0, 0.5, 1]] and W.tolist() == [[0, 1, 0, 0], [0, 0, 0, 1]]  # a copy
+    assert mp.edit(W, [("add", 2, 3, 0.5), ("row", 1, 1, 2.0)]).tolist() == [[2, 0, 0, 0], [0, 0, 0.5, 1]]
+    assert mp.edit(np.asarray(W), [("add", 3, 1, 1.0), ("row", 1, 9, 1.0)]).tolist() == W.tolist()  # outside: skipped
+    assert mp.edit(W, []).dtype == torch.float32
+    with pytest.raises(KdlabError, match="negative"):
+        mp.edit(W, [("add", 1, 1, -1.0)])
+    with pytest.raises(KdlabError, match="unknown mapping edit 'swap'"):
+        mp.edit(W, [("swap", 1, 1, 1.0)])
+
+
+def test_method_flags():
+    assert mp.method_flags(mp.uniform(3, 6)) == "--set mapping=explicit --set mapping_layers=2,4,6"
+    assert mp.method_flags(mp.grouped(2, 4)) == \
+        "--method hidden --set mapping=matrix --set mapping_matrix=[[0.5,0.5,0.0,0.0],[0.0,0.0,0.5,0.5]]"
+    # one pair per row but a weight other than 1: the whole matrix, so the weight is kept
+    assert mp.method_flags(np.array([[0.0, 0.1], [1.0, 0.0]])) == \
+        "--method hidden --set mapping=matrix --set mapping_matrix=[[0.0,0.1],[1.0,0.0]]"
+
+
+def test_alp_weights_of_two_models_is_alp_weights_of_their_features():
+    from kdlab.data.batching import make_loader
+    from kdlab.data.loaders import load_data
+    from kdlab.features import Need, features
+    from kdlab.models import build_student, tiny_model
+    teacher, tok = tiny_model()
+    student = build_student(teacher, layers=2, init="uniform")
+    teacher.eval(), student.eval()
+    batch = next(iter(make_loader(load_data(None, max_train=8, max_eval=8).dev, tok, batch_size=8, max_len=16)))
+    from kdlab.tools.cka_run import alp_weights_of
+    W = alp_weights_of(teacher, student, batch)
+    with torch.no_grad():
+        ft, fs = features(teacher, batch, Need(hidden=True)), features(student, batch, Need(hidden=True))
+    assert W.shape == (2, teacher.config.num_hidden_layers) and not W.requires_grad
+    assert torch.allclose(W, mp.alp_weights(ft.hidden, fs.hidden), atol=1e-6)
+    assert torch.allclose(W.sum(1), torch.ones(2), atol=1e-5)

@@ -61,7 +61,7 @@ assert r0["pair"] == (1, pairs[0][1]) and r0["model"] == "plain KD"
 w.children[1].value = M
 r1 = w.result
 assert r1["pair"] == (M, pairs[-1][1])
-expected = float(losses.attention_kl(ft.attentions[r1["pair"][1] - 1], feats["plain KD"].attentions[M - 1],
+expected = float(losses.attention_kl(feats["plain KD"].attentions[M - 1], ft.attentions[r1["pair"][1] - 1],
                                      batch["attention_mask"]))
 assert abs(r1["kl"] - expected) < 1e-6
 w.children[0].value = "before training"

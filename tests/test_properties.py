@@ -83,7 +83,7 @@ def test_attention_kl(B, h, L, seed):
     m = _mask(seed, B, L)
     tp = losses.attention_probs_from_scores(_t(seed, B, h, L, L, scale=3.0), m)
     sp = losses.attention_probs_from_scores(_t(seed + 4, B, h, L, L, scale=3.0), m)
-    v = losses.attention_kl(tp, sp, m)
+    v = losses.attention_kl(sp, tp, m)
     assert torch.isfinite(v) and v >= -1e-6
     assert abs(float(losses.attention_kl(tp, tp, m))) < 1e-5
 

@@ -21,7 +21,7 @@ ARGS = ["distill", "--preset", "tiny", "--no-progress", "--method", "hidden", "-
 
 
 def _run(runs, *extra, wait=True):
-    env = dict(os.environ, KDLAB_RUNS=str(runs), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, KDLAB_RUNS=str(runs))
     cmd = [sys.executable, "-m", "kdlab", *ARGS, *extra]
     if wait:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -57,7 +57,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     p.wait()
     assert store.run(killed)["status"] == "died"
     r = subprocess.run([sys.executable, "-m", "kdlab", "distill", "--resume", killed, "--runs", str(runs)],
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ), capture_output=True, text=True, timeout=600,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert store.run(killed)["status"] == "finished"

@@ -80,7 +80,7 @@ with C.guard():
         store = C.store()
         _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
         name = launch.unique_name("teacher")
-        job = launch.launch(C.cli_args(), store.root, name, command="teacher")
+        job = launch.launch(cfg, store.root, name, command="teacher")
         bar = st.progress(0.0, text="starting ...")
         rid = None
         while True:

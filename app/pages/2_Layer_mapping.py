@@ -1,12 +1,10 @@
 """Layer mapping: the matrix W for any strategy, editable by pairs, beside a CKA heatmap."""
-import json
-
 import numpy as np
 import streamlit as st
 
 import common as C
 from kdlab import mapping, viz
-from kdlab.errors import KdlabError
+from kdlab.tools import cka_run
 
 st.title("Layer mapping")
 C.sidebar()
@@ -27,13 +25,9 @@ with left:
     W = None
     with C.guard():
         if strat == "explicit":
-            default = ",".join(str(j) for j in [mapping._round_half_up(i * N / M) for i in range(1, M + 1)])
+            default = ",".join(map(str, mapping.one_hot_layers(mapping.uniform(M, N))))
             txt = st.text_input(f"teacher layer (1..{N}) for each of the {M} student layers", default, key="map_explicit")
-            try:
-                layers = [int(x) for x in txt.replace(" ", "").split(",") if x]
-            except ValueError:
-                raise KdlabError(f"'{txt}' is not a comma-separated list of layer numbers, e.g. {default}")
-            W = mapping.build("explicit", M, N, layers=layers)
+            W = mapping.build("explicit", M, N, layers=mapping.parse_layers(txt, example=default))
         elif strat.startswith("random"):
             epoch = st.slider("epoch (a new draw each epoch)", 0, 9, 0, key="map_epoch")
             seed = st.number_input("seed", 0, 10**6, 0, key="map_seed")
@@ -45,16 +39,11 @@ with left:
             alp_src = st.radio("ALP weights of", ["the untrained student on dev examples", "a stored alp-kd run"],
                                key="map_alp_src", horizontal=True)
             if alp_src.startswith("the untrained"):
-                # softmax_j <h^S_i[CLS], h^T_j[CLS]>, batch mean: what ALP-KD's first step attends to
-                import torch
                 from kdlab.data.batching import make_loader
-                from kdlab.features import Need, features
                 n_alp = st.slider("dev examples", 4, 64, 32, 4, key="map_alp_n")
                 stu0 = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
                 batch = next(iter(make_loader(C.bundle().dev, tok, batch_size=n_alp, max_len=int(s["max_len"]))))
-                with torch.inference_mode():
-                    ft, fs = features(t, batch, Need(hidden=True)), features(stu0, batch, Need(hidden=True))
-                W = mapping.alp_weights(ft.hidden, fs.hidden).numpy()
+                W = cka_run.alp_weights_of(t, stu0, batch)
                 st.caption(f"ALP-KD attention over all teacher layers, mean over {len(batch['input_ids'])} dev "
                            "examples (rows sum to 1); training moves it, see a stored alp-kd run")
             elif not runs:
@@ -71,12 +60,11 @@ with left:
         else:
             W = mapping.build(strat, M, N)
     if W is not None:
-        W = np.asarray(W, dtype=float)
         edits = st.session_state.setdefault("map_edits", [])
         with st.expander("Edit W by pairs", expanded=False):
             c1, c2, c3 = st.columns(3)
-            si = c1.selectbox("student layer", list(range(1, W.shape[0] + 1)), key="map_edit_s")
-            tj = c2.selectbox("teacher layer", list(range(1, W.shape[1] + 1)), key="map_edit_t")
+            si = c1.selectbox("student layer", list(range(1, len(W) + 1)), key="map_edit_s")
+            tj = c2.selectbox("teacher layer", list(range(1, len(W[0]) + 1)), key="map_edit_t")
             wv = c3.number_input("weight", 0.0, 10.0, 1.0, 0.1, key="map_edit_w")
             b1, b2, b3 = st.columns(3)
             if b1.button("set pair (only pair in its row)", key="map_edit_set"):
@@ -85,24 +73,14 @@ with left:
                 edits.append(("add", si, tj, wv))
             if b3.button("reset edits", key="map_edit_reset"):
                 edits.clear()
-        for op, si, tj, wv in edits:
-            if si > W.shape[0] or tj > W.shape[1]:
-                continue
-            if op == "row":
-                W[si - 1, :] = 0.0
-            W[si - 1, tj - 1] = wv
         with C.guard():
-            W = mapping.from_matrix(W, W.shape[0], W.shape[1]).numpy()
+            W = mapping.edit(W, edits).numpy()
             st.plotly_chart(viz.mapping_heatmap(W, title=f"W ({strat}), {W.shape[0]} student x {W.shape[1]} teacher layers"),
                             key="map_heatmap")
             pairs = mapping.pairs(W)
             st.caption("pairs (student <- teacher: weight): " +
                        ", ".join(f"S{a}<-T{b}: {w:.2f}" for a, b, w in pairs))
-            st.code("--set mapping=explicit --set mapping_layers=" +
-                    ",".join(str(int(np.argmax(r)) + 1) for r in W) if (W > 0).sum(1).max() <= 1 and
-                    (W.sum(1) > 0).all() else "--method hidden --set mapping=matrix --set mapping_matrix=" +
-                    json.dumps(np.round(W, 4).tolist(), separators=(",", ":")),
-                    language="bash")
+            st.code(mapping.method_flags(W), language="bash")
 
 with right:
     st.markdown("**CKA between teacher and student layers** (pooled states on dev examples; `kdlab.tools.cka_run`)")
@@ -122,7 +100,6 @@ with right:
             split = C.bundle().dev
             from kdlab.data.loaders import Split
             sub = Split("dev", split.texts[:n_ex], split.labels[:n_ex], split.domain)
-            from kdlab.tools import cka_run
             res = cka_run.cka_between(tt, stu, tok, sub, pool, n_ex, max_len=int(s["max_len"]))
             C_ = res["debiased" if debiased else "linear"]
             st.session_state["map_cka"] = np.asarray(C_).tolist()

@@ -1,12 +1,12 @@
 """Train: start a run as a separate process and follow it live through the run store."""
 import json
-import time
 
 import numpy as np
 import streamlit as st
 
 import common as C
-from kdlab.tools import launch, viz
+from kdlab import viz
+from kdlab.tools import launch
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
 
@@ -37,10 +37,8 @@ if go:
         if not isinstance(extra, dict):
             raise KdlabError("method options must be a JSON object, e.g. {\"temperature\": 4}")
         get(method).check_options(extra)  # defaults + <weight>_end / <weight>_schedule of scheduled weights
-        args = C.cli_args() + ["--method", method, "--max-steps", str(int(max_steps)), "--epochs", str(int(epochs))]
-        for k, v in extra.items():
-            args += ["--set", f"{k}={json.dumps(v)}"]
-        job = launch.launch(args, store.root, launch.unique_name(name or method))
+        cfg = C.run_config(method=method, max_steps=int(max_steps), epochs=int(epochs), method_args=extra)
+        job = launch.launch(cfg, store.root, launch.unique_name(name or method))
         st.session_state["train_job"] = job.__dict__
         st.session_state.pop("train_run_id", None)
         st.success(f"started `{job.name}` (pid {job.pid}); it keeps running if you leave this page")

@@ -13,20 +13,18 @@ from __future__ import annotations
 import torch
 
 from .. import losses
-from ..features import Need
 from ..objectives import Projection
-from .base import register
-from .basic import LogitKD
+from .base import LayerKD, register
 
 
 @register
-class ALPKD(LogitKD):
+class ALPKD(LayerKD):
     """Attention over all teacher layers' [CLS] per student layer."""
     name = "alp-kd"
     summary = ("L = 0.1*CE + 0.7*KD(T=20) + 0.2 * sum_i MSE(h^S_i, sum_j softmax_j<h^S_i,h^T_j> h^T_j)  "
                "([CLS], all teacher layers)")
     defaults = dict(alpha_hard=0.1, alpha_soft=0.7, beta=0.2, temperature=20.0)
-    weights = ("beta",)
+    term = "alp"
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -34,17 +32,10 @@ class ALPKD(LogitKD):
         self.proj = Projection(ctx.student.hidden, ctx.teacher.hidden)
         self.register_buffer("W", torch.full((M, N), 1.0 / N), persistent=False)
 
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
-
-    def mapping(self, state):
-        return self.W
-
-    def loss(self, s, t, batch, state):
-        total, parts = self.logit_terms(s, t, batch, state)
+    def layer_loss(self, s, t, batch, state):
         N = len(t.hidden) - 1
         t_stack = torch.stack([t.cls(j).float() for j in range(1, N + 1)], dim=1)  # [B, N, d_T]
-        alp, rows = None, []
+        alp, rows, parts = None, [], {}
         tall = "+".join(str(j) for j in range(1, N + 1))
         for i in range(1, len(s.hidden)):
             term, alphas = losses.alp_loss([self.proj(s.cls(i))], t_stack)
@@ -55,5 +46,4 @@ class ALPKD(LogitKD):
                 parts[f"alp_weight/s{i}-t{j + 1}"] = w[j]
             alp = term if alp is None else alp + term
         self.W = torch.stack(rows).to(self.W.dtype)
-        parts["alp"] = alp.detach()
-        return total + self.w("beta", state) * alp, parts
+        return alp, parts

@@ -1,22 +1,36 @@
 """The method protocol: a method is an nn.Module that owns its learned projections and says which
 features it needs, which layer-mapping matrix W is active, and how to combine the losses.
 
-A method never touches the loop; the loop (``kdlab.distill``) calls, per optimisation step:
-``need(state)`` -> ``mapping(state)`` -> ``loss(student_feats, teacher_feats, batch, state)``, and
-the optional hooks ``on_epoch_start``, ``after_backward`` (e.g. gradient mixing) and ``teacher_loss``
-(for regimes whose teacher also learns).
+A method never touches the loop. Every hook below has a default, so a method writes only what differs:
+
+* per optimisation step, ``kdlab.distill`` calls ``need(state)`` -> ``mapping(state)`` ->
+  ``loss(student_feats, teacher_feats, batch, state)`` -> (backward) -> ``after_backward(student, teacher, state)``;
+  ``on_epoch_start(state)`` at the start of every epoch; ``bind(student, teacher)`` once, before the optimiser is
+  built; ``extra_state()`` / ``load_extra_state(d)`` with every checkpoint;
+* before training, ``kdlab.pipeline.distill_run`` asks the class whether the method is a chain of runs
+  (``chain``), for its student (``make_student``) and for its transfer set (``augment_train``).
+
+Data instead of code: what a method needs is ``student_need`` / ``teacher_need``; its fixed option values are
+``choices`` (checked in one place, ``check_options``); its W is ``self.W``. ``LogitKD`` is Hinton KD + CE and
+``LayerKD`` the template "logit KD + beta x a layer term": a layer method is then its ``__init__`` and its
+``layer_loss``.
 """
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .. import losses, mapping as mapping_strategies
 from ..errors import KdlabError
 from ..features import Features, Need
 from ..models import ModelInfo
+from ..objectives import logit_kd
 
 
 @dataclass
@@ -62,7 +76,8 @@ def schedule(kind: str, start: float, end: float, progress: float) -> float:
 
 
 class Method(nn.Module):
-    """Base class. Subclasses set ``name``, ``summary``, ``defaults`` and implement ``loss``."""
+    """Base class. Subclasses set ``name``, ``summary``, ``defaults`` and implement ``loss``; every other hook
+    has a default that does nothing (see the module docstring)."""
 
     name = "base"
     summary = ""
@@ -71,6 +86,9 @@ class Method(nn.Module):
                          # temperature, when a method has one, always does. For each such key ``X``:
                          # ``X_end`` (value at the last step) and ``X_schedule`` (constant | linear | cosine;
                          # linear when only ``X_end`` is given). ``self.w(X, state)`` is the value at a step.
+    choices: dict = {}   # option -> its allowed values (merged over the class hierarchy), checked by check_options
+    student_need = Need()  # the features ``need`` asks of the student and of the teacher (methods whose needs
+    teacher_need = Need()  # change during training override ``need``)
     uses_teacher = True
     trains_teacher = False   # True: the teacher learns too (its parameters join the optimiser, no freezing,
                              # teacher features computed with gradients); ``loss`` then includes its loss
@@ -78,12 +96,8 @@ class Method(nn.Module):
     student_init = None  # e.g. "skip" when the method prescribes copying teacher layers
     uses_padding = False  # True: a loss reads padded positions, so neither the teacher cache (which re-pads
                           # with zeros) nor length buckets may replace them
-
-    # Regimes that are a chain of runs (teacher assistants, self-distillation) define
-    #   @classmethod run_chain(cls, cfg, store, *, teacher, tokenizer, bundle, teacher_run, log) -> run_id
-    # and ``kdlab.pipeline.distill_run`` hands the whole run to it.
-    # Methods with their own student architecture define
-    #   @classmethod make_student(cls, teacher, tokenizer, cfg) -> model
+    chain = False  # True: a chain of runs handled by kdlab.pipeline (kdlab.chains: teacher assistants,
+                   # self-distillation); each hop is a run of another method
 
     def __init__(self, ctx: Context, **overrides):
         super().__init__()
@@ -105,11 +119,25 @@ class Method(nn.Module):
                     raise KdlabError(f"method '{self.name}': {k} must be a number, got {v!r}")
 
     @classmethod
-    def all_defaults(cls) -> dict:
+    def _merged(cls, attr: str) -> dict:
         d = {}
         for klass in reversed(cls.__mro__):
-            d.update(getattr(klass, "defaults", {}) or {})
+            d.update(getattr(klass, attr, {}) or {})
         return d
+
+    @classmethod
+    def all_defaults(cls) -> dict:
+        return cls._merged("defaults")
+
+    @classmethod
+    def all_choices(cls) -> dict:
+        """``{option: allowed values}`` over the class hierarchy."""
+        return cls._merged("choices")
+
+    @classmethod
+    def defines(cls, hook: str) -> bool:
+        """True when the method replaces the base class's default for ``hook`` (e.g. ``make_student``)."""
+        return any(hook in vars(klass) for klass in cls.__mro__[: cls.__mro__.index(Method)])
 
     @classmethod
     def scheduled_keys(cls) -> tuple:
@@ -131,11 +159,16 @@ class Method(nn.Module):
 
     @classmethod
     def check_options(cls, args) -> None:
-        """Raise a clear ``KdlabError`` for options the method does not have."""
+        """Raise a clear ``KdlabError`` for options the method does not have and for values outside an option's
+        ``choices``."""
         unknown = set(args) - set(cls.option_names())
         if unknown:
             raise KdlabError(f"method '{cls.name}' has no option(s) {sorted(unknown)}; "
                              f"its options are {cls.option_names()}")
+        for key, allowed in cls.all_choices().items():
+            if key in args and args[key] not in allowed:
+                raise KdlabError(f"method '{cls.name}': unknown {key} {args[key]!r}: use "
+                                 + " or ".join(f"{key}={v}" for v in allowed))
 
     @classmethod
     def resolve_options(cls, args: dict) -> dict:
@@ -165,34 +198,108 @@ class Method(nn.Module):
                 out[f"weight/{key}"] = torch.tensor(self.w(key, state))
         return out
 
-    # -- what the loop asks ------------------------------------------------------------------
+    def build_mapping(self) -> torch.Tensor:
+        """W [M, N] from the options ``mapping`` (a ``kdlab.mapping`` strategy), ``mapping_layers`` (for
+        ``explicit``) and ``mapping_matrix`` (for ``matrix``), for the context's student and teacher depths."""
+        return mapping_strategies.build(self.hp["mapping"], self.ctx.student.layers, self.ctx.teacher.layers,
+                                        layers=self.hp.get("mapping_layers"), seed=self.ctx.seed,
+                                        matrix=self.hp.get("mapping_matrix"))
+
+    # -- what the loop asks, per step ----------------------------------------------------------
     def need(self, state: State) -> tuple[Need, Need]:
-        """(student needs, teacher needs)."""
-        return Need(), Need()
+        """(student needs, teacher needs): by default the class attributes ``student_need``, ``teacher_need``."""
+        return self.student_need, self.teacher_need
 
     def mapping(self, state: State) -> torch.Tensor | None:
-        """The active layer-mapping matrix W [M, N], or None when no layers are matched."""
-        return None
+        """The active layer-mapping matrix W [M, N] (by default ``self.W``), or None when no layers are matched."""
+        return getattr(self, "W", None)
 
     def loss(self, s: Features, t: Features | None, batch: dict, state: State):
+        """``(total, parts)``: the loss to minimise and named values to log (per-layer ``"<term>/s<i>-t<j>"``)."""
         raise NotImplementedError
 
     def temperature(self, state: State) -> float:
         """The KD temperature at this step (``temperature`` -> ``temperature_end`` along its schedule)."""
         return self.w("temperature", state) if "temperature" in self.hp else 1.0
 
+    def kd_term(self, s: Features, t: Features, state: State, parts: dict, form: str = "kl",
+                log_temperature: bool = True) -> torch.Tensor:
+        """The logit-KD term (``kdlab.objectives.logit_kd`` at this step's temperature), recorded in ``parts`` as
+        ``kd`` (and ``temperature``)."""
+        T = self.temperature(state)
+        kd = logit_kd(s.logits, t.logits, form, T)
+        parts["kd"] = kd.detach()
+        if log_temperature:
+            parts["temperature"] = torch.tensor(T)
+        return kd
+
     def on_epoch_start(self, state: State):
-        pass
+        """Called at the start of every epoch (e.g. to redraw a random mapping)."""
 
     def after_backward(self, student, teacher, state: State):
-        pass
+        """Called after the backward pass (and the DDP all-reduce), before clipping and the optimiser step
+        (e.g. gradient mixing or freezing)."""
+
+    def bind(self, student, teacher):
+        """Called once with the models, before the optimiser is built (e.g. shared modules, peer models)."""
 
     def extra_state(self) -> dict:
         """JSON-able state for checkpoints (besides parameters)."""
         return {}
 
     def load_extra_state(self, d: dict):
-        pass
+        """Restore what ``extra_state`` returned."""
+
+    # -- what the pipeline asks, before training -----------------------------------------------
+    @classmethod
+    def make_student(cls, teacher, tokenizer, cfg):
+        """The method's own student model, or None for the default student (``kdlab.models.build_student``
+        from the run configuration)."""
+        return None
+
+    @classmethod
+    def augment_train(cls, bundle, tokenizer, teacher, cfg):
+        """The data bundle to train on (e.g. a transfer set enlarged by augmentation); by default ``bundle``."""
+        return bundle
+
+
+class LogitKD(Method):
+    """Hinton KD on the logits plus hard-label CE: ``alpha_soft * KD + alpha_hard * CE``."""
+    defaults = dict(temperature=2.0, alpha_soft=0.5, alpha_hard=0.5, kd_form="kl")  # + temperature_end/_schedule
+    weights = ("alpha_soft", "alpha_hard")
+    choices = dict(kd_form=("kl", "soft-ce", "mse"))
+
+    def logit_terms(self, s, t, batch, state):
+        """``(alpha_soft * KD + alpha_hard * CE, {"kd", "ce", "temperature"})``."""
+        T = self.temperature(state)
+        kd = logit_kd(s.logits, t.logits, self.hp["kd_form"], T)
+        ce = losses.hard_ce(s.logits, batch["labels"])
+        total = self.w("alpha_soft", state) * kd + self.w("alpha_hard", state) * ce
+        return total, {"kd": kd.detach(), "ce": ce.detach(), "temperature": torch.tensor(T)}
+
+    def loss(self, s, t, batch, state):
+        return self.logit_terms(s, t, batch, state)
+
+
+class LayerKD(LogitKD):
+    """Template: logit KD + ``beta`` x a layer term. A subclass writes its ``__init__`` (building ``self.W`` and its
+    projections) and ``layer_loss``; the total is ``alpha_soft*KD + alpha_hard*CE + beta*layer`` and the parts are
+    the logit parts, the layer parts and the layer sum under ``term``."""
+    defaults = dict(beta=1.0)
+    weights = ("beta",)
+    student_need = teacher_need = Need(hidden=True)
+    term = "layer"   # name of the summed layer term in the parts
+
+    def layer_loss(self, s: Features, t: Features, batch: dict, state: State):
+        """``(total, parts)`` of the layer term, its per-layer parts named ``"<term>/s<i>-t<j>"``."""
+        raise NotImplementedError
+
+    def loss(self, s, t, batch, state):
+        total, parts = self.logit_terms(s, t, batch, state)
+        layer, lparts = self.layer_loss(s, t, batch, state)
+        parts.update(lparts)
+        parts[self.term] = layer.detach()
+        return total + self.w("beta", state) * layer, parts
 
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -205,8 +312,21 @@ def register(cls):
     return cls
 
 
+_loaded = False
+
+
+def load_all():
+    """Import every module of this package so that each registers its methods."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
+
+
 def get(name: str) -> type[Method]:
-    from . import load_all
     load_all()
     if name not in REGISTRY:
         raise KdlabError(f"unknown method '{name}': run `python -m kdlab methods` to list the methods")
@@ -214,6 +334,5 @@ def get(name: str) -> type[Method]:
 
 
 def names() -> list[str]:
-    from . import load_all
     load_all()
     return sorted(REGISTRY)

@@ -1,12 +1,11 @@
 """Fine-tuning without a teacher, Hinton KD, and logit + hidden-state KD over a mapping matrix."""
 from __future__ import annotations
 
-import torch
+from .. import losses
+from ..objectives import HiddenMatch
+from .base import LayerKD, LogitKD, Method, register
 
-from .. import losses, mapping
-from ..features import Need
-from ..objectives import HiddenMatch, logit_kd
-from .base import Method, register
+__all__ = ["CE", "KD", "KDMSE", "HiddenKD", "LogitKD"]
 
 
 @register
@@ -21,26 +20,11 @@ class CE(Method):
         return ce, {"ce": ce.detach()}
 
 
-class LogitKD(Method):
-    defaults = dict(temperature=2.0, alpha_soft=0.5, alpha_hard=0.5, kd_form="kl")  # + temperature_end/_schedule
-    weights = ("alpha_soft", "alpha_hard")
-
-    def logit_terms(self, s, t, batch, state):
-        T = self.temperature(state)
-        kd = logit_kd(s.logits, t.logits, self.hp["kd_form"], T)
-        ce = losses.hard_ce(s.logits, batch["labels"])
-        total = self.w("alpha_soft", state) * kd + self.w("alpha_hard", state) * ce
-        return total, {"kd": kd.detach(), "ce": ce.detach(), "temperature": torch.tensor(T)}
-
-
 @register
 class KD(LogitKD):
     """Hinton et al. (2015): soft targets at temperature T with the T^2 factor, plus hard labels."""
     name = "kd"
     summary = "L = a_soft * T^2 * KL(p_T^T || q_S^T) + a_hard * CE(y, z_S)"
-
-    def loss(self, s, t, batch, state):
-        return self.logit_terms(s, t, batch, state)
 
 
 @register
@@ -50,35 +34,22 @@ class KDMSE(LogitKD):
     summary = "L = a_soft * ||z_T - z_S||^2 + a_hard * CE(y, z_S)"
     defaults = dict(kd_form="mse")
 
-    def loss(self, s, t, batch, state):
-        return self.logit_terms(s, t, batch, state)
-
 
 @register
-class HiddenKD(LogitKD):
+class HiddenKD(LayerKD):
     """Logit KD plus hidden-state matching (MSE or cosine) on the layers the mapping matrix pairs."""
     name = "hidden"
     summary = "L = a_soft*KD + a_hard*CE + beta * sum_(i,j in W) dist(P H^S_i, H^T_j)  (padding masked)"
     defaults = dict(beta=1.0, distance="mse", pool="tokens", mapping="uniform", mapping_layers=None,
                     mapping_matrix=None)
-    weights = ("beta",)
+    choices = dict(distance=("mse", "cosine"), pool=("tokens", "cls", "mean"))
+    term = "hidden"
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
-        M, N = ctx.student.layers, ctx.teacher.layers
-        self.W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed,
-                               matrix=self.hp["mapping_matrix"])
-        self.match = HiddenMatch(ctx.student.hidden, ctx.teacher.hidden, M, self.hp["distance"], self.hp["pool"])
+        self.W = self.build_mapping()
+        self.match = HiddenMatch(ctx.student.hidden, ctx.teacher.hidden, ctx.student.layers, self.hp["distance"],
+                                 self.hp["pool"])
 
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
-
-    def mapping(self, state):
-        return self.W
-
-    def loss(self, s, t, batch, state):
-        total, parts = self.logit_terms(s, t, batch, state)
-        h, hparts = self.match(s.hidden, t.hidden, s.mask, self.W.to(s.logits.device))
-        parts.update(hparts)
-        parts["hidden"] = h.detach()
-        return total + self.w("beta", state) * h, parts
+    def layer_loss(self, s, t, batch, state):
+        return self.match(s.hidden, t.hidden, s.mask, self.W.to(s.logits.device))

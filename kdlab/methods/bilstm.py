@@ -35,6 +35,7 @@ class BiLSTMKD(Method):
     defaults = dict(alpha=0.0, arch="bilstm", embed_dim=300, hidden=300, layers=1, fc_dim=400, dropout=0.1,
                     n_samples=4, p_mask=0.1, p_replace=0.1, p_ng=0.25, ng_max=5)
     weights = ("alpha",)
+    choices = dict(arch=("bilstm", "cnn"))
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)

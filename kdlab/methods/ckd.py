@@ -11,10 +11,8 @@ import torch
 from torch import nn
 
 from .. import losses, mapping
-from ..errors import KdlabError
-from ..features import Need
-from .base import register
-from .basic import LogitKD
+from ..objectives import sum_terms
+from .base import LayerKD, register
 
 
 def _label(a: int, b: int) -> str:
@@ -22,18 +20,17 @@ def _label(a: int, b: int) -> str:
 
 
 @register
-class CKD(LogitKD):
+class CKD(LayerKD):
     """Combinatorial KD: each student layer learns a learned projection of its concatenated teacher bucket."""
     name = "ckd"
     summary = ("L = CE + KD + beta * sum_i maskedMSE(H^S_i, W_i [H^T_a;...;H^T_b])  "
                "(contiguous teacher buckets, learned linear map per bucket)")
     defaults = dict(alpha_soft=1.0, alpha_hard=1.0, temperature=2.0, beta=1.0, pool="tokens")
-    weights = ("beta",)
+    choices = dict(pool=("tokens", "cls"))
+    term = "ckd"
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
-        if self.hp["pool"] not in ("tokens", "cls"):
-            raise KdlabError(f"ckd: unknown pool '{self.hp['pool']}': use pool=tokens or pool=cls")
         M, N = ctx.student.layers, ctx.teacher.layers
         self.W = mapping.grouped(M, N)
         self.groups = []
@@ -43,31 +40,16 @@ class CKD(LogitKD):
         dS, dT = ctx.student.hidden, ctx.teacher.hidden
         self.proj = nn.ModuleList(nn.Linear((b - a + 1) * dT, dS) for a, b in self.groups)
 
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
-
-    def mapping(self, state):
-        return self.W
-
-    def ckd_terms(self, s, t):
+    def layer_loss(self, s, t, batch, state):
         """(sum over buckets, {"ckd/s<i>-t<a+..+b>": value})."""
-        parts, total = {}, None
         tokens = self.hp["pool"] == "tokens"
         mask = s.mask if tokens else torch.ones(s.mask.shape[0], 1, dtype=s.mask.dtype, device=s.mask.device)
-        for i, (a, b) in enumerate(self.groups):
+
+        def bucket(i, a, b):
             cat = torch.cat([t.hidden[j].float() for j in range(a, b + 1)], dim=-1)
             hs = s.hidden[i + 1]
             if not tokens:
                 cat, hs = cat[:, :1], hs[:, :1]
-            f = self.proj[i](cat.to(self.proj[i].weight.dtype))
-            val = losses.hidden_mse(hs, f, mask)
-            parts[f"ckd/s{i + 1}-t{_label(a, b)}"] = val.detach()
-            total = val if total is None else total + val
-        return total, parts
+            return losses.hidden_mse(hs, self.proj[i](cat.to(self.proj[i].weight.dtype)), mask)
 
-    def loss(self, s, t, batch, state):
-        total, parts = self.logit_terms(s, t, batch, state)
-        c, cparts = self.ckd_terms(s, t)
-        parts.update(cparts)
-        parts["ckd"] = c.detach()
-        return total + self.w("beta", state) * c, parts
+        return sum_terms((f"ckd/s{i + 1}-t{_label(a, b)}", bucket(i, a, b)) for i, (a, b) in enumerate(self.groups))

@@ -31,7 +31,6 @@ from torch import nn
 from .. import losses
 from ..errors import KdlabError
 from ..features import Need
-from ..objectives import logit_kd
 from .base import Method, register
 
 
@@ -70,6 +69,7 @@ class CRD(Method):
     defaults = dict(gamma=1.0, alpha=0.0, beta=0.8, temperature=4.0, nce_k=16384, nce_t=0.07, feat_dim=128,
                     momentum=0.5)
     weights = ("gamma", "alpha", "beta")
+    student_need = teacher_need = Need(hidden=True)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -95,9 +95,6 @@ class CRD(Method):
         self.register_buffer("label_bank", torch.full((n,), -1, dtype=torch.long))
         self.register_buffer("z", torch.full((2,), -1.0))   # [Z for scores against Mem_T, against Mem_S]
         self._gen = torch.Generator().manual_seed(int(ctx.seed) + 1)
-
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
 
     def contrast(self, v_s, v_t, idx, neg):
         """Normalised scores ``(P_S [B,1+K] student anchor vs Mem_T, P_T teacher anchor vs Mem_S)``;
@@ -138,8 +135,5 @@ class CRD(Method):
         parts = {"ce": ce.detach(), "crd": crd.detach(), "crd_s": l_s.detach(), "crd_t": l_t.detach()}
         alpha = self.w("alpha", state)
         if alpha:
-            T = self.temperature(state)
-            kd = logit_kd(s.logits, t.logits, "kl", T)
-            total = total + alpha * kd
-            parts.update(kd=kd.detach(), temperature=torch.tensor(T))
+            total = total + alpha * self.kd_term(s, t, state, parts)
         return total, parts

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .. import losses, mapping
+from .. import losses
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import HiddenMatch, logit_kd
@@ -50,16 +50,16 @@ class DistilBERT(Method):
                     mapping_layers=None)
     weights = ("alpha_ce", "alpha_hard", "alpha_cos")
     student_init = "explicit"  # the layers of init_layers(M, N), see make_student
+    student_need = teacher_need = Need(hidden=True)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
         M, N = ctx.student.layers, ctx.teacher.layers
         if self.hp["mapping"] == "final":
-            W = torch.zeros(M, N)
-            W[M - 1, N - 1] = 1.0
+            self.W = torch.zeros(M, N)
+            self.W[M - 1, N - 1] = 1.0
         else:
-            W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
-        self.W = W
+            self.W = self.build_mapping()
         self.match = HiddenMatch(ctx.student.hidden, ctx.teacher.hidden, M, "cosine", "tokens", name="hidden")
 
     @classmethod
@@ -70,12 +70,6 @@ class DistilBERT(Method):
                                  layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)
         n = teacher.config.num_hidden_layers
         return build_student(teacher, init="explicit", layer_list=init_layers(cfg.student_layers, n))
-
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
-
-    def mapping(self, state):
-        return self.W
 
     def loss(self, s, t, batch, state):
         T = self.temperature(state)

@@ -31,14 +31,13 @@ class DML(Method):
     summary = "peers k: L_k = CE(y, z_k) + 1/(K-1) sum_l KL(p_l || p_k) (peers detached), simultaneous update"
     uses_teacher = False
     defaults = dict(peers=2, peer_init="noise", noise=0.05, temperature=1.0)
+    choices = dict(peer_init=("noise", "fresh"))
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
         k = self.hp["peers"]
         if not isinstance(k, int) or isinstance(k, bool) or k < 2:
             raise KdlabError(f"dml needs peers to be an integer of at least 2, got {k!r}: e.g. --set peers=2")
-        if self.hp["peer_init"] not in ("noise", "fresh"):
-            raise KdlabError(f"unknown dml peer_init '{self.hp['peer_init']}': use noise or fresh")
         self.others = nn.ModuleList()
 
     def bind(self, student, teacher):

@@ -24,8 +24,7 @@ from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import Projection
-from .base import register
-from .basic import LogitKD
+from .base import LogitKD, register
 
 
 class InternalKD(LogitKD):
@@ -38,10 +37,9 @@ class InternalKD(LogitKD):
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
-        M, N = ctx.student.layers, ctx.teacher.layers
-        self.M = M
+        M = self.M = ctx.student.layers
         attention.check_heads(self.name, ctx.student.heads, ctx.teacher.heads, bool(self.hp["head_average"]))
-        self.full = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
+        self.full = self.build_mapping()
         self.pairs = {i: j for i, j, _ in mapping.pairs(self.full)}
         self.proj = Projection(ctx.student.hidden, ctx.teacher.hidden)
         if self.hp["stage_steps"] is not None and int(self.hp["stage_steps"]) < 1:
@@ -115,7 +113,7 @@ class InternalKD(LogitKD):
             if j is None:
                 continue
             ha = bool(self.hp["head_average"])
-            att = losses.attention_kl(attention.layer_probs(t, j, ha), attention.layer_probs(s, i, ha), s.mask)
+            att = losses.attention_kl(attention.layer_probs(s, i, ha), attention.layer_probs(t, j, ha), s.mask)
             cos = losses.cls_cosine(self.proj(s.cls(i)), t.cls(j).float(), squared=bool(self.hp["squared"]))
             parts[f"att_kl/s{i}-t{j}"] = att.detach()
             parts[f"cls_cos/s{i}-t{j}"] = cos.detach()

@@ -35,6 +35,7 @@ class MiniLM(Method):
     defaults = dict(w_at=1.0, w_vr=1.0, teacher_layer=None, student_layer=None, head_average=False)
     weights = ("w_at", "w_vr")
     needs_attentions = True
+    student_need = teacher_need = Need(qkv=True)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -54,16 +55,10 @@ class MiniLM(Method):
                              f"got {value!r}")
         return value
 
-    def need(self, state):
-        return Need(qkv=True), Need(qkv=True)
-
-    def mapping(self, state):
-        return self.W
-
     def loss(self, s, t, batch, state):
         i, j, ha = self.s_layer, self.t_layer, bool(self.hp["head_average"])
-        at = losses.attention_kl(attention.layer_probs(t, j, ha), attention.layer_probs(s, i, ha), s.mask)
-        vr = losses.attention_kl(attention.layer_values(t, j, ha), attention.layer_values(s, i, ha), s.mask)
+        at = losses.attention_kl(attention.layer_probs(s, i, ha), attention.layer_probs(t, j, ha), s.mask)
+        vr = losses.attention_kl(attention.layer_values(s, i, ha), attention.layer_values(t, j, ha), s.mask)
         total = self.w("w_at", state) * at + self.w("w_vr", state) * vr
         return total, {f"at/s{i}-t{j}": at.detach(), f"vr/s{i}-t{j}": vr.detach(),
                        "at": at.detach(), "vr": vr.detach()}

@@ -45,7 +45,7 @@ from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
 from ..models import encoder
-from ..objectives import Projection, logit_kd
+from ..objectives import PROJECTIONS, make_projection
 from .base import Method, register
 
 
@@ -60,23 +60,18 @@ class MobileBERT(Method):
                     mapping_layers=None, projection="auto", mask_padding=True, head_average=False,
                     alpha_soft=0.0, alpha_hard=0.0, temperature=1.0)
     weights = ("fmt_weight", "at_weight", "alpha_soft", "alpha_hard")
+    choices = dict(schedule=("progressive", "joint"), projection=PROJECTIONS, lower_layers=("freeze", "train"))
     needs_attentions = True
+    student_need = teacher_need = Need(hidden=True, qkv=True)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
-        M, N = ctx.student.layers, ctx.teacher.layers
-        if self.hp["schedule"] not in ("progressive", "joint"):
-            raise KdlabError(f"schedule must be 'progressive' or 'joint' (got {self.hp['schedule']!r})")
-        if self.hp["projection"] not in ("auto", "linear"):
-            raise KdlabError(f"projection must be 'auto' or 'linear' (got {self.hp['projection']!r})")
-        if self.hp["lower_layers"] not in ("freeze", "train"):
-            raise KdlabError(f"lower_layers must be 'freeze' or 'train' (got {self.hp['lower_layers']!r})")
         st = self.hp["stage_steps"]
         if st is not None and (not isinstance(st, (int, float)) or st <= 0):
             raise KdlabError(f"stage_steps must be a positive number of steps (got {st!r})")
         attention.check_heads(self.name, ctx.student.heads, ctx.teacher.heads, bool(self.hp["head_average"]))
-        self.W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
-        self.proj = Projection(ctx.student.hidden, ctx.teacher.hidden, force=self.hp["projection"] == "linear")
+        self.W = self.build_mapping()
+        self.proj = make_projection(self.hp["projection"], ctx.student.hidden, ctx.teacher.hidden)
 
     def stage_length(self, state) -> float:
         st = self.hp["stage_steps"]
@@ -103,9 +98,6 @@ class MobileBERT(Method):
             for p in module.parameters():
                 p.grad = None   # AdamW skips None grads (a zero grad would still move p by weight decay)
 
-    def need(self, state):
-        return Need(hidden=True, qkv=True), Need(hidden=True, qkv=True)
-
     def mapping(self, state):
         layer = self.active_layer(state)
         if layer == 0:
@@ -119,9 +111,7 @@ class MobileBERT(Method):
         mask = s.mask if self.hp["mask_padding"] else None
         fmt = losses.feature_map_mse(self.proj(s.hidden[i]), t.hidden[j].float(), mask)
         ha = bool(self.hp["head_average"])
-        p_t = attention.layer_probs(t, j, ha)
-        p_s = attention.layer_probs(s, i, ha)
-        at = losses.attention_kl(p_t, p_s, mask)
+        at = losses.attention_kl(attention.layer_probs(s, i, ha), attention.layer_probs(t, j, ha), mask)
         return fmt, at
 
     def loss(self, s, t, batch, state):
@@ -137,9 +127,7 @@ class MobileBERT(Method):
         total = total / max(1, n)
         a_soft, a_hard = self.w("alpha_soft", state), self.w("alpha_hard", state)
         if a_soft:
-            kd = logit_kd(s.logits, t.logits, "kl", self.temperature(state))
-            total = total + a_soft * kd
-            parts["kd"] = kd.detach()
+            total = total + a_soft * self.kd_term(s, t, state, parts, log_temperature=False)
         if a_hard:
             ce = losses.hard_ce(s.logits, batch["labels"])
             total = total + a_hard * ce

@@ -53,6 +53,7 @@ class NewsBERT(Method):
     summary = ("joint teacher+student, shared pooler/classifier; L_s = MSE(emb)+sum MSE(H^T_iK,H^S_i)+MSE(pool)"
                "+softCE_t+CE, L_t = CE; momentum gradient mixing (beta)")
     trains_teacher = True
+    student_need = teacher_need = Need(hidden=True)
     defaults = dict(beta=0.5, temperature=1.0, w_emb=1.0, w_hidden=1.0, w_pool=1.0, w_soft=1.0, w_hard=1.0,
                     w_teacher=1.0)
     weights = ("w_emb", "w_hidden", "w_pool", "w_soft", "w_hard", "w_teacher")
@@ -85,12 +86,6 @@ class NewsBERT(Method):
         """Keep references (not submodules) to both models: the pooler output needs the shared pooler."""
         share_head(student, teacher)  # no-op when make_student already shared them
         self._models = (student, teacher)
-
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
-
-    def mapping(self, state):
-        return self.W
 
     def loss(self, s, t, batch, state):
         if not self._models:

@@ -26,7 +26,7 @@ import torch
 from .. import losses, mapping
 from ..errors import KdlabError
 from ..features import Need
-from ..objectives import Projection, logit_kd
+from ..objectives import PROJECTIONS, logit_kd, make_projection
 from .base import Method, register
 
 
@@ -35,18 +35,18 @@ class PKD(Method):
     defaults = dict(temperature=10.0, alpha=0.7, beta=None, beta_official=500.0, mapping="uniform",
                     mapping_layers=None, projection="auto")
     weights = ("alpha", "beta")
+    choices = dict(projection=PROJECTIONS)
+    student_need = teacher_need = Need(hidden=True)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
-        M, N = ctx.student.layers, ctx.teacher.layers
+        M = ctx.student.layers
         if M < 2:
             raise KdlabError(f"method '{self.name}' matches the first M-1 student layers, so the student needs "
                              f"at least 2 layers (it has {M}): use --student-layers 2 or more")
-        if self.hp["projection"] not in ("auto", "linear"):
-            raise KdlabError(f"projection must be 'auto' or 'linear' (got {self.hp['projection']!r})")
         if not 0.0 <= float(self.hp["alpha"]) <= 1.0:
             raise KdlabError(f"alpha must be in [0, 1] (got {self.hp['alpha']}): L = (1-alpha)*CE + alpha*KD")
-        W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed).clone()
+        W = self.build_mapping().clone()
         W[M - 1] = 0.0  # the last student layer is supervised by the KD term
         if (W.sum(dim=1)[: M - 1] == 0).any():
             raise KdlabError("the PKD mapping must give every student layer below the last one a teacher layer")
@@ -54,13 +54,7 @@ class PKD(Method):
         k = M - 1
         self.beta = (float(self.hp["beta_official"]) / (k * ctx.teacher.hidden)
                      if self.hp["beta"] is None else float(self.hp["beta"]))
-        self.proj = Projection(ctx.student.hidden, ctx.teacher.hidden, force=self.hp["projection"] == "linear")
-
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
-
-    def mapping(self, state):
-        return self.W
+        self.proj = make_projection(self.hp["projection"], ctx.student.hidden, ctx.teacher.hidden)
 
     def pt_terms(self, s, t):
         """Per-layer normalised [CLS] distances and their sum (= ``losses.pkd_pt``)."""

@@ -19,15 +19,14 @@ from torch import nn
 
 from .. import losses, mapping
 from ..errors import KdlabError
-from ..features import Need
-from .base import register
-from .basic import LogitKD
+from ..objectives import sum_terms
+from .base import LayerKD, register
 
 
-class RailKD(LogitKD):
+class RailKD(LayerKD):
     defaults = dict(alpha_hard=1 / 3, alpha_soft=1 / 3, beta=1 / 3, temperature=10.0, proj_dim=128, k=None,
                     resample_epochs=1, exclude_last=True)
-    weights = ("beta",)
+    term = "rail"
     concat = False
 
     def __init__(self, ctx, **overrides):
@@ -60,16 +59,10 @@ class RailKD(LogitKD):
     def on_epoch_start(self, state):
         self.W = self.draw(state.epoch)
 
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
-
-    def mapping(self, state):
-        return self.W
-
     def pairs(self) -> list[tuple[int, int]]:
         return [(i, j) for i, j, _ in mapping.pairs(self.W)]
 
-    def rail_terms(self, s, t):
+    def layer_loss(self, s, t, batch, state):
         pairs = self.pairs()
         pool = lambda h: losses.masked_mean(h, s.mask)
         if self.concat:
@@ -78,19 +71,9 @@ class RailKD(LogitKD):
             val = losses.l2_normalized_mse(self.proj_s(cs), self.proj_t(ct))
             name = (f"rail/s{'+'.join(str(i) for i, _ in pairs)}-t{'+'.join(str(j) for _, j in pairs)}")
             return val, {name: val.detach()}
-        parts, total = {}, None
-        for i, j in pairs:
-            val = losses.l2_normalized_mse(self.proj_s(pool(s.hidden[i])), self.proj_t(pool(t.hidden[j])))
-            parts[f"rail/s{i}-t{j}"] = val.detach()
-            total = val if total is None else total + val
-        return total, parts
-
-    def loss(self, s, t, batch, state):
-        total, parts = self.logit_terms(s, t, batch, state)
-        r, rparts = self.rail_terms(s, t)
-        parts.update(rparts)
-        parts["rail"] = r.detach()
-        return total + self.w("beta", state) * r, parts
+        return sum_terms((f"rail/s{i}-t{j}",
+                          losses.l2_normalized_mse(self.proj_s(pool(s.hidden[i])), self.proj_t(pool(t.hidden[j]))))
+                         for i, j in pairs)
 
     def extra_state(self):
         return {"draw_epoch": self.draw_epoch}

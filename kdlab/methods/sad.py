@@ -10,8 +10,6 @@ variant (CE + SAD only).
 """
 from __future__ import annotations
 
-import torch
-
 from .. import attention, losses
 from ..features import Need
 from .base import Method, register
@@ -19,13 +17,13 @@ from .base import Method, register
 
 @register
 class SAD(Method):
+    """Attention maps of shallower student layers imitate deeper ones, plus CE and (optionally) logit KD."""
     name = "sad"
     summary = "L = CE + gamma * sum_i KL(P_deeper || P_i) inside the student (+ alpha_soft * T^2 KD from the teacher)"
     defaults = dict(gamma=1.0, sad_target="next", alpha_soft=0.5, w_hard=1.0, temperature=2.0)
     weights = ("gamma", "alpha_soft", "w_hard")
-
-    def need(self, state):
-        return Need(qkv=True), Need()
+    choices = dict(sad_target=("next", "last"))
+    student_need = Need(qkv=True)
 
     def loss(self, s, t, batch, state):
         maps = [attention.layer_probs(s, i, False) for i in range(1, len(s.qkv) + 1)]
@@ -36,16 +34,14 @@ class SAD(Method):
         parts.update(ce=ce.detach(), sad=sad.detach())
         a = self.w("alpha_soft", state)
         if self.uses_teacher and t is not None and a > 0:
-            T = self.temperature(state)
-            kd = losses.kd_kl(s.logits, t.logits, T)
-            total = total + a * kd
-            parts.update(kd=kd.detach(), temperature=torch.tensor(T))
+            total = total + a * self.kd_term(s, t, state, parts)
         return total, parts
 
 
 @register
 class SADSelf(SAD):
+    """The teacher-free variant: CE + self-attention distillation only."""
     name = "sad-self"
     summary = "L = CE + gamma * sum_i KL(P_deeper || P_i) inside the student (no teacher)"
-    uses_teacher = False
     defaults = dict(alpha_soft=0.0)
+    uses_teacher = False

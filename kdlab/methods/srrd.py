@@ -52,6 +52,7 @@ class SRRD(Method):
     summary = "L = CE + a*||h_T - r(h_S)||^2 + b*||Cls_T(r(h_S)) - Cls_T(h_T)||^2  (frozen teacher head)"
     defaults = dict(alpha=1.0, beta=1.0)
     weights = ("alpha", "beta")
+    student_need = teacher_need = Need(hidden=True)
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
@@ -66,9 +67,6 @@ class SRRD(Method):
                     p.requires_grad_(False)
         # kept outside the module tree: the head stays the teacher's (not copied, not checkpointed here)
         self._head = (pooler, classifier)
-
-    def need(self, state):
-        return Need(hidden=True), Need(hidden=True)
 
     def head(self, h_cls):
         return apply_head(*self._head, h_cls)

@@ -12,14 +12,11 @@
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from .. import losses
 from ..errors import KdlabError
 from .base import Method, register
-from .takd import finished, hop_config, load_hop_model
 
 
 @register
@@ -29,41 +26,18 @@ class TfKDSelf(Method):
     uses_teacher = False
     defaults = dict(alpha=0.95, temperature=6.0)
 
+    chain = True   # run by kdlab.chains: hop 1 (ce) and hop 2 (kd from hop 1 into a fresh copy)
+
     @classmethod
-    def run_chain(cls, cfg, store, *, teacher, tokenizer, bundle, teacher_run, log):
-        from ..models import build_student, load_teacher
-        from ..pipeline import distill_run
-        hp = cls.resolve_options(cfg.method_args)
+    def hop_args(cls, method_args: dict) -> dict:
+        """The options of hop 2's ``kd`` run: ``(1-alpha)·CE + alpha·T²·KL``."""
+        hp = cls.resolve_options(method_args)
         a = float(hp["alpha"])
         if not 0.0 <= a <= 1.0:
             raise KdlabError(f"tf-kd-self alpha must be in [0, 1], got {a}")
-        if teacher is None:   # fresh student: the base model only provides the architecture and tokenizer
-            teacher, tokenizer = load_teacher(cfg.teacher, bundle.num_labels(), seed=cfg.train.seed,
-                                              trust_remote_code=cfg.trust_remote_code)
-            teacher_run = None
-        c1 = hop_config(cfg, "ce", {}, f"{cfg.name or 'tf-kd-self'} hop 1/2: student trained with CE")
-        init = c1.student_init
-        student0 = build_student(teacher, layers=c1.student_layers, init=init, layer_list=c1.student_layer_list,
-                                 hidden=c1.student_hidden, seed=c1.train.seed)
-        fresh_copy = copy.deepcopy(student0)
-        log("tf-kd-self: hop 1/2, training the student with CE")
-        r1 = distill_run(c1, store, teacher=teacher, tokenizer=tokenizer, bundle=bundle,
-                         teacher_run=teacher_run if init != "fresh" else None, kind="assistant", log=log,
-                         student=student0)
-        store.set_artifact(r1, "regime", {"method": cls.name, "hop": 1, "hops": 2})
-        if not finished(store, r1):
-            return r1
-        self_teacher, tok = load_hop_model(store, r1)
         kd_args = dict(alpha_soft=a, alpha_hard=1.0 - a, temperature=float(hp["temperature"]), kd_form="kl")
-        kd_args.update({k: hp[k] for k in ("temperature_end", "temperature_schedule") if k in cfg.method_args})
-        c2 = hop_config(cfg, "kd", kd_args,
-                        f"{cfg.name or 'tf-kd-self'} hop 2/2: fresh copy distilled from the hop-1 student")
-        log("tf-kd-self: hop 2/2, distilling the hop-1 student into a fresh copy of the initial student")
-        r2 = distill_run(c2, store, teacher=self_teacher, tokenizer=tok, bundle=bundle, teacher_run=r1,
-                         kind="student", log=log, student=fresh_copy)
-        store.set_artifact(r2, "chain", [r1, r2])
-        store.set_artifact(r2, "regime", {"method": cls.name, "hop": 2, "hops": 2})
-        return r2
+        kd_args.update({k: hp[k] for k in ("temperature_end", "temperature_schedule") if k in method_args})
+        return kd_args
 
 
 @register

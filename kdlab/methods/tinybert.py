@@ -37,7 +37,7 @@ import torch
 from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
-from ..objectives import HiddenMatch, Projection
+from ..objectives import PROJECTIONS, HiddenMatch, make_projection
 from .base import Method, register
 
 REFERENCE_MASK = -10000.0  # additive mask of the reference BERT code; ≤ −100 entries are zeroed by the loss
@@ -53,23 +53,21 @@ class TinyBERT(Method):
                     mapping="uniform", mapping_layers=None, projection="auto", mask_padding=True,
                     head_average=False)
     weights = ("w_embd", "w_hidn", "w_attn", "w_pred")
+    choices = dict(projection=PROJECTIONS)
     needs_attentions = True
 
     def __init__(self, ctx, **overrides):
         super().__init__(ctx, **overrides)
-        M, N = ctx.student.layers, ctx.teacher.layers
         frac = float(self.hp["intermediate_fraction"])
         if not 0.0 <= frac <= 1.0:
             raise KdlabError(f"intermediate_fraction is the fraction of steps of stage 1, in [0, 1] (got {frac})")
-        if self.hp["projection"] not in ("auto", "linear"):
-            raise KdlabError(f"projection must be 'auto' or 'linear' (got {self.hp['projection']!r})")
         attention.check_heads(self.name, ctx.student.heads, ctx.teacher.heads, bool(self.hp["head_average"]))
         self.uses_padding = not bool(self.hp["mask_padding"])   # the reference form averages over padding
-        self.W = mapping.build(self.hp["mapping"], M, N, layers=self.hp["mapping_layers"], seed=ctx.seed)
-        self.match = HiddenMatch(ctx.student.hidden, ctx.teacher.hidden, M, "mse", "tokens", shared=True,
-                                 name="hidden")
+        self.W = self.build_mapping()
+        self.match = HiddenMatch(ctx.student.hidden, ctx.teacher.hidden, ctx.student.layers, "mse", "tokens",
+                                 shared=True, name="hidden")
         if self.hp["projection"] == "linear":
-            self.match.proj[0] = Projection(ctx.student.hidden, ctx.teacher.hidden, force=True)
+            self.match.proj[0] = make_projection("linear", ctx.student.hidden, ctx.teacher.hidden)
 
     @property
     def proj(self):

@@ -2,7 +2,7 @@
 
 In a BERT-like encoder a real token never attends to padding (padded keys are masked) and every other
 operation is per token, so the outputs at real positions do not depend on how much padding a row carries.
-``features(..., buckets=True)`` therefore runs the model on a few sub-batches of rows of similar length, each
+``features(..., bucketed=True)`` therefore runs the model on a few sub-batches of rows of similar length, each
 trimmed to its own longest row, and re-pads the outputs to the batch's shape (zeros past a sub-batch's
 longest row; values at padded positions are never read by a loss). Gradients flow through the re-padding,
 so this serves the student's training step as well as the teacher's forward.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..features import Features
+from ..records import Features
 
 
 def enabled(mode: str, device) -> bool:

@@ -18,6 +18,7 @@ student compiled with ``torch.compile``.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -50,16 +51,22 @@ def machine() -> dict:
 
 
 def _batches(tokenizer, n: int, batch: int, seq: int):
+    """``n`` batches of the embedded corpus padded to ``seq`` (as TextBrewer's pipelines pad to max_seq_length),
+    and the matching one-split bundle the loop's setup plans its steps from."""
+    from ..data.loaders import DataBundle, Split
     from ..data.synth import generate
     texts = [t for rows in generate().values() for t, _ in rows]
-    out = []
+    out, used, labels = [], [], []
     for i in range(n):
         chunk = [texts[(i * batch + j) % len(texts)] for j in range(batch)]
+        y = [(i + j) % 2 for j in range(batch)]
         enc = tokenizer(chunk, truncation=True, max_length=seq, padding="max_length", return_tensors="pt")
         out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-                    "labels": torch.tensor([(i + j) % 2 for j in range(batch)]),
-                    "idx": torch.arange(i * batch, (i + 1) * batch)})
-    return out
+                    "labels": torch.tensor(y), "idx": torch.arange(i * batch, (i + 1) * batch)})
+        used += chunk
+        labels += y
+    train = Split("train", used, labels, "in-domain")
+    return out, DataBundle("bench", "bench", ["0", "1"], train, Split("dev", used[:batch], labels[:batch], "in-domain"))
 
 
 def _timeit(fn, batches, warmup: int = 1, sync: bool = False) -> float:
@@ -85,53 +92,41 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
               steps: int = 10, epochs: int = 3, device: str = "cpu", compile: bool = False,
               textbrewer: bool = True, rounds: int = 3, peak_tflops: float | None = None,
               length_buckets: str = "auto", log=print) -> dict:
-    from ..speed import buckets
-    from ..speed.cache import TeacherCache
-    from ..distill import _normal, build_method, make_optimizer, param_groups, pick_device
-    from ..features import Need, features
-    from ..losses import hard_ce
+    from ..config import TrainConfig
+    from ..distill import forward_backward, optimizer_step, pick_device, setup
     from ..models import build_student, freeze, load_teacher
+    from ..speed.cache import TeacherCache
     if steps < 1 or batch < 1 or seq < 2 or epochs < 1 or rounds < 1:
         raise KdlabError("bench needs --steps, --batch, --epochs, --rounds >= 1 and --seq >= 2")
     dev = pick_device(device)
-    if dev.type == "cpu":   # as kdlab's loop does; TextBrewer runs in this process and gets it too
-        from ..speed.alloc import keep_freed_memory
-        keep_freed_memory()
     torch.manual_seed(0)
     t_model, tok = load_teacher(teacher, 2)
     freeze(t_model).to(dev)
     student = build_student(t_model, layers=student_layers, init="skip").to(dev).train()
-    method = build_method("hidden", t_model, student, 2, steps * epochs, steps, 0, steps * batch).to(dev)
-    opt = make_optimizer(param_groups([student, method], 0.01), 1e-5)   # kdlab's loop's optimizer, for all
-    data = [{k: v.to(dev) for k, v in b.items()} for b in _batches(tok, steps, batch, seq)]
-    from ..methods.base import State
-    st = State(total_steps=steps * epochs, steps_per_epoch=steps)
-    s_need, t_need = method.need(st)
-    bk = buckets.enabled(length_buckets, dev)
+    data, bundle = _batches(tok, steps, batch, seq)
+    data = [{k: v.to(dev) for k, v in b.items()} for b in data]
+    # the loop's own setup (kdlab.distill.setup): the same optimizer, schedule, clipping, buckets; fp32 here,
+    # bf16 autocast is its own variant on CUDA. TextBrewer runs in this process and gets kdlab.speed.alloc too.
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, max_len=seq, lr=1e-5, warmup=0.0, device=str(dev),
+                      precision="fp32", teacher_cache="off", length_buckets=length_buckets, progress=False,
+                      eval_each_epoch=False, seed=0)
+    kd_live = setup(student, tok, bundle, "hidden", teacher=t_model, cfg=cfg)
+    plain = setup(student, tok, bundle, "ce", cfg=cfg)
+    method, opt, bk = kd_live.method, kd_live.opt, kd_live.bucketed
+    cache = TeacherCache("bench")
+    kd_cache = dataclasses.replace(kd_live, cache=cache)   # the same loop, its teacher outputs cached
     real = sum(int(b["attention_mask"].sum()) for b in data) / (steps * batch * seq)
     log(f"bench: teacher {teacher} ({t_model.config.num_hidden_layers} layers), student {student_layers} layers, "
         f"batch {batch}, seq {seq}, {steps} steps/epoch on {dev}")
 
-    def step(loss):
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def step(loop):   # one optimisation step of kdlab's loop
+        def run(b):
+            forward_backward(loop, b)
+            optimizer_step(loop)
+        return run
 
-    def plain(b, bk=bk):
-        step(hard_ce(features(student, b, Need(), bk).logits, b["labels"]))
-
-    cache = TeacherCache("bench")
-
-    def kd(b, use_cache=False, bk=bk):
-        tf = cache.get(b, t_need) if use_cache else None
-        if tf is None:
-            with torch.inference_mode():
-                tf = features(t_model, b, t_need, bk)
-            tf = _normal(tf)
-            if use_cache:
-                cache.put(b, tf, t_need)
-        loss, _ = method.loss(features(student, b, s_need, bk), tf, b, st)
-        step(loss)
+    def padded(loop):
+        return dataclasses.replace(loop, bucketed=False)
 
     res: dict = {"settings": dict(teacher=teacher, student_layers=student_layers, batch=batch, seq=seq,
                                   steps=steps, epochs=epochs, rounds=rounds, device=str(dev),
@@ -140,12 +135,12 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
                  "machine": machine()}
 
     # kd_fill is kdlab's first epoch: teacher live, its outputs stored in the cache (emptied before each round)
-    variants = {"plain": plain, "kd_live": lambda b: kd(b, False), "kd_fill": lambda b: kd(b, True),
-                "kd_cached": lambda b: kd(b, True)}
+    variants = {"plain": step(plain), "kd_live": step(kd_live), "kd_fill": step(kd_cache),
+                "kd_cached": step(kd_cache)}
     if bk:   # the same kdlab steps computing every padded position, to show what the buckets are worth
-        variants["plain_padded"] = lambda b: plain(b, False)
-        variants["kd_live_padded"] = lambda b: kd(b, False, False)
-        variants["kd_cached_padded"] = lambda b: kd(b, True, False)
+        variants["plain_padded"] = step(padded(plain))
+        variants["kd_live_padded"] = step(padded(kd_live))
+        variants["kd_cached_padded"] = step(padded(kd_cache))
     if textbrewer:
         try:
             variants["textbrewer"] = _textbrewer_step(t_model, student, method, opt, dev)
@@ -154,16 +149,11 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
             log(f"  textbrewer could not run: {res['textbrewer_error']}")
     if compile:
         try:
-            cs = torch.compile(student)
-            variants["plain_compiled"] = lambda b: step(torch.nn.functional.cross_entropy(
-                cs(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, b["labels"]))
+            variants["plain_compiled"] = step(dataclasses.replace(padded(plain), student=torch.compile(student)))
         except Exception as e:
             res["compile_error"] = f"{type(e).__name__}: {e}"[:300]
     if dev.type == "cuda":
-        def cached_bf16(b):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                kd(b, True)
-        variants["kd_cached_bf16"] = cached_bf16
+        variants["kd_cached_bf16"] = step(dataclasses.replace(kd_cache, amp=torch.bfloat16))
     for name, fn in list(variants.items()):   # one untimed step each: allocations, lazy init, compilation
         try:
             fn(data[0])
@@ -174,7 +164,7 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
             log(f"  {name} could not run: {res[f'{name}_error']}")
             variants.pop(name)
     for b in data:   # so that kd_cached finds every batch
-        kd(b, use_cache=True)
+        variants["kd_fill"](b)
     # Interleaved rounds: every variant runs one epoch per round, in an order rotated each round, so that
     # a change of machine load hits all variants alike; the median round is reported.
     per_round: dict = {k: [] for k in variants}

@@ -5,7 +5,8 @@ or its [CLS] vector (``pool="cls"``). ``kdlab.cka.cka_matrix`` turns the teacher
 M+1 feature sets into [N+1, M+1] linear and debiased CKA matrices (float64), plus the linear
 self-similarity matrices of each model.
 
-``cka_between`` is the API the dashboard and notebooks call; ``cka_for_run`` does it for a stored
+``alp_weights_of`` runs two models on a batch and gives ALP-KD's attention over teacher layers as a W (the Layer
+mapping page draws it for an untrained student). ``cka_between`` is the API the dashboard and notebooks call; ``cka_for_run`` does it for a stored
 student run and keeps the result as artifacts of that run.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import cka, losses
+from .. import cka, losses, mapping
 from ..data.batching import make_loader
 from ..errors import KdlabError
 from ..features import Need, features
@@ -145,3 +146,11 @@ def cka_for_run(store, run_id: str, pool: str = "mean", max_examples: int = 512,
     store.set_artifact(run_id, f"cka:{split}:{pool}", record)
     store.set_artifact(run_id, "cka", record)
     return res
+
+
+def alp_weights_of(teacher, student, batch) -> torch.Tensor:
+    """``alp_weights`` of two models on one batch (a ``make_loader`` batch): what ALP-KD's first step attends to
+    for this student. Runs both models in inference mode, [M, N], every row sums to 1."""
+    with torch.inference_mode():
+        ft, fs = features(teacher, batch, Need(hidden=True)), features(student, batch, Need(hidden=True))
+        return mapping.alp_weights(ft.hidden, fs.hidden)

@@ -1,12 +1,14 @@
 """Start training as a separate process and follow it through the run store.
 
-The dashboard uses this so that a page rerun never blocks or kills a run: ``launch`` starts
-``python -m kdlab <command> ... --runs DIR --name NAME`` in its own session (``start_new_session``),
-``find_run`` polls the store for the named run, and ``cancel`` asks the loop to stop through
-``Store.request_cancel`` (the loop checks it after every step).
+The dashboard uses this so that a page rerun never blocks or kills a run: ``launch`` writes the run's
+``RunConfig`` (named NAME) to ``<runs>/launches/NAME.json`` and starts ``python -m kdlab <command> --config
+that.json --runs DIR`` in its own session (``start_new_session``), ``find_run`` polls the store for the named
+run, and ``cancel`` asks the loop to stop through ``Store.request_cancel`` (the loop checks it after every step).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -15,9 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import RunConfig
 from ..errors import KdlabError
 from ..store import Store
 
+# the launched process runs in the project folder, so that a relative data path means what it means in the
+# dashboard (app/common.check_path resolves it there)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +34,7 @@ class Launch:
     log: str
     started: float
     command: list
+    config: str = ""
 
     def alive(self) -> bool:
         return pid_alive(self.pid)
@@ -60,26 +66,31 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%H%M%S')}-{os.urandom(2).hex()}"
 
 
-def launch(args: list[str], runs: str | os.PathLike, name: str, command: str = "distill",
+def launch(cfg: RunConfig, runs: str | os.PathLike, name: str, command: str = "distill",
            python: str | None = None, env: dict | None = None) -> Launch:
-    """Start ``python -m kdlab <command> *args --runs runs --name name --no-progress`` detached.
+    """Start ``python -m kdlab <command> --config <runs>/launches/<name>.json --runs runs`` detached.
 
-    Output goes to ``<runs>/launch-logs/<name>.log``. Returns at once (the run id comes later: ``find_run``).
+    The config file holds ``cfg`` named ``name``, without progress bars; output goes to
+    ``<runs>/launches/<name>.log``. Returns at once (the run id comes later: ``find_run``).
     """
     runs = Path(runs).resolve()
-    logs = runs / "launch-logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    folder = runs / "launches"
+    folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    log = logs / f"{safe}.log"
-    cmd = [python or sys.executable, "-m", "kdlab", command, *map(str, args), "--runs", str(runs),
-           "--name", name, "--no-progress"]
+    log, conf = folder / f"{safe}.log", folder / f"{safe}.json"
+    cfg = RunConfig.from_dict(cfg.to_dict())   # a copy
+    cfg.name = name
+    cfg.train = dataclasses.replace(cfg.train, progress=False)
+    cfg.teacher_train = dataclasses.replace(cfg.teacher_train, progress=False)
+    conf.write_text(json.dumps(cfg.to_dict(), indent=2))
+    cmd = [python or sys.executable, "-m", "kdlab", command, "--config", str(conf), "--runs", str(runs)]
     penv = dict(os.environ, **(env or {}))
-    penv["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [penv.get("PYTHONPATH")] if p])
     penv["KDLAB_RUNS"] = str(runs)
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(REPO_ROOT), env=penv, start_new_session=True)
-    return Launch(pid=proc.pid, name=name, runs=str(runs), log=str(log), started=time.time(), command=cmd)
+    return Launch(pid=proc.pid, name=name, runs=str(runs), log=str(log), started=time.time(), command=cmd,
+                  config=str(conf))
 
 
 def find_run(store: Store, name: str, kind: str | None = None) -> str | None:
@@ -110,9 +121,9 @@ def wait_for_run(store: Store, launched: Launch, timeout: float = 120.0, poll: f
         time.sleep(poll)
 
 
-def start_run(args: list[str], runs: str | os.PathLike, name: str, timeout: float = 120.0) -> str:
+def start_run(cfg: RunConfig, runs: str | os.PathLike, name: str, timeout: float = 120.0) -> str:
     """Launch a distillation run and return its run id once the store has it."""
-    launched = launch(args, runs, name)
+    launched = launch(cfg, runs, name)
     return wait_for_run(Store(runs), launched, timeout=timeout)
 
 
