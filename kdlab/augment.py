@@ -162,13 +162,21 @@ def augment_split(split, tokenizer, teacher, *, n_samples: int = 4, p_mask: floa
     if p_mask > 0 and not mask_token:
         raise KdlabError("the tokenizer has no mask token, so token masking is impossible: set p_mask=0")
     neighbours = word_neighbours(split.texts, tokenizer, teacher_embedding(teacher)) if p_replace > 0 else {}
-    texts, _ = augment_texts(split.texts, n_samples=n_samples, p_mask=p_mask, p_replace=p_replace, p_ng=p_ng,
-                             ng_max=ng_max, neighbours=neighbours, mask_token=mask_token or "[MASK]", seed=seed)
+    texts, src = augment_texts(split.texts, n_samples=n_samples, p_mask=p_mask, p_replace=p_replace, p_ng=p_ng,
+                               ng_max=ng_max, neighbours=neighbours, mask_token=mask_token or "[MASK]", seed=seed)
     if not texts:
         return split
-    aug = Split(name="augmented", texts=texts, labels=[0] * len(texts), domain=split.domain)
+    pairs = getattr(split, "texts_b", None)   # a pair: the first text is augmented, the second kept
+    texts_b = None if pairs is None else [pairs[i] for i in src]
+    aug = Split(name="augmented", texts=texts, labels=[0] * len(texts), domain=split.domain, texts_b=texts_b)
     device = next(teacher.parameters()).device
     logits = predict(teacher, aug, tokenizer, max_len=max_len, device=device)
-    labels = [int(y) for y in logits.argmax(axis=1)]
+    kind = getattr(teacher.config, "problem_type", None)
+    if kind == "regression":            # a score task: the teacher's predicted score
+        labels = [float(y) for y in logits[:, 0]]
+    elif kind == "multi_label_classification":
+        labels = [[float(v > 0) for v in row] for row in logits]
+    else:
+        labels = [int(y) for y in logits.argmax(axis=1)]
     return Split(name=split.name, texts=list(split.texts) + texts, labels=list(split.labels) + labels,
-                 domain=split.domain)
+                 domain=split.domain, texts_b=None if pairs is None else list(pairs) + texts_b)

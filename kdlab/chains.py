@@ -66,6 +66,8 @@ def run_self(method_cls, cfg, store, *, run, teacher, tokenizer, bundle, teacher
     if teacher is None:   # fresh student: the base model only provides the architecture and tokenizer
         teacher, tokenizer = load_teacher(cfg.teacher, bundle.num_labels(), seed=cfg.train.seed,
                                           trust_remote_code=cfg.trust_remote_code)
+        teacher.config.problem_type = {"score": "regression", "multi": "multi_label_classification"}.get(
+            getattr(getattr(bundle, "task", None), "kind", "classes"), "single_label_classification")
         teacher_run = None
     c1 = hop_config(cfg, "ce", {}, f"{base} hop 1/2: student trained with CE")
     init = c1.student_init

@@ -92,9 +92,15 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
         g.add_argument("--student-hidden", type=int, help="a narrower fresh student (random init)")
     g = p.add_argument_group("data")
     g.add_argument("--data", help="embedded (default), a TSV/CSV/JSONL file, a GLUE-style folder, or a hub dataset name")
-    g.add_argument("--text-col", help=f"text column (default {D['text_col']})")
-    g.add_argument("--label-col", help=f"label column (default {D['label_col']})")
+    g.add_argument("--task", help="a built-in task: sentiment (the default), cola, sst2, mrpc, qqp, sts-b, mnli, qnli, "
+                                  "rte, wnli (a GLUE folder names its task itself)")
+    g.add_argument("--text-col", help="text column, or two for a sentence pair: a,b (default: the task's; sentence)")
+    g.add_argument("--label-col", help="label column (default: the task's; label)")
+    g.add_argument("--label-kind", choices=["classes", "score", "multi"],
+                   help="classes (default), score (regression) or multi (several labels per row, comma-separated)")
     g.add_argument("--ood", nargs="*", help="labeled files evaluated as out-of-domain sets")
+    g.add_argument("--ood-map", help="score OOD sets with other labels: model_label=ood_label,... (default: the task's "
+                                     "built-in mapping, e.g. entailment=entails,not_entailment=neutral for SciTail)")
     g.add_argument("--max-train", type=int, help="use at most this many training examples")
     g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set")
     if student:
@@ -219,18 +225,60 @@ def cmd_demo(a):
 
 def _eval_args(p):
     p.add_argument("--run", required=True, help="run id (or a unique part of it)")
-    p.add_argument("--data", required=True, help="a labeled TSV/CSV/JSONL file")
-    p.add_argument("--text-col", default=CHOICES["text_col"])
-    p.add_argument("--label-col", default=CHOICES["label_col"])
+    p.add_argument("--data", help="a labeled TSV/CSV/JSONL file (with --model, default: the run's own in-domain and "
+                                  "out-of-domain splits)")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="a model of the run: 'student' (its own), a name made by `kdlab compress`, or 'all'; "
+                        "reports accuracy, MB, parameters and ms/example at batch 1 and 32 beside the teacher's")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the --model latency (default 1)")
+    p.add_argument("--json", action="store_true", help="with --model: print JSON instead of the table")
+    _quiet_option(p)
+    p.add_argument("--text-col", help="text column(s) a or a,b (default: those of the run's task)")
+    p.add_argument("--label-col", help="label column (default: the run's task's)")
+    p.add_argument("--ood-map", help="model_label=file_label,... for a file with other classes (default: the task's "
+                                     "built-in mapping)")
     p.add_argument("--max-len", type=int, default=CHOICES["max_len"])
     _store_option(p)
 
 
-@command("eval", "evaluate a stored run's model on a labeled file; prints JSON", _eval_args)
+@command("eval", "evaluate a stored run's model on a labeled file (JSON); with --model: a run's models beside the "
+                 "teacher (accuracy, MB, latency)", _eval_args)
 def cmd_eval(a):
     from .pipeline import eval_run
-    res = eval_run(_store(a), a.run, a.data, text_col=a.text_col, label_col=a.label_col, max_len=a.max_len)
+    if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)
+        from .deploy.report import eval_models, format_table
+        _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")
+        res = eval_models(_store(a), a.run, a.model or ["student"], data=a.data, text_col=a.text_col or "sentence",
+                          label_col=a.label_col or "label", max_len=a.max_len, threads=a.threads,
+                          log=_log(a))
+        print(json.dumps(res, indent=2) if a.json else format_table(res))
+        return 0
+    res = eval_run(_store(a), a.run, a.data, text_col=a.text_col, label_col=a.label_col, max_len=a.max_len,
+                   ood_map=a.ood_map)
     print(json.dumps(res, indent=2))
+    return 0
+
+
+def _compress_args(p):
+    p.add_argument("--run", required=True, help="run id (or a unique part of it) with a saved model")
+    p.add_argument("--prune-vocab", nargs="?", const=True, metavar="CORPUS",
+                   help="keep only the tokens the run's training data (and CORPUS, a text file or a "
+                        ".tsv/.csv/.jsonl file, when given) produce, plus the special tokens")
+    p.add_argument("--quantize", metavar="SCHEME", help="int8: dynamic int8 quantization of the linear layers")
+    p.add_argument("--onnx", action="store_true", help="export to ONNX, run with onnxruntime")
+    p.add_argument("--name", help="name of the new model (default from the steps, e.g. pruned-int8)")
+    p.add_argument("--text-col", help="text column of a .tsv/.csv/.jsonl CORPUS (default: the run's)")
+    _store_option(p)
+    _quiet_option(p)
+
+
+@command("compress", "vocabulary pruning, int8 and/or ONNX of a run's model, stored next to the run",
+         _compress_args)
+def cmd_compress(a):
+    from .deploy.artifacts import compress_run
+    info = compress_run(_store(a), a.run, prune_vocab=a.prune_vocab, quantize=a.quantize, onnx=a.onnx,
+                        name=a.name, text_col=a.text_col, log=_log(a))
+    print(json.dumps(info, indent=2))
     return 0
 
 
@@ -250,6 +298,7 @@ def _runs_args(p):
 
 @command("runs", "list the runs in the run store", _runs_args)
 def cmd_runs(a):
+    from .deploy.report import model_lines
     store = _store(a)
     rows = store.runs()
     if a.json:
@@ -259,7 +308,12 @@ def cmd_runs(a):
         print(f"no runs in {store.root}")
     for r in rows:
         acc = " ".join(f"{k}={v:.3f}" for k, v in (r["summary"] or {}).items() if isinstance(v, (int, float)))
+        primary = (((r.get("config") or {}).get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+        if acc and primary != "accuracy":   # the summary holds the task's primary metric
+            acc = f"{primary}: {acc}"
         print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {acc}")
+        for line in model_lines(store, r["id"]):   # models made by `kdlab compress`
+            print(line)
     return 0
 
 

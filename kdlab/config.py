@@ -62,8 +62,11 @@ class RunConfig:
     """Everything a distillation run needs; ``preset='tiny'`` swaps in a tiny random teacher."""
     teacher: str = "minilm-l6"
     data: str | None = None            # None = the embedded corpus; a file, folder or hub name
-    text_col: str = "sentence"
-    label_col: str = "label"
+    text_col: str | None = None        # None = the task's ('sentence' for sentiment); 'a,b' = a sentence pair
+    label_col: str | None = None       # None = the task's ('label' for sentiment)
+    task: str | None = None            # a built-in task (kdlab.tasks); None = the GLUE folder's, else sentiment
+    label_kind: str | None = None      # classes | score | multi; None = the task's
+    ood_map: str | None = None         # 'model_label=ood_label,...' for OOD sets with other labels
     ood: list[str] = field(default_factory=list)
     max_train: int | None = None
     max_eval: int | None = None
@@ -86,6 +89,7 @@ class RunConfig:
     @staticmethod
     def from_dict(d: dict) -> "RunConfig":
         d = dict(d)
+        d.pop("task_spec", None)   # the resolved task a stored run records next to its configuration
         known = {f.name for f in dataclasses.fields(RunConfig)}
         unknown = set(d) - known
         if unknown:
@@ -115,7 +119,8 @@ class RunConfig:
 CHOICES = dict(
     preset=None, teacher="minilm-l6", trust_remote_code=False,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
-    data=None, text_col="sentence", label_col="label", ood=(), max_train=None, max_eval=None,
+    data=None, text_col=None, label_col=None, task=None, label_kind=None, ood_map=None, ood=(), max_train=None,
+    max_eval=None,
     method="kd", method_args=None, temperature=None,
     epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
     precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
@@ -166,7 +171,16 @@ def build_config(**choices) -> RunConfig:
     teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
                                 **shared).validate()
     data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]
+    if c["label_kind"] is not None and c["label_kind"] not in ("classes", "score", "multi"):
+        raise KdlabError(f"label-kind must be classes, score or multi (got {c['label_kind']})")
+    if c["task"] is not None or c["text_col"] is not None:   # a bad task name or column list fails here, not later
+        from .tasks import resolve
+        resolve(None, task=c["task"], text_col=c["text_col"], label_col=c["label_col"], label_kind=c["label_kind"])
+    if c["ood_map"] is not None:
+        from .tasks import parse_ood_map
+        parse_ood_map(c["ood_map"])
     return RunConfig(teacher=c["teacher"], data=data, text_col=c["text_col"], label_col=c["label_col"],
+                     task=c["task"], label_kind=c["label_kind"], ood_map=c["ood_map"],
                      ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
                      student_layers=c["student_layers"], student_init=init,
                      student_layer_list=c["student_layer_list"], student_hidden=c["student_hidden"] or None,

@@ -113,14 +113,19 @@ class Result:
 
 
 def build_method(name: str, teacher, student, num_labels: int, total_steps: int, steps_per_epoch: int,
-                 seed: int, num_train: int, **overrides) -> Method:
+                 seed: int, num_train: int, label_kind: str = "classes", **overrides) -> Method:
     cls = get(name)
     ctx = Context(teacher=ModelInfo.of(teacher) if teacher is not None else None, student=ModelInfo.of(student),
                   num_labels=num_labels, total_steps=total_steps, steps_per_epoch=steps_per_epoch, seed=seed,
-                  num_train=num_train, teacher_model=teacher)
+                  num_train=num_train, teacher_model=teacher, label_kind=label_kind)
     if cls.uses_teacher and teacher is None:
         raise KdlabError(f"method '{name}' needs a teacher")
     return cls(ctx, **overrides)
+
+
+def _label_kind(bundle) -> str:
+    task = getattr(bundle, "task", None)
+    return getattr(task, "kind", "classes")
 
 
 def plan_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
@@ -172,7 +177,7 @@ def setup(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     steps_per_epoch, total = plan_steps(len(bundle.train), cfg)
     if method is None:
         method = build_method(method_name, teacher, student, bundle.num_labels(), total, steps_per_epoch,
-                              cfg.seed, len(bundle.train), **(method_args or {}))
+                              cfg.seed, len(bundle.train), label_kind=_label_kind(bundle), **(method_args or {}))
     if not method.uses_teacher:
         teacher = None
     student.to(device)

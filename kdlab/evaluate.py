@@ -26,7 +26,7 @@ def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64,
         from tqdm.auto import tqdm
         it = tqdm(loader, desc=f"eval {split.name}", leave=False)
     for batch in it:
-        batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
+        batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         logits = features(model, batch, Need(), bucketed=bk).logits
         out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
@@ -75,12 +75,77 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
     return float(sum(c / n * abs(a - m) for _, _, c, m, a in calibration_bins(probs, labels, bins) if c))
 
 
-def metrics(logits: np.ndarray, labels, num_labels: int) -> dict:
+def f1_positive(pred: np.ndarray, labels: np.ndarray, positive: int = 1) -> float:
+    """F1 of the positive class (MRPC, QQP: class 1)."""
+    from sklearn.metrics import f1_score
+    return float(f1_score(labels, pred, pos_label=positive, average="binary", zero_division=0.0)) \
+        if len(labels) else float("nan")
+
+
+def mcc(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Matthews correlation coefficient (CoLA); 0 when a prediction or the labels are constant."""
+    from sklearn.metrics import matthews_corrcoef
+    return float(matthews_corrcoef(labels, pred)) if len(labels) else float("nan")
+
+
+def _corr(kind: str, x: np.ndarray, y: np.ndarray) -> float:
+    from scipy import stats
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    f = stats.pearsonr if kind == "pearson" else stats.spearmanr
+    return float(f(x, y)[0])
+
+
+def _ordered(values: dict, task) -> dict:
+    """The task's metrics in its order (primary first), then the rest."""
+    order = list(getattr(task, "metrics", ()) or ())
+    head = {k: values[k] for k in order if k in values}
+    return {**head, **{k: v for k, v in values.items() if k not in head}}
+
+
+def metrics(logits: np.ndarray, labels, num_labels: int, task=None, label_map=None) -> dict:
+    """The metrics of ``task`` (a ``kdlab.tasks.Task``; None = classes, accuracy and macro-F1), its primary metric
+    first, plus ``ece`` (classes only) and ``n``. Classes: accuracy, macro_f1, f1 (positive class 1, binary), mcc;
+    score: pearson, spearman, mse of the prediction (``logits[:, 0]``); multi: micro_f1, macro_f1,
+    subset_accuracy (sigmoid > 0.5). ``label_map``: model class -> the labels' class (an evaluation set with other
+    classes, e.g. SciTail for a 3-way NLI model): the predicted class is mapped, the probabilities are summed per
+    mapped class for ECE."""
+    kind = getattr(task, "kind", "classes")
+    if kind == "score":
+        pred = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)[:, 0]
+        y = np.asarray(labels, dtype=np.float64)
+        vals = {"pearson": _corr("pearson", pred, y), "spearman": _corr("spearman", pred, y),
+                "mse": float(np.mean((pred - y) ** 2)) if len(y) else float("nan")}
+        return {**_ordered(vals, task), "n": float(len(y))}
+    if kind == "multi":
+        from sklearn.metrics import f1_score
+        y = np.asarray(labels, dtype=np.int64).reshape(len(logits), -1)
+        pred = (np.asarray(logits) > 0).astype(np.int64)
+        vals = {"micro_f1": float(f1_score(y, pred, average="micro", zero_division=0.0)),
+                "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0.0)),
+                "subset_accuracy": float((pred == y).all(axis=1).mean()) if len(y) else float("nan")}
+        return {**_ordered(vals, task), "n": float(len(y))}
     labels = np.asarray(labels)
     probs = softmax(logits)
-    pred = probs.argmax(axis=1)
-    return {"accuracy": accuracy(pred, labels), "macro_f1": macro_f1(pred, labels, num_labels),
-            "ece": ece(probs, labels), "n": float(len(labels))}
+    if label_map is not None:
+        lm = np.asarray(label_map)
+        num_labels = int(lm.max()) + 1
+        probs = probs @ np.eye(num_labels)[lm]     # [n, C_model] x [C_model, C_set]
+        pred = lm[softmax(logits).argmax(axis=1)]  # the model's class, mapped (the usual protocol)
+    else:
+        pred = probs.argmax(axis=1)
+    vals = {"accuracy": accuracy(pred, labels), "macro_f1": macro_f1(pred, labels, num_labels)}
+    if task is not None:
+        if "f1" in task.metrics and num_labels == 2:
+            vals["f1"] = f1_positive(pred, labels)
+        if "mcc" in task.metrics:
+            vals["mcc"] = mcc(pred, labels)
+    return {**_ordered(vals, task), "ece": ece(probs, labels), "n": float(len(labels))}
+
+
+def primary_metric(task=None) -> str:
+    """The metric shown first for ``task`` (accuracy when none)."""
+    return (getattr(task, "metrics", None) or ("accuracy",))[0]
 
 
 def agreement(a_logits: np.ndarray, b_logits: np.ndarray) -> float:
@@ -93,8 +158,10 @@ def evaluate(model, tokenizer, bundle, *, max_len: int = 64, device="cpu", teach
     results, all_logits = {}, {}
     for name, split in bundle.eval_splits().items():
         logits = predict(model, split, tokenizer, batch_size=batch_size, max_len=max_len, device=device)
-        m = metrics(logits, split.labels, bundle.num_labels())
-        if teacher_logits and name in teacher_logits:
+        m = metrics(logits, split.labels, bundle.num_labels(), getattr(bundle, "task", None),
+                    getattr(split, "label_map", None))
+        if teacher_logits and name in teacher_logits and getattr(getattr(bundle, "task", None), "kind",
+                                                                 "classes") == "classes":
             m["agreement"] = agreement(logits, teacher_logits[name])
         results[name] = m
         all_logits[name] = logits

@@ -25,7 +25,8 @@ def _qkv_hooks(model, store: list):
 
 
 def features(model, batch: dict, need: Need = Need(), bucketed: bool = False) -> Features:
-    """Run ``model`` on ``batch`` (input_ids, attention_mask) and return the features record.
+    """Run ``model`` on ``batch`` (input_ids, attention_mask, and token_type_ids for sentence pairs) and return
+    the features record.
 
     Models that are not BERT-like (e.g. the BiLSTM student) provide ``kd_features(batch, need)``.
     ``bucketed=True`` skips padding (``kdlab.speed.buckets``): rows of similar length run together, trimmed to their
@@ -42,7 +43,8 @@ def features(model, batch: dict, need: Need = Need(), bucketed: bool = False) ->
     qkv_store: list = []
     handles = _qkv_hooks(model, qkv_store) if need.qkv else []
     try:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        segs = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **segs,
                     output_hidden_states=need.hidden or need.qkv, output_attentions=need.attentions)
     finally:
         for h in handles:

@@ -124,6 +124,29 @@ def kd_mse(s_logits: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
     return (s_logits.float() - t_logits.float()).pow(2).sum(dim=-1).mean()
 
 
+def score_mse(s_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Regression (a score task, e.g. STS-B): ``L = (1/B) Σ_b (ŷ_S,b − y_b)²`` with ``ŷ_S = z_S[:, 0]`` (the model has
+    one output); ``target`` is the gold score [B] or the teacher's prediction [B] / [B, 1]. No temperature."""
+    s = s_pred.float().reshape(s_pred.shape[0], -1)[:, 0]
+    t = target.float().reshape(target.shape[0], -1)[:, 0]
+    return (s - t).pow(2).mean()
+
+
+def multi_label_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Multi-label hard loss: per-label sigmoid BCE against 0/1 targets ``[B, C]``, mean over labels and batch."""
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="mean")
+
+
+def multi_label_kd(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """Multi-label KD: ``T² · mean_{b,c} BCE(sigmoid(z_S/T), sigmoid(z_T/T))`` (per-label sigmoid with temperature,
+    BCE to the teacher's softened probabilities)."""
+    _same_shape(s_logits, t_logits, "multi_label_kd")
+    if T <= 0:
+        raise KdlabError(f"the KD temperature T must be > 0, got {T}")
+    p = torch.sigmoid(t_logits.float() / T)
+    return (T * T) * F.binary_cross_entropy_with_logits(s_logits.float() / T, p, reduction="mean")
+
+
 def label_smoothing_targets(labels: torch.Tensor, C: int, eps: float) -> torch.Tensor:
     """Label-smoothed target distribution ``[B, C]``: ``(1 − eps)·onehot(y) + eps/C`` (rows sum to 1)."""
     if not 0.0 <= eps <= 1.0:
@@ -462,4 +485,5 @@ def sad_loss(attentions: Sequence[torch.Tensor], mask: torch.Tensor | None = Non
     return total, pairs
 
 
+__all__ += ["score_mse", "multi_label_bce", "multi_label_kd"]
 __all__ += ["label_smoothing_targets_others", "tfkd_reg_targets", "kl_to_targets", "dml_losses", "sad_loss"]

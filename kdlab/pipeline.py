@@ -24,7 +24,26 @@ from .store import Store
 
 def load_bundle(cfg: RunConfig):
     return load_data(cfg.data, text_col=cfg.text_col, label_col=cfg.label_col, ood=cfg.ood or None,
-                     max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed)
+                     max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed,
+                     task=getattr(cfg, "task", None), label_kind=getattr(cfg, "label_kind", None),
+                     ood_map=getattr(cfg, "ood_map", None))
+
+
+PROBLEM_TYPES = {"classes": "single_label_classification", "score": "regression",
+                 "multi": "multi_label_classification"}
+
+
+def set_problem_type(model, task):
+    """A score task's model has one output (regression), a multi-label task's a sigmoid per label."""
+    if model is not None and hasattr(model, "config"):
+        model.config.problem_type = PROBLEM_TYPES.get(getattr(task, "kind", "classes"))
+    return model
+
+
+def _summary(evals: dict, task=None) -> dict:
+    """The run's summary: the task's primary metric per evaluation split."""
+    primary = (getattr(task, "metrics", None) or ("accuracy",))[0]
+    return {k: v.get(primary) for k, v in evals.items()}
 
 
 def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bool = False, log=print):
@@ -45,8 +64,9 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
         return teacher, tok, _adopt_teacher_run(store, info, folder)
     teacher, tok = load_teacher(cfg.teacher, bundle.num_labels(), trust_remote_code=cfg.trust_remote_code,
                                 attentions=attentions, seed=cfg.teacher_train.seed)
+    set_problem_type(teacher, bundle.task)
     tconf = {"teacher": cfg.teacher, "data": cfg.data or "embedded", "data_identity": bundle.identity,
-             "train": dataclasses.asdict(cfg.teacher_train), "key": key}
+             "train": dataclasses.asdict(cfg.teacher_train), "key": key, "task_spec": bundle.task.to_dict()}
     run_id = store.create_run("teacher", "ce", tconf, name=f"teacher {cfg.teacher}")
     log(f"teacher: fine-tuning {cfg.teacher} on {len(bundle.train)} examples ({run_id})")
     try:
@@ -62,7 +82,7 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
                                                     "history": history})
         store.set_artifact(run_id, "model_dir", str(folder))
         store.set_artifact(run_id, "size", size)
-        store.finish(run_id, "finished", summary={k: v.get("accuracy") for k, v in res.evals.items()})
+        store.finish(run_id, "finished", summary=_summary(res.evals, bundle.task))
     except BaseException as e:
         store.finish(run_id, "failed", message=_short(e))
         raise
@@ -102,7 +122,7 @@ def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
     if info.get("size"):
         store.set_artifact(new_id, "size", info["size"])
     store.finish(new_id, "finished", "reused a cached fine-tuned teacher",
-                 summary={k: v.get("accuracy") for k, v in (info.get("evals") or {}).items()})
+                 summary=_summary(info.get("evals") or {}, _task_of(info.get("task_spec"))))
     return new_id
 
 
@@ -124,6 +144,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     store = store or Store()
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
+    method_cls.check_label_kind(bundle.task.kind, bundle.task.name)   # before minutes of teacher fine-tuning
     needs_attn = method_cls.needs_attentions
     if teacher is None and student is None and not method_cls.defines("make_student") and not cfg.student_hidden:
         check_student_fits(cfg.teacher, layers=cfg.student_layers, init=cfg.student_init,
@@ -143,6 +164,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
     conf["data_identity"] = bundle.identity
+    conf["task_spec"] = bundle.task.to_dict()
     if resume:   # continue a stored run from its last checkpoint (resume_run)
         run_id, checkpoint = resume, _checkpoint_of(store, resume)
         store.reopen(run_id, *checkpoint_position(checkpoint))
@@ -154,11 +176,12 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                     method_args=cfg.method_args, store=store, run_id=run_id, resume=checkpoint)
         out = store.folder(run_id) / "student"
         if _main_rank():   # under torchrun only rank 0 writes
-            save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method})
+            save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method,
+                                                      "task_spec": bundle.task.to_dict()})
         store.set_artifact(run_id, "model_dir", str(out))
         store.set_artifact(run_id, "size", size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len))
         store.finish(run_id, res.status, res.message,
-                     summary={k: v.get("accuracy") for k, v in res.evals.items()})
+                     summary=_summary(res.evals, bundle.task))
     except KeyboardInterrupt:
         store.finish(run_id, "cancelled", "interrupted")
         raise
@@ -188,16 +211,35 @@ def resume_run(store: Store, run_id: str, log=print) -> str:
                          "can be resumed")
     _checkpoint_of(store, run["id"])
     conf = dict(run["config"])
-    for k in ("teacher_run", "data_identity"):
+    for k in ("teacher_run", "data_identity", "task_spec"):
         conf.pop(k, None)
     cfg = RunConfig.from_dict(conf)
     cfg.train.progress = False
     return distill_run(cfg, store, log=log, resume=run["id"])
 
 
-def eval_run(store: Store, run_id: str, data_file: str, *, text_col="sentence", label_col="label",
-             max_len: int = 64) -> dict:
-    """Evaluate a stored student (or teacher) on any labeled file; returns {metric: value}."""
+def _task_of(spec):
+    from .tasks import Task
+    return Task.from_dict(spec) if isinstance(spec, dict) else None
+
+
+def run_task(store: Store, run: dict, folder=None):
+    """The task a stored run was trained on (stored with its configuration and its model), or None (runs from
+    before tasks: sentiment)."""
+    spec = (run.get("config") or {}).get("task_spec")
+    if spec is None and folder is not None and (Path(folder) / "kdlab.json").exists():
+        try:
+            spec = json.loads((Path(folder) / "kdlab.json").read_text()).get("task_spec")
+        except (OSError, ValueError):
+            spec = None
+    return _task_of(spec)
+
+
+def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_col=None,
+             max_len: int = 64, ood_map=None) -> dict:
+    """Evaluate a stored student (or teacher) on any labeled file with the run's task; returns {metric: value},
+    the task's primary metric first. A file with other classes than the model's is scored through ``ood_map``
+    or the task's built-in mapping."""
     from .data.loaders import load_eval_file
     from .evaluate import metrics, predict
     run = store.run(run_id)
@@ -206,7 +248,17 @@ def eval_run(store: Store, run_id: str, data_file: str, *, text_col="sentence", 
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")
     model, tok = load_saved(folder)
     C = model.config.num_labels
-    names = ["negative", "positive"] if C == 2 else [str(i) for i in range(C)]
-    split = load_eval_file(data_file, names, text_col=text_col, label_col=label_col)
+    task = run_task(store, run, folder)
+    if task is not None and task.kind != "score" and task.label_names:
+        names = list(task.label_names)
+    else:
+        names = ["negative", "positive"] if C == 2 else [str(i) for i in range(C)]
+    split = load_eval_file(data_file, names, text_col=text_col, label_col=label_col, task=task, ood_map=ood_map)
     logits = predict(model, split, tok, max_len=max_len)
-    return {"run": run["id"], "data": str(data_file), **metrics(logits, split.labels, C)}
+    out = {"run": run["id"], "data": str(data_file)}
+    if task is not None:
+        out["task"] = task.name
+        out["primary"] = task.primary
+    if split.label_map is not None:
+        out["label_map"] = {n: split.label_names[j] for n, j in zip(names, split.label_map)}
+    return {**out, **metrics(logits, split.labels, C, task, split.label_map)}

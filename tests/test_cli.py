@@ -41,7 +41,8 @@ def test_cka_help_has_only_cka_options():
 def test_every_command_is_registered_the_same_way():
     import importlib.util
     assert importlib.util.find_spec("kdlab.cli_extra") is None
-    assert set(cli.COMMANDS) == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench"}
+    assert set(cli.COMMANDS) == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench",
+                                 "compress"}
     assert set(subparsers()) == set(cli.COMMANDS)
     for name, (f, help, add_args) in cli.COMMANDS.items():
         assert callable(f) and help and callable(add_args), name
@@ -71,6 +72,8 @@ class Spy(argparse.Namespace):
 @pytest.fixture
 def stubs(monkeypatch, tmp_path):
     """The engine calls of every command replaced by stubs that record nothing and take no time."""
+    import kdlab.deploy.artifacts
+    import kdlab.deploy.report
     import kdlab.models
     import kdlab.pipeline
     import kdlab.tools.bench
@@ -94,6 +97,8 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(kdlab.tools.cka_run, "cka_between", lambda *a, **k: matrix)
     monkeypatch.setattr(kdlab.models, "load_teacher", lambda *a, **k: (None, None))
     monkeypatch.setattr(kdlab.models, "build_student", lambda *a, **k: None)
+    monkeypatch.setattr(kdlab.deploy.artifacts, "compress_run", lambda *a, **k: {})
+    monkeypatch.setattr(kdlab.deploy.report, "eval_models", lambda *a, **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "run_bench", lambda **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "write_markdown", lambda *a, **k: None)
     monkeypatch.setenv("KDLAB_RUNS", str(tmp_path / "runs"))
@@ -107,7 +112,9 @@ VARIANTS = {
     "distill": [[], ["--resume", "x"], ["--config", "{config}"]],
     "teacher": [[], ["--config", "{config}"]],
     "demo": [[], ["--config", "{config}"]],
-    "eval": [["--run", "r", "--data", "x.tsv"]],
+    "eval": [["--run", "r", "--data", "x.tsv"], ["--run", "r", "--model", "student", "--json"]],
+    "compress": [["--run", "r", "--prune-vocab", "c.txt", "--quantize", "int8", "--onnx", "--name", "n",
+                  "--text-col", "t"]],
     "methods": [[]],
     "runs": [[]],
     "cka": [[], ["--run", "r"]],
@@ -134,7 +141,8 @@ def test_every_declared_option_is_read_by_its_command(name, stubs, capsys):
 SAMPLES = {
     "preset": ["tiny"], "teacher": ["tiny"], "trust_remote_code": [], "student_layers": ["2"],
     "student_init": ["first"], "student_layer_list": ["0,2"], "student_hidden": ["64"], "data": ["x.tsv"],
-    "text_col": ["text"], "label_col": ["y"], "ood": ["o.tsv"], "max_train": ["10"], "max_eval": ["10"],
+    "text_col": ["text"], "label_col": ["y"], "task": ["rte"], "label_kind": ["score"], "ood_map": ["a=b"],
+    "ood": ["o.tsv"], "max_train": ["10"], "max_eval": ["10"],
     "method": ["ce"], "method_args": ["alpha_soft=0.7"], "temperature": ["4"], "epochs": ["5"], "max_steps": ["7"],
     "batch_size": ["8"], "lr": ["0.01"], "grad_accum": ["2"], "max_len": ["16"], "seed": ["5"], "device": ["cpu"],
     "precision": ["fp32"], "teacher_epochs": ["1"], "teacher_lr": ["0.01"], "checkpoint_every": ["3"],
@@ -145,8 +153,8 @@ SAMPLES = {
 def teacher_view(cfg: RunConfig) -> dict:
     """What ``kdlab teacher`` uses: the teacher, the data (split with the seed) and the fine-tuning settings."""
     d = cfg.to_dict()
-    keep = ("teacher", "trust_remote_code", "data", "text_col", "label_col", "ood", "max_train", "max_eval",
-            "teacher_train")
+    keep = ("teacher", "trust_remote_code", "data", "text_col", "label_col", "task", "label_kind", "ood_map", "ood",
+            "max_train", "max_eval", "teacher_train")
     return {**{k: d[k] for k in keep}, "seed": cfg.train.seed}
 
 

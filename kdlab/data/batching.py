@@ -9,23 +9,38 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 
-class TextDataset(Dataset):
-    """Pre-tokenised ids of one split; item = ``{"input_ids": list[int], "label": int, "idx": int}``."""
+def _label(y):
+    """A class id stays an int; a score (float) and a multi-hot row (list) are kept as they are."""
+    if isinstance(y, (list, tuple)):
+        return [float(v) for v in y]
+    if isinstance(y, float) and not y.is_integer():
+        return y
+    return int(y) if not isinstance(y, float) else y
 
-    def __init__(self, input_ids: list[list[int]], labels: list[int], name: str = "",
-                 pad_id: int = 0):
+
+class TextDataset(Dataset):
+    """Pre-tokenised ids of one split; item = ``{"input_ids": list[int], "label": int, "idx": int}`` (and
+    ``"token_type_ids"`` for sentence pairs whose model has segment ids). A label is a class id (int), a score
+    (float) or a multi-hot list."""
+
+    def __init__(self, input_ids: list[list[int]], labels: list, name: str = "",
+                 pad_id: int = 0, token_type_ids: list[list[int]] | None = None):
         if len(input_ids) != len(labels):
             raise ValueError("input_ids and labels differ in length")
         self.input_ids = input_ids
-        self.labels = [int(y) for y in labels]
+        self.labels = [_label(y) for y in labels]
         self.name = name
         self.pad_id = pad_id
+        self.token_type_ids = token_type_ids
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "label": self.labels[i], "idx": i}
+        item = {"input_ids": self.input_ids[i], "label": self.labels[i], "idx": i}
+        if self.token_type_ids is not None:
+            item["token_type_ids"] = self.token_type_ids[i]
+        return item
 
 
 def _pad_id(tokenizer) -> int:
@@ -33,32 +48,59 @@ def _pad_id(tokenizer) -> int:
     return 0 if pid is None else int(pid)
 
 
+def uses_segments(tokenizer) -> bool:
+    """True when the tokenizer's model takes segment ids (``token_type_ids``, BERT-like)."""
+    return "token_type_ids" in (getattr(tokenizer, "model_input_names", None) or ())
+
+
 def encode_split(split, tokenizer, max_len: int = 64) -> TextDataset:
     """Tokenise ``split.texts`` with a (fast) HF tokenizer, special tokens added, truncated to
-    ``max_len``. No padding here: ``collate`` pads each batch to its longest row."""
-    enc = tokenizer(list(split.texts), truncation=True, max_length=max_len,
-                    add_special_tokens=True, padding=False, return_attention_mask=False,
-                    return_token_type_ids=False)
+    ``max_len``. No padding here: ``collate`` pads each batch to its longest row.
+
+    A pair split (``split.texts_b``) goes through the tokenizer's pair encoding (``[CLS] a [SEP] b [SEP]``),
+    truncated longest-first so that both texts keep tokens, with segment ids where the model has them."""
+    texts_b = getattr(split, "texts_b", None)
+    if texts_b is None:
+        enc = tokenizer(list(split.texts), truncation=True, max_length=max_len,
+                        add_special_tokens=True, padding=False, return_attention_mask=False,
+                        return_token_type_ids=False)
+        tt = None
+    else:
+        seg = uses_segments(tokenizer)
+        enc = tokenizer(list(split.texts), list(texts_b), truncation="longest_first", max_length=max_len,
+                        add_special_tokens=True, padding=False, return_attention_mask=False,
+                        return_token_type_ids=seg)
+        tt = [list(x) for x in enc["token_type_ids"]] if seg else None
     return TextDataset([list(x) for x in enc["input_ids"]], list(split.labels),
-                       name=getattr(split, "name", ""), pad_id=_pad_id(tokenizer))
+                       name=getattr(split, "name", ""), pad_id=_pad_id(tokenizer), token_type_ids=tt)
 
 
 def collate(batch: list[dict], pad_id: int = 0) -> dict:
     """-> ``input_ids`` [B, L] (padded with ``pad_id`` to the longest row), ``attention_mask``
-    [B, L] (1 = real token), ``labels`` [B], ``idx`` [B]; all LongTensors."""
+    [B, L] (1 = real token), ``labels`` [B], ``idx`` [B]; all LongTensors; ``token_type_ids`` [B, L] (padded
+    with 0) for pairs. Scores give float ``labels`` [B], multi-hot rows float ``labels`` [B, C]."""
     L = max(len(b["input_ids"]) for b in batch)
     ids = torch.full((len(batch), L), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), L), dtype=torch.long)
+    segs = "token_type_ids" in batch[0]
+    tt = torch.zeros((len(batch), L), dtype=torch.long) if segs else None
     for r, b in enumerate(batch):
         n = len(b["input_ids"])
         ids[r, :n] = torch.tensor(b["input_ids"], dtype=torch.long)
         mask[r, :n] = 1
-    return {
+        if segs:
+            tt[r, :n] = torch.tensor(b["token_type_ids"], dtype=torch.long)
+    ys = [b["label"] for b in batch]
+    real = any(isinstance(y, (float, list)) for y in ys)
+    out = {
         "input_ids": ids,
         "attention_mask": mask,
-        "labels": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+        "labels": torch.tensor(ys, dtype=torch.float32 if real else torch.long),
         "idx": torch.tensor([b["idx"] for b in batch], dtype=torch.long),
     }
+    if segs:
+        out["token_type_ids"] = tt
+    return out
 
 
 def make_loader(split, tokenizer, batch_size: int = 32, max_len: int = 64, shuffle: bool = False,

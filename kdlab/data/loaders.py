@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlab.errors import KdlabError
+from kdlab.tasks import BUILTIN, LABEL_ALIASES, PAIR_ALIASES, Task, ood_map_dicts, parse_ood_map
+from kdlab.tasks import resolve as resolve_task
 
 EXTENSIONS = (".tsv", ".csv", ".jsonl")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +29,11 @@ csv.field_size_limit(1 << 30)
 class Split:
     name: str  # "train", "dev", "ood_restaurant", or a file stem
     texts: list[str]
-    labels: list[int]
+    labels: list  # class ids (classes), floats (score) or multi-hot lists (multi)
     domain: str  # "in-domain" for train/dev, otherwise the OOD set name
+    texts_b: list[str] | None = None  # the second text of each pair (pair tasks)
+    label_names: list[str] | None = None  # an evaluation set's own classes when they differ from the model's
+    label_map: list[int] | None = None    # model class -> this set's class (scored through a label mapping)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -42,9 +47,10 @@ class DataBundle:
     train: Split
     dev: Split
     ood: dict[str, Split] = field(default_factory=dict)
+    task: Task = field(default_factory=lambda: BUILTIN["sentiment"])
 
     def num_labels(self) -> int:
-        return len(self.label_names)
+        return 1 if self.task.kind == "score" else len(self.label_names)
 
     def eval_splits(self) -> dict[str, Split]:
         return {"dev": self.dev, **self.ood}
@@ -80,8 +86,9 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _columns_error(path: Path, found, text_col: str, label_col: str) -> KdlabError:
-    missing = [c for c in (text_col, label_col) if c not in found]
+def _columns_error(path: Path, found, text_col, label_col: str) -> KdlabError:
+    cols = tuple(text_col) if isinstance(text_col, (tuple, list)) else (text_col,)
+    missing = [c for c in (*cols, label_col) if c not in found]
     return KdlabError(
         f"{path}: column(s) {', '.join(repr(c) for c in missing)} not found; the columns found are "
         f"{list(found)}. Use --text-col/--label-col (text_col=/label_col=) to name the text and "
@@ -94,6 +101,35 @@ def _empty_error(path: Path) -> KdlabError:
 
 
 def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], list]:
+    texts, labels, _ = _read_rows(path, (text_col,), label_col)
+    return texts, labels
+
+
+def _pick_columns(path, header, text_cols, label_col, aliases: bool):
+    """Indices of the text column(s) and the label column in ``header``; an evaluation file (``aliases``) may
+    name the same fields differently (premise/hypothesis for sentence1/sentence2)."""
+    text_cols = tuple(text_cols)
+    if aliases and not all(c in header for c in text_cols):
+        if len(text_cols) == 2:
+            text_cols = next((p for p in PAIR_ALIASES if all(c in header for c in p)), text_cols)
+    if aliases and label_col not in header:
+        label_col = next((c for c in LABEL_ALIASES if c in header), label_col)
+    missing = [c for c in text_cols if c not in header]
+    if len(text_cols) == 2 and missing and label_col in header:
+        raise KdlabError(f"{path}: the task pairs two texts, columns {text_cols[0]!r} and {text_cols[1]!r}, but "
+                         f"column(s) {', '.join(repr(c) for c in missing)} are not in the file (columns found: "
+                         f"{list(header)}). Name the file's two text columns with --text-col a,b.")
+    if missing or label_col not in header:
+        raise _columns_error(path, header, text_cols, label_col)
+    return [header.index(c) for c in text_cols], header.index(label_col), text_cols
+
+
+def _read_rows(path: Path, text_cols, label_col: str, *, columns=None, aliases: bool = False
+               ) -> tuple[list[str], list, list[str] | None]:
+    """(first texts, raw labels, second texts or None) of one file; ``columns``: the column names of a file
+    without a header line (used when the first row is not a header)."""
+    text_cols = tuple(text_cols)
+    text_col = text_cols[0]
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in EXTENSIONS:
@@ -101,6 +137,7 @@ def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], li
                          f"file.")
     content = _read_text(path)
     texts: list[str] = []
+    texts_b: list[str] = []
     labels: list = []
     if ext == ".jsonl":
         lines = content.splitlines()
@@ -120,15 +157,19 @@ def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], li
                                  f"one object like {{\"{text_col}\": ..., \"{label_col}\": ...}}.")
             if first_keys is None:
                 first_keys = list(obj)
-                if text_col not in obj or label_col not in obj:
-                    raise _columns_error(path, first_keys, text_col, label_col)
-            _check_row(path, row, f"line {lineno}", obj.get(text_col), obj.get(label_col),
-                       text_col, label_col)
+                _, _, text_cols = _pick_columns(path, first_keys, text_cols, label_col, aliases)
+                text_col = text_cols[0]
+                if label_col not in obj:
+                    label_col = next((c for c in LABEL_ALIASES if c in obj), label_col)
+            for c in text_cols:
+                _check_row(path, row, f"line {lineno}", obj.get(c), obj.get(label_col), c, label_col)
             texts.append(str(obj[text_col]))
+            if len(text_cols) == 2:
+                texts_b.append(str(obj[text_cols[1]]))
             labels.append(obj[label_col])
         if not texts:
             raise _empty_error(path)
-        return texts, labels
+        return texts, labels, (texts_b if len(text_cols) == 2 else None)
 
     if ext == ".tsv":
         reader = csv.reader(content.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -146,22 +187,26 @@ def _read_file(path: Path, text_col: str, label_col: str) -> tuple[list[str], li
         raise _empty_error(path)
     _, header = rows[0]
     header = [h.strip() for h in header]
-    if text_col not in header or label_col not in header:
-        raise _columns_error(path, header, text_col, label_col)
-    ti, li = header.index(text_col), header.index(label_col)
-    if len(rows) == 1:
+    data_rows = rows[1:]
+    if columns and not (label_col in header and all(c in header for c in text_cols)):
+        header, data_rows = list(columns), rows   # a file without a header line (CoLA)
+    tis, li, text_cols = _pick_columns(path, header, text_cols, label_col, aliases)
+    if not data_rows:
         raise _empty_error(path)
-    for row, (lineno, r) in enumerate(rows[1:], 1):
+    for row, (lineno, r) in enumerate(data_rows, 1):
         if len(r) > len(header):
             raise KdlabError(f"{path}: row {row} (line {lineno}) has {len(r)} fields but the "
                              f"header has {len(header)}; the text probably contains the "
                              f"delimiter. Remove stray tabs/commas or quote the field (.csv).")
-        t = r[ti] if ti < len(r) else None
+        ts = [r[ti] if ti < len(r) else None for ti in tis]
         lab = r[li] if li < len(r) else None
-        _check_row(path, row, f"line {lineno}", t, lab, text_col, label_col)
-        texts.append(t)
+        for t, c in zip(ts, text_cols):
+            _check_row(path, row, f"line {lineno}", t, lab, c, header[li])
+        texts.append(ts[0])
+        if len(ts) == 2:
+            texts_b.append(ts[1])
         labels.append(lab.strip())
-    return texts, labels
+    return texts, labels, (texts_b if len(text_cols) == 2 else None)
 
 
 def _check_row(path, row, where, text, label, text_col, label_col):
@@ -230,6 +275,127 @@ def _label_scheme(train_labels: list, source: str, names_hint=None):
     return to_id, classes
 
 
+def _declared_scheme(names, train_labels=()):
+    """Classes declared by the task (index = class id): a label is a class name or its id."""
+    names = [str(n) for n in names]
+    index = {n: i for i, n in enumerate(names)}
+
+    def to_id(v):
+        i = _as_int(v)
+        if i is not None:
+            return i
+        return index.get(str(v).strip())
+
+    to_id.named = any(_as_int(v) is None for v in train_labels) if train_labels else True
+    return to_id, names
+
+
+def _as_float(v):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        x = float(str(v).strip())
+    except ValueError:
+        return None
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def _multi_names(raw, sep: str) -> list[str]:
+    return sorted({x.strip() for v in raw for x in _multi_items(v, sep)})
+
+
+def _multi_items(v, sep: str) -> list[str]:
+    if isinstance(v, (list, tuple)):
+        return [str(x).strip() for x in v if str(x).strip()]
+    return [x.strip() for x in str(v).split(sep) if x.strip()]
+
+
+def _scheme(task: Task, train_raw: list, source: str, names_hint=None):
+    """(to_id, label names) of a task's labels, read from the training labels where the task declares none."""
+    if task.kind == "score":
+        return _as_float, ["score"]
+    if task.kind == "multi":
+        names = list(task.label_names) if task.label_names else _multi_names(train_raw, task.multi_sep)
+        if len(names) < 2:
+            raise KdlabError(f"{source}: the training data has only {len(names)} distinct label(s); a multi-label "
+                             "task needs at least two. Use a train file with examples of every label.")
+        return None, names
+    if task.label_names:
+        return _declared_scheme(task.label_names, train_raw)
+    return _label_scheme(train_raw, source, names_hint)
+
+
+def _task_labels(raw: list, to_id, names: list[str], source: str, task: Task) -> list:
+    """Raw labels -> class ids (classes), floats (score) or multi-hot lists (multi); a bad row raises."""
+    if task.kind == "score":
+        out = []
+        for row, v in enumerate(raw, 1):
+            x = _as_float(v)
+            if x is None:
+                raise KdlabError(f"{source}: row {row} (data row after the header) has score {v!r}, which is not "
+                                 f"a number; the task '{task.name}' has real-valued scores ({task.label_col!r}). Fix "
+                                 "the value, or pass --label-kind classes if the labels are classes.")
+            out.append(x)
+        return out
+    if task.kind == "multi":
+        index = {n: i for i, n in enumerate(names)}
+        out = []
+        for row, v in enumerate(raw, 1):
+            hot = [0.0] * len(names)
+            for x in _multi_items(v, task.multi_sep):
+                if x not in index:
+                    raise KdlabError(f"{source}: row {row} (data row after the header) has label {x!r}, which is not "
+                                     f"one of the task's labels {names}. Fix the label, or add examples of it to "
+                                     "the training file.")
+                hot[index[x]] = 1.0
+            out.append(hot)
+        return out
+    return _map_labels(raw, to_id, names, source)
+
+
+def _eval_labels(raw: list, to_id, names: list[str], source: str, task: Task, ood_map=None):
+    """(labels, own label names or None, model class -> own class or None) of an evaluation file: the model's
+    own labels, or (classes only) another label set scored through ``ood_map`` or the task's built-in mapping."""
+    explicit = parse_ood_map(ood_map) if task.kind == "classes" else None
+    candidates = [explicit] if explicit else ood_map_dicts(task)
+    if task.kind != "classes" or not candidates or all(
+            (i := to_id(v)) is not None and 0 <= i < len(names) for v in raw):
+        return _task_labels(raw, to_id, names, source, task), None, None   # (a bad label raises there)
+    found = {str(v).strip() for v in raw}
+    chosen = None
+    for m in candidates:
+        if explicit:
+            unknown = sorted(set(m) - set(names))
+            missing = [n for n in names if n not in m]
+            if unknown or missing:
+                raise KdlabError(f"--ood-map must map each class of the model {names} to a label of {source}: "
+                                 + (f"{unknown} are not classes of the model" if unknown else
+                                    f"{missing} not mapped") + " (e.g. --ood-map "
+                                 + ",".join(f"{n}=LABEL" for n in names) + ").")
+        if found <= set(m.values()) or explicit:
+            chosen = m
+            break
+    if chosen is None:
+        bad = next(v for v in raw if (i := to_id(v)) is None or not 0 <= i < len(names))
+        row = raw.index(bad) + 1
+        raise KdlabError(f"{source}: row {row} has label {bad!r}, which is not one of the model's classes {names}, and "
+                         f"no label mapping covers this file's labels {sorted(found)}: pass --ood-map "
+                         + ",".join(f"{n}=LABEL" for n in names) + " (model class = label in this file).")
+    own = list(dict.fromkeys(chosen[n] for n in names))
+    index = {n: i for i, n in enumerate(own)}
+    labels = []
+    for row, v in enumerate(raw, 1):
+        k = str(v).strip()
+        if k not in index:
+            raise KdlabError(f"{source}: row {row} has label {v!r}, which the label mapping "
+                             f"{', '.join(f'{a}={b}' for a, b in chosen.items())} does not reach (its labels: {own}). "
+                             "Fix the label or pass a mapping that covers it with --ood-map.")
+        labels.append(index[k])
+    return labels, own, [index[chosen[n]] for n in names]
+
+
 def _map_labels(raw: list, to_id, names: list[str], source: str) -> list[int]:
     out = []
     n = len(names)
@@ -258,7 +424,8 @@ def _subsample(split: Split, n, seed: int) -> Split:
         raise KdlabError(f"max_train/max_eval must be a positive number, got {n}.")
     keep = sorted(random.Random(f"{seed}:{split.name}").sample(range(len(split)), n))
     return Split(split.name, [split.texts[i] for i in keep], [split.labels[i] for i in keep],
-                 split.domain)
+                 split.domain, None if split.texts_b is None else [split.texts_b[i] for i in keep],
+                 split.label_names, split.label_map)
 
 
 def _carve_dev(texts, labels, dev_fraction: float, seed: int, source):
@@ -276,13 +443,19 @@ def _carve_dev(texts, labels, dev_fraction: float, seed: int, source):
             [texts[i] for i in dev_idx], [labels[i] for i in dev_idx])
 
 
-def _identity(label_names, splits: list[Split]) -> str:
+def _identity(label_names, splits: list[Split], task: Task | None = None) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(label_names).encode())
+    if task is not None and task.name != "sentiment":   # (the sentiment identity is unchanged)
+        h.update(json.dumps([task.name, task.kind, list(task.text_cols)]).encode())
     for s in splits:
         h.update(f"\x00split:{s.name}:{s.domain}:{len(s)}\x00".encode())
         for t, y in zip(s.texts, s.labels):
             h.update(f"{y}\t{t}\n".encode("utf-8"))
+        if s.texts_b is not None:
+            h.update("\x00b".join(s.texts_b).encode("utf-8"))
+        if s.label_map is not None:
+            h.update(json.dumps([s.label_names, s.label_map]).encode())
     return h.hexdigest()
 
 
@@ -302,9 +475,9 @@ def _looks_like_path(spec: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------
 
-def load_data(spec=None, *, text_col: str = "sentence", label_col: str = "label", ood=None,
-              dev_fraction: float = 0.1, max_train=None, max_eval=None, seed: int = 0
-              ) -> DataBundle:
+def load_data(spec=None, *, text_col=None, label_col=None, ood=None,
+              dev_fraction: float = 0.1, max_train=None, max_eval=None, seed: int = 0, task=None,
+              label_kind=None, ood_map=None) -> DataBundle:
     """Load a dataset as a ``DataBundle``.
 
     spec: None / "embedded" (the committed synthetic corpus, with its two OOD sets),
@@ -312,7 +485,13 @@ def load_data(spec=None, *, text_col: str = "sentence", label_col: str = "label"
     with a sibling ``dev.*``), a folder with ``train.*`` (+ ``dev.*``), or a hub dataset name
     (``name`` or ``name/config``). ``ood``: list of files, each an OOD split named by its stem
     (None = none, except for the embedded corpus, whose two OOD sets come by default).
+    The task (``kdlab.tasks``): ``task`` (a name or a ``Task``), else the GLUE task the folder names, else
+    sentiment; ``text_col`` ('a' or 'a,b'), ``label_col`` and ``label_kind`` override it. ``ood_map``
+    ('model_label=ood_label,...') scores OOD sets with other labels (default: the task's built-in mapping).
     """
+    the_task = resolve_task(spec if isinstance(spec, (str, Path)) else None, task=task, text_col=text_col,
+                            label_col=label_col, label_kind=label_kind)
+    text_col, label_col = the_task.text_cols[0], the_task.label_col
     ood_specs = list(ood) if ood is not None else None
     if isinstance(ood, (str, Path)):
         ood_specs = [ood]
@@ -339,8 +518,8 @@ def load_data(spec=None, *, text_col: str = "sentence", label_col: str = "label"
             for s in EMBEDDED_OOD:
                 t, y = raw[s]
                 oods[s] = Split(s, t, _map_labels(y, to_id, names, sources[s]), s)
-        return _finish(name, names, to_id, train, dev, oods, ood_specs or [], text_col,
-                       label_col, max_train, max_eval, seed)
+        return _finish(name, names, to_id, train, dev, oods, ood_specs or [], the_task, ood_map,
+                       max_train, max_eval, seed)
 
     p = Path(os.path.expanduser(str(spec)))
     if p.exists():
@@ -356,47 +535,64 @@ def load_data(spec=None, *, text_col: str = "sentence", label_col: str = "label"
             train_p = p
             dev_p = _find(p.parent, "dev") if p.stem.lower() == "train" else None
             name = p.stem if p.stem.lower() != "train" else f"{p.resolve().parent.name}"
-        texts, ys = _read_file(train_p, text_col, label_col)
+        cols, lab, hdr = the_task.text_cols, the_task.label_col, the_task.columns
+        texts, ys, texts_b = _read_rows(train_p, cols, lab, columns=hdr)
         if dev_p is not None:
-            dev_t, dev_raw = _read_file(dev_p, text_col, label_col)
+            dev_t, dev_raw, dev_b = _read_rows(dev_p, cols, lab, columns=hdr)
             dev_src = str(dev_p)
         else:
-            texts, ys, dev_t, dev_raw = _carve_dev(texts, ys, dev_fraction, seed, train_p)
+            both = list(zip(texts, texts_b)) if texts_b is not None else texts
+            both, ys, dev_both, dev_raw = _carve_dev(both, ys, dev_fraction, seed, train_p)
+            if texts_b is not None:
+                texts, texts_b = [a for a, _ in both], [b for _, b in both]
+                dev_t, dev_b = [a for a, _ in dev_both], [b for _, b in dev_both]
+            else:
+                texts, dev_t, dev_b = both, dev_both, None
             dev_src = f"{train_p} (dev carved out)"
-        to_id, names = _label_scheme(ys, str(train_p))
-        train = Split("train", texts, _map_labels(ys, to_id, names, str(train_p)), "in-domain")
-        dev = Split("dev", dev_t, _map_labels(dev_raw, to_id, names, dev_src), "in-domain")
-        return _finish(name, names, to_id, train, dev, {}, ood_specs or [], text_col, label_col,
+        to_id, names = _scheme(the_task, ys, str(train_p))
+        if the_task.kind != "score":
+            the_task = the_task.with_(label_names=tuple(names))
+        train = Split("train", texts, _task_labels(ys, to_id, names, str(train_p), the_task), "in-domain", texts_b)
+        dev = Split("dev", dev_t, _task_labels(dev_raw, to_id, names, dev_src, the_task), "in-domain", dev_b)
+        return _finish(name, names, to_id, train, dev, {}, ood_specs or [], the_task, ood_map,
                        max_train, max_eval, seed)
 
     spec = str(spec)
     if _looks_like_path(spec):
         raise KdlabError(f"data file or folder not found: {spec}. Check the path (a .tsv/.csv/"
                          f".jsonl file or a folder with train.tsv and dev.tsv).")
+    if the_task.pair:
+        raise KdlabError(f"hub dataset {spec!r}: sentence-pair tasks are read from local files only; pass a "
+                         "local file or folder.")
     return _load_hub(spec, text_col, label_col, ood_specs or [], dev_fraction, max_train,
-                     max_eval, seed)
+                     max_eval, seed, the_task, ood_map)
 
 
-def _finish(name, names, to_id, train, dev, oods, ood_specs, text_col, label_col, max_train,
+def _finish(name, names, to_id, train, dev, oods, ood_specs, task, ood_map, max_train,
             max_eval, seed) -> DataBundle:
+    if task.kind == "classes" and tuple(names) != task.label_names:
+        task = task.with_(label_names=tuple(names))
     for o in ood_specs:
         op = Path(os.path.expanduser(str(o)))
         if not op.exists():
             raise KdlabError(f"OOD data file not found: {op}. Check the path passed to --ood.")
-        t, y = _read_file(op, text_col, label_col)
+        t, y, tb = _read_rows(op, task.text_cols, task.label_col, columns=task.columns, aliases=True)
         stem = op.stem
         if stem in oods or stem in ("train", "dev"):
             stem = f"ood_{stem}"
-        oods[stem] = Split(stem, t, _map_labels(y, to_id, names, str(op)), stem)
+        labels, own, lmap = _eval_labels(y, to_id, names, str(op), task, ood_map)
+        oods[stem] = Split(stem, t, labels, stem, tb, own, lmap)
     train = _subsample(train, max_train, seed)
     dev = _subsample(dev, max_eval, seed)
     oods = {k: _subsample(v, max_eval, seed) for k, v in oods.items()}
-    ident = _identity(names, [train, dev, *oods.values()])
+    ident = _identity(names, [train, dev, *oods.values()], task)
     return DataBundle(name=name, identity=ident, label_names=list(names), train=train, dev=dev,
-                      ood=oods)
+                      ood=oods, task=task)
 
 
-def _load_hub(spec, text_col, label_col, ood_specs, dev_fraction, max_train, max_eval, seed):
+def _load_hub(spec, text_col, label_col, ood_specs, dev_fraction, max_train, max_eval, seed,
+              task=None, ood_map=None):
+    task = task or BUILTIN["sentiment"]
     fix = (f"The machine may be offline. Pass a local file or folder instead (e.g. a folder "
            f"with train.tsv and dev.tsv); no local file or folder named {spec!r} exists.")
     try:
@@ -446,29 +642,37 @@ def _load_hub(spec, text_col, label_col, ood_specs, dev_fraction, max_train, max
         dev_src = f"{spec}[train, dev carved out]"
     for i, (t, y) in enumerate(zip(texts, ys), 1):
         _check_row(f"{spec}[train]", i, "hub row", t, y, text_col, label_col)
-    to_id, names = _label_scheme(ys, f"{spec}[train]", names_hint)
+    to_id, names = _scheme(task, ys, f"{spec}[train]", names_hint)
     train = Split("train", [str(t) for t in texts],
-                  _map_labels(ys, to_id, names, f"{spec}[train]"), "in-domain")
-    dev = Split("dev", [str(t) for t in dev_t], _map_labels(dev_raw, to_id, names, dev_src),
+                  _task_labels(ys, to_id, names, f"{spec}[train]", task), "in-domain")
+    dev = Split("dev", [str(t) for t in dev_t], _task_labels(dev_raw, to_id, names, dev_src, task),
                 "in-domain")
-    return _finish(spec, names, to_id, train, dev, {}, ood_specs, text_col, label_col,
+    return _finish(spec, names, to_id, train, dev, {}, ood_specs, task.with_(text_cols=(text_col,)), ood_map,
                    max_train, max_eval, seed)
 
 
-def load_eval_file(path, label_names, *, text_col: str = "sentence", label_col: str = "label") -> Split:
-    """One labeled file as a single evaluation split, labels checked against a model's label set."""
+def load_eval_file(path, label_names, *, text_col=None, label_col=None, task=None, ood_map=None) -> Split:
+    """One labeled file as a single evaluation split, labels checked against a model's label set. ``task``
+    (a ``Task`` or its dict, e.g. the one stored with a run) says how to read it; a file whose classes differ
+    from the model's is scored through ``ood_map`` or the task's built-in mapping."""
     p = Path(os.path.expanduser(str(path)))
     if not p.exists():
         raise KdlabError(f"data file not found: {p}. Check the path (a labeled .tsv/.csv/.jsonl file).")
-    texts, raw = _read_file(p, text_col, label_col)
+    if isinstance(task, dict):
+        task = Task.from_dict(task)
+    if task is None:
+        task = resolve_task(None, text_col=text_col or "sentence", label_col=label_col or "label")
+    elif text_col or label_col:
+        task = resolve_task(None, task=task, text_col=text_col, label_col=label_col)
+    texts, raw, texts_b = _read_rows(p, task.text_cols, task.label_col, columns=task.columns, aliases=True)
     names = [str(n) for n in label_names]
-    if all(_as_int(v) is not None for v in raw):
+    if task.kind == "score":
+        to_id = _as_float
+    elif task.kind == "multi":
+        to_id = None
+    elif all(_as_int(v) is not None for v in raw):
         to_id = _as_int
     else:
-        index = {n: i for i, n in enumerate(names)}
-
-        def to_id(v):
-            return index.get(str(v).strip())
-
-        to_id.named = True
-    return Split(p.stem, texts, _map_labels(raw, to_id, names, str(p)), p.stem)
+        to_id, _ = _declared_scheme(names, raw)
+    labels, own, lmap = _eval_labels(raw, to_id, names, str(p), task, ood_map)
+    return Split(p.stem, texts, labels, p.stem, texts_b, own, lmap)

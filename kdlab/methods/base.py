@@ -45,6 +45,7 @@ class Context:
     num_train: int = 0
     teacher_model: object = field(default=None, repr=False)  # the teacher module itself (e.g. to
                                                              # reuse its frozen classification head)
+    label_kind: str = "classes"   # the task's labels: classes | score (one output, regression) | multi
 
 
 @dataclass
@@ -98,10 +99,22 @@ class Method(nn.Module):
                           # with zeros) nor length buckets may replace them
     chain = False  # True: a chain of runs handled by kdlab.pipeline (kdlab.chains: teacher assistants,
                    # self-distillation); each hop is a run of another method
+    label_kinds = ("classes", "score", "multi")  # the label kinds (kdlab.tasks) the method's loss is defined for;
+                   # a method that reads class labels directly sets ("classes",) and refuses other tasks
+
+    @classmethod
+    def check_label_kind(cls, kind: str, task_name: str = "") -> None:
+        """Refuse, with one clear line, a task whose label kind the method's loss is not defined for."""
+        if kind not in cls.label_kinds:
+            what = {"score": "a real-valued score", "multi": "several labels per example"}.get(kind, kind)
+            raise KdlabError(f"method '{cls.name}' is defined only for {' or '.join(cls.label_kinds)} labels, but the "
+                             f"task{' ' + repr(task_name) if task_name else ''} has {what} ({kind}): use a method "
+                             "such as kd, kd-mse, hidden, pkd-skip or tinybert")
 
     def __init__(self, ctx: Context, **overrides):
         super().__init__()
         self.check_options(overrides)
+        self.check_label_kind(getattr(ctx, "label_kind", "classes"))
         self.ctx = ctx
         self.hp = {**self.all_defaults(), **overrides}
         for key in self.scheduled_keys():
@@ -222,14 +235,39 @@ class Method(nn.Module):
         """The KD temperature at this step (``temperature`` -> ``temperature_end`` along its schedule)."""
         return self.w("temperature", state) if "temperature" in self.hp else 1.0
 
+    @property
+    def label_kind(self) -> str:
+        return getattr(getattr(self, "ctx", None), "label_kind", "classes")
+
+    def hard_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The loss to the gold labels for the task's label kind: CE (classes), MSE to the score (score),
+        per-label BCE (multi)."""
+        kind = self.label_kind
+        if kind == "score":
+            return losses.score_mse(logits, batch["labels"])
+        if kind == "multi":
+            return losses.multi_label_bce(logits, batch["labels"])
+        return losses.hard_ce(logits, batch["labels"])
+
+    def soft_loss(self, s_logits: torch.Tensor, t_logits: torch.Tensor, form: str, T: float) -> torch.Tensor:
+        """The loss to the teacher's outputs for the task's label kind: logit KD of ``form`` at temperature ``T``
+        (classes), MSE to the teacher's prediction, no temperature (score), BCE to the teacher's sigmoid
+        probabilities at ``T`` (multi)."""
+        kind = self.label_kind
+        if kind == "score":
+            return losses.score_mse(s_logits, t_logits)
+        if kind == "multi":
+            return losses.multi_label_kd(s_logits, t_logits, T)
+        return logit_kd(s_logits, t_logits, form, T)
+
     def kd_term(self, s: Features, t: Features, state: State, parts: dict, form: str = "kl",
                 log_temperature: bool = True) -> torch.Tensor:
-        """The logit-KD term (``kdlab.objectives.logit_kd`` at this step's temperature), recorded in ``parts`` as
-        ``kd`` (and ``temperature``)."""
+        """The logit-KD term (``soft_loss``: ``kdlab.objectives.logit_kd`` at this step's temperature for classes),
+        recorded in ``parts`` as ``kd`` (and ``temperature``; a score task has none)."""
         T = self.temperature(state)
-        kd = logit_kd(s.logits, t.logits, form, T)
+        kd = self.soft_loss(s.logits, t.logits, form, T)
         parts["kd"] = kd.detach()
-        if log_temperature:
+        if log_temperature and self.label_kind != "score":
             parts["temperature"] = torch.tensor(T)
         return kd
 
@@ -270,12 +308,17 @@ class LogitKD(Method):
     choices = dict(kd_form=("kl", "soft-ce", "mse"))
 
     def logit_terms(self, s, t, batch, state):
-        """``(alpha_soft * KD + alpha_hard * CE, {"kd", "ce", "temperature"})``."""
+        """``(alpha_soft * KD + alpha_hard * CE, {"kd", "ce", "temperature"})``. A score task (one output):
+        ``alpha_soft * MSE(student, teacher prediction) + alpha_hard * MSE(student, gold)``, no temperature
+        (parts ``kd``, ``mse``); multi-label: sigmoid KD with temperature + BCE (``kd``, ``bce``, ``temperature``)."""
         T = self.temperature(state)
-        kd = logit_kd(s.logits, t.logits, self.hp["kd_form"], T)
-        ce = losses.hard_ce(s.logits, batch["labels"])
-        total = self.w("alpha_soft", state) * kd + self.w("alpha_hard", state) * ce
-        return total, {"kd": kd.detach(), "ce": ce.detach(), "temperature": torch.tensor(T)}
+        kd = self.soft_loss(s.logits, t.logits, self.hp["kd_form"], T)
+        hard = self.hard_loss(s.logits, batch)
+        total = self.w("alpha_soft", state) * kd + self.w("alpha_hard", state) * hard
+        if self.label_kind == "score":
+            return total, {"kd": kd.detach(), "mse": hard.detach()}
+        name = "bce" if self.label_kind == "multi" else "ce"
+        return total, {"kd": kd.detach(), name: hard.detach(), "temperature": torch.tensor(T)}
 
     def loss(self, s, t, batch, state):
         return self.logit_terms(s, t, batch, state)

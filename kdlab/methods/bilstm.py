@@ -70,6 +70,6 @@ class BiLSTMKD(Method):
     def loss(self, s, t, batch, state):
         a = self.w("alpha", state)
         mse = losses.kd_mse(s.logits, t.logits)
-        ce = losses.hard_ce(s.logits, batch["labels"])
+        ce = self.hard_loss(s.logits, batch)
         total = a * ce + (1.0 - a) * mse
         return total, {"mse": mse.detach(), "ce": ce.detach()}

@@ -28,7 +28,7 @@ import torch
 from .. import losses
 from ..errors import KdlabError
 from ..features import Need
-from ..objectives import HiddenMatch, logit_kd
+from ..objectives import HiddenMatch
 from .base import Method, register
 
 
@@ -73,8 +73,8 @@ class DistilBERT(Method):
 
     def loss(self, s, t, batch, state):
         T = self.temperature(state)
-        kd = logit_kd(s.logits, t.logits, "kl", T)
-        ce = losses.hard_ce(s.logits, batch["labels"])
+        kd = self.soft_loss(s.logits, t.logits, "kl", T)
+        ce = self.hard_loss(s.logits, batch)
         cos, parts = self.match(s.hidden, t.hidden, s.mask, self.W.to(s.logits.device))
         total = (self.w("alpha_ce", state) * kd + self.w("alpha_hard", state) * ce
                  + self.w("alpha_cos", state) * cos)

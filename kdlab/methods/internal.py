@@ -104,7 +104,7 @@ class InternalKD(LogitKD):
             parts.update(kparts)
             total = total + kd_total
         elif self.w("alpha_hard", state):
-            ce = losses.hard_ce(s.logits, batch["labels"])
+            ce = self.hard_loss(s.logits, batch)
             parts["ce"] = ce.detach()
             total = total + self.w("alpha_hard", state) * ce
         att_sum = cls_sum = None

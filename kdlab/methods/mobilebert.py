@@ -129,7 +129,7 @@ class MobileBERT(Method):
         if a_soft:
             total = total + a_soft * self.kd_term(s, t, state, parts, log_temperature=False)
         if a_hard:
-            ce = losses.hard_ce(s.logits, batch["labels"])
+            ce = self.hard_loss(s.logits, batch)
             total = total + a_hard * ce
             parts["ce"] = ce.detach()
         parts["active_layer"] = torch.tensor(float(self.active_layer(state)))

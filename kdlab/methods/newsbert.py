@@ -103,9 +103,10 @@ class NewsBERT(Method):
             hid = hid + v
         pool = losses.hidden_mse(pooler(s.hidden[-1]), pooler(td.hidden[-1]).detach())  # [B, d] rows
         T = self.temperature(state)
-        soft = losses.kd_soft_ce(s.logits, td.logits, T, scale_t2=False)
-        ce = losses.hard_ce(s.logits, batch["labels"])
-        t_ce = losses.hard_ce(t.logits, batch["labels"])
+        soft = (losses.kd_soft_ce(s.logits, td.logits, T, scale_t2=False) if self.label_kind == "classes"
+                else self.soft_loss(s.logits, td.logits, "soft-ce", T))
+        ce = self.hard_loss(s.logits, batch)
+        t_ce = self.hard_loss(t.logits, batch)
         w = lambda key: self.w(key, state)
         student_loss = (w("w_emb") * emb + w("w_hidden") * hid + w("w_pool") * pool + w("w_soft") * soft
                         + w("w_hard") * ce)

@@ -26,7 +26,7 @@ import torch
 from .. import losses, mapping
 from ..errors import KdlabError
 from ..features import Need
-from ..objectives import PROJECTIONS, logit_kd, make_projection
+from ..objectives import PROJECTIONS, make_projection
 from .base import Method, register
 
 
@@ -69,8 +69,8 @@ class PKD(Method):
     def loss(self, s, t, batch, state):
         T = self.temperature(state)
         a = self.w("alpha", state)
-        kd = logit_kd(s.logits, t.logits, "kl", T)
-        ce = losses.hard_ce(s.logits, batch["labels"])
+        kd = self.soft_loss(s.logits, t.logits, "kl", T)
+        ce = self.hard_loss(s.logits, batch)
         pt, parts = self.pt_terms(s, t)
         total = (1 - a) * ce + a * kd + self.w("beta", state, start=self.beta) * pt
         parts.update(kd=kd.detach(), ce=ce.detach(), pt=pt.detach(), temperature=torch.tensor(T))

@@ -28,7 +28,7 @@ class SAD(Method):
     def loss(self, s, t, batch, state):
         maps = [attention.layer_probs(s, i, False) for i in range(1, len(s.qkv) + 1)]
         sad, pairs = losses.sad_loss(maps, s.mask, self.hp["sad_target"])
-        ce = losses.hard_ce(s.logits, batch["labels"])
+        ce = self.hard_loss(s.logits, batch)
         parts = {f"sad_kl/s{i}-s{j}": v.detach() for i, j, v in pairs}
         total = self.w("w_hard", state) * ce + self.w("gamma", state) * sad
         parts.update(ce=ce.detach(), sad=sad.detach())

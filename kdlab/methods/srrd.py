@@ -49,6 +49,7 @@ def apply_head(pooler, classifier, h_cls: torch.Tensor) -> torch.Tensor:
 class SRRD(Method):
     """Feature matching + softmax regression through the teacher's frozen classifier, via a connector."""
     name = "srrd"
+    label_kinds = ("classes",)   # softmax regression through the teacher's class head
     summary = "L = CE + a*||h_T - r(h_S)||^2 + b*||Cls_T(r(h_S)) - Cls_T(h_T)||^2  (frozen teacher head)"
     defaults = dict(alpha=1.0, beta=1.0)
     weights = ("alpha", "beta")

@@ -43,6 +43,7 @@ class TfKDSelf(Method):
 @register
 class TfKDReg(Method):
     name = "tf-kd-reg"
+    label_kinds = ("classes",)   # the hand-made target puts its mass on the true class
     summary = "L = (1-a) CE + a * mult * KL(softmax(p^d/tau) || softmax(z_S)); p^d hand-made (0.99 true class)"
     uses_teacher = False
     defaults = dict(alpha=0.1, correct_prob=0.99, tau=20.0, multiplier=100.0, reduction="mean")
@@ -62,6 +63,7 @@ class TfKDReg(Method):
 @register
 class LabelSmoothing(Method):
     name = "label-smoothing"
+    label_kinds = ("classes",)   # smoothing is over classes
     summary = "L = CE against (1-eps) on the true class and eps/(C-1) on the others"
     uses_teacher = False
     defaults = dict(eps=0.1)

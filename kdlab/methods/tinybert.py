@@ -117,7 +117,7 @@ class TinyBERT(Method):
             total, parts = self.intermediate(s, t, state)
         else:
             T = self.temperature(state)
-            pred = losses.kd_soft_ce(s.logits, t.logits, T)
+            pred = self.soft_loss(s.logits, t.logits, "soft-ce", T)
             total = self.w("w_pred", state) * pred
             parts = {"pred": pred.detach(), "temperature": torch.tensor(T)}
         parts["stage"] = torch.tensor(float(stage))

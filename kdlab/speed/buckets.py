@@ -102,7 +102,8 @@ def run(fn, batch: dict, max_groups: int = 4) -> Features | None:
     parts, rows_all = [], []
     for rows, n in groups:
         r = torch.tensor(rows, device=dev)
-        parts.append(fn({k: batch[k].index_select(0, r)[:, :n] for k in ("input_ids", "attention_mask")}))
+        parts.append(fn({k: batch[k].index_select(0, r)[:, :n] for k in ("input_ids", "attention_mask",
+                                                                         "token_type_ids") if k in batch}))
         rows_all.extend(rows)
     inv = torch.empty(B, dtype=torch.long)
     inv[torch.tensor(rows_all)] = torch.arange(B)

@@ -26,7 +26,8 @@ _SHARED: dict = {}   # one cache per process, reused across runs while its ident
 
 
 def teacher_identity(teacher, tokenizer, train_split, data_identity: str, max_len: int) -> str:
-    """Hash of teacher weights + data (identity and the actual training texts/labels) + tokenizer + max_len."""
+    """Hash of teacher weights + data (identity and the actual training texts, second texts of pairs, labels) +
+    tokenizer + max_len."""
     h = hashlib.blake2b(digest_size=16)
     for name, t in sorted(teacher.state_dict().items()):
         h.update(name.encode())
@@ -40,6 +41,9 @@ def teacher_identity(teacher, tokenizer, train_split, data_identity: str, max_le
     for text, label in zip(getattr(train_split, "texts", []), getattr(train_split, "labels", [])):
         h.update(str(text).encode())
         h.update(str(label).encode())
+    texts_b = getattr(train_split, "texts_b", None)   # pairs: an example is both texts
+    if texts_b is not None:
+        h.update("\x00".join(map(str, texts_b)).encode())
     if tokenizer is not None:
         h.update(type(tokenizer).__name__.encode())
         vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}

@@ -36,7 +36,9 @@ def layer_features(model, tokenizer, split, pool: str = "mean", max_examples: in
     texts = list(split.texts[:n])
     labels = list(split.labels[:n])
     from ..data.loaders import Split
-    sub = Split(getattr(split, "name", "split"), texts, labels, getattr(split, "domain", ""))
+    texts_b = getattr(split, "texts_b", None)   # a sentence pair: both texts
+    sub = Split(getattr(split, "name", "split"), texts, labels, getattr(split, "domain", ""),
+                None if texts_b is None else list(texts_b[:n]))
     was_training = model.training
     model.eval()
     model.to(device)

@@ -25,14 +25,19 @@ def run_demo(cfg: RunConfig, store: Store, log=print) -> int:
     return 0
 
 
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
 def table(store: Store, rows, bundle) -> str:
     splits = list(bundle.eval_splits())
     head = f"{'model':22s} {'params':>8s} {'ms/ex':>6s} " + " ".join(f"{s:>16s}" for s in splits)
     lines = [head, "-" * len(head)]
+    metric = (getattr(getattr(bundle, "task", None), "metrics", None) or ("accuracy",))[0]   # the primary metric
     for label, run_id in rows:
         ev = store.final_evals(run_id)
         size = store.artifact(run_id, "size", {}) or {}
-        cells = " ".join(f"{ev.get(s, {}).get('accuracy', float('nan')):16.3f}" for s in splits)
+        cells = " ".join(f"{_num(ev.get(s, {}).get(metric)):16.3f}" for s in splits)
         lines.append(f"{label:22s} {size.get('params', 0) / 1e6:7.1f}M {size.get('latency_ms', 0):6.1f} {cells}")
-    lines.append("(accuracy; 'dev' is in domain, the others are out of domain)")
+    lines.append(f"({metric}; 'dev' is in domain, the others are out of domain)")
     return "\n".join(lines)

@@ -1,0 +1,200 @@
+"""``kdlab compress``: a stored run's model -> a compressed model stored next to the run, with its lineage.
+
+Steps, each optional, applied in this order: vocabulary pruning (``kdlab.deploy.vocab``), then int8
+(``kdlab.deploy.int8``: torch dynamic quantization; with ``onnx`` the exported graph is quantized by
+onnxruntime instead), then ONNX export (``kdlab.deploy.onnx``). The result is a folder
+``<run folder>/models/<name>/`` with the tokenizer, ``config.json``, the weights in the artifact's format and
+``kdlab.json`` (format, source run and model, every step with its settings and its measured check). The run
+gets (or extends) the artifact ``models`` = {name: folder}; nothing of the run is changed before every check
+has passed, and a failure removes the partial folder.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import KdlabError
+
+SCHEMES = ("int8",)
+FORMATS = ("hf", "int8", "onnx")
+RESERVED = ("teacher", "student", "model")
+LINEAGE = "kdlab.json"
+
+
+def run_model_dir(store, run: dict) -> Path:
+    """The saved model of a run, or a KdlabError naming why there is none."""
+    folder = store.artifact(run["id"], "model_dir")
+    if not folder or not Path(folder).exists() or not (Path(folder) / "config.json").exists():
+        raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): compress or evaluate a "
+                         "finished run (`python -m kdlab runs` lists them)")
+    return Path(folder)
+
+
+def run_data(run: dict):
+    """The run's own data (train, dev and out-of-domain splits) and its max length, from its stored config."""
+    from ..config import RunConfig
+    from ..data.loaders import load_data
+    from ..pipeline import load_bundle
+    conf = dict(run["config"])
+    if run["kind"] == "teacher":   # a teacher run stores the data spec and its fine-tuning settings only
+        data = conf.get("data")
+        bundle = load_data(None if data in (None, "embedded") else data,
+                           seed=(conf.get("train") or {}).get("seed", 0))
+        return bundle, int((conf.get("train") or {}).get("max_len", 64))
+    for k in ("teacher_run", "data_identity", "task_spec"):
+        conf.pop(k, None)
+    cfg = RunConfig.from_dict(conf)
+    return load_bundle(cfg), int(cfg.train.max_len)
+
+
+def models_of(store, run_id: str) -> dict:
+    return dict(store.artifact(run_id, "models", {}) or {})
+
+
+def default_name(prune: bool, quantize: str | None, onnx: bool) -> str:
+    parts = (["pruned"] if prune else []) + ([quantize] if quantize else []) + (["onnx"] if onnx else [])
+    return "-".join(parts)
+
+
+def check_request(store, run_id: str, *, prune_vocab=None, quantize=None, onnx=False, name=None):
+    """Every check that needs no model: returns (run, source folder, name)."""
+    run = store.run(run_id)
+    if quantize is not None and quantize not in SCHEMES:
+        raise KdlabError(f"unknown quantization scheme '{quantize}': choose one of {', '.join(SCHEMES)}")
+    if not (prune_vocab or quantize or onnx):
+        raise KdlabError("nothing to do: give --prune-vocab CORPUS, --quantize int8 and/or --onnx")
+    src = run_model_dir(store, run)
+    name = name or default_name(bool(prune_vocab), quantize, onnx)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or name in RESERVED:
+        raise KdlabError(f"'{name}' is not a usable model name: use letters, digits, '.', '_' or '-' "
+                         f"(not {', '.join(RESERVED)})")
+    if name in models_of(store, run["id"]):
+        raise KdlabError(f"run {run['id']} already has a model named '{name}': choose another --name")
+    return run, src, name
+
+
+def compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None = None, onnx: bool = False,
+                 name: str | None = None, text_col: str | None = None, log=print) -> dict:
+    """Compress a stored run's model; returns the lineage record (also in ``<folder>/kdlab.json``).
+
+    ``prune_vocab``: ``True`` (the run's training data only) or an extra corpus file (the training data plus its
+    texts)."""
+    from ..models import count_params, load_saved, quiet_hf
+    from . import int8 as int8_mod
+    from . import onnx as onnx_mod
+    from . import vocab
+    run, src, name = check_request(store, run_id, prune_vocab=prune_vocab, quantize=quantize, onnx=onnx, name=name)
+    quiet_hf()
+    extra = None
+    if prune_vocab and prune_vocab is not True:
+        extra = vocab.read_corpus(prune_vocab, text_col or run["config"].get("text_col") or "sentence")
+    model, tok = load_saved(src)
+    model.eval()
+    if onnx:
+        onnx_mod.check_exportable(model)
+    if prune_vocab:
+        vocab.check_prunable(tok)
+    bundle, max_len = run_data(run)
+    check_texts = list(bundle.dev.texts)[:64]
+    steps: list[dict] = []
+    final = store.folder(run["id"]) / "models" / name
+    tmp = final.with_name(f".{name}.partial-{time.time_ns()}")
+    tmp.mkdir(parents=True)
+    try:
+        if prune_vocab:
+            texts = list(bundle.train.texts) + (extra or [])
+            before = len(tok)
+            ref, ref_tok = model, tok
+            model, _ = load_saved(src)
+            model.eval()
+            model, tok, keep = vocab.prune(model, tok, texts)
+            checked = vocab.check_same_ids(ref_tok, tok, keep, texts)
+            diff = _logit_diff(ref, ref_tok, model, tok, [t for t in texts[:256]], keep, max_len)
+            if diff != 0.0:
+                raise KdlabError(f"the pruned model's logits differ by {diff:.2e} on in-vocabulary text: "
+                                 "pruning refused")
+            del ref
+            steps.append({"step": "prune-vocab", "corpus": None if extra is None else str(prune_vocab),
+                          "texts": len(texts), "vocab_before": before, "vocab_after": len(keep),
+                          "same_ids_checked_texts": checked, "max_logit_diff_in_vocab": diff})
+            log(f"compress: vocabulary {before} -> {len(keep)} tokens")
+        params = count_params(model)
+        if onnx:
+            diff = onnx_mod.export(model, tok, tmp, check_texts, max_len=max_len)
+            step = {"step": "onnx", "exporter": "torch.onnx.export(dynamo=False)", "opset": onnx_mod.OPSET,
+                    "max_abs_diff_vs_pytorch": diff, "atol": onnx_mod.ATOL}
+            if quantize:
+                onnx_mod.quantize_graph(tmp)
+                qdiff = onnx_mod.max_diff(model, onnx_mod.OnnxModel(tmp), tok, check_texts, max_len=max_len)
+                steps.append({"step": "int8", "library": "onnxruntime.quantization.quantize_dynamic",
+                              "weights": "int8 per channel", "max_abs_diff_vs_fp32": qdiff})
+            steps.append(step)
+            fmt = "onnx"
+            model.config.save_pretrained(tmp)
+        elif quantize:
+            qmodel = int8_mod.quantize(model)
+            int8_mod.save(qmodel, tmp)
+            steps.append({"step": "int8", "library": "torch.ao.quantization.quantize_dynamic",
+                          "engine": int8_mod._engine(), "weights": "int8 per channel (nn.Linear)",
+                          "activations": "int8, dynamic per batch"})
+            fmt = "int8"
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            fmt = "hf"
+        tok.save_pretrained(tmp)
+        info = {"format": fmt, "name": name, "source_run": run["id"], "source_kind": run["kind"],
+                "source_model_dir": str(src), "params": int(params), "max_len": max_len, "steps": steps,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (tmp / LINEAGE).write_text(json.dumps(info, indent=2))
+        if final.exists():   # a folder left by a model that the store does not list
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    models = models_of(store, run["id"])
+    models[name] = str(final)
+    store.set_artifact(run["id"], "models", models)
+    info["folder"] = str(final)
+    return info
+
+
+def _logit_diff(ref, ref_tok, model, tok, texts, keep, max_len) -> float:
+    """Max |logits| difference between the model before and after pruning on the in-vocabulary texts."""
+    import torch
+    kept = set(keep)
+    texts = [t for t in texts if set(ref_tok(t)["input_ids"]) <= kept][:64]
+    worst = 0.0
+    with torch.no_grad():
+        for i in range(0, len(texts), 16):
+            a = ref_tok(texts[i:i + 16], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            b = tok(texts[i:i + 16], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            la = ref(input_ids=a["input_ids"], attention_mask=a["attention_mask"]).logits
+            lb = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            worst = max(worst, float((la - lb).abs().max()))
+    return worst
+
+
+def load_artifact(folder):
+    """(model, tokenizer, lineage) of a compressed model folder (or of any model saved by kdlab)."""
+    from ..models import load_saved, load_tokenizer
+    folder = Path(folder)
+    meta = folder / LINEAGE
+    info = json.loads(meta.read_text()) if meta.exists() else {}
+    fmt = info.get("format", "hf") if "steps" in info else "hf"
+    if fmt == "onnx":
+        from .onnx import OnnxModel
+        return OnnxModel(folder), load_tokenizer(str(folder)), info
+    if fmt == "int8":
+        from . import int8
+        return int8.load(folder), load_tokenizer(str(folder)), info
+    model, tok = load_saved(folder)
+    return model, tok, info
+
+
+def folder_mb(folder) -> float:
+    """Size on disk of a model folder (weights, config and tokenizer files), in MB (10^6 bytes)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6

@@ -1,0 +1,152 @@
+"""Evaluation of a run's models through one path (``kdlab eval --run RUN --model NAME``): the teacher, the run's
+own model and its compressed models, each on the run's in-domain and out-of-domain splits (or on one labeled
+file), with size on disk, parameters, and CPU latency per example at batch 1 and batch 32 measured in one process,
+side by side (``kdlab.evaluate.latency_side_by_side``). The rows are also stored on the run (artifact
+``deploy_eval``) for the dashboard."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import KdlabError
+from .artifacts import folder_mb, load_artifact, models_of, run_data, run_model_dir
+
+
+def teacher_dir(store, run: dict) -> Path | None:
+    """The model folder of the teacher the run was distilled from (None when unknown or gone)."""
+    if run["kind"] == "teacher":
+        return None
+    tid = run["config"].get("teacher_run") or run.get("parent")
+    if not tid:
+        return None
+    folder = store.artifact(tid, "model_dir")
+    return Path(folder) if folder and Path(folder).exists() else None
+
+
+def model_folders(store, run: dict, names=None, *, with_teacher: bool = True) -> dict[str, Path]:
+    """{name: folder} for ``names`` (None: the run's own model and every compressed model), the teacher first."""
+    own = "teacher" if run["kind"] == "teacher" else "student"
+    compressed = {k: Path(v) for k, v in models_of(store, run["id"]).items()}
+    out: dict[str, Path] = {}
+    t = teacher_dir(store, run)
+    if with_teacher and t is not None:
+        out["teacher"] = t
+    out[own] = run_model_dir(store, run)
+    wanted = list(compressed) if names is None or "all" in names else list(names)
+    for n in wanted:
+        if n in (own, "student", "model"):
+            continue
+        if n == "teacher":
+            if t is None and own != "teacher":
+                raise KdlabError(f"run {run['id']} has no stored teacher model to evaluate")
+            continue
+        if n not in compressed:
+            have = ", ".join([own, *compressed]) or own
+            raise KdlabError(f"run {run['id']} has no model named '{n}' (it has: {have}); "
+                             f"make one with `python -m kdlab compress --run {run['id']} ...`")
+        if not compressed[n].exists():
+            raise KdlabError(f"the model '{n}' of run {run['id']} is gone from {compressed[n]}: compress again")
+        out[n] = compressed[n]
+    return out
+
+
+def eval_models(store, run_id: str, names=None, *, data: str | None = None, text_col: str = "sentence",
+                label_col: str = "label", max_len: int | None = None, threads: int = 1, rounds: int = 5,
+                with_teacher: bool = True, save: bool = True, log=print) -> dict:
+    """{"run", "metric", "splits", "threads", "models": {name: {split: value, ..., "agreement", "mb", "params",
+    "ms_b1", "ms_b32", "format", "steps"}}}. The value of a split is the task's primary metric (accuracy unless the
+    run's task names another that ``kdlab.evaluate.metrics`` computes); "dev" is in domain, the rest out of domain;
+    "agreement" is the share of predictions on the first split equal to the teacher's."""
+    from ..data.loaders import load_eval_file
+    from ..evaluate import agreement, latency_side_by_side, metrics, predict_plain
+    from ..models import count_params, quiet_hf
+    quiet_hf()
+    run = store.run(run_id)
+    folders = model_folders(store, run, names, with_teacher=with_teacher)
+    bundle, run_len = run_data(run)
+    primary = (((run["config"].get("task_spec") or {}).get("metrics")) or ["accuracy"])[0]
+    max_len = int(max_len or run_len)
+    if data:
+        splits = {Path(data).stem: load_eval_file(data, bundle.label_names, text_col=text_col, label_col=label_col)}
+    else:
+        splits = bundle.eval_splits()
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        loaded = {}
+        for name, folder in folders.items():
+            model, tok, info = load_artifact(folder)
+            if info.get("format") == "onnx":
+                from .onnx import OnnxModel
+                model = OnnxModel(folder, threads=threads)
+            loaded[name] = (model, tok, info)
+        rows: dict = {}
+        logits: dict = {}
+        for name, (model, tok, info) in loaded.items():
+            log(f"eval: {name} on {', '.join(f'{k} ({len(s)})' for k, s in splits.items())}")
+            row = {}
+            for sname, split in splits.items():
+                lg = predict_plain(model, split, tok, max_len=max_len)
+                logits[(name, sname)] = lg
+                m = metrics(lg, split.labels, bundle.num_labels())
+                if primary not in m:
+                    primary = "accuracy"
+                row[sname] = m[primary]
+            fmt = info.get("format", "hf") if "steps" in info else "hf"
+            row.update({"format": fmt, "steps": [s["step"] for s in info.get("steps", [])],
+                        "mb": round(folder_mb(folders[name]), 2),
+                        "params": int(info["params"]) if info.get("params") else int(count_params(model)),
+                        "folder": str(folders[name])})
+            rows[name] = row
+        first = next(iter(splits))
+        if "teacher" in rows:
+            for name in rows:
+                rows[name]["agreement"] = agreement(logits[(name, first)], logits[("teacher", first)])
+        log(f"eval: latency of {len(loaded)} models side by side, {threads} thread(s), {rounds} rounds")
+        lat = latency_side_by_side({n: (m, t) for n, (m, t, _) in loaded.items()}, list(splits[first].texts),
+                                   max_len=max_len, rounds=rounds)
+        for name in rows:
+            rows[name].update(lat[name])
+    finally:
+        torch.set_num_threads(before)
+    res = {"run": run["id"], "metric": primary, "splits": list(splits), "in_domain": first if not data else None,
+           "threads": threads, "max_len": max_len, "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "models": rows}
+    if save:
+        stored = store.artifact(run["id"], "deploy_eval", {}) or {}
+        key = "data:" + str(data) if data else "run"
+        stored[key] = res
+        store.set_artifact(run["id"], "deploy_eval", stored)
+    return res
+
+
+def format_table(res: dict) -> str:
+    """The rows as a fixed-width text table (accuracy per split beside MB, parameters and latency)."""
+    splits = res["splits"]
+    head = f"{'model':<22}{'MB':>8}{'params':>9}{'ms b1':>8}{'ms b32':>8}" + "".join(f"{s[:16]:>17}" for s in splits)
+    lines = [head, "-" * len(head)]
+    for name, r in res["models"].items():
+        lines.append(f"{name[:21]:<22}{r['mb']:>8.1f}{r['params'] / 1e6:>8.2f}M{r['ms_b1']:>8.2f}{r['ms_b32']:>8.2f}"
+                     + "".join(f"{r[s]:>17.3f}" for s in splits))
+    metric = res.get("metric", "accuracy")
+    lines.append(f"({metric}; '{splits[0]}' is in domain, the others out of domain; ms per example on "
+                 f"{res['threads']} CPU thread(s), median of interleaved rounds)" if res.get("in_domain") else
+                 f"({metric}; ms per example on {res['threads']} CPU thread(s))")
+    return "\n".join(lines)
+
+
+def model_lines(store, run_id: str) -> list[str]:
+    """One line per compressed model of a run for ``kdlab runs``: its size, and the accuracy and latency of its
+    latest ``eval --model`` on the run's own splits when there is one."""
+    measured = ((store.artifact(run_id, "deploy_eval", {}) or {}).get("run") or {})
+    rows = measured.get("models", {})
+    splits = measured.get("splits", [])
+    lines = []
+    for name, folder in models_of(store, run_id).items():
+        line = f"  + {name:<20s} {folder_mb(folder):7.1f} MB" if Path(folder).exists() else f"  + {name} (gone)"
+        r = rows.get(name)
+        if r:
+            line += f" {r['ms_b1']:7.2f} ms/ex (b1) " + " ".join(f"{s}={r[s]:.3f}" for s in splits if s in r)
+        lines.append(line)
+    return lines
