@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from .checkpoint import load_checkpoint, restore_rng
-from .checkpoint import save_checkpoint as _save_checkpoint
+from .checkpoint import save_checkpoint  # noqa: F401  (atomic: see kdlab.checkpoint)
 from .config import TrainConfig
 from .data.batching import make_loader
 from .errors import KdlabError
@@ -382,9 +381,3 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
             bar.close()
         flush_logs(loop)
     return Result(steps=state.step, status=status, evals=evals, seconds=time.time() - t0, message=message)
-
-
-def save_checkpoint(folder, student, tokenizer, method, state, **kw):
-    """Student via save_pretrained (safetensors) + the method's learned projections (+ the full training
-    state for exact resume when ``opt``/``sched``/``position`` are given), atomically: see kdlab.checkpoint."""
-    return _save_checkpoint(folder, student, tokenizer, method, state, **kw)

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .errors import KdlabError
 from .records import ModelInfo  # noqa: F401  (the records live in kdlab.records)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from .chains import run_chain
 from .checkpoint import checkpoint_position, find_checkpoint
-from .config import RunConfig, TrainConfig, apply_preset
+from .config import RunConfig, apply_preset
 from .data.loaders import load_data
 from .distill import train
 from .errors import KdlabError
-from .evaluate import evaluate, size_report
+from .evaluate import size_report
 from .methods import get
 from .models import build_student, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main

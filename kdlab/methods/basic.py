@@ -1,7 +1,6 @@
 """Fine-tuning without a teacher, Hinton KD, and logit + hidden-state KD over a mapping matrix."""
 from __future__ import annotations
 
-from .. import losses
 from ..objectives import HiddenMatch
 from .base import LayerKD, LogitKD, Method, register
 

@@ -25,7 +25,6 @@ import math
 
 import torch
 
-from .. import losses
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import HiddenMatch
