@@ -89,7 +89,11 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
                        help="copy teacher layers by strategy (default skip), or 'fresh' random init")
         g.add_argument("--student-layer-list", type=_layers,
                        help="explicit teacher layers to copy, 0-based, e.g. 0,2,4,7,9,11")
-        g.add_argument("--student-hidden", type=int, help="a narrower fresh student (random init)")
+        g.add_argument("--student-hidden", type=int, help="a narrower student (hidden size; random init unless "
+                                                          "--student-narrow-init)")
+        g.add_argument("--student-narrow-init", choices=["random", "pca", "select"],
+                       help="a narrower student: random (default), or projected from the teacher's layers: pca "
+                            "(principal directions of its hidden states) or select (its strongest channels)")
     g = p.add_argument_group("data")
     g.add_argument("--data", help="embedded (default), a TSV/CSV/JSONL file, a GLUE-style folder, or a hub dataset name")
     g.add_argument("--task", help="a built-in task: sentiment (the default), cola, sst2, mrpc, qqp, sts-b, mnli, qnli, "
@@ -216,11 +220,19 @@ def cmd_teacher(a):
     return 0
 
 
-@command("demo", "the whole path on the embedded default: teacher, no-KD student, KD student",
-         lambda p: run_options(p, name=False))
+def _demo_args(p):
+    run_options(p, name=False)
+    p.add_argument("--also", nargs="+", metavar="METHOD", default=[],
+                   help="more methods to run after --method, each a row of the table (e.g. --also pkd-skip)")
+
+
+@command("demo", "the whole path on the embedded default: teacher, no-KD student, KD student", _demo_args)
 def cmd_demo(a):
+    from .methods import get
     from .tools.demo import run_demo
-    return run_demo(config_from_args(a), _store(a), log=_log(a))
+    for m in a.also:
+        get(m)   # an unknown name fails before the teacher is fine-tuned
+    return run_demo(config_from_args(a), _store(a), log=_log(a), also=a.also)
 
 
 def _eval_args(p):

@@ -74,6 +74,7 @@ class RunConfig:
     student_init: str = "skip"         # skip | first | last | explicit | fresh
     student_layer_list: list[int] | None = None
     student_hidden: int | None = None
+    student_narrow_init: str = "random"  # a narrower student (student_hidden): random | pca | select (kdlab.narrow)
     method: str = "kd"
     method_args: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -119,7 +120,7 @@ class RunConfig:
 CHOICES = dict(
     preset=None, teacher="minilm-l6", trust_remote_code=False,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
-    data=None, text_col=None, label_col=None, task=None, label_kind=None, ood_map=None, ood=(), max_train=None,
+    student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None, ood_map=None, ood=(), max_train=None,
     max_eval=None,
     method="kd", method_args=None, temperature=None,
     epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
@@ -171,6 +172,11 @@ def build_config(**choices) -> RunConfig:
     teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
                                 **shared).validate()
     data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]
+    if c["student_narrow_init"] not in ("random", "pca", "select"):
+        raise KdlabError(f"student-narrow-init must be random, pca or select (got {c['student_narrow_init']!r})")
+    if c["student_narrow_init"] != "random" and not c["student_hidden"]:
+        raise KdlabError(f"--student-narrow-init {c['student_narrow_init']} initialises a narrower student: give its "
+                         "hidden size with --student-hidden (e.g. 192)")
     if c["label_kind"] is not None and c["label_kind"] not in ("classes", "score", "multi"):
         raise KdlabError(f"label-kind must be classes, score or multi (got {c['label_kind']})")
     if c["task"] is not None or c["text_col"] is not None:   # a bad task name or column list fails here, not later
@@ -184,7 +190,7 @@ def build_config(**choices) -> RunConfig:
                      ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
                      student_layers=c["student_layers"], student_init=init,
                      student_layer_list=c["student_layer_list"], student_hidden=c["student_hidden"] or None,
-                     method=c["method"], method_args=args, train=train, teacher_train=teacher_train,
+                     student_narrow_init=c["student_narrow_init"], method=c["method"], method_args=args, train=train, teacher_train=teacher_train,
                      trust_remote_code=c["trust_remote_code"], name=c["name"], preset=preset,
                      preset_applied=preset is not None)
 

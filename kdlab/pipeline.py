@@ -17,6 +17,7 @@ from .distill import train
 from .errors import KdlabError
 from .evaluate import size_report
 from .methods import get
+from .narrow import build_narrow
 from .models import build_student, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
 from .store import Store
@@ -158,8 +159,12 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         student = method_cls.make_student(teacher, tokenizer, cfg)
     if student is None:
         init = method_cls.student_init if cfg.student_init == "skip" else cfg.student_init
-        student = build_student(teacher, layers=cfg.student_layers, init=init or cfg.student_init,
-                                layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)
+        if cfg.student_hidden and cfg.student_narrow_init != "random":   # projected from the teacher
+            student = build_narrow(teacher, tokenizer, bundle.train, cfg, init or cfg.student_init)
+        else:
+            student = build_student(teacher, layers=cfg.student_layers, init=init or cfg.student_init,
+                                    layer_list=cfg.student_layer_list, hidden=cfg.student_hidden,
+                                    seed=cfg.train.seed)
     bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)   # e.g. bilstm enlarges the transfer set
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run

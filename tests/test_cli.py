@@ -92,7 +92,7 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(kdlab.pipeline, "prepare_teacher", lambda cfg, store, bundle, log: (0, 0, finished(store, cfg)))
     monkeypatch.setattr(kdlab.pipeline, "load_bundle", lambda cfg: bundle)
     monkeypatch.setattr(kdlab.pipeline, "eval_run", lambda *a, **k: {"accuracy": 1.0})
-    monkeypatch.setattr(kdlab.tools.demo, "run_demo", lambda cfg, store, log: 0)
+    monkeypatch.setattr(kdlab.tools.demo, "run_demo", lambda cfg, store, log, also=(): 0)
     monkeypatch.setattr(kdlab.tools.cka_run, "cka_for_run", lambda *a, **k: matrix)
     monkeypatch.setattr(kdlab.tools.cka_run, "cka_between", lambda *a, **k: matrix)
     monkeypatch.setattr(kdlab.models, "load_teacher", lambda *a, **k: (None, None))
@@ -141,6 +141,7 @@ def test_every_declared_option_is_read_by_its_command(name, stubs, capsys):
 SAMPLES = {
     "preset": ["tiny"], "teacher": ["tiny"], "trust_remote_code": [], "student_layers": ["2"],
     "student_init": ["first"], "student_layer_list": ["0,2"], "student_hidden": ["64"], "data": ["x.tsv"],
+    "student_narrow_init": ["pca", "--student-hidden", "64"],
     "text_col": ["text"], "label_col": ["y"], "task": ["rte"], "label_kind": ["score"], "ood_map": ["a=b"],
     "ood": ["o.tsv"], "max_train": ["10"], "max_eval": ["10"],
     "method": ["ce"], "method_args": ["alpha_soft=0.7"], "temperature": ["4"], "epochs": ["5"], "max_steps": ["7"],

@@ -79,17 +79,19 @@ def test_cli_methods_and_runs(store, capsys):
 
 def test_demo_on_tiny_preset_prints_the_table(tmp_path):
     p = subprocess.run([sys.executable, "-m", "kdlab", "demo", "--preset", "tiny", "--max-steps", "4",
-                        "--no-progress", "--quiet", "--runs", str(tmp_path)],
+                        "--also", "pkd-skip", "--no-progress", "--quiet", "--runs", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     assert "teacher" in p.stdout and "student, no KD" in p.stdout and "student, kd" in p.stdout
-    assert "ood_restaurant" in p.stdout
+    assert "student, pkd-skip" in p.stdout
+    assert "ood_restaurant acc" in p.stdout and "ood_restaurant mF1" in p.stdout   # accuracy and macro-F1
     assert "Traceback" not in p.stderr
 
 
 @pytest.mark.parametrize("args,needle", [
     (["distill", "--preset", "tiny", "--data", "/nonexistent/train.tsv"], "not found"),
     (["distill", "--preset", "tiny", "--method", "nope"], "unknown method"),
+    (["demo", "--preset", "tiny", "--also", "nope"], "unknown method"),
     (["distill", "--preset", "tiny", "--student-layers", "9"], "more layers"),
     (["distill", "--preset", "tiny", "--set", "bogus=1", "--max-steps", "1"], "no option"),
     (["eval", "--run", "missing", "--data", "x.tsv"], "no run"),
