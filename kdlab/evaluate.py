@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .speed import buckets
-from .data.batching import make_loader
+from .data.batching import encode_texts, make_loader, model_inputs
 from .features import Need, features
 from .models import count_params
 
@@ -169,66 +169,65 @@ def evaluate(model, tokenizer, bundle, *, max_len: int = 64, device="cpu", teach
 
 
 @torch.inference_mode()
-def latency_ms(model, tokenizer, texts: list[str], *, max_len: int = 64, repeats: int = 3,
-               batch_size: int = 1) -> float:
-    """Median CPU milliseconds per example (batch size 1 by default, single thread as set)."""
+def latency_ms(model, tokenizer, texts: list[str], *, max_len: int = 64, repeats: int = 3, texts_b=None) -> float:
+    """Median CPU milliseconds per example at batch size 1 (single thread as set); pairs with ``texts_b``."""
     model.eval()
-    texts = list(texts)[:16] or ["a short example"]
-    enc = [tokenizer(t, truncation=True, max_length=max_len, return_tensors="pt") for t in texts]
-    model(input_ids=enc[0]["input_ids"], attention_mask=enc[0]["attention_mask"])  # warm-up
+    n = min(16, len(texts)) or 1
+    texts = list(texts)[:n] or ["a short example"]
+    pairs = None if texts_b is None else list(texts_b)[:n]
+    enc = [model_inputs(encode_texts(tokenizer, [t], None if pairs is None else [pairs[i]], max_len=max_len))
+           for i, t in enumerate(texts)]
+    model(**enc[0])  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for e in enc:
-            model(input_ids=e["input_ids"], attention_mask=e["attention_mask"])
+            model(**e)
         times.append((time.perf_counter() - t0) / len(enc))
     return float(np.median(times) * 1000)
 
 
-def size_report(model, tokenizer, texts, max_len: int = 64) -> dict:
+def size_report(model, tokenizer, texts, max_len: int = 64, texts_b=None) -> dict:
     return {"params": float(count_params(model)), "layers": float(model.config.num_hidden_layers),
             "hidden": float(model.config.hidden_size),
-            "latency_ms": latency_ms(model, tokenizer, texts, max_len=max_len)}
+            "latency_ms": latency_ms(model, tokenizer, texts, max_len=max_len, texts_b=texts_b)}
 
 
 @torch.inference_mode()
 def predict_plain(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64) -> np.ndarray:
-    """Logits [n, C] of any classifier called as ``model(input_ids=, attention_mask=).logits`` (a torch module, an
-    int8 module or an onnxruntime session wrapper): padded batches in order, no feature capture, no buckets."""
+    """Logits [n, C] of any classifier called like a transformers one (a torch module, an int8 module or an
+    onnxruntime session wrapper): padded batches in order, no feature capture, no buckets; a pair split goes
+    through the pair encoding, with segment ids where the tokenizer makes them."""
     if hasattr(model, "eval"):
         model.eval()
     out = []
     for batch in make_loader(split, tokenizer, batch_size=batch_size, max_len=max_len, shuffle=False):
-        out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().cpu())
+        out.append(model(**model_inputs(batch)).logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), dtype=np.float32)
 
 
 @torch.inference_mode()
 def latency_side_by_side(models: dict, texts: list[str], *, batch_sizes=(1, 32), max_len: int = 64,
-                         rounds: int = 5, n_single: int = 16) -> dict:
+                         rounds: int = 5, n_single: int = 16, texts_b=None) -> dict:
     """CPU milliseconds per example of several models measured in one process, in interleaved rounds (every
     round times each model once, so a slower or busier moment of the machine hits all of them alike); the median
     round is reported. ``models``: {name: (model, tokenizer)}. Batch 1: ``n_single`` texts one at a time; batch B:
-    B texts (the texts repeated when fewer) padded to their longest. Returns {name: {"ms_b1": .., "ms_b32": ..}}."""
-    texts = [t for t in texts if t.strip()] or ["a short example"]
+    B texts (the texts repeated when fewer) padded to their longest; pairs (``texts_b``) through the pair
+    encoding. Returns {name: {"ms_b1": .., "ms_b32": ..}}."""
+    rows = [(a, None if texts_b is None else b) for a, b in zip(texts, texts_b or [None] * len(texts))
+            if a.strip()] or [("a short example", None if texts_b is None else "another one")]
     inputs: dict = {}
     for name, (model, tok) in models.items():
         if hasattr(model, "eval"):
             model.eval()
         per_bs = {}
         for bs in batch_sizes:
-            if bs == 1:
-                chunk = [tok(t, truncation=True, max_length=max_len, return_tensors="pt",
-                             return_token_type_ids=False) for t in texts[:n_single]]
-            else:
-                rows = (texts * (bs // len(texts) + 1))[:bs]
-                chunk = [tok(rows, padding=True, truncation=True, max_length=max_len, return_tensors="pt",
-                             return_token_type_ids=False)]
-            per_bs[bs] = chunk
+            chunk_rows = [[r] for r in rows[:n_single]] if bs == 1 else [(rows * (bs // len(rows) + 1))[:bs]]
+            per_bs[bs] = [model_inputs(encode_texts(tok, [a for a, _ in c], None if texts_b is None else
+                                                    [b for _, b in c], max_len=max_len)) for c in chunk_rows]
         inputs[name] = per_bs
         for bs in batch_sizes:   # warm-up
-            e = per_bs[bs][0]
-            model(input_ids=e["input_ids"], attention_mask=e["attention_mask"])
+            model(**per_bs[bs][0])
     times: dict = {name: {bs: [] for bs in batch_sizes} for name in models}
     for _ in range(rounds):
         for name, (model, _tok) in models.items():
@@ -236,7 +235,7 @@ def latency_side_by_side(models: dict, texts: list[str], *, batch_sizes=(1, 32),
                 chunk = inputs[name][bs]
                 t0 = time.perf_counter()
                 for e in chunk:
-                    model(input_ids=e["input_ids"], attention_mask=e["attention_mask"])
+                    model(**e)
                 n = sum(int(e["input_ids"].shape[0]) for e in chunk)
                 times[name][bs].append((time.perf_counter() - t0) / n * 1000)
     return {name: {f"ms_b{bs}": float(np.median(v)) for bs, v in per.items()} for name, per in times.items()}

@@ -75,7 +75,7 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
         if res.status != "finished":
             store.finish(run_id, res.status, res.message)
             raise KdlabError(f"teacher fine-tuning was {res.status}")
-        size = size_report(teacher, tok, bundle.dev.texts, cfg.teacher_train.max_len)
+        size = size_report(teacher, tok, bundle.dev.texts, cfg.teacher_train.max_len, texts_b=bundle.dev.texts_b)
         if _main_rank() and not meta.exists():
             # the training curve and evaluations travel with the model, so a store that adopts it shows them
             history = {"metrics": store.metrics(run_id), "evals": store.evals(run_id)}
@@ -184,7 +184,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
             save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method,
                                                       "task_spec": bundle.task.to_dict()})
         store.set_artifact(run_id, "model_dir", str(out))
-        store.set_artifact(run_id, "size", size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len))
+        store.set_artifact(run_id, "size", size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len,
+                                                          texts_b=bundle.dev.texts_b))
         store.finish(run_id, res.status, res.message,
                      summary=_summary(res.evals, bundle.task))
     except KeyboardInterrupt:

@@ -218,3 +218,28 @@ def test_cli_bad_compress_gives_one_line_and_exit_2(store, run_id, capsys, args,
     err = capsys.readouterr().err
     assert err.startswith("kdlab: error:") and needle in err and err.count("\n") == 1
     assert snapshot(store, run_id)[1:] == before[1:]
+
+
+def test_pairs_reach_the_onnx_graph_eval_and_latency_with_their_segment_ids(tmp_path):
+    from kdlab.data.batching import encode_texts, model_inputs
+    from kdlab.data.loaders import Split
+    model, tok = tiny_model(num_labels=3, seed=2)
+    model.eval()
+    a = ["a man is playing a guitar", "the cat sleeps", "two dogs run in a field", "nobody is here"]
+    b = ["someone plays music", "a cat is awake", "animals are outside", "a crowd gathers"]
+    enc = model_inputs(encode_texts(tok, a, b, max_len=32))
+    assert "token_type_ids" in enc and int(enc["token_type_ids"].sum()) > 0
+    with torch.no_grad():
+        ref = model(**enc).logits
+        no_seg = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    assert not torch.allclose(ref, no_seg, atol=1e-4)   # the segment ids change the output: dropping them would show
+    diff = onnx_mod.export(model, tok, tmp_path, a, max_len=32, texts_b=b)
+    graph = onnx_mod.OnnxModel(tmp_path)
+    assert "token_type_ids" in graph.inputs and diff <= onnx_mod.ATOL
+    assert torch.allclose(graph(**enc).logits, ref, atol=onnx_mod.ATOL)
+    split = Split("dev", a, [0, 1, 2, 0], "in-domain", b)
+    assert torch.allclose(torch.from_numpy(predict_plain(graph, split, tok, max_len=32)), ref, atol=onnx_mod.ATOL)
+    assert torch.allclose(torch.from_numpy(predict_plain(model, split, tok, max_len=32)), ref, atol=1e-5)
+    lat = latency_side_by_side({"torch": (model, tok), "onnx": (graph, tok)}, a, texts_b=b, max_len=32, rounds=1,
+                               n_single=2)
+    assert set(lat) == {"torch", "onnx"} and all(v["ms_b1"] > 0 and v["ms_b32"] > 0 for v in lat.values())

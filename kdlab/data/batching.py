@@ -53,6 +53,23 @@ def uses_segments(tokenizer) -> bool:
     return "token_type_ids" in (getattr(tokenizer, "model_input_names", None) or ())
 
 
+def encode_texts(tokenizer, texts, texts_b=None, *, max_len: int = 64) -> dict:
+    """Raw texts (or pairs, ``texts_b``) -> padded tensors ``input_ids``, ``attention_mask`` and, for a pair whose
+    model takes segment ids, ``token_type_ids``: the same encoding as ``encode_split`` (longest-first truncation
+    of a pair), for callers that time or check a model on a few texts."""
+    texts = list(texts)
+    if texts_b is None:
+        return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt",
+                              return_token_type_ids=False))
+    return dict(tokenizer(texts, list(texts_b), padding=True, truncation="longest_first", max_length=max_len,
+                          return_tensors="pt", return_token_type_ids=uses_segments(tokenizer)))
+
+
+def model_inputs(enc: dict) -> dict:
+    """The keys of an encoded batch that a classifier takes."""
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+
+
 def encode_split(split, tokenizer, max_len: int = 64) -> TextDataset:
     """Tokenise ``split.texts`` with a (fast) HF tokenizer, special tokens added, truncated to
     ``max_len``. No padding here: ``collate`` pads each batch to its longest row.

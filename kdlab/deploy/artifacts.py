@@ -99,6 +99,7 @@ def compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None =
         vocab.check_prunable(tok)
     bundle, max_len = run_data(run)
     check_texts = list(bundle.dev.texts)[:64]
+    check_b = None if bundle.dev.texts_b is None else list(bundle.dev.texts_b)[:64]   # a pair task's second texts
     steps: list[dict] = []
     final = store.folder(run["id"]) / "models" / name
     tmp = final.with_name(f".{name}.partial-{time.time_ns()}")
@@ -123,12 +124,13 @@ def compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None =
             log(f"compress: vocabulary {before} -> {len(keep)} tokens")
         params = count_params(model)
         if onnx:
-            diff = onnx_mod.export(model, tok, tmp, check_texts, max_len=max_len)
+            diff = onnx_mod.export(model, tok, tmp, check_texts, max_len=max_len, texts_b=check_b)
             step = {"step": "onnx", "exporter": "torch.onnx.export(dynamo=False)", "opset": onnx_mod.OPSET,
                     "max_abs_diff_vs_pytorch": diff, "atol": onnx_mod.ATOL}
             if quantize:
                 onnx_mod.quantize_graph(tmp)
-                qdiff = onnx_mod.max_diff(model, onnx_mod.OnnxModel(tmp), tok, check_texts, max_len=max_len)
+                qdiff = onnx_mod.max_diff(model, onnx_mod.OnnxModel(tmp), tok, check_texts, max_len=max_len,
+                                          texts_b=check_b)
                 steps.append({"step": "int8", "library": "onnxruntime.quantization.quantize_dynamic",
                               "weights": "int8 per channel", "max_abs_diff_vs_fp32": qdiff})
             steps.append(step)

@@ -66,10 +66,14 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
     run = store.run(run_id)
     folders = model_folders(store, run, names, with_teacher=with_teacher)
     bundle, run_len = run_data(run)
+    task = getattr(bundle, "task", None)
     primary = (((run["config"].get("task_spec") or {}).get("metrics")) or ["accuracy"])[0]
     max_len = int(max_len or run_len)
     if data:
-        splits = {Path(data).stem: load_eval_file(data, bundle.label_names, text_col=text_col, label_col=label_col)}
+        # 'sentence' / 'label' are the CLI's defaults: for a task with other columns (a pair) they mean "the task's"
+        tc = None if text_col in (None, "sentence") and task is not None else text_col
+        lc = None if label_col in (None, "label") and task is not None else label_col
+        splits = {Path(data).stem: load_eval_file(data, bundle.label_names, text_col=tc, label_col=lc, task=task)}
     else:
         splits = bundle.eval_splits()
     before = torch.get_num_threads()
@@ -90,7 +94,8 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
             for sname, split in splits.items():
                 lg = predict_plain(model, split, tok, max_len=max_len)
                 logits[(name, sname)] = lg
-                m = metrics(lg, split.labels, bundle.num_labels())
+                # the run's task (score, multi) and the split's label mapping (SciTail for an entailment model)
+                m = metrics(lg, split.labels, bundle.num_labels(), task, getattr(split, "label_map", None))
                 if primary not in m:
                     primary = "accuracy"
                 row[sname] = m[primary]
@@ -101,11 +106,12 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
                         "folder": str(folders[name])})
             rows[name] = row
         first = next(iter(splits))
-        if "teacher" in rows:
+        if "teacher" in rows and getattr(task, "kind", "classes") == "classes":   # argmax agreement: classes only
             for name in rows:
                 rows[name]["agreement"] = agreement(logits[(name, first)], logits[("teacher", first)])
         log(f"eval: latency of {len(loaded)} models side by side, {threads} thread(s), {rounds} rounds")
         lat = latency_side_by_side({n: (m, t) for n, (m, t, _) in loaded.items()}, list(splits[first].texts),
+                                   texts_b=getattr(splits[first], "texts_b", None),
                                    max_len=max_len, rounds=rounds)
         for name in rows:
             rows[name].update(lat[name])
