@@ -17,6 +17,11 @@ from kdlab.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
+EMBEDDED = ("", "embedded")
+# out-of-domain pair sets offered by default for a task: SciTail for entailment tasks (scored through the task's
+# built-in mapping, e.g. entailment -> entails), PAWS-QQP for the paraphrase tasks
+OOD_DEFAULTS = {"scitail_test": lambda t: any("entails" in dict(m).values() for m in t.ood_maps),
+                "paws_qqp_dev_and_test": lambda t: t.name in ("mrpc", "qqp")}
 
 
 def preset() -> str | None:
@@ -27,9 +32,9 @@ def preset() -> str | None:
 def defaults() -> dict:
     """Setup defaults: the packaged teacher on the embedded data, or tiny ones (KDLAB_APP_PRESET=tiny)."""
     if preset() == "tiny":
-        return dict(teacher="tiny", data="embedded", student_layers=2, student_init="skip", student_hidden=0,
+        return dict(teacher="tiny", data="embedded", ood=[], student_layers=2, student_init="skip", student_hidden=0,
                     max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32)
-    return dict(teacher="minilm-l6", data="embedded", student_layers=3, student_init="skip", student_hidden=0,
+    return dict(teacher="minilm-l6", data="embedded", ood=[], student_layers=3, student_init="skip", student_hidden=0,
                 max_train=2000, max_eval=300, teacher_epochs=2, max_steps=200, batch_size=32, max_len=64)
 
 
@@ -49,19 +54,90 @@ def store() -> Store:
 
 
 def sidebar():
-    """The run-store folder setting shown on every page."""
+    """The run-store folder setting shown on every page, and a line with the Setup choices (returned: a placeholder
+    that ``setup_caption`` refills after a page changed them)."""
     with st.sidebar:
         cur = str(runs_root())
         val = st.text_input("Run store folder", value=cur, key="kd_runs_input",
                             help="where runs are stored (env KDLAB_RUNS sets the default)")
         if val and val != cur:
             st.session_state["kd_runs_root"] = val
-        s = setup()
-        st.caption(f"teacher **{s['teacher']}** · data **{s['data']}** · student **{s['student_layers']}** layers")
+        ph = st.empty()
+    setup_caption(ph)
+    return ph
+
+
+def setup_caption(ph):
+    s = setup()
+    data = s["data"] if s["data"] in EMBEDDED else Path(s["data"]).name
+    ood = ", ".join(Path(o).stem for o in s.get("ood") or [])
+    ph.caption(f"teacher **{s['teacher']}** · data **{data}**" + (f" (OOD {ood})" if ood else "") +
+               f" · student **{s['student_layers']}** layers")
+
+
+# ----------------------------------------------------------------------------------------------- shared data
+def shared_data_root() -> Path | None:
+    """The shared data folder: $KDLAB_SHARED_DATA, else ``../shared/data`` beside the repository (None if absent)."""
+    env = os.environ.get("KDLAB_SHARED_DATA", "").strip()
+    p = Path(env).expanduser() if env else ROOT.parent / "shared" / "data"
+    return p.resolve() if p.is_dir() else None
+
+
+def _has(folder: Path, stem: str) -> bool:
+    from kdlab.data.loaders import EXTENSIONS
+    return any((folder / f"{stem}{e}").is_file() for e in EXTENSIONS)
+
+
+def glue_folders() -> tuple[dict[str, Path], list[str]]:
+    """({task folder name: path} of the GLUE folders with a train file under <shared>/glue, [names without one])."""
+    root = shared_data_root()
+    glue = root / "glue" if root else None
+    if glue is None or not glue.is_dir():
+        return {}, []
+    ok, no_train = {}, []
+    for d in sorted(p for p in glue.iterdir() if p.is_dir()):
+        if _has(d, "train"):
+            ok[d.name] = d
+        else:
+            no_train.append(d.name)
+    return ok, no_train
+
+
+def ood_files() -> dict[str, Path]:
+    """{stem: path} of the out-of-domain files under <shared>/ood_pairs."""
+    from kdlab.data.loaders import EXTENSIONS
+    root = shared_data_root()
+    folder = root / "ood_pairs" if root else None
+    if folder is None or not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in EXTENSIONS}
+
+
+def default_ood(task) -> list[str]:
+    """The OOD files chosen by default for ``task`` (a ``kdlab.tasks.Task``) when they are present."""
+    files = ood_files()
+    return [str(files[k]) for k, fits in OOD_DEFAULTS.items() if k in files and fits(task)]
+
+
+def resolved_task(data: str):
+    """The task a data choice names (``kdlab.tasks.resolve``: a GLUE folder's task, else sentiment)."""
+    from kdlab.tasks import resolve
+    return resolve(None if data in EMBEDDED else data)
+
+
+def task_line(task) -> str:
+    """One markdown line: text fields, label kind, primary metric and OOD mappings of a task."""
+    cols = " + ".join(f"`{c}`" for c in task.text_cols)
+    kind = {"classes": "classes", "score": "a real-valued score", "multi": "several labels at once"}[task.kind]
+    names = f" ({', '.join(task.label_names)})" if task.kind != "score" and task.label_names else ""
+    maps = "; ".join(", ".join(f"{a} → {b}" for a, b in m) for m in task.ood_maps)
+    return (f"task **{task.name}** · {'sentence pair' if task.pair else 'single text'}: {cols} · label "
+            f"`{task.label_col}`: {kind}{names} · primary metric **{task.primary}**"
+            + (f" · OOD label mapping {maps}" if maps else ""))
 
 
 def allowed_dirs() -> list[Path]:
-    dirs = [DATA_DIR, runs_root()]
+    dirs = [DATA_DIR, runs_root()] + ([shared_data_root()] if shared_data_root() else [])
     for p in os.environ.get("KDLAB_ALLOWED_DIRS", "").split(os.pathsep):
         if p.strip():
             dirs.append(Path(p).expanduser())
@@ -107,7 +183,8 @@ def run_config(s: dict | None = None, **choices):
     ``kdlab.config.build_config``, which applies the defaults and validates)."""
     from kdlab.config import build_config
     s = dict(s or setup())
-    return build_config(teacher=s["teacher"], data=s["data"], max_train=int(s["max_train"]),
+    return build_config(teacher=s["teacher"], data=s["data"], ood=list(s.get("ood") or []),
+                        max_train=int(s["max_train"]),
                         max_eval=int(s["max_eval"]), student_layers=int(s["student_layers"]),
                         student_init=s["student_init"], student_hidden=int(s.get("student_hidden") or 0),
                         teacher_epochs=int(s["teacher_epochs"]), batch_size=int(s["batch_size"]),
@@ -115,18 +192,22 @@ def run_config(s: dict | None = None, **choices):
 
 
 # ----------------------------------------------------------------------------------------------- cached heavy objects
-@st.cache_resource(show_spinner="loading data ...")
-def bundle_for(data: str, max_train: int, max_eval: int):
+@st.cache_resource(show_spinner="loading data ...", max_entries=8)
+def bundle_for(data: str, max_train: int, max_eval: int, ood: tuple = ()):
+    """The data of a Setup choice, read as ``kdlab.pipeline.load_bundle`` reads a run's (same seed, same OOD
+    files: the same identity, so the prepared teacher is found)."""
     from kdlab.data.loaders import load_data
-    return load_data(None if data in ("", "embedded") else data, max_train=max_train or None,
+    return load_data(None if data in EMBEDDED else data, ood=list(ood) or None, max_train=max_train or None,
                      max_eval=max_eval or None, seed=0)
 
 
 def bundle():
     s = setup()
-    if s["data"] not in ("", "embedded") and looks_like_path(s["data"]):
+    if s["data"] not in EMBEDDED and looks_like_path(s["data"]):
         check_path(s["data"])
-    return bundle_for(s["data"], int(s["max_train"]), int(s["max_eval"]))
+    for o in s.get("ood") or []:
+        check_path(o)
+    return bundle_for(s["data"], int(s["max_train"]), int(s["max_eval"]), tuple(s.get("ood") or ()))
 
 
 def prepared_teacher_dir(cfg=None) -> Path | None:
@@ -206,15 +287,84 @@ def run_models(run: dict, attentions: bool = False):
 
 
 @st.cache_data(show_spinner="predicting ...", max_entries=32)
-def logits_for(folder: str, texts: tuple, max_len: int = 64) -> np.ndarray:
+def logits_for(folder: str, texts: tuple, max_len: int = 64, texts_b: tuple | None = None) -> np.ndarray:
+    """Logits of the saved model in ``folder``; ``texts_b``: the second texts of a pair task."""
     from kdlab.data.loaders import Split
     from kdlab.evaluate import predict
     m, tok = saved_model(folder)
-    return predict(m, Split("x", list(texts), [0] * len(texts), "x"), tok, max_len=max_len)
+    return predict(m, Split("x", list(texts), [0] * len(texts), "x", None if texts_b is None else list(texts_b)),
+                   tok, max_len=max_len)
 
 
-def split_texts(name: str):
-    b = bundle()
+# ----------------------------------------------------------------------------------------------- stored runs
+def run_task(run: dict):
+    """The task a stored run was trained on (sentiment for runs from before tasks)."""
+    from kdlab.pipeline import run_task as _rt
+    from kdlab.tasks import BUILTIN
+    return _rt(store(), run, store().artifact(run["id"], "model_dir")) or BUILTIN["sentiment"]
+
+
+@st.cache_resource(show_spinner="loading the run's data ...", max_entries=6)
+def _run_data(root: str, run_id: str):
+    from kdlab.deploy.artifacts import run_data
+    from kdlab.store import Store
+    return run_data(Store(root).run(run_id))
+
+
+def run_bundle(run: dict):
+    """(the run's own data bundle: train, dev and its OOD sets, read from its stored config; its max length)."""
+    return _run_data(str(runs_root()), run["id"])
+
+
+def run_max_len(run: dict) -> int:
+    return int((run["config"].get("train") or {}).get("max_len", 64))
+
+
+def model_dir(run_id: str | None) -> Path | None:
+    folder = store().artifact(run_id, "model_dir") if run_id else None
+    return Path(folder) if folder and Path(folder).exists() else None
+
+
+def teacher_run_of(run: dict) -> str | None:
+    return run["config"].get("teacher_run") or run.get("parent")
+
+
+def size_rows(runs: list[dict], metric: str, labels: dict | None = None) -> list[dict]:
+    """One row per stored run: the metric per evaluation split (in domain first), and beside it the size on disk
+    (MB of the model folder), parameters and CPU ms per example (batch 1) stored with the run (artifact ``size``)."""
+    from kdlab.deploy.artifacts import folder_mb
+    st_ = store()
+    out = []
+    for r in runs:
+        ev = st_.final_evals(r["id"])
+        size = st_.artifact(r["id"], "size") or {}
+        folder = model_dir(r["id"])
+        row = {"model": (labels or {}).get(r["id"], r["name"]), "kind": r["kind"], "method": r["method"]}
+        for split in sorted(ev, key=lambda k: k != "dev"):
+            v = ev[split].get(metric)
+            row[f"{metric} {split}"] = None if v is None else round(float(v), 4)
+        row.update({"MB": round(folder_mb(folder), 2) if folder else None,
+                    "params": int(size["params"]) if size.get("params") else None,
+                    "ms/example": round(float(size["latency_ms"]), 3) if size.get("latency_ms") else None})
+        out.append(row)
+    return out
+
+
+def zip_folder(folder) -> bytes:
+    """A model folder as a zip archive (paths relative to the folder's parent: ``<name>/config.json`` ...)."""
+    import io
+    import zipfile
+    folder = Path(folder)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder.parent).as_posix())
+    return buf.getvalue()
+
+
+def split_texts(name: str, b=None):
+    b = b or bundle()
     sp = b.eval_splits().get(name)
     if sp is None:
         raise KdlabError(f"the data has no split '{name}' (it has {', '.join(b.eval_splits())})")

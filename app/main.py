@@ -17,5 +17,6 @@ PAGES = [
     st.Page("pages/5_Compare_runs.py", url_path="compare", title="Compare runs", icon=":material/compare:"),
     st.Page("pages/6_Out_of_domain.py", url_path="out-of-domain", title="Out of domain", icon=":material/travel_explore:"),
     st.Page("pages/7_Inspect.py", url_path="inspect", title="Inspect", icon=":material/search:"),
+    st.Page("pages/8_Deploy.py", url_path="deploy", title="Deploy", icon=":material/rocket_launch:"),
 ]
 st.navigation(PAGES).run()

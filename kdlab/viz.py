@@ -23,7 +23,7 @@ __all__ = [
     "as_array", "soften", "entropy", "smooth", "cosine_matrix", "per_layer_series", "drop_table",
     "mapping_heatmap", "cka_heatmap", "softened_distributions", "entropy_curve", "per_layer_multiples",
     "run_curves", "domain_accuracy_bars", "reliability_diagram", "attention_heatmaps",
-    "hidden_similarity", "PAIR_RE",
+    "hidden_similarity", "prediction_scatter", "size_metric_scatter", "metric_title", "PAIR_RE",
 ]
 
 PAIR_RE = re.compile(r"^(?P<term>.+)/s(?P<s>\d+)-t(?P<t>\d+)$")
@@ -94,11 +94,12 @@ def per_layer_series(rows: Sequence[Mapping]) -> "OrderedDict[tuple[int, int], d
 
 
 def drop_table(acc: Mapping[str, Mapping[str, float]], in_domain: str = "dev") -> dict:
-    """``{model: {domain: accuracy}}`` -> ``{model: {domain: accuracy - accuracy[in_domain]}}``."""
+    """``{model: {domain: accuracy}}`` -> ``{model: {domain: accuracy - accuracy[in_domain]}}`` (any metric; a
+    missing value gives NaN)."""
     out = {}
     for model, d in acc.items():
         base = d.get(in_domain)
-        out[model] = {k: (float(v) - float(base)) if base is not None else float("nan")
+        out[model] = {k: (float(v) - float(base)) if base is not None and v is not None else float("nan")
                       for k, v in d.items()}
     return out
 
@@ -241,9 +242,30 @@ def run_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], me
 
 
 # ----------------------------------------------------------------------------------------------- domains / calibration
-def domain_accuracy_bars(acc: Mapping[str, Mapping[str, float]], in_domain: str = "dev") -> go.Figure:
-    """Grouped bars: accuracy per domain (x) for each model (one trace per model); each bar is labelled
-    with its accuracy and, for out-of-domain sets, the drop vs the model's in-domain accuracy."""
+METRIC_TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "f1": "F1", "mcc": "MCC", "pearson": "Pearson r",
+                 "spearman": "Spearman rho", "mse": "MSE", "micro_f1": "Micro-F1",
+                 "subset_accuracy": "Subset accuracy"}
+
+
+def metric_title(metric: str) -> str:
+    """The display name of a metric of ``kdlab.evaluate.metrics`` (``'mcc'`` -> ``'MCC'``)."""
+    return METRIC_TITLES.get(metric, metric.replace("_", " ").capitalize())
+
+
+def _metric_range(metric: str, values: Sequence) -> list | None:
+    """y range of a metric axis: [0, 1.15] for shares, down to -1 for correlations, automatic for MSE."""
+    if metric == "mse":
+        return None
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    lo = min([0.0] + vals)
+    return [0 if lo >= 0 else max(-1.05, lo - 0.1), 1.15]
+
+
+def domain_accuracy_bars(acc: Mapping[str, Mapping[str, float]], in_domain: str = "dev",
+                         metric: str = "accuracy") -> go.Figure:
+    """Grouped bars: a metric (accuracy unless ``metric`` names the task's primary metric, e.g. ``f1``, ``mcc``,
+    ``pearson``) per domain (x) for each model (one trace per model); each bar is labelled with its value and,
+    for out-of-domain sets, the drop vs the model's in-domain value."""
     drops = drop_table(acc, in_domain)
     domains: list[str] = []
     for d in acc.values():
@@ -263,8 +285,9 @@ def domain_accuracy_bars(acc: Mapping[str, Mapping[str, float]], in_domain: str 
             else:
                 text.append(f"{y:.3f} ({drops[model][k]:+.3f})")
         fig.add_bar(name=model, x=domains, y=ys, text=text, textposition="outside")
-    fig.update_layout(title=f"Accuracy per domain (drop vs {in_domain} in brackets)", barmode="group",
-                      yaxis=dict(title="accuracy", range=[0, 1.15]), height=400,
+    rng = _metric_range(metric, [v for d in acc.values() for v in d.values()])
+    fig.update_layout(title=f"{metric_title(metric)} per domain (drop vs {in_domain} in brackets)", barmode="group",
+                      yaxis=dict(title=metric, range=rng) if rng else dict(title=metric), height=400,
                       margin=dict(l=50, r=20, t=50, b=40))
     return fig
 
@@ -287,6 +310,51 @@ def reliability_diagram(bins: Mapping[str, Sequence[tuple]], eces: Mapping[str, 
                                   "confidence %{customdata[1]:.3f}<extra></extra>")
     fig.update_layout(title="Reliability diagram", barmode="overlay", xaxis=dict(title="confidence", range=[0, 1]),
                       yaxis=dict(title="accuracy", range=[0, 1.02]), height=400, margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+def prediction_scatter(gold, predictions: Mapping[str, object], title: str = "Prediction vs gold score"
+                       ) -> go.Figure:
+    """Score tasks (e.g. STS-B): the predicted score (y) against the gold score (x) of every example, one marker
+    trace per model ``{name: predictions [n]}``, and the diagonal y = x."""
+    g = as_array(gold).ravel()
+    fig = go.Figure()
+    lo, hi = (float(g.min()), float(g.max())) if len(g) else (0.0, 1.0)
+    for name, p in predictions.items():
+        p = as_array(p).reshape(len(g), -1)[:, 0] if len(g) else as_array(p).ravel()
+        if len(p):
+            lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
+        fig.add_scatter(x=g.tolist(), y=p.tolist(), mode="markers", name=name, opacity=0.6,
+                        marker=dict(size=6, color=TEACHER_COLOR if name == "teacher" else
+                                    STUDENT_COLOR if name == "student" else None),
+                        hovertemplate="gold %{x:.3f}, predicted %{y:.3f}<extra></extra>")
+    fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line=dict(dash="dash", color="gray"))
+    fig.update_layout(title=title, xaxis_title="gold score", yaxis_title="predicted score", height=400,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    return fig
+
+
+def size_metric_scatter(rows: Mapping[str, Mapping], splits: Sequence[str], metric: str = "accuracy",
+                        in_domain: str | None = None) -> go.Figure:
+    """A metric against size on disk: ``rows`` = ``{model: {"mb": .., split: value, ...}}`` (the rows of
+    ``kdlab.deploy.report.eval_models``); one marker trace per split (the in-domain split first, drawn filled,
+    out-of-domain sets hollow), each marker labelled with its model's name."""
+    order = sorted(splits, key=lambda s: (s != in_domain,)) if in_domain else list(splits)
+    names = list(rows)
+    fig = go.Figure()
+    for sp in order:
+        xs = [float(rows[n]["mb"]) for n in names]
+        ys = [None if rows[n].get(sp) is None else float(rows[n][sp]) for n in names]
+        first = sp == order[0]   # names written beside the markers of the first split only (hover: all)
+        fig.add_scatter(x=xs, y=ys, mode="markers+text" if first else "markers",
+                        name=sp + (" (in domain)" if sp == in_domain else ""), text=names, textposition="top center",
+                        marker=dict(size=11, symbol="circle" if sp == in_domain else "circle-open"),
+                        customdata=[[rows[n].get("params", 0), rows[n].get("ms_b1")] for n in names],
+                        hovertemplate="%{text}: %{y:.3f} at %{x:.2f} MB, %{customdata[0]:,} parameters, "
+                                      "%{customdata[1]:.2f} ms/example (batch 1)<extra></extra>")
+    fig.update_layout(title=f"{metric_title(metric)} vs size on disk", xaxis_title="size (MB)", yaxis_title=metric,
+                      height=420, margin=dict(l=50, r=20, t=50, b=40))
+    fig.update_xaxes(rangemode="tozero")
     return fig
 
 

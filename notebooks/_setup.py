@@ -50,8 +50,23 @@ if FAST:
         pass
 
 
-def data_spec() -> tuple[str | None, list[str] | None, str]:
-    """(data, ood files, description): the real SST-2/IMDB/Yelp data when present (normal mode only)."""
+SUITES = ("sentiment", "nli")
+
+
+def data_spec(suite: str = "sentiment") -> tuple[str | None, list[str] | None, str]:
+    """(data, ood files, description) of a suite: ``sentiment`` (the real SST-2/IMDB/Yelp data when present, normal
+    mode only; else the embedded corpus) or ``nli`` (the MNLI file with SciTail out of domain when present, normal
+    mode only; else the embedded synthetic NLI corpus with its science-facts OOD set)."""
+    if suite not in SUITES:
+        raise KdlabError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
+    if suite == "nli":
+        mnli, scitail = SHARED_DATA / "glue" / "MNLI" / "dev_matched.reduced.tsv", SHARED_DATA / "ood_pairs" / \
+            "scitail_test.tsv"
+        if not FAST and mnli.exists() and scitail.exists():
+            return str(mnli), [str(scitail)], ("MNLI (3-way, split with a fixed seed) in domain, SciTail out of domain "
+                                               "(entailment -> entails, neutral/contradiction -> neutral)")
+        return "embedded-nli", None, ("the embedded synthetic NLI corpus (3-way, everyday scenes) with science facts "
+                                      "out of domain (2-way, scored through the entailment mapping)")
     sst2, ood = SHARED_DATA / "sst2", SHARED_DATA / "ood"
     if not FAST and (sst2 / "train.tsv").exists():
         oods = [str(ood / f) for f in ("imdb.tsv", "yelp.tsv") if (ood / f).exists()]
@@ -59,14 +74,16 @@ def data_spec() -> tuple[str | None, list[str] | None, str]:
     return None, None, "the embedded synthetic sentiment corpus (two out-of-domain sets)"
 
 
-def config(method: str = "kd", **changes) -> RunConfig:
-    """The notebooks' run configuration for ``method``; ``changes`` are further choices of
-    ``kdlab.config.build_config`` (``method_args``, ``student_layers``, ``name``, ...); ``steps`` sets the
-    number of optimisation steps."""
+def config(method: str = "kd", suite: str = "sentiment", **changes) -> RunConfig:
+    """The notebooks' run configuration for ``method`` on a suite's data (``data_spec``); ``changes`` are further
+    choices of ``kdlab.config.build_config`` (``method_args``, ``student_layers``, ``name``, ...); ``steps`` sets
+    the number of optimisation steps."""
     if "steps" in changes:
         changes["max_steps"] = changes.pop("steps")
-    data, ood, _ = data_spec()
-    cfg = build_config(**{**CHOICES, "data": data, "ood": ood, "no_progress": True, "method": method, **changes})
+    data, ood, _ = data_spec(suite)
+    task = {"task": "mnli"} if suite == "nli" and data != "embedded-nli" else {}
+    cfg = build_config(**{**CHOICES, "data": data, "ood": ood or (), "no_progress": True, "method": method,
+                          **task, **changes})
     for t in (cfg.train, cfg.teacher_train):   # no per-epoch checkpoints: notebook runs are not resumed
         t.checkpoint_each_epoch = False
     return cfg
@@ -85,18 +102,18 @@ def store() -> Store:
     return _cache["store"]
 
 
-def bundle():
-    """The data bundle (train, dev and the out-of-domain splits)."""
-    if "bundle" not in _cache:
-        _cache["bundle"] = load_bundle(config())
-    return _cache["bundle"]
+def bundle(suite: str = "sentiment"):
+    """The data bundle of a suite (train, dev and the out-of-domain splits)."""
+    if ("bundle", suite) not in _cache:
+        _cache[("bundle", suite)] = load_bundle(config(suite=suite))
+    return _cache[("bundle", suite)]
 
 
-def teacher():
-    """(fine-tuned teacher, tokenizer, teacher run id): fine-tuned once, then reused from the store."""
-    if "teacher" not in _cache:
-        _cache["teacher"] = prepare_teacher(config(), store(), bundle(), log=_log)
-    return _cache["teacher"]
+def teacher(suite: str = "sentiment"):
+    """(fine-tuned teacher, tokenizer, teacher run id) of a suite: fine-tuned once, then reused from the store."""
+    if ("teacher", suite) not in _cache:
+        _cache[("teacher", suite)] = prepare_teacher(config(suite=suite), store(), bundle(suite), log=_log)
+    return _cache[("teacher", suite)]
 
 
 def _log(msg: str):
@@ -118,26 +135,25 @@ def find_run(cfg: RunConfig) -> str | None:
     return None
 
 
-def run(method: str, reuse: bool = True, **changes) -> str:
-    """Distill a student with ``method`` (through ``kdlab.pipeline.distill_run``) and return its run id.
-
-    An identical finished run in the store is reused unless ``reuse=False``."""
+def run(method: str, reuse: bool = True, suite: str = "sentiment", **changes) -> str:
+    """Distill a student with ``method`` on a suite's data (through ``kdlab.pipeline.distill_run``) and return its
+    run id. An identical finished run in the store is reused unless ``reuse=False``."""
     from kdlab.methods import get
     if method not in names():
         raise KdlabError(f"method '{method}' is not registered: `python -m kdlab methods` lists the methods")
-    changes.setdefault("name", f"notebook {method}")
-    cfg = config(method, **changes)
+    changes.setdefault("name", f"notebook {method}" + ("" if suite == "sentiment" else f" ({suite})"))
+    cfg = config(method, suite=suite, **changes)
     if reuse:
         found = find_run(cfg)
         if found:
             _log(f"{method}: reusing finished run {found}")
             return found
-    t, tok, t_run = teacher()
+    t, tok, t_run = teacher(suite)
     if getattr(get(method), "trains_teacher", False):   # the teacher learns too: never touch the shared one
         t = copy.deepcopy(t)
         for p in t.parameters():
             p.requires_grad_(True)
-    return distill_run(cfg, store(), teacher=t, tokenizer=tok, bundle=bundle(), teacher_run=t_run, log=_log)
+    return distill_run(cfg, store(), teacher=t, tokenizer=tok, bundle=bundle(suite), teacher_run=t_run, log=_log)
 
 
 def load_model(run_id: str, attentions: bool = False):
@@ -147,6 +163,15 @@ def load_model(run_id: str, attentions: bool = False):
     if not folder:
         raise KdlabError(f"run {run_id} has no saved model: run it to the end first")
     return load_saved(folder, attentions=attentions)
+
+
+def primary_table(runs: dict) -> dict:
+    """``{label: run id}`` -> ``{label: {split: primary metric}}``: each run's task's primary metric."""
+    out = {}
+    for label, rid in runs.items():
+        metric = ((store().run(rid)["config"].get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+        out[label] = {split: m.get(metric) for split, m in store().final_evals(rid).items()}
+    return out
 
 
 def accuracy_table(runs: dict, metric: str = "accuracy") -> dict:

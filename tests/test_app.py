@@ -293,10 +293,15 @@ def test_out_of_domain(app, store_root):
     shown = float(rel[1]["name"].split("ECE ")[1].rstrip(")"))
     split = at.selectbox(key="ood_split").value
     assert shown == pytest.approx(ev[split]["ece"], abs=1e-3)
-    assert len(at.dataframe) == 3  # drops, ECE, disagreements
+    assert len(at.dataframe) == 4  # drops, size and speed, ECE, disagreements
     drops = at.dataframe[0].value
     assert drops.loc["hid", "drop ood_restaurant"] == pytest.approx(round(drop, 4))
-    dis = at.dataframe[2].value
+    sizes = at.dataframe[1].value
+    assert list(sizes.index) == ["teacher", "hid"] and sizes.loc["hid", "accuracy dev"] == pytest.approx(
+        round(ev["dev"]["accuracy"], 4))
+    assert sizes.loc["hid", "params"] == store.artifact(rid, "size")["params"] < sizes.loc["teacher", "params"]
+    assert 0 < sizes.loc["hid", "MB"] < sizes.loc["teacher", "MB"] and sizes.loc["hid", "ms/example"] > 0
+    dis = at.dataframe[3].value
     agree = float([m.value for m in at.metric if m.label == "student-teacher agreement"][0])
     n = ev[split]["n"]
     assert len(dis) == round((1 - agree) * n)
@@ -339,3 +344,293 @@ def test_guard_turns_an_unexpected_exception_into_one_message():
     assert not at.exception
     assert len(at.error) == 1 and "unexpected error (RuntimeError: disk on fire)" in at.error[0].value
     assert "second line" not in at.error[0].value and at.markdown[0].value == "after the guard"
+
+
+# ------------------------------------------------------------------------------------------ sentence pairs, deploy
+def write_shared_data(root: Path, n_train: int = 48, n_dev: int = 16, n_ood: int = 16):
+    """A GLUE-shaped shared data folder: glue/RTE (a pair task), glue/STS-B (a score task), glue/QNLI (dev only)
+    and ood_pairs/scitail_test.tsv (SciTail's own labels). Texts come from the embedded corpus, so the tiny
+    teacher's vocabulary covers them."""
+    import csv
+    src = list(csv.reader(open(Path(APP).parents[1] / "data" / "embedded" / "train.tsv"), delimiter="\t"))[1:]
+
+    def pairs(n, off):
+        return [(src[off + 2 * i][0], src[off + 2 * i + 1][0], src[off + 2 * i][1] == src[off + 2 * i + 1][1])
+                for i in range(n)]
+    glue = root / "glue"
+    for d in ("RTE", "STS-B", "QNLI"):
+        (glue / d).mkdir(parents=True)
+    for split, n, off in (("train", n_train, 0), ("dev", n_dev, 400)):
+        rows = pairs(n, off)
+        (glue / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "".join(
+            f"{i}\t{a}\t{b}\t{'entailment' if same else 'not_entailment'}\n" for i, (a, b, same) in enumerate(rows)))
+        (glue / "STS-B" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tscore\n" + "".join(
+            f"{i}\t{a}\t{b}\t{4.0 if same else 1.0 + i % 3 * 0.5}\n" for i, (a, b, same) in enumerate(rows)))
+    (glue / "QNLI" / "dev.tsv").write_text("index\tquestion\tsentence\tlabel\n0\ta\tb\tentailment\n")
+    (root / "ood_pairs").mkdir()
+    scitail = root / "ood_pairs" / "scitail_test.tsv"
+    scitail.write_text("premise\thypothesis\tlabel\n" + "".join(
+        f"{a}\t{b}\t{'entails' if same else 'neutral'}\n" for a, b, same in pairs(n_ood, 800)))
+    return glue / "RTE", scitail
+
+
+def tiny_run(cfg, root):
+    """distill_run on one CPU thread (the tiny models' latency measurement is slow when threads contend)."""
+    import torch
+    from kdlab.pipeline import distill_run
+    from kdlab.store import Store
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return distill_run(cfg, Store(root), log=lambda m: None)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pair_store(tmp_path_factory):
+    """A tiny finished kd run on RTE-shaped pairs with a SciTail-shaped OOD set, in its own run store; the shared
+    data folder is found through KDLAB_SHARED_DATA."""
+    from kdlab.config import RunConfig, TrainConfig
+    from kdlab.store import Store
+    shared = tmp_path_factory.mktemp("shared")
+    rte, scitail = write_shared_data(shared)
+    root = tmp_path_factory.mktemp("pair-runs")
+    old = {k: os.environ.get(k) for k in ("KDLAB_SHARED_DATA", "KDLAB_APP_PRESET")}
+    os.environ.update(KDLAB_SHARED_DATA=str(shared), KDLAB_APP_PRESET="tiny")
+    # the dashboard's tiny teacher settings, so Setup finds this teacher for RTE + SciTail
+    cfg = RunConfig(teacher="tiny", data=str(rte), ood=[str(scitail)], max_train=96, max_eval=48, student_layers=2,
+                    method="kd", name="rte-kd",
+                    train=TrainConfig(max_steps=3, epochs=1, batch_size=16, max_len=32, progress=False),
+                    teacher_train=TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_len=32, progress=False))
+    rid = tiny_run(cfg, root)
+    yield dict(shared=shared, rte=rte, scitail=scitail, root=root, rid=rid, store=Store(root))
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def pair_app(ps, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["kd_runs_root"] = str(ps["root"])
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def load_common():
+    import importlib.util
+    spec_ = importlib.util.spec_from_file_location("kdlab_app_common", Path(APP).parent / "common.py")
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    return mod
+
+
+def test_setup_picks_a_glue_pair_task_and_its_ood_set(pair_store):
+    from kdlab.pipeline import load_bundle
+    ps = pair_store
+    at = pair_app(ps)
+    at.radio(key="setup_data_kind").set_value("GLUE task (shared data)").run()
+    no_errors(at)
+    assert at.selectbox(key="setup_glue").options == ["RTE", "STS-B"]   # QNLI has no train file
+    assert any("no train file" in c.value and "QNLI" in c.value for c in at.caption)
+    at.selectbox(key="setup_glue").set_value("RTE").run()
+    no_errors(at)
+    line = [m.value for m in at.markdown if m.value.startswith("task **")][0]
+    assert "task **rte**" in line and "sentence pair: `sentence1` + `sentence2`" in line
+    assert "primary metric **accuracy**" in line and "entailment → entails" in line
+    ood = [m for m in at.multiselect if m.label.startswith("out-of-domain")][0]
+    assert ood.value == ["scitail_test"]   # chosen by default for an entailment task
+    assert "48 train · 16 dev · OOD: scitail_test (16)" in at.success[0].value
+    s = at.session_state["kd_setup"]
+    assert s["data"] == str(ps["rte"]) and s["ood"] == [str(ps["scitail"])]
+    # Train launches the config of these choices: same data and OOD set as the stored run, so the same teacher
+    cfg = load_common().run_config(s, method="kd")
+    assert cfg.data == str(ps["rte"]) and cfg.ood == [str(ps["scitail"])]
+    run = ps["store"].run(ps["rid"])
+    assert load_bundle(cfg).identity == run["config"]["data_identity"]
+    assert any("fine-tuned teacher ready" in i.value for i in at.info)
+    stored = [d.value for d in at.dataframe][-1]   # the stored models on this data
+    assert sorted(stored.index) == ["rte-kd", "teacher tiny"]
+    ev = ps["store"].final_evals(ps["rid"])
+    assert stored.loc["rte-kd", "accuracy scitail_test"] == pytest.approx(round(ev["scitail_test"]["accuracy"], 4))
+    assert (stored["MB"] > 0).all() and (stored["params"] > 0).all() and (stored["ms/example"] > 0).all()
+    # a score task: its own line, no OOD default, and the Temperature lab says T does not apply
+    at.selectbox(key="setup_glue").set_value("STS-B").run()
+    no_errors(at)
+    line = [m.value for m in at.markdown if m.value.startswith("task **")][0]
+    assert "task **sts-b**" in line and "a real-valued score" in line and "primary metric **pearson**" in line
+    assert [m for m in at.multiselect if m.label.startswith("out-of-domain")][0].value == []
+    at.switch_page("pages/3_Temperature_lab.py").run()
+    no_errors(at)
+    assert any("Temperature does not apply" in i.value and "score" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+
+
+def test_temperature_lab_on_a_pair_task(pair_store):
+    ps = pair_store
+    at = pair_app(ps)
+    at.radio(key="setup_data_kind").set_value("GLUE task (shared data)").run()
+    at.selectbox(key="setup_glue").set_value("RTE").run()
+    at.switch_page("pages/3_Temperature_lab.py").run()
+    no_errors(at)
+    assert [o.split(": ")[0] for o in at.selectbox(key="temp_example").options][:2] == ["0", "1"]
+    assert " ‖ " in at.selectbox(key="temp_example").options[0]
+    assert any("pair input: sentence1 = " in c.value for c in at.caption)
+    at.selectbox(key="temp_student").set_value(at.selectbox(key="temp_student").options[1]).run()   # rte-kd
+    at.slider(key="temp_T").set_value(4.0).run()
+    no_errors(at)
+    d = [v for k, v in charts(at).items() if k.startswith("Softened")][0]["data"]
+    assert d[0]["x"] == ["entailment", "not_entailment"] and sum(d[0]["y"]) == pytest.approx(1)
+
+
+def test_out_of_domain_on_a_pair_task(pair_store):
+    ps = pair_store
+    ev = ps["store"].final_evals(ps["rid"])
+    at = pair_app(ps, "pages/6_Out_of_domain.py")
+    no_errors(at)
+    bars = charts(at)["Accuracy per domain (drop vs dev in brackets)"]["data"]
+    assert [b["name"] for b in bars] == ["teacher", "rte-kd"] and bars[1]["x"] == ["dev", "scitail_test"]
+    assert bars[1]["y"] == pytest.approx([ev["dev"]["accuracy"], ev["scitail_test"]["accuracy"]])
+    sizes = at.dataframe[1].value
+    assert {"MB", "params", "ms/example", "accuracy dev", "accuracy scitail_test"} <= set(sizes.columns)
+    at.selectbox(key="ood_split").set_value("scitail_test").run()
+    no_errors(at)
+    # SciTail scored through the mapping, as the training loop scored it: the same ECE
+    rel = charts(at)["Reliability diagram"]["data"]
+    shown = float(rel[1]["name"].split("ECE ")[1].rstrip(")"))
+    assert shown == pytest.approx(ev["scitail_test"]["ece"], abs=1e-3)
+    assert any("entailment → entails" in c.value for c in at.caption)
+    assert at.dataframe[2].value.loc["student", "accuracy"] == pytest.approx(round(ev["scitail_test"]["accuracy"], 4))
+    dis = at.dataframe[3].value
+    if len(dis):
+        assert list(dis.columns[:3]) == ["sentence1", "sentence2", "label"]
+        assert set(dis["label"]) <= {"entails", "neutral"} and set(dis["student"]) <= {"entails", "neutral"}
+        premises = set(ps["scitail"].read_text().splitlines()[1:])
+        assert f"{dis.iloc[0]['sentence1']}\t{dis.iloc[0]['sentence2']}\t{dis.iloc[0]['label']}" in premises
+    # a metric other than the primary one
+    at.selectbox(key="ood_metric::rte").set_value("macro_f1").run()
+    assert "Macro-F1 per domain (drop vs dev in brackets)" in charts(at)
+
+
+def test_inspect_a_pair_shows_both_texts_and_the_separator(pair_store):
+    ps = pair_store
+    at = pair_app(ps, "pages/7_Inspect.py")
+    no_errors(at)
+    first = ps["rte"].joinpath("dev.tsv").read_text().splitlines()[1].split("\t")
+    assert [t.value for t in at.text_area] == [first[1], first[2]]
+    att = charts(at)["Attention maps (rows: query token, columns: key token)"]["data"]
+    labels = att[0]["x"]
+    seps = [x for x in labels if x.endswith(":[SEP]")]
+    assert labels[0] == "0:[CLS]" and len(seps) == 2 and labels[-1].endswith(":[SEP]")
+    z = np.array(att[1]["z"])
+    assert z.shape == (len(labels), len(labels)) and np.allclose(z.sum(1), 1.0, atol=1e-4)
+    # an example of the OOD set, edited text B: the map follows
+    at.selectbox(key="insp_split").set_value("scitail_test").run()
+    no_errors(at)
+    sci = ps["scitail"].read_text().splitlines()[1].split("\t")
+    assert [t.value for t in at.text_area] == [sci[0], sci[1]]
+    assert any("gold label: **" in c.value and "own labels" in c.value for c in at.caption)
+    at.text_area[1].input("great").run()
+    labels = charts(at)["Attention maps (rows: query token, columns: key token)"]["data"][0]["x"]
+    assert labels[-3:] == [f"{len(labels) - 3}:[SEP]", f"{len(labels) - 2}:great", f"{len(labels) - 1}:[SEP]"]
+
+
+def test_deploy_compresses_measures_and_offers_a_download(pair_store):
+    import zipfile
+    import io
+    ps = pair_store
+    store = ps["store"]
+    ev = store.final_evals(ps["rid"])
+    at = pair_app(ps, "pages/8_Deploy.py")
+    no_errors(at)
+    at.selectbox(key="dep_run").set_value(ps["rid"]).run()
+    assert any("not measured yet" in i.value for i in at.info)
+    at.checkbox(key="dep_int8").check().run()
+    at.button(key="dep_compress").click().run()
+    no_errors(at)
+    assert any("made **int8** (int8," in m.value for m in at.success)
+    at.number_input(key="dep_rounds").set_value(2).run()
+    at.button(key="dep_measure").click().run()
+    no_errors(at)
+    table = at.dataframe[0].value
+    assert list(table.index) == ["teacher", "student", "int8"]
+    assert {"MB", "params", "ms b1", "ms b32", "accuracy dev (in domain)", "accuracy scitail_test"} <= \
+        set(table.columns)
+    assert (table["MB"] > 0).all() and (table["ms b1"] > 0).all() and (table["ms b32"] > 0).all()
+    assert table.loc["int8", "MB"] < table.loc["student", "MB"] < table.loc["teacher", "MB"]
+    # the student's metrics through the deploy path (pair encoding, SciTail mapping) equal the training loop's
+    assert table.loc["student", "accuracy dev (in domain)"] == pytest.approx(round(ev["dev"]["accuracy"], 4))
+    assert table.loc["student", "accuracy scitail_test"] == pytest.approx(round(ev["scitail_test"]["accuracy"], 4))
+    sc = charts(at)["Accuracy vs size on disk"]["data"]
+    assert [t["name"] for t in sc] == ["dev (in domain)", "scitail_test"] and sc[0]["text"] == list(table.index)
+    assert sc[0]["x"] == pytest.approx(list(table["MB"]))
+    assert at.selectbox(key="dep_dl_model").options == ["student", "int8", "teacher"]
+    at.selectbox(key="dep_dl_model").set_value("int8").run()
+    dl = at.get("download_button")
+    assert len(dl) == 1 and dl[0].proto.label.startswith("Download int8 as zip")
+    folder = Path(store.artifact(ps["rid"], "models")["int8"])
+    names = zipfile.ZipFile(io.BytesIO(load_common().zip_folder(folder))).namelist()
+    assert {"int8/config.json", "int8/kdlab.json", "int8/model.int8.safetensors"} <= set(names)
+    # a run without a saved model: one line
+    bare = store.create_run("student", "kd", {"train": {"max_len": 32}}, name="no-model")
+    store.finish(bare, "finished")
+    at.run()
+    at.selectbox(key="dep_run").set_value(bare).run()
+    no_errors(at)
+    assert any("has no saved model" in i.value for i in at.info) and not at.get("download_button")
+
+
+def test_out_of_domain_on_a_score_task(pair_store, tmp_path):
+    """STS-B-shaped data: Pearson per domain (not accuracy), no reliability diagram but a note and a scatter of the
+    predicted score against the gold score, and the largest student-teacher differences with both texts."""
+    from kdlab.config import RunConfig, TrainConfig
+    from kdlab.store import Store
+    ps = pair_store
+    sts = ps["rte"].parent / "STS-B"
+    root = tmp_path / "runs"
+    cfg = RunConfig(teacher="tiny", data=str(sts), max_train=48, max_eval=16, student_layers=2, method="kd",
+                    name="sts-kd", train=TrainConfig(max_steps=2, epochs=1, batch_size=16, max_len=32, progress=False),
+                    teacher_train=TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_len=32, progress=False))
+    rid = tiny_run(cfg, root)
+    ev = Store(root).final_evals(rid)
+    at = pair_app(dict(ps, root=root), "pages/6_Out_of_domain.py")
+    no_errors(at)
+    bars = charts(at)["Pearson r per domain (drop vs dev in brackets)"]["data"]
+    assert bars[1]["name"] == "sts-kd" and bars[1]["y"] == pytest.approx([ev["dev"]["pearson"]])
+    assert at.selectbox(key="ood_metric::sts-b").options == ["pearson", "spearman", "mse"]
+    assert any("Calibration" in i.value and "score" in i.value for i in at.info)
+    assert "Reliability diagram" not in charts(at)
+    sc = charts(at)["Prediction vs gold score (dev)"]["data"]
+    gold = [float(line.split("\t")[3]) for line in sts.joinpath("dev.tsv").read_text().splitlines()[1:]]
+    assert [t["name"] for t in sc] == ["student", "teacher", "y = x"] and sc[0]["x"] == pytest.approx(gold)
+    assert at.dataframe[2].value.loc["student", "pearson"] == pytest.approx(round(ev["dev"]["pearson"], 4))
+    diffs = at.dataframe[3].value
+    assert list(diffs.columns) == ["sentence1", "sentence2", "gold", "teacher", "student", "difference"]
+    assert len(diffs) == 16 and list(diffs["difference"]) == sorted(diffs["difference"], reverse=True)
+
+
+REAL_SHARED = Path(APP).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (REAL_SHARED / "glue" / "MRPC").is_dir() or
+                    not (REAL_SHARED / "ood_pairs" / "paws_qqp_dev_and_test.tsv").is_file(),
+                    reason="the shared GLUE data (../shared/data) is not present")
+def test_setup_finds_the_real_shared_glue_folders(store_root, monkeypatch):
+    """../shared/data beside the repository: the GLUE folders with a train file are offered; MRPC gets PAWS-QQP."""
+    monkeypatch.delenv("KDLAB_SHARED_DATA", raising=False)
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.radio(key="setup_data_kind").set_value("GLUE task (shared data)").run()
+    at.selectbox(key="setup_glue").set_value("MRPC").run()
+    no_errors(at)
+    opts = at.selectbox(key="setup_glue").options
+    assert {"MRPC", "RTE", "STS-B"} <= set(opts) and not {"MNLI", "QNLI"} & set(opts)   # dev only: not offered
+    line = [m.value for m in at.markdown if m.value.startswith("task **")][0]
+    assert "task **mrpc**" in line and "`#1 String` + `#2 String`" in line and "primary metric **f1**" in line
+    assert [m for m in at.multiselect if m.label.startswith("out-of-domain")][0].value == ["paws_qqp_dev_and_test"]
+    assert "96 train · 48 dev · OOD: paws_qqp_dev_and_test (48)" in at.success[0].value
+    assert at.session_state["kd_setup"]["data"] == str(REAL_SHARED / "glue" / "MRPC")

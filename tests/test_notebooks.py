@@ -79,6 +79,20 @@ for label in probs:
     assert r["ece"][label] == evaluate.ece(probs[label][ood], labels[ood], 4)
     assert 0.0 <= r["ece"][label] <= 1.0
 """,
+    "07_nli_vs_sentiment": """
+r = w.result
+assert r["suite"] == "nli" and r["method"] == "kd" and r["run"] == runs["nli"]["kd"]
+ev = S.store().final_evals
+for split, g in r["gain"].items():
+    assert abs(g - 100 * (ev(runs["nli"]["kd"])[split]["accuracy"] - ev(runs["nli"]["ce"])[split]["accuracy"])) < 1e-9
+assert S.store().run(r["run"])["config"]["task_spec"]["name"] == "mnli"
+assert "ood_science" in r["gain"] and "[SEP]" in tokens and 1 in segments
+w.children[0].value = "sentiment"
+w.children[1].value = "pkd-skip"
+r2 = w.result
+assert r2["run"] == runs["sentiment"]["pkd-skip"] != r["run"]
+assert set(r2["gain"]) == set(ev(runs["sentiment"]["pkd-skip"]))
+""",
     "06_beyond_frozen_teacher": """
 assert w.result["method"] == "kd" and w.result["run"] == runs["kd"]
 w.children[0].value = "ce"
@@ -90,7 +104,7 @@ assert r["accuracy"] == S.store().final_evals(runs["ce"])["dev"]["accuracy"]
 
 
 def test_every_notebook_has_a_widget_check():
-    assert len(NOTEBOOKS) == 6
+    assert len(NOTEBOOKS) == 7
     assert {p.stem for p in NOTEBOOKS} == set(WIDGET_CHECKS)
 
 

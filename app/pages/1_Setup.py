@@ -1,6 +1,8 @@
 """Setup: teacher, dataset and student; prepare (fine-tune) the teacher; sizes and speeds."""
 import time
+from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 import common as C
@@ -9,7 +11,7 @@ from kdlab.distill import plan_steps
 from kdlab.errors import KdlabError
 
 st.title("Setup")
-C.sidebar()
+side = C.sidebar()
 s = C.setup()
 
 col1, col2, col3 = st.columns(3)
@@ -28,12 +30,45 @@ with col1:
                                 value=s["teacher"] if cur == kinds.index(kind) else "", key="setup_teacher_text")
 with col2:
     st.subheader("Dataset")
-    dkinds = ["embedded synthetic (3 domains)", "file or folder", "hub dataset name"]
-    dcur = 0 if s["data"] in ("", "embedded") else 1 if C.looks_like_path(s["data"]) else 2
-    dkind = st.radio("dataset source", dkinds, index=dcur, key="setup_data_kind")
-    data = "embedded" if dkind.startswith("embedded") else st.text_input(
-        "path (inside data/ or the run store)" if dkind.startswith("file") else "hub dataset name",
-        value=s["data"] if dcur == dkinds.index(dkind) else "", key="setup_data_text")
+    glue, no_train = C.glue_folders()
+    dkinds = ["embedded synthetic (3 domains)"] + (["GLUE task (shared data)"] if glue else []) + \
+        ["file or folder", "hub dataset name"]
+    glue_cur = next((k for k, v in glue.items() if s["data"] not in C.EMBEDDED and C.looks_like_path(s["data"])
+                     and Path(s["data"]).expanduser().resolve() == v), None)
+    dcur = "embedded synthetic (3 domains)" if s["data"] in C.EMBEDDED else "GLUE task (shared data)" if glue_cur \
+        else "file or folder" if C.looks_like_path(s["data"]) else "hub dataset name"
+    dkind = st.radio("dataset source", dkinds, index=dkinds.index(dcur), key="setup_data_kind")
+    if dkind.startswith("embedded"):
+        data = "embedded"
+    elif dkind.startswith("GLUE"):
+        names_ = list(glue)
+        gname = st.selectbox(f"GLUE task (in {C.shared_data_root() / 'glue'})", names_,
+                             index=names_.index(glue_cur) if glue_cur else 0, key="setup_glue")
+        data = str(glue[gname])
+        if no_train:
+            st.caption(f"not offered (no train file, evaluation only): {', '.join(no_train)}")
+    else:
+        data = st.text_input(
+            "path (inside data/, the shared data or the run store)" if dkind.startswith("file") else "hub dataset name",
+            value=s["data"] if dcur == dkind else "", key="setup_data_text")
+    data = (data or "embedded").strip()
+    ood = []
+    with C.guard():
+        task = C.resolved_task(data)
+        st.markdown(C.task_line(task), help="kdlab.tasks.resolve: the GLUE folder's task, else sentiment")
+        if data in C.EMBEDDED:
+            st.caption("out of domain: the embedded restaurant and electronics sets")
+        else:
+            files = C.ood_files()
+            if files:
+                picked = st.multiselect("out-of-domain sets (shared data)", list(files),
+                                        default=[Path(f).stem for f in C.default_ood(task)], key=f"setup_ood::{data}",
+                                        help="SciTail is scored through the task's label mapping "
+                                             "(entailment → entails, not_entailment → neutral)")
+                ood = [str(files[k]) for k in picked]
+            extra = st.text_input("other out-of-domain file (optional)", "", key="setup_ood_text")
+            if extra.strip():
+                ood.append(extra.strip())
     max_train = st.number_input("max training examples (0 = all)", 0, 10**7, int(s["max_train"]), key="setup_max_train")
     max_eval = st.number_input("max examples per eval set (0 = all)", 0, 10**7, int(s["max_eval"]), key="setup_max_eval")
 with col3:
@@ -53,18 +88,20 @@ with col3:
     teacher_epochs = st.number_input("teacher fine-tuning epochs", 1, 50, int(s["teacher_epochs"]),
                                      key="setup_teacher_epochs")
 
-new = dict(s, teacher=teacher.strip() or s["teacher"], data=(data or "embedded").strip(), max_train=int(max_train),
+new = dict(s, teacher=teacher.strip() or s["teacher"], data=data, ood=ood, max_train=int(max_train),
            max_eval=int(max_eval), student_layers=int(layers), student_init=init, student_hidden=int(hidden),
            teacher_epochs=int(teacher_epochs))
 if new != s:
     st.session_state["kd_setup"] = new
     s = new
+    C.setup_caption(side)
 
 ok = True
 with C.guard():
     b = C.bundle()
     st.success(f"data: **{b.name}** · {len(b.train)} train · {len(b.dev)} dev · OOD: "
-               f"{', '.join(f'{k} ({len(v)})' for k, v in b.ood.items()) or 'none'} · labels {b.label_names}")
+               f"{', '.join(f'{k} ({len(v)})' for k, v in b.ood.items()) or 'none'} · "
+               + (f"labels {b.label_names}" if b.task.kind != "score" else f"score `{b.task.label_col}`"))
     ok = True
 st.divider()
 
@@ -110,7 +147,6 @@ if st.button("Measure teacher and student", key="setup_measure"):
                 "student": size_report(stu, tok, texts, int(s["max_len"]))}
         st.session_state["setup_sizes"] = rows
 if "setup_sizes" in st.session_state:
-    import pandas as pd
     rows = st.session_state["setup_sizes"]
     df = pd.DataFrame(rows).T.rename(columns={"latency_ms": "ms/example", "params": "parameters"})
     df["parameters"] = df["parameters"].astype(int)
@@ -119,3 +155,16 @@ if "setup_sizes" in st.session_state:
     speed = rows[names[0]]["latency_ms"] / max(1e-9, rows[names[1]]["latency_ms"])
     st.dataframe(df, key="setup_size_table")
     st.markdown(f"student is **{ratio:.2f}x smaller** and **{speed:.2f}x faster** per example (batch 1, CPU)")
+
+st.subheader("Stored models on this data")
+with C.guard():
+    b = C.bundle()
+    same = [r for r in C.store().runs() if r["status"] == "finished" and r["config"].get("data_identity") == b.identity]
+    if same:
+        metric = b.task.primary
+        st.dataframe(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), key="setup_stored_table")
+        st.caption(f"{metric} (the task's primary metric) per evaluation set beside the size on disk of the model "
+                   "folder, its parameters and CPU ms per example (batch 1) measured when the run finished; "
+                   "compressed models and batch-32 latency: Deploy page")
+    else:
+        st.caption("no finished teacher or student on this data yet")

@@ -15,10 +15,23 @@ zt = zs = None
 with C.guard():
     b = C.bundle()
     dev = b.dev
-    idx = st.selectbox("dev example", list(range(min(50, len(dev)))),
-                       format_func=lambda i: f"{i}: {dev.texts[i][:90]} (label {b.label_names[dev.labels[i]]})",
-                       key="temp_example")
-    runs = C.student_runs()
+    if b.task.kind != "classes":
+        st.info(f"Temperature does not apply to this task: **{b.task.name}** predicts "
+                + ("a real-valued score (one regression output, no softmax over classes to soften)"
+                   if b.task.kind == "score" else "several labels at once (one sigmoid per label, no softmax)")
+                + ". Its students learn from the teacher's outputs directly (e.g. mean squared error). "
+                "Choose a classification task on the Setup page to explore T.")
+        st.stop()
+    pair = dev.texts_b is not None
+
+    def show(i):
+        head = f"{dev.texts[i][:70]} ‖ {dev.texts_b[i][:50]}" if pair else dev.texts[i][:90]
+        return f"{i}: {head} (label {b.label_names[dev.labels[i]]})"
+    idx = st.selectbox("dev example" + (" (text A ‖ text B)" if pair else ""), list(range(min(50, len(dev)))),
+                       format_func=show, key="temp_example")
+    # stored students of the same task and classes as the Setup data (their logits line up with the teacher's)
+    runs = [r for r in C.student_runs() if (C.run_task(r).name, list(C.run_task(r).label_names or ())) ==
+            (b.task.name, list(b.label_names))]
     src = st.selectbox("student", ["untrained student (copied by the Setup strategy)"] + runs,
                        format_func=lambda r: r if isinstance(r, str) else C.run_label(r), key="temp_student")
     if isinstance(src, str):
@@ -31,11 +44,17 @@ with C.guard():
         stu, t, tok = C.run_models(src)
         if t is None:
             t, tok, tuned = C.teacher()
-    text = dev.texts[idx]
-    enc = tok([text], truncation=True, max_length=int(s["max_len"]), return_tensors="pt")
+    if pair:
+        st.caption(f"pair input: {b.task.text_cols[0]} = _{dev.texts[idx]}_ · {b.task.text_cols[1]} = "
+                   f"_{dev.texts_b[idx]}_ (encoded together: [CLS] a [SEP] b [SEP])")
+        enc = tok([dev.texts[idx]], [dev.texts_b[idx]], truncation="longest_first", max_length=int(s["max_len"]),
+                  return_tensors="pt")
+    else:
+        enc = tok([dev.texts[idx]], truncation=True, max_length=int(s["max_len"]), return_tensors="pt")
+    inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
     with torch.inference_mode():
-        zt = t(**{k: enc[k] for k in ("input_ids", "attention_mask")}).logits[0].float().numpy()
-        zs = stu(**{k: enc[k] for k in ("input_ids", "attention_mask")}).logits[0].float().numpy()
+        zt = t(**inputs).logits[0].float().numpy()
+        zs = stu(**inputs).logits[0].float().numpy()
 
 if zt is not None:
     T = st.slider("temperature T", 0.5, 10.0, 2.0, 0.5, key="temp_T")

@@ -85,7 +85,8 @@ def live():
         st.caption(run["message"])
     ev = store.final_evals(sel)
     if ev:
-        st.markdown(" · ".join(f"{k}: accuracy **{v.get('accuracy', float('nan')):.3f}**" for k, v in ev.items()))
+        primary = ((run["config"].get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+        st.markdown(" · ".join(f"{k}: {primary} **{v.get(primary, float('nan')):.3f}**" for k, v in ev.items()))
     loss = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
     col1, col2 = st.columns([3, 2])
     if loss:

@@ -1,9 +1,11 @@
-"""Inspect one example: attention maps and hidden-state similarity, teacher vs student."""
+"""Inspect one example of a run's data: attention maps and hidden-state similarity, teacher vs student; a sentence
+pair is encoded as the model sees it ([CLS] a [SEP] b [SEP]), so the separator shows in the maps."""
 import streamlit as st
 import torch
 
 import common as C
 from kdlab import viz
+from kdlab.errors import KdlabError
 from kdlab.features import Need, features
 
 st.title("Inspect")
@@ -18,24 +20,56 @@ with C.guard():
     run = by_id[st.selectbox("student run", list(by_id), format_func=lambda i: C.run_label(by_id[i]), key="insp_run")]
     stu, t, tok = C.run_models(run, attentions=True)
     if t is None:
-        t, _, _ = C.teacher(attentions=True)
-    dev = C.bundle().dev
-    i = st.number_input(f"dev example (0..{len(dev) - 1})", 0, len(dev) - 1, 0, key="insp_idx")
-    text = st.text_input("text (edit to try your own)", dev.texts[int(i)], key=f"insp_text_{int(i)}")
-    enc = tok([text], truncation=True, max_length=48, return_tensors="pt")
-    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        raise KdlabError(f"the teacher of run '{run['name']}' is not stored: attention maps need both models")
+    b, _ = C.run_bundle(run)
+    task = b.task
+    splits = b.eval_splits()
+    if st.session_state.get("insp_split") not in splits:
+        st.session_state.pop("insp_split", None)
+    split_name = st.selectbox("examples from", list(splits), key="insp_split",
+                              help="the run's own evaluation sets (in domain and out of domain)")
+    sp = splits[split_name]
+    i = int(st.number_input(f"{split_name} example (0..{len(sp) - 1})", 0, max(0, len(sp) - 1), 0, key="insp_idx"))
+    i = min(i, len(sp) - 1)
+    pair = sp.texts_b is not None
+    label = sp.labels[i]
+    names = sp.label_names or b.label_names
+    gold = f"{float(label):.3f}" if task.kind == "score" else \
+        ", ".join(n for n, on in zip(names, label) if on) if task.kind == "multi" else names[int(label)]
+    st.caption(f"gold label: **{gold}**" + (f" ({split_name}'s own labels)" if sp.label_map is not None else ""))
+    key = f"{run['id']}_{split_name}_{i}"
+    if pair:
+        ca, cb = st.columns(2)
+        text = ca.text_area(f"text A ({task.text_cols[0]}; edit to try your own)", sp.texts[i], key=f"insp_text_{key}")
+        text_b = cb.text_area(f"text B ({task.text_cols[1]})", sp.texts_b[i], key=f"insp_text_b_{key}")
+        enc = tok([text], [text_b], truncation="longest_first", max_length=C.run_max_len(run), return_tensors="pt")
+    else:
+        text = st.text_input("text (edit to try your own)", sp.texts[i], key=f"insp_text_{key}")
+        enc = tok([text], truncation=True, max_length=C.run_max_len(run), return_tensors="pt")
+    batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
     with torch.inference_mode():
         ft = features(t, batch, Need(hidden=True, attentions=True))
         fs = features(stu, batch, Need(hidden=True, attentions=True))
     tokens = tok.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    if pair:
+        seps = [j for j, x in enumerate(tokens) if x == tok.sep_token]
+        st.caption(f"{len(tokens)} tokens of the pair encoding; separator `{tok.sep_token}` at position(s) "
+                   f"{', '.join(map(str, seps))} (text A before the first, text B after it)")
     N, M = len(ft.attentions), len(fs.attentions)
     c1, c2, c3 = st.columns(3)
     tl = c1.selectbox("teacher layer", list(range(1, N + 1)), index=N - 1, key="insp_tl")
     sl = c2.selectbox("student layer", list(range(1, M + 1)), index=M - 1, key="insp_sl")
     heads = min(ft.attentions[0].shape[1], fs.attentions[0].shape[1])
     h = c3.selectbox("head", list(range(heads)), key="insp_head")
-    pt, ps = torch.softmax(ft.logits[0], -1), torch.softmax(fs.logits[0], -1)
-    st.caption(f"teacher p = {[round(float(x), 3) for x in pt]} · student p = {[round(float(x), 3) for x in ps]}")
+    if task.kind == "score":
+        st.caption(f"teacher score = {float(ft.logits[0, 0]):.3f} · student score = {float(fs.logits[0, 0]):.3f}")
+    elif task.kind == "multi":
+        pt, ps = torch.sigmoid(ft.logits[0]), torch.sigmoid(fs.logits[0])
+        st.caption(f"teacher p = {[round(float(x), 3) for x in pt]} · student p = {[round(float(x), 3) for x in ps]}")
+    else:
+        pt, ps = torch.softmax(ft.logits[0], -1), torch.softmax(fs.logits[0], -1)
+        st.caption(f"classes {list(b.label_names)} · teacher p = {[round(float(x), 3) for x in pt]} · "
+                   f"student p = {[round(float(x), 3) for x in ps]}")
     st.plotly_chart(viz.attention_heatmaps(ft.attentions[tl - 1][0, h], fs.attentions[sl - 1][0, h], tokens,
                                            f"teacher layer {tl}, head {h}", f"student layer {sl}, head {h}"),
                     key="insp_attention")

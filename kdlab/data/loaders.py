@@ -21,6 +21,7 @@ EXTENSIONS = (".tsv", ".csv", ".jsonl")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED_DIR = REPO_ROOT / "data" / "embedded"
 EMBEDDED_OOD = ("ood_restaurant", "ood_electronics")
+EMBEDDED_NLI_DIR = REPO_ROOT / "data" / "embedded-nli"   # kdlab.data.synth_nli: MNLI-shaped, SciTail-shaped OOD
 
 csv.field_size_limit(1 << 30)
 
@@ -480,7 +481,8 @@ def load_data(spec=None, *, text_col=None, label_col=None, ood=None,
               label_kind=None, ood_map=None) -> DataBundle:
     """Load a dataset as a ``DataBundle``.
 
-    spec: None / "embedded" (the committed synthetic corpus, with its two OOD sets),
+    spec: None / "embedded" (the committed synthetic corpus, with its two OOD sets), "embedded-nli" (the synthetic
+    NLI corpus, task mnli, with its SciTail-shaped OOD set ``ood_science``),
     a .tsv/.csv/.jsonl file (dev carved out with ``dev_fraction`` unless the file is ``train.*``
     with a sibling ``dev.*``), a folder with ``train.*`` (+ ``dev.*``), or a hub dataset name
     (``name`` or ``name/config``). ``ood``: list of files, each an OOD split named by its stem
@@ -489,6 +491,12 @@ def load_data(spec=None, *, text_col=None, label_col=None, ood=None,
     sentiment; ``text_col`` ('a' or 'a,b'), ``label_col`` and ``label_kind`` override it. ``ood_map``
     ('model_label=ood_label,...') scores OOD sets with other labels (default: the task's built-in mapping).
     """
+    if isinstance(spec, str) and spec.strip().lower() == "embedded-nli":   # the synthetic NLI corpus (MNLI task)
+        if not (EMBEDDED_NLI_DIR / "train.tsv").is_file():
+            from kdlab.data import synth_nli
+            synth_nli.write(EMBEDDED_NLI_DIR)
+        spec, task = EMBEDDED_NLI_DIR, task or "mnli"
+        ood = [EMBEDDED_NLI_DIR / "ood_science.tsv"] if ood is None else ood
     the_task = resolve_task(spec if isinstance(spec, (str, Path)) else None, task=task, text_col=text_col,
                             label_col=label_col, label_kind=label_kind)
     text_col, label_col = the_task.text_cols[0], the_task.label_col

@@ -1,0 +1,108 @@
+"""Deploy: a run's models side by side (teacher, student, every compressed model): size on disk, parameters, CPU
+latency at batch 1 and 32, and the task's primary metric in and out of domain. Compress (``kdlab compress``),
+measure (``kdlab eval --run RUN --model all``, stored as the run's ``deploy_eval``) and download a model folder."""
+import re
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import common as C
+from kdlab import viz
+from kdlab.deploy.artifacts import compress_run, folder_mb, models_of
+from kdlab.deploy.report import eval_models, teacher_dir
+
+st.title("Deploy")
+C.sidebar()
+store = C.store()
+
+runs = sorted((r for r in store.runs() if r["status"] == "finished"), key=lambda r: r["kind"] == "teacher")
+if not runs:
+    st.info("no finished runs yet: train one on the Train page")
+    st.stop()
+by_id = {r["id"]: r for r in runs}
+if st.session_state.get("dep_run") not in by_id:
+    st.session_state.pop("dep_run", None)
+rid = st.selectbox("run", list(by_id), format_func=lambda i: C.run_label(by_id[i]), key="dep_run")
+run = by_id[rid]
+src = C.model_dir(rid)
+if src is None or not (src / "config.json").exists():
+    st.info(f"run '{run['name']}' has no saved model (status {run['status']}): nothing to compress, measure or "
+            "download.")
+    st.stop()
+task = C.run_task(run)
+
+st.subheader("Compress and measure")
+c = st.columns([1, 1, 1, 2, 1], vertical_alignment="bottom")
+prune = c[0].checkbox("prune vocabulary", key="dep_prune",
+                      help="keep only the tokens the run's training data produces (embedding rows and tokenizer)")
+int8 = c[1].checkbox("int8", key="dep_int8", help="dynamic int8 quantization of the linear layers")
+onnx = c[2].checkbox("ONNX", key="dep_onnx", help="export to ONNX, run with onnxruntime (with int8: the graph is "
+                                                  "quantized by onnxruntime)")
+name = c[3].text_input("name of the compressed model (optional)", "", key="dep_name",
+                       placeholder="from the steps, e.g. pruned-int8")
+go = c[4].button("Compress", key="dep_compress", disabled=not (prune or int8 or onnx),
+                 help="kdlab compress: the new model is stored next to the run (models/<name>/)")
+if task.pair and (prune or onnx):
+    st.caption("sentence pair: " + ("vocabulary pruning keeps the tokens of the first text of each training pair "
+                                    "(kdlab.deploy.vocab); " if prune else "")
+               + ("the ONNX graph takes input_ids and attention_mask only, so segment ids are dropped; "
+                  if onnx else "") + "measure to see the effect on the metric.")
+if go:
+    with C.guard(), st.spinner("compressing (kdlab compress) ..."):
+        info = compress_run(store, rid, prune_vocab=True if prune else None, quantize="int8" if int8 else None,
+                            onnx=onnx, name=name.strip() or None, log=lambda m: None)
+        st.success(f"made **{info['name']}** ({info['format']}, {folder_mb(info['folder']):.2f} MB): "
+                   + " → ".join(s["step"] for s in info["steps"]) + ". Measure to compare it.")
+m = st.columns([1, 1, 3], vertical_alignment="bottom")
+threads = m[0].number_input("CPU threads", 1, 64, 1, key="dep_threads")
+rounds = m[1].number_input("latency rounds", 1, 50, 5, key="dep_rounds")
+if m[2].button("Measure all models (kdlab eval --model all)", key="dep_measure",
+               help="every model of the run on its evaluation sets: metric, MB, parameters, ms at batch 1 and 32"):
+    with C.guard(), st.spinner("measuring every model of the run on its evaluation sets ..."):
+        res = eval_models(store, rid, ["all"], threads=int(threads), rounds=int(rounds), log=lambda m: None)
+        st.success(f"measured {len(res['models'])} models on {', '.join(res['splits'])}")
+
+st.subheader("Models of the run")
+made = models_of(store, rid)
+measured = (store.artifact(rid, "deploy_eval", {}) or {}).get("run")
+if measured:
+    splits, metric = measured["splits"], measured["metric"]
+    ind = measured.get("in_domain") or splits[0]
+    rows = measured["models"]
+    table = []
+    for n, r in rows.items():
+        table.append({"model": n, "format": r.get("format", "hf"), "steps": " → ".join(r.get("steps") or []) or "-",
+                      "MB": r["mb"], "params": int(r["params"]), "ms b1": round(r["ms_b1"], 3),
+                      "ms b32": round(r["ms_b32"], 3),
+                      **{f"{metric} {s}" + (" (in domain)" if s == ind else ""): round(r[s], 4) for s in splits},
+                      **({"agreement": round(r["agreement"], 4)} if "agreement" in r else {})})
+    st.dataframe(pd.DataFrame(table).set_index("model"), key="dep_table")
+    st.caption(f"measured {measured['measured']}: {metric} (the task's primary metric) per evaluation set, "
+               f"'{ind}' in domain and the others out of domain; ms per example on {measured['threads']} CPU "
+               f"thread(s) at batch 1 and 32, models timed side by side in interleaved rounds; MB on disk.")
+    st.plotly_chart(viz.size_metric_scatter(rows, splits, metric, ind), key="dep_scatter")
+    new = [n for n in made if n not in rows]
+    if new:
+        st.warning(f"not measured yet: {', '.join(new)}: press Measure")
+else:
+    st.info("not measured yet: press **Measure** (teacher, student and every compressed model)")
+    if made:
+        st.dataframe(pd.DataFrame([{"model": n, "MB": round(folder_mb(f), 2)} for n, f in made.items()]
+                                  ).set_index("model"), key="dep_made")
+
+st.subheader("Download a model folder")
+own = "teacher" if run["kind"] == "teacher" else "student"
+folders = {own: src, **{n: Path(f) for n, f in made.items() if Path(f).exists()}}
+t = teacher_dir(store, run)
+if t is not None and own != "teacher":
+    folders["teacher"] = t
+if st.session_state.get("dep_dl_model") not in folders:
+    st.session_state.pop("dep_dl_model", None)
+pick = st.selectbox("model", list(folders), key="dep_dl_model")
+folder = folders[pick]
+safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{run['name']}-{pick}")
+st.download_button(f"Download {pick} as zip ({folder_mb(folder):.1f} MB on disk)",
+                   data=lambda f=folder: C.zip_folder(f), file_name=f"{safe}.zip", mime="application/zip",
+                   key="dep_download")
+st.caption(f"`{folder}`: weights, config, tokenizer and (for compressed models) `kdlab.json` with the lineage")
