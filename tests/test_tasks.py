@@ -415,3 +415,16 @@ def test_real_glue_files_load():
     full = load_data(SHARED / "glue" / "MRPC")
     assert (len(full.train), len(full.dev)) == (3668, 408)
     assert (len(load_data(SHARED / "glue" / "CoLA").train)) == 8551
+
+
+def test_embedded_nli_corpus_is_an_mnli_task_with_a_mapped_ood_set(tmp_path):
+    from kdlab.data import synth_nli
+    from kdlab.data.loaders import EMBEDDED_NLI_DIR
+    b = load_data("embedded-nli")
+    assert b.task.name == "mnli" and b.label_names == ["entailment", "neutral", "contradiction"]
+    assert b.train.texts_b is not None and len(b.train) == synth_nli.SIZES["train"]
+    ood = b.ood["ood_science"]
+    assert ood.label_names == ["entails", "neutral"] and ood.label_map == [0, 1, 1]
+    # the committed files are what the generator writes, byte for byte
+    for split, p in synth_nli.write(tmp_path).items():
+        assert p.read_bytes() == (EMBEDDED_NLI_DIR / p.name).read_bytes(), split
