@@ -458,6 +458,9 @@ def test_setup_picks_a_glue_pair_task_and_its_ood_set(pair_store):
     ev = ps["store"].final_evals(ps["rid"])
     assert stored.loc["rte-kd", "accuracy scitail_test"] == pytest.approx(round(ev["scitail_test"]["accuracy"], 4))
     assert (stored["MB"] > 0).all() and (stored["params"] > 0).all() and (stored["ms/example"] > 0).all()
+    at.button(key="setup_measure").click().run()   # sizes and speeds on pair inputs
+    no_errors(at)
+    assert at.session_state["setup_sizes"]["student"]["latency_ms"] > 0
     # a score task: its own line, no OOD default, and the Temperature lab says T does not apply
     at.selectbox(key="setup_glue").set_value("STS-B").run()
     no_errors(at)

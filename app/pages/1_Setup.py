@@ -142,9 +142,11 @@ if st.button("Measure teacher and student", key="setup_measure"):
         from kdlab.evaluate import size_report
         t, tok, tuned = C.teacher()
         stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
-        texts = C.bundle().dev.texts[:8]
-        rows = {"teacher" + (" (fine-tuned)" if tuned else " (base)"): size_report(t, tok, texts, int(s["max_len"])),
-                "student": size_report(stu, tok, texts, int(s["max_len"]))}
+        dev = C.bundle().dev
+        texts, texts_b = dev.texts[:8], None if dev.texts_b is None else dev.texts_b[:8]   # pairs: both texts
+        rows = {"teacher" + (" (fine-tuned)" if tuned else " (base)"):
+                size_report(t, tok, texts, int(s["max_len"]), texts_b=texts_b),
+                "student": size_report(stu, tok, texts, int(s["max_len"]), texts_b=texts_b)}
         st.session_state["setup_sizes"] = rows
 if "setup_sizes" in st.session_state:
     rows = st.session_state["setup_sizes"]
