@@ -96,7 +96,7 @@ BUILTIN: dict[str, Task] = {t.name: t for t in (
     Task("wnli", ("sentence1", "sentence2"), "label", "classes", ("not_entailment", "entailment"),
          ("accuracy", "macro_f1")),
 )}
-ALIASES = {"stsb": "sts-b", "sts_b": "sts-b", "sst-2": "sst2", "mnli-m": "mnli", "mnli_matched": "mnli"}
+ALIASES = {"embedded-nli": "mnli", "stsb": "sts-b", "sts_b": "sts-b", "sst-2": "sst2", "mnli-m": "mnli", "mnli_matched": "mnli"}
 # other names the same two fields go by in evaluation files (an OOD set need not use the task's column names)
 PAIR_ALIASES = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
                 ("question", "sentence"), ("#1 String", "#2 String"), ("text_a", "text_b"), ("text1", "text2"))

@@ -74,6 +74,10 @@ def test_setup_page(app, store_root):
     at.text_input(key="setup_data_text").input("/etc/passwd").run()
     assert not at.exception
     assert any("outside the allowed folders" in e.value for e in at.error)
+    at.radio(key="setup_data_kind").set_value("embedded synthetic NLI (pairs, 2 domains)").run()
+    no_errors(at)
+    page = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "mnli" in page and "science-facts" in page and "sentence1" in page
     at.radio(key="setup_data_kind").set_value("embedded synthetic (3 domains)").run()
     no_errors(at)
 

@@ -371,3 +371,35 @@ def test_loader_shuffle_deterministic(tokenizer):
     assert len(dl) == 2
     b = next(iter(dl))
     assert b["input_ids"].shape[1] == max(len(x) for x in encode_split(split, tokenizer).input_ids[:16])
+
+
+def test_hub_pair_datasets_read_both_texts(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    rte = Features({"sentence1": Value("string"), "sentence2": Value("string"),
+                    "label": ClassLabel(names=["entailment", "not_entailment"]), "idx": Value("int32")})
+    dd = DatasetDict({
+        "train": Dataset.from_dict({"sentence1": ["a cat sat", "it rains", "dogs bark"], "sentence2":
+                                    ["a cat", "it is dry", "a dog is loud"], "label": [0, 1, 0], "idx": [0, 1, 2]},
+                                   features=rte),
+        "validation": Dataset.from_dict({"sentence1": ["x y"], "sentence2": ["y"], "label": [1], "idx": [0]},
+                                        features=rte)})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: dd)
+    b = load_data("glue/rte")   # the hub's GLUE RTE: its task by name, its pair by the task's columns
+    assert b.task.name == "rte" and b.task.pair
+    assert b.train.texts_b == ["a cat", "it is dry", "a dog is loud"] and b.dev.texts_b == ["y"]
+    assert b.label_names == ["entailment", "not_entailment"] and b.train.labels == [0, 1, 0]
+
+    mnli = Features({"premise": Value("string"), "hypothesis": Value("string"),
+                     "label": ClassLabel(names=["entailment", "neutral", "contradiction"])})
+    rows = {"premise": ["p1", "p2", "p3"], "hypothesis": ["h1", "h2", "h3"], "label": [0, 1, 2]}
+    dd2 = DatasetDict({"train": Dataset.from_dict(rows, features=mnli),
+                       "validation_matched": Dataset.from_dict(rows, features=mnli)})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: dd2)
+    b = load_data("glue/mnli")   # premise/hypothesis and label stand for sentence1/2 and gold_label
+    assert b.task.name == "mnli" and b.dev.texts_b == ["h1", "h2", "h3"] and b.dev.labels == [0, 1, 2]
+    odd = DatasetDict({"train": Dataset.from_dict({"q": ["a"], "d": ["b"], "label": [0]})})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: odd)
+    with pytest.raises(KdlabError, match="--text-col a,b"):
+        load_data("glue/qqp")

@@ -31,14 +31,18 @@ with col1:
 with col2:
     st.subheader("Dataset")
     glue, no_train = C.glue_folders()
-    dkinds = ["embedded synthetic (3 domains)"] + (["GLUE task (shared data)"] if glue else []) + \
-        ["file or folder", "hub dataset name"]
+    dkinds = ["embedded synthetic (3 domains)", "embedded synthetic NLI (pairs, 2 domains)"] + \
+        (["GLUE task (shared data)"] if glue else []) + ["file or folder", "hub dataset name"]
     glue_cur = next((k for k, v in glue.items() if s["data"] not in C.EMBEDDED and C.looks_like_path(s["data"])
                      and Path(s["data"]).expanduser().resolve() == v), None)
-    dcur = "embedded synthetic (3 domains)" if s["data"] in C.EMBEDDED else "GLUE task (shared data)" if glue_cur \
+    dcur = "embedded synthetic (3 domains)" if s["data"] in C.EMBEDDED else \
+        "embedded synthetic NLI (pairs, 2 domains)" if s["data"] == "embedded-nli" else \
+        "GLUE task (shared data)" if glue_cur \
         else "file or folder" if C.looks_like_path(s["data"]) else "hub dataset name"
     dkind = st.radio("dataset source", dkinds, index=dkinds.index(dcur), key="setup_data_kind")
-    if dkind.startswith("embedded"):
+    if dkind.startswith("embedded synthetic NLI"):
+        data = "embedded-nli"
+    elif dkind.startswith("embedded"):
         data = "embedded"
     elif dkind.startswith("GLUE"):
         names_ = list(glue)
@@ -58,6 +62,9 @@ with col2:
         st.markdown(C.task_line(task), help="kdlab.tasks.resolve: the GLUE folder's task, else sentiment")
         if data in C.EMBEDDED:
             st.caption("out of domain: the embedded restaurant and electronics sets")
+        elif data == "embedded-nli":
+            st.caption("out of domain: the embedded science-facts set (entails / neutral, scored through the "
+                       "entailment mapping)")
         else:
             files = C.ood_files()
             if files:

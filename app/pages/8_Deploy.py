@@ -43,11 +43,9 @@ name = c[3].text_input("name of the compressed model (optional)", "", key="dep_n
                        placeholder="from the steps, e.g. pruned-int8")
 go = c[4].button("Compress", key="dep_compress", disabled=not (prune or int8 or onnx),
                  help="kdlab compress: the new model is stored next to the run (models/<name>/)")
-if task.pair and (prune or onnx):
-    st.caption("sentence pair: " + ("vocabulary pruning keeps the tokens of the first text of each training pair "
-                                    "(kdlab.deploy.vocab); " if prune else "")
-               + ("the ONNX graph takes input_ids and attention_mask only, so segment ids are dropped; "
-                  if onnx else "") + "measure to see the effect on the metric.")
+if task.pair and prune:
+    st.caption("sentence pair: vocabulary pruning keeps the tokens of both texts of every training pair; words "
+               "only the out-of-domain sets use may become [UNK]. Measure to see the effect on the metric.")
 if go:
     with C.guard(), st.spinner("compressing (kdlab compress) ..."):
         info = compress_run(store, rid, prune_vocab=True if prune else None, quantize="int8" if int8 else None,

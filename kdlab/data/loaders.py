@@ -569,9 +569,6 @@ def load_data(spec=None, *, text_col=None, label_col=None, ood=None,
     if _looks_like_path(spec):
         raise KdlabError(f"data file or folder not found: {spec}. Check the path (a .tsv/.csv/"
                          f".jsonl file or a folder with train.tsv and dev.tsv).")
-    if the_task.pair:
-        raise KdlabError(f"hub dataset {spec!r}: sentence-pair tasks are read from local files only; pass a "
-                         "local file or folder.")
     return _load_hub(spec, text_col, label_col, ood_specs or [], dev_fraction, max_train,
                      max_eval, seed, the_task, ood_map)
 
@@ -632,31 +629,57 @@ def _load_hub(spec, text_col, label_col, ood_specs, dev_fraction, max_train, max
                          f"Pass a local file or folder instead.")
     tr = ds["train"]
     cols = list(tr.column_names)
-    if text_col not in cols and "text" in cols:
-        text_col = "text"
-    if text_col not in cols or label_col not in cols:
-        raise _columns_error(Path(spec), cols, text_col, label_col)
+    pick = _hub_columns(spec, cols, task, text_col, label_col)
+    text_cols, label_col = pick[:-1], pick[-1]
     names_hint = None
     feat = tr.features.get(label_col) if hasattr(tr, "features") else None
     if feat is not None and getattr(feat, "names", None):
         names_hint = list(feat.names)
-    texts, ys = list(tr[text_col]), list(tr[label_col])
-    eval_name = "validation" if "validation" in ds else ("test" if "test" in ds else None)
+
+    def read(part):
+        a = [str(t) for t in part[text_cols[0]]]
+        b = [str(t) for t in part[text_cols[1]]] if len(text_cols) == 2 else None
+        return a, b, list(part[label_col])
+
+    texts, texts_b, ys = read(tr)
+    eval_name = next((n for n in ("validation", "validation_matched", "dev", "test") if n in ds), None)
     if eval_name is not None:
-        dev_t, dev_raw = list(ds[eval_name][text_col]), list(ds[eval_name][label_col])
+        dev_t, dev_b, dev_raw = read(ds[eval_name])
         dev_src = f"{spec}[{eval_name}]"
     else:
-        texts, ys, dev_t, dev_raw = _carve_dev(texts, ys, dev_fraction, seed, spec)
+        both = list(zip(texts, texts_b)) if texts_b is not None else texts
+        both, ys, dev_both, dev_raw = _carve_dev(both, ys, dev_fraction, seed, spec)
+        texts, texts_b = ([a for a, _ in both], [b for _, b in both]) if texts_b is not None else (both, None)
+        dev_t, dev_b = ([a for a, _ in dev_both], [b for _, b in dev_both]) if texts_b is not None else (dev_both, None)
         dev_src = f"{spec}[train, dev carved out]"
     for i, (t, y) in enumerate(zip(texts, ys), 1):
-        _check_row(f"{spec}[train]", i, "hub row", t, y, text_col, label_col)
+        _check_row(f"{spec}[train]", i, "hub row", t, y, text_cols[0], label_col)
+    task = task.with_(text_cols=tuple(text_cols), label_col=label_col, columns=None)
     to_id, names = _scheme(task, ys, f"{spec}[train]", names_hint)
-    train = Split("train", [str(t) for t in texts],
-                  _task_labels(ys, to_id, names, f"{spec}[train]", task), "in-domain")
-    dev = Split("dev", [str(t) for t in dev_t], _task_labels(dev_raw, to_id, names, dev_src, task),
-                "in-domain")
-    return _finish(spec, names, to_id, train, dev, {}, ood_specs, task.with_(text_cols=(text_col,)), ood_map,
-                   max_train, max_eval, seed)
+    if task.kind != "score":
+        task = task.with_(label_names=tuple(names))
+    train = Split("train", texts, _task_labels(ys, to_id, names, f"{spec}[train]", task), "in-domain", texts_b)
+    dev = Split("dev", dev_t, _task_labels(dev_raw, to_id, names, dev_src, task), "in-domain", dev_b)
+    return _finish(spec, names, to_id, train, dev, {}, ood_specs, task, ood_map, max_train, max_eval, seed)
+
+
+def _hub_columns(spec, cols, task, text_col, label_col) -> tuple:
+    """(text column(s) ..., label column) of a hub dataset: the task's, else the usual other names of the same
+    fields (``PAIR_ALIASES``: premise/hypothesis for the hub's MNLI; ``text`` for one text; ``LABEL_ALIASES``)."""
+    if task.pair:
+        found = next((c for c in (task.text_cols, *PAIR_ALIASES) if all(x in cols for x in c)), None)
+        if found is None:
+            raise KdlabError(f"hub dataset {spec!r}: task '{task.name}' pairs two texts but none of the column "
+                             f"pairs {', '.join('/'.join(c) for c in (task.text_cols, *PAIR_ALIASES))} is among its "
+                             f"columns {cols}: name them with --text-col a,b")
+        texts = tuple(found)
+    else:
+        t = text_col if text_col in cols else ("text" if "text" in cols else text_col)
+        texts = (t,)
+    lab = label_col if label_col in cols else next((c for c in LABEL_ALIASES if c in cols), label_col)
+    if any(c not in cols for c in texts) or lab not in cols:
+        raise _columns_error(Path(spec), cols, texts[0], lab)
+    return (*texts, lab)
 
 
 def load_eval_file(path, label_names, *, text_col=None, label_col=None, task=None, ood_map=None) -> Split:

@@ -106,7 +106,7 @@ def compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None =
     tmp.mkdir(parents=True)
     try:
         if prune_vocab:
-            texts = list(bundle.train.texts) + (extra or [])
+            texts = list(bundle.train.texts) + list(bundle.train.texts_b or []) + (extra or [])   # both texts of a pair
             before = len(tok)
             ref, ref_tok = model, tok
             model, _ = load_saved(src)
