@@ -125,6 +125,11 @@ def resolved_task(data: str):
     return resolve(None if data in EMBEDDED else data)
 
 
+def primary_metric(run: dict) -> str:
+    """A stored run's task's primary metric (accuracy for runs stored before tasks)."""
+    return ((run.get("config", {}).get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+
+
 def task_line(task) -> str:
     """One markdown line: text fields, label kind, primary metric and OOD mappings of a task."""
     cols = " + ".join(f"`{c}`" for c in task.text_cols)

@@ -85,7 +85,7 @@ def live():
         st.caption(run["message"])
     ev = store.final_evals(sel)
     if ev:
-        primary = ((run["config"].get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+        primary = C.primary_metric(run)
         st.markdown(" · ".join(f"{k}: {primary} **{v.get(primary, float('nan')):.3f}**" for k, v in ev.items()))
     loss = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
     col1, col2 = st.columns([3, 2])

@@ -57,13 +57,17 @@ if names_:
 
 st.subheader("Final metrics per domain")
 rows, acc = [], {}
+primaries = {C.primary_metric(by_id[i]) for i in sel}
+primary = primaries.pop() if len(primaries) == 1 else "accuracy"
+if len(primaries):
+    st.caption("the selected runs are of tasks with different primary metrics: the chart shows accuracy")
 for i in sel:
     for split, m in store.final_evals(i).items():
         rows.append({"run": by_id[i]["name"], "method": by_id[i]["method"], "split": split,
                      **{k: round(v, 4) for k, v in m.items()}})
-        acc.setdefault(by_id[i]["name"], {})[split] = m.get("accuracy")
+        acc.setdefault(by_id[i]["name"], {})[split] = m.get(primary)
 if rows:
     st.dataframe(pd.DataFrame(rows), key="cmp_final")
-    st.plotly_chart(viz.domain_accuracy_bars(acc), key="cmp_domains")
+    st.plotly_chart(viz.domain_accuracy_bars(acc, metric=primary), key="cmp_domains")
 else:
     st.caption("no evaluations stored for these runs yet")
