@@ -314,7 +314,8 @@ def cmd_runs(a):
     store = _store(a)
     rows = store.runs()
     if a.json:
-        print(json.dumps([{k: r[k] for k in ("id", "kind", "method", "status", "summary")} for r in rows], indent=2))
+        print(json.dumps([{**{k: r[k] for k in ("id", "kind", "method", "status", "summary")},
+                           "size": store.artifact(r["id"], "size", {}) or {}} for r in rows], indent=2))
         return 0
     if not rows:
         print(f"no runs in {store.root}")
@@ -323,7 +324,10 @@ def cmd_runs(a):
         primary = (((r.get("config") or {}).get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
         if acc and primary != "accuracy":   # the summary holds the task's primary metric
             acc = f"{primary}: {acc}"
-        print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {acc}")
+        size = store.artifact(r["id"], "size", {}) or {}
+        mb = f"{size['mb']:6.1f} MB" if size.get("mb") is not None else " " * 9
+        ms = f"{size['latency_ms']:5.1f} ms" if size.get("latency_ms") is not None else " " * 8
+        print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {mb} {ms}  {acc}")
         for line in model_lines(store, r["id"]):   # models made by `kdlab compress`
             print(line)
     return 0

@@ -352,3 +352,8 @@ def freeze(model):
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def folder_mb(folder) -> float:
+    """Size on disk of a model folder (weights, config and tokenizer files), in MB (10^6 bytes)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6

@@ -18,7 +18,7 @@ from .errors import KdlabError
 from .evaluate import size_report
 from .methods import get
 from .narrow import build_narrow
-from .models import build_student, check_student_fits, load_saved, load_teacher, save_model
+from .models import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
 from .store import Store
 
@@ -82,6 +82,8 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
             save_model(teacher, tok, folder, extra={"run_id": run_id, **tconf, "evals": res.evals, "size": size,
                                                     "history": history})
         store.set_artifact(run_id, "model_dir", str(folder))
+        if Path(folder).is_dir():
+            size = {**size, "mb": round(folder_mb(folder), 2)}
         store.set_artifact(run_id, "size", size)
         store.finish(run_id, "finished", summary=_summary(res.evals, bundle.task))
     except BaseException as e:
@@ -121,7 +123,7 @@ def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
             store.log_eval(new_id, 0, 0, split, "in-domain" if split == "dev" else split, m)
     store.set_artifact(new_id, "model_dir", str(folder))
     if info.get("size"):
-        store.set_artifact(new_id, "size", info["size"])
+        store.set_artifact(new_id, "size", {**info["size"], "mb": round(folder_mb(folder), 2)})
     store.finish(new_id, "finished", "reused a cached fine-tuned teacher",
                  summary=_summary(info.get("evals") or {}, _task_of(info.get("task_spec"))))
     return new_id
@@ -184,8 +186,10 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
             save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method,
                                                       "task_spec": bundle.task.to_dict()})
         store.set_artifact(run_id, "model_dir", str(out))
-        store.set_artifact(run_id, "size", size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len,
-                                                          texts_b=bundle.dev.texts_b))
+        size = size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len, texts_b=bundle.dev.texts_b)
+        if out.is_dir():
+            size["mb"] = round(folder_mb(out), 2)
+        store.set_artifact(run_id, "size", size)
         store.finish(run_id, res.status, res.message,
                      summary=_summary(res.evals, bundle.task))
     except KeyboardInterrupt:

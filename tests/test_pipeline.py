@@ -75,6 +75,13 @@ def test_cli_methods_and_runs(store, capsys):
     assert main(["runs", "--runs", str(store.root), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert any(r["kind"] == "teacher" for r in rows)
+    from kdlab.models import folder_mb
+    for r in rows:   # size on disk and latency beside the metrics
+        if r["status"] == "finished":
+            assert r["size"]["mb"] == round(folder_mb(store.artifact(r["id"], "model_dir")), 2) > 0
+            assert r["size"]["latency_ms"] > 0
+    assert main(["runs", "--runs", str(store.root)]) == 0
+    assert " MB " in capsys.readouterr().out
 
 
 def test_demo_on_tiny_preset_prints_the_table(tmp_path):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import KdlabError
+from ..models import folder_mb  # noqa: F401  (re-exported: the size of an artifact's folder)
 
 SCHEMES = ("int8",)
 FORMATS = ("hf", "int8", "onnx")
@@ -195,8 +196,3 @@ def load_artifact(folder):
         return int8.load(folder), load_tokenizer(str(folder)), info
     model, tok = load_saved(folder)
     return model, tok, info
-
-
-def folder_mb(folder) -> float:
-    """Size on disk of a model folder (weights, config and tokenizer files), in MB (10^6 bytes)."""
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6

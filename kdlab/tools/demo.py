@@ -43,12 +43,15 @@ def table(store: Store, rows, bundle) -> str:
     cols = [(s, m) for s in splits for m in shown]
     name = (lambda s, m: s if len(shown) == 1 else f"{s} {'mF1' if m == 'macro_f1' else m[:3]}")
     width = max(10, *(len(name(s, m)) + 1 for s, m in cols))
-    head = f"{'model':22s} {'params':>8s} {'ms/ex':>6s} " + " ".join(f"{name(s, m):>{width}s}" for s, m in cols)
+    head = f"{'model':22s} {'MB':>6s} {'params':>8s} {'ms/ex':>6s} " + " ".join(f"{name(s, m):>{width}s}"
+                                                                             for s, m in cols)
     lines = [head, "-" * len(head)]
     for label, run_id in rows:
         ev = store.final_evals(run_id)
         size = store.artifact(run_id, "size", {}) or {}
         cells = " ".join(f"{_num(ev.get(s, {}).get(m)):{width}.3f}" for s, m in cols)
-        lines.append(f"{label:22s} {size.get('params', 0) / 1e6:7.1f}M {size.get('latency_ms', 0):6.1f} {cells}")
-    lines.append(f"({', '.join(shown)}; 'dev' is in domain, the others are out of domain)")
+        lines.append(f"{label:22s} {_num(size.get('mb')):6.1f} {size.get('params', 0) / 1e6:7.1f}M "
+                     f"{size.get('latency_ms', 0):6.1f} {cells}")
+    lines.append(f"({', '.join(shown)}; 'dev' is in domain, the others are out of domain; MB on disk, CPU ms per "
+                 "example at batch 1)")
     return "\n".join(lines)
