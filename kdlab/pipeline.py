@@ -18,6 +18,7 @@ from .errors import KdlabError
 from .evaluate import size_report
 from .methods import get
 from .narrow import build_narrow
+from . import prep_lock
 from .models import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
 from .store import Store
@@ -59,16 +60,29 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
     folder = teacher_cache_root(store) / key
     meta = folder / "kdlab.json"
     if meta.exists():
-        info = json.loads(meta.read_text())
-        teacher, tok = load_saved(folder, attentions=attentions)
-        log(f"teacher: reusing fine-tuned {cfg.teacher} ({folder})")
-        return teacher, tok, _adopt_teacher_run(store, info, folder)
+        return _reuse_teacher(cfg, store, folder, attentions, log)
+    with prep_lock.held(folder, log=log) as announce:   # one fine-tuning per teacher, across processes
+        if meta.exists():   # another process prepared it while this one waited
+            return _reuse_teacher(cfg, store, folder, attentions, log)
+        return _fine_tune_teacher(cfg, store, bundle, key, folder, attentions, log, announce)
+
+
+def _reuse_teacher(cfg, store, folder: Path, attentions: bool, log):
+    info = json.loads((folder / "kdlab.json").read_text())
+    teacher, tok = load_saved(folder, attentions=attentions)
+    log(f"teacher: reusing fine-tuned {cfg.teacher} ({folder})")
+    return teacher, tok, _adopt_teacher_run(store, info, folder)
+
+
+def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: bool, log, announce):
+    meta = folder / "kdlab.json"
     teacher, tok = load_teacher(cfg.teacher, bundle.num_labels(), trust_remote_code=cfg.trust_remote_code,
                                 attentions=attentions, seed=cfg.teacher_train.seed)
     set_problem_type(teacher, bundle.task)
     tconf = {"teacher": cfg.teacher, "data": cfg.data or "embedded", "data_identity": bundle.identity,
              "train": dataclasses.asdict(cfg.teacher_train), "key": key, "task_spec": bundle.task.to_dict()}
     run_id = store.create_run("teacher", "ce", tconf, name=f"teacher {cfg.teacher}")
+    announce(store.root, run_id)
     log(f"teacher: fine-tuning {cfg.teacher} on {len(bundle.train)} examples ({run_id})")
     try:
         res = train(teacher, tok, bundle, "ce", cfg=cfg.teacher_train, store=store, run_id=run_id)
