@@ -80,6 +80,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: a tiny random teacher, runs in seconds")
     g.add_argument("--teacher", help=f"built-in name (minilm-l6, tiny), model folder, or hub name "
                                      f"(default {D['teacher']})")
+    g.add_argument("--teacher-finetuned", action="store_true", default=None,
+                   help="the teacher is already a fine-tuned classifier for this task: use it as is (evaluated, "
+                        "never fine-tuned); a folder kdlab saved is recognised without this flag")
     g.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow custom model code from the hub (off by default)")
     if student:

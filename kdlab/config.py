@@ -61,6 +61,7 @@ class TrainConfig:
 class RunConfig:
     """Everything a distillation run needs; ``preset='tiny'`` swaps in a tiny random teacher."""
     teacher: str = "minilm-l6"
+    teacher_finetuned: bool = False    # the teacher is a fine-tuned classifier: used as is (kdlab.ready_teacher)
     data: str | None = None            # None = the embedded corpus; a file, folder or hub name
     text_col: str | None = None        # None = the task's ('sentence' for sentiment); 'a,b' = a sentence pair
     label_col: str | None = None       # None = the task's ('label' for sentiment)
@@ -118,7 +119,7 @@ class RunConfig:
 # The choices a run is built from, with their defaults. The command line (`kdlab distill --lr ...`), the dashboard
 # and the notebooks all go through ``build_config(**choices)``: these names are the CLI's option names.
 CHOICES = dict(
-    preset=None, teacher="minilm-l6", trust_remote_code=False,
+    preset=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
     student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None, ood_map=None, ood=(), max_train=None,
     max_eval=None,
@@ -185,7 +186,7 @@ def build_config(**choices) -> RunConfig:
     if c["ood_map"] is not None:
         from .tasks import parse_ood_map
         parse_ood_map(c["ood_map"])
-    return RunConfig(teacher=c["teacher"], data=data, text_col=c["text_col"], label_col=c["label_col"],
+    return RunConfig(teacher=c["teacher"], teacher_finetuned=bool(c["teacher_finetuned"]), data=data, text_col=c["text_col"], label_col=c["label_col"],
                      task=c["task"], label_kind=c["label_kind"], ood_map=c["ood_map"],
                      ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
                      student_layers=c["student_layers"], student_init=init,

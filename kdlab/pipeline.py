@@ -19,6 +19,7 @@ from .evaluate import size_report
 from .methods import get
 from .narrow import build_narrow
 from . import prep_lock
+from .ready_teacher import is_kdlab_model, ready_teacher
 from .models import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
 from .store import Store
@@ -56,6 +57,8 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
     data identity and the fine-tuning settings.
     """
     bundle = bundle or load_bundle(cfg)
+    if cfg.teacher_finetuned or is_kdlab_model(cfg.teacher):   # a fine-tuned classifier: used as is
+        return ready_teacher(cfg, store, bundle, attentions=attentions, log=log)
     key = cfg.teacher_key(bundle.identity)
     folder = teacher_cache_root(store) / key
     meta = folder / "kdlab.json"

@@ -139,7 +139,7 @@ def test_every_declared_option_is_read_by_its_command(name, stubs, capsys):
 
 # -------------------------------------------------------------------------------------------------- every run option used
 SAMPLES = {
-    "preset": ["tiny"], "teacher": ["tiny"], "trust_remote_code": [], "student_layers": ["2"],
+    "preset": ["tiny"], "teacher": ["tiny"], "teacher_finetuned": [], "trust_remote_code": [], "student_layers": ["2"],
     "student_init": ["first"], "student_layer_list": ["0,2"], "student_hidden": ["64"], "data": ["x.tsv"],
     "student_narrow_init": ["pca", "--student-hidden", "64"],
     "text_col": ["text"], "label_col": ["y"], "task": ["rte"], "label_kind": ["score"], "ood_map": ["a=b"],
@@ -154,7 +154,7 @@ SAMPLES = {
 def teacher_view(cfg: RunConfig) -> dict:
     """What ``kdlab teacher`` uses: the teacher, the data (split with the seed) and the fine-tuning settings."""
     d = cfg.to_dict()
-    keep = ("teacher", "trust_remote_code", "data", "text_col", "label_col", "task", "label_kind", "ood_map", "ood",
+    keep = ("teacher", "teacher_finetuned", "trust_remote_code", "data", "text_col", "label_col", "task", "label_kind", "ood_map", "ood",
             "max_train", "max_eval", "teacher_train")
     return {**{k: d[k] for k in keep}, "seed": cfg.train.seed}
 
