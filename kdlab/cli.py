@@ -127,6 +127,10 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
                        help="reuse teacher outputs per example after the first epoch (auto, the default: only "
                             "when exact)")
         g.add_argument("--cache-dtype", choices=["fp32", "fp16"], help="teacher-cache storage (default fp32)")
+        g.add_argument("--select", metavar="SPLIT:METRIC",
+                       help="keep the model of the best epoch by this metric on this split (e.g. dev:accuracy, "
+                            "scitail_test:macro_f1); the run reports both the last and the selected model")
+        g.add_argument("--patience", type=int, help="with --select: stop after this many epochs without improvement")
         g.add_argument("--length-buckets", choices=["auto", "on", "off"],
                        help="skip padding: rows of similar length run together, trimmed (auto, the default: on "
                             "for CPU)")
@@ -331,6 +335,12 @@ def cmd_runs(a):
         mb = f"{size['mb']:6.1f} MB" if size.get("mb") is not None else " " * 9
         ms = f"{size['latency_ms']:5.1f} ms" if size.get("latency_ms") is not None else " " * 8
         print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {mb} {ms}  {acc}")
+        sel = store.artifact(r["id"], "selection")
+        if sel:   # --select: the kept model's epoch beside the last one
+            s_, last = sel["selected"], sel["last"]
+            print(f"  selected: epoch {s_['epoch']} by {s_['split']}:{s_['metric']} = {s_['value']:.3f} (last epoch "
+                  f"{last['epoch']}: {(last['evals'].get(s_['split']) or {}).get(s_['metric'], float('nan')):.3f}"
+                  + (", stopped early" if sel.get("stopped_early") else "") + ")")
         for line in model_lines(store, r["id"]):   # models made by `kdlab compress`
             print(line)
     return 0

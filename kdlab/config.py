@@ -32,11 +32,21 @@ class TrainConfig:
     cache_dtype: str = "fp32"    # fp32 (exact) | fp16 (half the memory; used with teacher_cache=on)
     cache_max_mb: float = 2048   # stop adding to the teacher cache past this size
     length_buckets: str = "auto"  # auto (CPU) | on | off: skip padding, rows of similar length run together
+    select: str | None = None    # 'split:metric': keep the best epoch's model (kdlab.selection)
+    patience: int = 0            # with select: stop after this many epochs without improvement; 0 = never
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
             if getattr(self, name) < 1:
                 raise KdlabError(f"{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.patience < 0:
+            raise KdlabError(f"patience must be 0 (no early stopping) or a positive number of epochs "
+                             f"(got {self.patience})")
+        if self.select is not None or self.patience:
+            from .selection import parse_select
+            if parse_select(self.select) is None:
+                raise KdlabError("--patience stops when the selected metric stops improving: give it with "
+                                 "--select split:metric (e.g. --select dev:accuracy)")
         if self.max_steps is not None and self.max_steps < 1:
             raise KdlabError(f"max-steps must be at least 1 (got {self.max_steps})")
         if not self.lr > 0:
@@ -121,12 +131,12 @@ class RunConfig:
 CHOICES = dict(
     preset=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
-    student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None, ood_map=None, ood=(), max_train=None,
-    max_eval=None,
+    student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None,
+    ood_map=None, ood=(), max_train=None, max_eval=None,
     method="kd", method_args=None, temperature=None,
     epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
     precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
-    cache_dtype="fp32", length_buckets="auto", name=None, no_progress=False,
+    cache_dtype="fp32", length_buckets="auto", select=None, patience=0, name=None, no_progress=False,
 )
 # A preset changes the defaults of some choices; a choice given explicitly beats the preset.
 PRESETS = {
@@ -169,7 +179,8 @@ def build_config(**choices) -> RunConfig:
                   precision=c["precision"], progress=not c["no_progress"])
     train = TrainConfig(epochs=c["epochs"], max_steps=c["max_steps"], lr=c["lr"], grad_accum=c["grad_accum"],
                         checkpoint_every=c["checkpoint_every"], teacher_cache=c["teacher_cache"],
-                        cache_dtype=c["cache_dtype"], length_buckets=c["length_buckets"], **shared).validate()
+                        cache_dtype=c["cache_dtype"], length_buckets=c["length_buckets"], select=c["select"] or None,
+                        patience=c["patience"] or 0, **shared).validate()
     teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
                                 **shared).validate()
     data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]

@@ -30,8 +30,9 @@ from .evaluate import evaluate
 from .features import features
 from .methods import get
 from .methods.base import Context, Method, State
-from .models import freeze
+from .models import freeze, save_model
 from .records import Features, ModelInfo
+from .selection import Selector
 from .speed import buckets, ddp
 from .speed.alloc import keep_freed_memory
 from .speed.cache import shared_cache, should_cache, teacher_identity
@@ -109,6 +110,7 @@ class Result:
     evals: dict
     seconds: float
     message: str = ""
+    selection: dict | None = None   # with cfg.select: the selected epoch (kdlab.selection) and the last one
 
 
 def build_method(name: str, teacher, student, num_labels: int, total_steps: int, steps_per_epoch: int,
@@ -332,6 +334,15 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                  store=store, run_id=run_id, method=method, resume=resume)
     cfg, state, method = loop.cfg, loop.state, loop.method
     total, every = state.total_steps, cfg.checkpoint_every
+    selector = Selector.of(cfg.select, cfg.patience, store.folder(run_id) / "selected"
+                           if store is not None and run_id and loop.writes else None)
+
+    stopped_early = False
+    if selector is not None:
+        selector.check_plan(bundle)   # a bad split or metric fails now, not after an epoch
+
+    def save_selected(folder):
+        save_model(student, tokenizer, folder, extra={"run_id": run_id, "selected": True})
     if loop.teacher is not None and cfg.eval_each_epoch:   # the teacher's predictions, for agreement
         _, loop.teacher_logits = evaluate(loop.teacher, tokenizer, bundle, max_len=cfg.max_len, device=loop.device)
     bar = None
@@ -370,6 +381,13 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
             state.epoch += 1
             if cfg.eval_each_epoch or state.step >= total:
                 evals = evaluate_epoch(loop)
+                if selector is not None and selector.update(evals, state.epoch, state.step, save_selected):
+                    message = (f"stopped early after epoch {state.epoch}: {selector.split}:{selector.metric} did "
+                               f"not improve for {selector.patience} epoch(s) (best {selector.best:.4f} after epoch "
+                               f"{selector.best_epoch})")
+                    stopped_early = True
+                    save_state(loop, 0)
+                    break
             if cfg.checkpoint_each_epoch or every:
                 save_state(loop, 0)
         if not evals:
@@ -380,4 +398,9 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
         if bar is not None:
             bar.close()
         flush_logs(loop)
-    return Result(steps=state.step, status=status, evals=evals, seconds=time.time() - t0, message=message)
+    selection = None
+    if selector is not None and selector.record:
+        selection = {"selected": selector.record, "last": {"epoch": state.epoch, "step": state.step, "evals": evals},
+                     "patience": selector.patience, "stopped_early": stopped_early}
+    return Result(steps=state.step, status=status, evals=evals, seconds=time.time() - t0, message=message,
+                  selection=selection)

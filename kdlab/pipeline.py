@@ -19,6 +19,7 @@ from .evaluate import size_report
 from .methods import get
 from .narrow import build_narrow
 from . import prep_lock
+from .selection import Selector
 from .ready_teacher import is_kdlab_model, ready_teacher
 from .models import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
@@ -165,6 +166,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
     method_cls.check_label_kind(bundle.task.kind, bundle.task.name)   # before minutes of teacher fine-tuning
+    if cfg.train.select:   # --select names a split and a metric the run has
+        Selector.of(cfg.train.select, cfg.train.patience, None).check_plan(bundle)
     needs_attn = method_cls.needs_attentions
     if teacher is None and student is None and not method_cls.defines("make_student") and not cfg.student_hidden:
         check_student_fits(cfg.teacher, layers=cfg.student_layers, init=cfg.student_init,
@@ -203,6 +206,12 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
             save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method,
                                                       "task_spec": bundle.task.to_dict()})
         store.set_artifact(run_id, "model_dir", str(out))
+        if res.selection is not None:   # the kept model is the selected epoch's; the last one stays in student/
+            selected = store.folder(run_id) / "selected"
+            store.set_artifact(run_id, "selection", {**res.selection, "model_dir": str(selected),
+                                                     "last_model_dir": str(out)})
+            if selected.is_dir():
+                store.set_artifact(run_id, "model_dir", str(selected))
         size = size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len, texts_b=bundle.dev.texts_b)
         if out.is_dir():
             size["mb"] = round(folder_mb(out), 2)

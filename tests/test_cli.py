@@ -147,7 +147,8 @@ SAMPLES = {
     "method": ["ce"], "method_args": ["alpha_soft=0.7"], "temperature": ["4"], "epochs": ["5"], "max_steps": ["7"],
     "batch_size": ["8"], "lr": ["0.01"], "grad_accum": ["2"], "max_len": ["16"], "seed": ["5"], "device": ["cpu"],
     "precision": ["fp32"], "teacher_epochs": ["1"], "teacher_lr": ["0.01"], "checkpoint_every": ["3"],
-    "teacher_cache": ["on"], "cache_dtype": ["fp16"], "length_buckets": ["off"], "name": ["x"], "no_progress": [],
+    "teacher_cache": ["on"], "cache_dtype": ["fp16"], "length_buckets": ["off"],
+    "select": ["dev:accuracy"], "patience": ["2", "--select", "dev:accuracy"], "name": ["x"], "no_progress": [],
 }
 
 

@@ -1,0 +1,67 @@
+"""Model selection (--select split:metric) and early stopping (--patience) on the tiny preset."""
+import dataclasses
+
+import pytest
+
+from kdlab.config import RunConfig, apply_preset, build_config
+from kdlab.errors import KdlabError
+from kdlab.evaluate import evaluate
+from kdlab.models import load_saved
+from kdlab.pipeline import distill_run, load_bundle
+from kdlab.store import Store
+
+QUIET = dict(log=lambda *_: None)
+
+
+def _cfg(**train):
+    # the tiny teacher of the method tests' fixture (tests/test_methods_a.py), shared through KDLAB_TEACHERS
+    cfg = apply_preset(RunConfig(max_train=64, max_eval=32, preset="tiny", method="kd"))
+    cfg.train = dataclasses.replace(cfg.train, progress=False, batch_size=16, checkpoint_each_epoch=False, **train)
+    cfg.teacher_train = dataclasses.replace(cfg.teacher_train, progress=False, checkpoint_each_epoch=False)
+    return cfg
+
+
+def test_the_selected_epoch_is_kept_and_reported_beside_the_last(tmp_path):
+    store = Store(tmp_path)
+    cfg = _cfg(epochs=3, select="ood_restaurant:accuracy")
+    run = distill_run(cfg, store, **QUIET)
+    sel = store.artifact(run, "selection")
+    best = sel["selected"]
+    per_epoch = {e["epoch"]: e["value"] for e in store.evals(run)
+                 if e["split"] == "ood_restaurant" and e["metric"] == "accuracy"}
+    assert set(per_epoch) == {1, 2, 3} and best["value"] == max(per_epoch.values())
+    assert best["epoch"] == min(e for e, v in per_epoch.items() if v == best["value"])   # the first best epoch
+    assert sel["last"]["epoch"] == 3 and sel["last"]["evals"] == store.final_evals(run)
+    # the run's model is the selected one: evaluating it again gives the selected epoch's numbers
+    assert store.artifact(run, "model_dir") == sel["model_dir"]
+    model, tok = load_saved(sel["model_dir"])
+    again, _ = evaluate(model, tok, load_bundle(cfg), max_len=cfg.train.max_len)
+    for split, m in best["evals"].items():
+        assert again[split]["accuracy"] == pytest.approx(m["accuracy"])
+
+
+def test_patience_stops_a_run_that_does_not_improve(tmp_path, capsys):
+    store = Store(tmp_path)
+    cfg = _cfg(epochs=6, lr=1e-12, select="dev:accuracy", patience=1)   # no learning: accuracy never improves
+    run = distill_run(cfg, store, **QUIET)
+    r = store.run(run)
+    assert r["status"] == "finished" and "stopped early after epoch 2" in r["message"]
+    sel = store.artifact(run, "selection")
+    assert sel["stopped_early"] and sel["selected"]["epoch"] == 1 and sel["last"]["epoch"] == 2
+    from kdlab.cli import main
+    assert main(["runs", "--runs", str(tmp_path)]) == 0
+    assert "selected: epoch 1 by dev:accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(patience=2), "--select split:metric"),
+    (dict(select="dev"), "split:metric"),
+    (dict(select="nosuch:accuracy"), "no evaluation split 'nosuch'"),
+    (dict(select="dev:pearson"), "no metric 'pearson'"),
+])
+def test_bad_selection_is_one_clear_error_before_training(tmp_path, kw, needle):
+    with pytest.raises(KdlabError, match=needle):
+        cfg = build_config(preset="tiny", max_train=64, max_eval=32, **kw)
+        distill_run(cfg, Store(tmp_path), **QUIET)
+    assert not Store(tmp_path).runs(kind="student") or \
+        all(r["status"] != "finished" for r in Store(tmp_path).runs(kind="student"))
