@@ -312,7 +312,27 @@ def cmd_methods(a):
 
 def _runs_args(p):
     _store_option(p)
-    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print the runs as JSON")
+    g.add_argument("--csv", action="store_true", help="print the runs as CSV: one row per run and evaluation split "
+                                                     "with every metric, MB and latency")
+
+
+def _runs_csv(store, rows):
+    """One row per run and evaluation split: id, name, kind, method, status, seed, split, every metric, MB, ms."""
+    import csv
+    out, metrics = [], []
+    for r in rows:
+        size = store.artifact(r["id"], "size", {}) or {}
+        for split, m in store.final_evals(r["id"]).items():
+            metrics += [k for k in m if k not in metrics]
+            out.append({"run": r["id"], "name": r["name"], "kind": r["kind"], "method": r["method"],
+                        "status": r["status"], "seed": ((r.get("config") or {}).get("train") or {}).get("seed"),
+                        "split": split, **m, "mb": size.get("mb"), "latency_ms": size.get("latency_ms")})
+    w = csv.DictWriter(sys.stdout, fieldnames=["run", "name", "kind", "method", "status", "seed", "split", *metrics,
+                                               "mb", "latency_ms"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(out)
 
 
 @command("runs", "list the runs in the run store", _runs_args)
@@ -320,6 +340,9 @@ def cmd_runs(a):
     from .deploy.report import model_lines
     store = _store(a)
     rows = store.runs()
+    if a.csv:
+        _runs_csv(store, rows)
+        return 0
     if a.json:
         print(json.dumps([{**{k: r[k] for k in ("id", "kind", "method", "status", "summary")},
                            "size": store.artifact(r["id"], "size", {}) or {}} for r in rows], indent=2))

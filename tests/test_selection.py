@@ -51,6 +51,14 @@ def test_patience_stops_a_run_that_does_not_improve(tmp_path, capsys):
     from kdlab.cli import main
     assert main(["runs", "--runs", str(tmp_path)]) == 0
     assert "selected: epoch 1 by dev:accuracy" in capsys.readouterr().out
+    import csv
+    import io
+    assert main(["runs", "--runs", str(tmp_path), "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    mine = {x["split"]: x for x in rows if x["run"] == run}
+    assert set(mine) == {"dev", "ood_restaurant", "ood_electronics"}
+    assert float(mine["dev"]["accuracy"]) == pytest.approx(store.final_evals(run)["dev"]["accuracy"])
+    assert float(mine["dev"]["mb"]) > 0 and mine["dev"]["method"] == "kd" and mine["dev"]["seed"] == "0"
 
 
 @pytest.mark.parametrize("kw,needle", [
