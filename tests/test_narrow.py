@@ -113,3 +113,26 @@ def test_narrow_init_runs_end_to_end(tmp_path):
     run = distill_run(cfg, store, log=lambda *a: None)
     assert store.run(run)["status"] == "finished"
     assert store.artifact(run, "size")["hidden"] == 32
+
+
+def test_narrow_init_beats_random_init_at_step_0_on_teacher_agreement(tmp_path):
+    """Before any training, a student projected from a fine-tuned teacher predicts what the teacher predicts far
+    more often than a random student of the same shape (argmax agreement on the embedded dev split)."""
+    from kdlab.config import RunConfig, TrainConfig, apply_preset
+    from kdlab.evaluate import agreement, predict_plain
+    from kdlab.models import fresh_student
+    from kdlab.pipeline import load_bundle, prepare_teacher
+    from kdlab.store import Store
+    # the teacher of tests/test_pipeline.py (tiny preset, whole embedded train split), shared through KDLAB_TEACHERS
+    cfg = apply_preset(RunConfig(preset="tiny", method="kd", train=TrainConfig(progress=False),
+                                 teacher_train=TrainConfig(progress=False)))
+    bundle = load_bundle(cfg)
+    teacher, tok, _ = prepare_teacher(cfg, Store(tmp_path), bundle, log=lambda *a: None)
+    t_logits = predict_plain(teacher, bundle.dev, tok, max_len=48)
+    cal = calibrate(teacher, calibration_batches(bundle.train, tok, max_len=48))
+    h = teacher.config.hidden_size // 2
+    narrow = {how: agreement(predict_plain(narrow_student(teacher, [1, 3], h, cal, how=how), bundle.dev, tok,
+                                           max_len=48), t_logits) for how in ("pca", "select")}
+    randoms = [agreement(predict_plain(fresh_student(teacher, 2, hidden=h, heads=2, intermediate=64, seed=s),
+                                       bundle.dev, tok, max_len=48), t_logits) for s in range(3)]
+    assert min(narrow.values()) > max(randoms) + 0.15, (narrow, randoms)
