@@ -63,8 +63,20 @@ def sidebar():
         if val and val != cur:
             st.session_state["kd_runs_root"] = val
         ph = st.empty()
+        running_status()
     setup_caption(ph)
     return ph
+
+
+def running_status():
+    """A line per run in progress (phase, step of total, ETA), shown in the sidebar of every page."""
+    from kdlab.progress import progress_line
+    try:
+        running = [r for r in store().runs() if r["status"] == "running"]
+    except Exception:   # an unreadable store is reported by the page itself
+        return
+    for r in running[:5]:
+        st.caption("⏳ " + progress_line(store(), r) + " · cancel on the Train page")
 
 
 def setup_caption(ph):

@@ -334,6 +334,9 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                  store=store, run_id=run_id, method=method, resume=resume)
     cfg, state, method = loop.cfg, loop.state, loop.method
     total, every = state.total_steps, cfg.checkpoint_every
+    if loop.writes:   # the plan, for progress and ETA (kdlab.progress)
+        store.set_artifact(run_id, "plan", {"total_steps": total, "steps_per_epoch": state.steps_per_epoch,
+                                            "started": time.time(), "start_step": state.step})
     selector = Selector.of(cfg.select, cfg.patience, store.folder(run_id) / "selected"
                            if store is not None and run_id and loop.writes else None)
 

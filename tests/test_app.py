@@ -221,12 +221,16 @@ def test_train_page_cancels_a_running_run(app, store_root):
     store = Store(root)
     rid = store.create_run("student", "kd", {"train": {"max_steps": 10}}, name="to-cancel")  # alive: this pid
     store.log_metrics(rid, 2, 0, {"loss": 1.0})
+    import time
+    store.set_artifact(rid, "plan", {"total_steps": 10, "started": time.time() - 20, "start_step": 0})
     try:
         at = app
         at.switch_page("pages/4_Train.py").run()
         at.selectbox(key="train_follow").set_value(rid).run()
         no_errors(at)
-        assert any("status: **running** · step **2** / 10" in m.value for m in at.markdown)
+        assert any("status: **running** · kd: student training, step 2 / 10, ETA 1 min" in m.value
+                   for m in at.markdown)   # 8 steps left at 10 s per step
+        assert any("⏳ kd: student training, step 2 / 10" in c.value for c in at.sidebar.caption)   # every page
         assert not store.cancel_requested(rid)
         at.button(key="train_cancel").click().run()
         assert not at.exception

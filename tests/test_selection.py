@@ -48,6 +48,8 @@ def test_patience_stops_a_run_that_does_not_improve(tmp_path, capsys):
     assert r["status"] == "finished" and "stopped early after epoch 2" in r["message"]
     sel = store.artifact(run, "selection")
     assert sel["stopped_early"] and sel["selected"]["epoch"] == 1 and sel["last"]["epoch"] == 2
+    plan = store.artifact(run, "plan")   # the loop's plan (kdlab.progress): 6 epochs of 64 examples in batches of 16
+    assert (plan["total_steps"], plan["steps_per_epoch"], plan["start_step"]) == (24, 4, 0)
     from kdlab.cli import main
     assert main(["runs", "--runs", str(tmp_path)]) == 0
     assert "selected: epoch 1 by dev:accuracy" in capsys.readouterr().out

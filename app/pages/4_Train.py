@@ -9,6 +9,7 @@ from kdlab import viz
 from kdlab.tools import launch
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
+from kdlab.progress import progress_line, run_progress
 
 st.title("Train")
 C.sidebar()
@@ -72,11 +73,10 @@ def live():
                        format_func=lambda i: C.run_label(next(r for r in runs if r["id"] == i)), key="train_follow")
     run = store.run(sel)
     rows = store.metrics(sel)
-    steps = max((r["step"] for r in rows), default=0)
-    total = run["config"].get("train", {}).get("max_steps") or steps or 1
+    prog = run_progress(store, run)
     c1, c2, c3 = st.columns([2, 3, 1])
-    c1.markdown(f"status: **{run['status']}** · step **{steps}** / {total}")
-    c2.progress(min(1.0, steps / max(1, total)))
+    c1.markdown(f"status: **{run['status']}** · {progress_line(store, run)}")
+    c2.progress(prog["fraction"] if prog["total"] else (1.0 if run["status"] == "finished" else 0.0))
     if run["status"] == "running":
         if c3.button("Cancel", key="train_cancel"):
             launch.cancel(store, sel)
