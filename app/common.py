@@ -139,7 +139,8 @@ def resolved_task(data: str):
 
 def primary_metric(run: dict) -> str:
     """A stored run's task's primary metric (accuracy for runs stored before tasks)."""
-    return ((run.get("config", {}).get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+    from kdlab.tasks import run_primary_metric
+    return run_primary_metric(run)
 
 
 def task_line(task) -> str:

@@ -338,6 +338,7 @@ def _runs_csv(store, rows):
 @command("runs", "list the runs in the run store", _runs_args)
 def cmd_runs(a):
     from .deploy.report import model_lines
+    from .tasks import run_primary_metric
     store = _store(a)
     rows = store.runs()
     if a.csv:
@@ -351,7 +352,7 @@ def cmd_runs(a):
         print(f"no runs in {store.root}")
     for r in rows:
         acc = " ".join(f"{k}={v:.3f}" for k, v in (r["summary"] or {}).items() if isinstance(v, (int, float)))
-        primary = (((r.get("config") or {}).get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+        primary = run_primary_metric(r)
         if acc and primary != "accuracy":   # the summary holds the task's primary metric
             acc = f"{primary}: {acc}"
         size = store.artifact(r["id"], "size", {}) or {}

@@ -148,6 +148,12 @@ def primary_metric(task=None) -> str:
     return (getattr(task, "metrics", None) or ("accuracy",))[0]
 
 
+def summary(evals: dict, task=None) -> dict:
+    """A run's summary: the task's primary metric per evaluation split."""
+    primary = primary_metric(task)
+    return {k: v.get(primary) for k, v in evals.items()}
+
+
 def agreement(a_logits: np.ndarray, b_logits: np.ndarray) -> float:
     return float((a_logits.argmax(1) == b_logits.argmax(1)).mean()) if len(a_logits) else float("nan")
 
@@ -168,23 +174,11 @@ def evaluate(model, tokenizer, bundle, *, max_len: int = 64, device="cpu", teach
     return results, all_logits
 
 
-@torch.inference_mode()
 def latency_ms(model, tokenizer, texts: list[str], *, max_len: int = 64, repeats: int = 3, texts_b=None) -> float:
-    """Median CPU milliseconds per example at batch size 1 (single thread as set); pairs with ``texts_b``."""
-    model.eval()
-    n = min(16, len(texts)) or 1
-    texts = list(texts)[:n] or ["a short example"]
-    pairs = None if texts_b is None else list(texts_b)[:n]
-    enc = [model_inputs(encode_texts(tokenizer, [t], None if pairs is None else [pairs[i]], max_len=max_len))
-           for i, t in enumerate(texts)]
-    model(**enc[0])  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for e in enc:
-            model(**e)
-        times.append((time.perf_counter() - t0) / len(enc))
-    return float(np.median(times) * 1000)
+    """Median CPU milliseconds per example at batch size 1 (single thread as set); pairs with ``texts_b``. One
+    model through ``latency_side_by_side``, the one latency measurement."""
+    return latency_side_by_side({"m": (model, tokenizer)}, list(texts), batch_sizes=(1,), max_len=max_len,
+                                rounds=repeats, texts_b=texts_b)["m"]["ms_b1"]
 
 
 def size_report(model, tokenizer, texts, max_len: int = 64, texts_b=None) -> dict:

@@ -1,8 +1,8 @@
 """A narrower student initialised from the teacher's weights (``--student-hidden h --student-narrow-init pca``).
 
 A student of hidden size h < H cannot copy the teacher's matrices, but it can copy a projection of them. kdlab
-runs the teacher on a calibration sample of the training data (``calibrate``) and then builds the student from
-the chosen teacher layers (``narrow_student``):
+runs the teacher on a calibration sample of the training data (256 examples, seeded; ``calibrate``) and then
+builds the student from the chosen teacher layers (``narrow_student``):
 
 - **The residual stream (H -> h).** A basis U [H, h] of the space the teacher's hidden states live in:
   ``pca``: the top-h eigenvectors of the uncentred second moment of all hidden states (embeddings and every
@@ -201,7 +201,7 @@ def _head(student, teacher, U):
 
 
 def calibration_batches(split, tokenizer, *, max_len: int, n: int = 256, batch_size: int = 32):
-    """The first ``n`` training examples as padded batches (pairs through the pair encoding)."""
+    """A seeded sample of ``n`` training examples as padded batches (pairs through the pair encoding)."""
     from .data.batching import make_loader
     from .data.loaders import _subsample
     sample = _subsample(split, n, 0)

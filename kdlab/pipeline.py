@@ -15,7 +15,7 @@ from .config import RunConfig, apply_preset
 from .data.loaders import load_data
 from .distill import train
 from .errors import KdlabError
-from .evaluate import size_report
+from .evaluate import size_report, summary
 from .methods import get
 from .narrow import build_narrow
 from . import prep_lock
@@ -46,8 +46,7 @@ def set_problem_type(model, task):
 
 def _summary(evals: dict, task=None) -> dict:
     """The run's summary: the task's primary metric per evaluation split."""
-    primary = (getattr(task, "metrics", None) or ("accuracy",))[0]
-    return {k: v.get(primary) for k, v in evals.items()}
+    return summary(evals, task)
 
 
 def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bool = False, log=print):

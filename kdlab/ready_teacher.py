@@ -73,7 +73,7 @@ def check_against_task(model, bundle, name) -> None:
 def ready_teacher(cfg, store: Store, bundle, *, attentions: bool = False, log=print):
     """(teacher, tokenizer, teacher run id) of a teacher used as is; its evaluation is stored once per store,
     teacher and data."""
-    from .evaluate import evaluate, size_report
+    from .evaluate import evaluate, size_report, summary
     model, tok = load_ready(cfg.teacher, trust_remote_code=cfg.trust_remote_code, attentions=attentions)
     check_against_task(model, bundle, cfg.teacher)
     key = "ready-" + hashlib.sha256(json.dumps({"teacher": str(cfg.teacher), "data": bundle.identity,
@@ -100,9 +100,7 @@ def ready_teacher(cfg, store: Store, bundle, *, attentions: bool = False, log=pr
         store.set_artifact(run_id, "model_dir", str(folder))
         size = size_report(model, tok, bundle.dev.texts, cfg.teacher_train.max_len, texts_b=bundle.dev.texts_b)
         store.set_artifact(run_id, "size", {**size, "mb": round(folder_mb(folder), 2)})
-        primary = bundle.task.primary
-        store.finish(run_id, "finished", "fine-tuned teacher used as is",
-                     summary={k: v.get(primary) for k, v in results.items()})
+        store.finish(run_id, "finished", "fine-tuned teacher used as is", summary=summary(results, bundle.task))
     except BaseException as e:
         store.finish(run_id, "failed", message=first_line(e))
         raise

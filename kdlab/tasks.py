@@ -72,6 +72,11 @@ def _frozen(m: dict):
     return tuple(sorted(dict(m).items()))
 
 
+def run_primary_metric(run: dict) -> str:
+    """The primary metric of a stored run (its recorded task); accuracy for runs stored before tasks."""
+    return (((run.get("config") or {}).get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+
+
 def ood_map_dicts(task: Task) -> list[dict]:
     return [dict(m) for m in task.ood_maps]
 

@@ -28,6 +28,7 @@ from kdlab.errors import KdlabError  # noqa: E402
 from kdlab.methods import names  # noqa: E402
 from kdlab.pipeline import distill_run, load_bundle, prepare_teacher  # noqa: E402
 from kdlab.store import Store  # noqa: E402
+from kdlab.tasks import run_primary_metric  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = os.environ.get("KDLAB_FAST", "").strip().lower() not in ("", "0", "false", "no", "off")
@@ -169,7 +170,7 @@ def primary_table(runs: dict) -> dict:
     """``{label: run id}`` -> ``{label: {split: primary metric}}``: each run's task's primary metric."""
     out = {}
     for label, rid in runs.items():
-        metric = ((store().run(rid)["config"].get("task_spec") or {}).get("metrics") or ["accuracy"])[0]
+        metric = run_primary_metric(store().run(rid))
         out[label] = {split: m.get(metric) for split, m in store().final_evals(rid).items()}
     return out
 

@@ -62,12 +62,13 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
     from ..data.loaders import load_eval_file
     from ..evaluate import agreement, latency_side_by_side, metrics, predict_plain
     from ..models import count_params, quiet_hf
+    from ..tasks import run_primary_metric
     quiet_hf()
     run = store.run(run_id)
     folders = model_folders(store, run, names, with_teacher=with_teacher)
     bundle, run_len = run_data(run)
     task = getattr(bundle, "task", None)
-    primary = (((run["config"].get("task_spec") or {}).get("metrics")) or ["accuracy"])[0]
+    primary = run_primary_metric(run)
     max_len = int(max_len or run_len)
     if data:
         # 'sentence' / 'label' are the CLI's defaults: for a task with other columns (a pair) they mean "the task's"
