@@ -1,8 +1,11 @@
-"""Attention maps from the ``Features.qkv`` record (per-layer query/key/value projections ``[B, L, d]``).
+"""Attention maps of a features record, per layer: what the model's attention computed before dropout.
 
-kdlab recomputes attention from Q, K, V instead of using the probabilities a model returns: Hugging Face
-returns the probabilities *after* attention dropout, so in training mode the student's returned maps hold
-zeros and rescaled entries. The maps here are the pre-dropout ones every reference code distils:
+A real model's record holds ``Features.maps`` (captured from the model's own attention computation for every
+family, ``kdlab.families.capture``: the pre-dropout probabilities and the raw scores, relative-position and
+rotary terms included) and ``Features.qkv`` (per-layer Q, K, V ``[B, L, d]``). The layer helpers below read
+``maps`` when present; a record without them (a hand-built one) falls back to recomputing from Q and K, which is
+exact for plain ``softmax(Q Kᵀ/√d)`` attention. Hugging Face returns probabilities *after* attention dropout, so
+the returned maps are never used in training. The computations:
 
 * ``scores(q, k, heads)``: raw scores ``A = Q Kᵀ / √d_k`` per head, ``[B, h, L, L]`` float32, optionally with
   the additive padding mask (``additive`` added to padded key columns, e.g. −10000 as in BERT/TinyBERT);
@@ -74,9 +77,26 @@ def check_heads(method: str, student_heads: int, teacher_heads: int, head_averag
 
 def layer_probs(feats, layer: int, head_average: bool) -> torch.Tensor:
     """Attention probabilities of transformer layer ``layer`` (1-based) from a features record."""
-    q, k, _ = feats.qkv[layer - 1]
-    p = probs(q, k, feats.heads, feats.mask)
+    maps = getattr(feats, "maps", None)
+    if maps is not None:
+        p = maps[layer - 1]["probs"].float()
+    else:
+        q, k, _ = feats.qkv[layer - 1]
+        p = probs(q, k, feats.heads, feats.mask)
     return head_mean(p) if head_average else p
+
+
+def layer_scores(feats, layer: int, additive: float | None = None) -> torch.Tensor:
+    """Raw attention scores of layer ``layer`` (1-based), ``[B, h, L, L]`` float32, without the padding mask unless
+    ``additive`` is given (then added to padded key columns, as ``scores``)."""
+    maps = getattr(feats, "maps", None)
+    if maps is not None and maps[layer - 1].get("scores") is not None:
+        a = maps[layer - 1]["scores"].float()
+        if additive is not None:
+            a = a + additive * (feats.mask.to(a.device) == 0)[:, None, None, :].to(a.dtype)
+        return a
+    q, k, _ = feats.qkv[layer - 1]
+    return scores(q, k, feats.heads, feats.mask, additive=additive)
 
 
 def layer_values(feats, layer: int, head_average: bool) -> torch.Tensor:

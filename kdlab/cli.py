@@ -78,8 +78,11 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     D = CHOICES
     g = p.add_argument_group("models")
     g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: a tiny random teacher, runs in seconds")
-    g.add_argument("--teacher", help=f"built-in name (minilm-l6, tiny), model folder, or hub name "
+    g.add_argument("--teacher", help=f"built-in name (minilm-l6, tiny, tiny-FAMILY), model folder, or hub name "
                                      f"(default {D['teacher']})")
+    g.add_argument("--arch", metavar="FAMILY",
+                   help="model family of the tiny random teacher (with --preset tiny): bert (default), roberta, "
+                        "electra, distilbert, deberta-v2, modernbert, mpnet")
     g.add_argument("--teacher-finetuned", action="store_true", default=None,
                    help="the teacher is already a fine-tuned classifier for this task: use it as is (evaluated, "
                         "never fine-tuned); a folder kdlab saved is recognised without this flag")

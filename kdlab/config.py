@@ -129,7 +129,7 @@ class RunConfig:
 # The choices a run is built from, with their defaults. The command line (`kdlab distill --lr ...`), the dashboard
 # and the notebooks all go through ``build_config(**choices)``: these names are the CLI's option names.
 CHOICES = dict(
-    preset=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
+    preset=None, arch=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
     student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None,
     ood_map=None, ood=(), max_train=None, max_eval=None,
@@ -150,7 +150,22 @@ STUDENT_INITS = ("skip", "uniform", "first", "last", "explicit", "fresh")
 
 
 def teacher_lr_for(teacher: str) -> float:
+    if str(teacher).startswith("tiny-"):   # a tiny random teacher of another family (--arch)
+        teacher = "tiny"
     return TEACHER_LR.get(teacher, DEFAULT_TEACHER_LR)
+
+
+def tiny_teacher_of(arch: str | None, teacher: str) -> str:
+    """``--arch FAMILY``: the tiny random teacher of that family (``tiny-FAMILY``; ``tiny`` for bert). Only the
+    tiny teacher is built by family; a model folder or name has its own family (its config's model_type)."""
+    if not arch:
+        return teacher
+    from .families import get
+    get(arch)   # an unknown family: one clear line naming the known ones
+    if teacher != "tiny" and not str(teacher).startswith("tiny-"):
+        raise KdlabError(f"--arch {arch} builds a tiny random teacher of that family (with --preset tiny or "
+                         f"--teacher tiny); the teacher '{teacher}' has its own family: drop --arch")
+    return "tiny" if arch == "bert" else f"tiny-{arch}"
 
 
 def build_config(**choices) -> RunConfig:
@@ -167,6 +182,7 @@ def build_config(**choices) -> RunConfig:
     if preset is not None and preset not in PRESETS:
         raise KdlabError(f"unknown preset '{preset}': the only preset is {', '.join(map(repr, PRESETS))}")
     c = {**CHOICES, **PRESETS.get(preset, {}), **{k: v for k, v in choices.items() if v is not None}}
+    c["teacher"] = tiny_teacher_of(c["arch"], c["teacher"])
     if c["student_init"] not in STUDENT_INITS:
         raise KdlabError(f"student-init must be one of {', '.join(STUDENT_INITS)} (got {c['student_init']})")
     init = "skip" if c["student_init"] == "uniform" else c["student_init"]
@@ -217,7 +233,8 @@ def apply_preset(cfg: RunConfig) -> RunConfig:
         raise KdlabError(f"unknown preset '{cfg.preset}': the only preset is {', '.join(map(repr, PRESETS))}")
     p = PRESETS[cfg.preset]
     cfg.preset_applied = True
-    cfg.teacher = p["teacher"]
+    if not str(cfg.teacher).startswith(p["teacher"] + "-"):   # tiny-FAMILY (--arch) stays
+        cfg.teacher = p["teacher"]
     if cfg.student_layers == RunConfig.student_layers:  # the default: the preset's student
         cfg.student_layers = p["student_layers"]
     cfg.teacher_train = dataclasses.replace(cfg.teacher_train, epochs=p["teacher_epochs"],

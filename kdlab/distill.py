@@ -31,7 +31,7 @@ from .features import features
 from .methods import get
 from .methods.base import Context, Method, State
 from .models import freeze, save_model
-from .records import Features, ModelInfo
+from .records import Features, ModelInfo, map_tensors
 from .selection import Selector
 from .speed import buckets, ddp
 from .speed.alloc import keep_freed_memory
@@ -72,7 +72,8 @@ def _normal(f: Features | None) -> Features | None:
         return None
     c = lambda xs: None if xs is None else [x.clone() for x in xs]
     qkv = None if f.qkv is None else [tuple(x.clone() for x in t) for t in f.qkv]
-    return Features(f.logits.clone(), f.mask, c(f.hidden), c(f.attentions), qkv, f.heads, f.extra)
+    return Features(f.logits.clone(), f.mask, c(f.hidden), c(f.attentions), qkv, f.heads, f.extra,
+                    map_tensors(f.maps, lambda x: x.clone()))
 
 
 def param_groups(modules, weight_decay: float):

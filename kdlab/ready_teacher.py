@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from .errors import KdlabError
-from .models import (TINY, first_line, folder_mb, load_saved, load_tokenizer, quiet_hf, resolve, save_model,
+from .models import (first_line, is_tiny, folder_mb, load_saved, load_tokenizer, quiet_hf, resolve, save_model,
                      set_attention)
 from .store import Store
 
@@ -30,7 +30,7 @@ def is_kdlab_model(name_or_path) -> bool:
 def load_ready(name_or_path, *, trust_remote_code: bool = False, attentions: bool = False):
     """(model, tokenizer) of a fine-tuned classifier with its own head; refuses a model without one."""
     from transformers import AutoModelForSequenceClassification
-    if str(name_or_path) == TINY:
+    if is_tiny(name_or_path):
         raise KdlabError("the tiny teacher is random: it has to be fine-tuned; drop --teacher-finetuned")
     path = resolve(name_or_path)
     if isinstance(path, Path) and (path / "kdlab.json").is_file():

@@ -26,6 +26,8 @@ class Features:
     qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # N x (q, k, v) [B, L, d]
     heads: int = 0
     extra: dict = field(default_factory=dict)
+    maps: list[dict] | None = None             # N x {"probs", "scores"} [B, h, L, L]: what each layer's attention
+                                               # computed before dropout (scores without the padding mask; may be None)
 
     def cls(self, layer: int) -> torch.Tensor:
         return self.hidden[layer][:, 0]
@@ -34,7 +36,14 @@ class Features:
         d = lambda t: None if t is None else [x.detach() for x in t]
         qkv = None if self.qkv is None else [tuple(x.detach() for x in t) for t in self.qkv]
         return Features(self.logits.detach(), self.mask, d(self.hidden), d(self.attentions), qkv, self.heads,
-                        dict(self.extra))
+                        dict(self.extra), map_tensors(self.maps, lambda x: x.detach()))
+
+
+def map_tensors(maps, fn):
+    """``maps`` (a Features' per-layer attention records) with ``fn`` applied to every tensor."""
+    if maps is None:
+        return None
+    return [{k: None if v is None else fn(v) for k, v in m.items()} for m in maps]
 
 
 @dataclass

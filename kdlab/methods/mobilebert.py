@@ -44,7 +44,7 @@ import torch
 from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
-from ..models import encoder
+from .. import families
 from ..objectives import PROJECTIONS, make_projection
 from .base import Method, register
 
@@ -89,8 +89,7 @@ class MobileBERT(Method):
         layer = self.active_layer(state)
         if self.hp["lower_layers"] != "freeze" or layer < 2:
             return []
-        base = encoder(student)
-        return [base.embeddings, *base.encoder.layer[: layer - 1]]
+        return [families.embeddings(student), *families.layers(student)[: layer - 1]]
 
     @torch.no_grad()
     def after_backward(self, student, teacher, state):

@@ -89,10 +89,8 @@ class TinyBERT(Method):
         """Raw-score MSE between student layer i and teacher layer j (1-based)."""
         masked = bool(self.hp["mask_padding"])
         add = None if masked else REFERENCE_MASK
-        qs, ks, _ = s.qkv[i - 1]
-        qt, kt, _ = t.qkv[j - 1]
-        a_s = attention.scores(qs, ks, s.heads, s.mask, additive=add)
-        a_t = attention.scores(qt, kt, t.heads, t.mask, additive=add)
+        a_s = attention.layer_scores(s, i, add)
+        a_t = attention.layer_scores(t, j, add)
         if self.hp["head_average"]:
             a_s, a_t = attention.head_mean(a_s), attention.head_mean(a_t)
         return losses.attention_score_mse(a_s, a_t, s.mask if masked else None)

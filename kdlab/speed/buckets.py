@@ -121,5 +121,9 @@ def run(fn, batch: dict, max_groups: int = 4) -> Features | None:
         attn = [join([p.attentions[k] for p in parts], 2) for k in range(len(first.attentions))]
     if first.qkv is not None:   # per layer (q, k, v), each [B, l, d]
         qkv = [tuple(join([p.qkv[k][c] for p in parts], 1) for c in range(3)) for k in range(len(first.qkv))]
+    maps = None
+    if first.maps is not None:   # per layer {"probs", "scores"}, each [B, h, l, l]
+        maps = [{key: None if first.maps[k][key] is None else join([p.maps[k][key] for p in parts], 2)
+                 for key in first.maps[k]} for k in range(len(first.maps))]
     return Features(logits=join([p.logits for p in parts]), mask=mask, hidden=hidden, attentions=attn, qkv=qkv,
-                    heads=first.heads)
+                    heads=first.heads, maps=maps)

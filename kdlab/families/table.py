@@ -1,0 +1,42 @@
+"""The built-in model families, one ``Family`` entry each (see ``kdlab.families``).
+
+To add a family: one ``register(Family(...))`` here with the ``model_type`` its config reports, its transformers
+classes, where its layer stack lives under the base model, whether it has a pooler and token type ids; a family
+whose attention does not run through transformers' attention interface also names a capture hook
+(``kdlab.families.capture``).
+"""
+from __future__ import annotations
+
+from . import Family, register
+from .capture import deberta_hook, mpnet_hook
+
+
+def _modernbert_layer_types(config):
+    every = int(getattr(config, "global_attn_every_n_layers", 1) or 1)
+    config.layer_types = ["full_attention" if i % every == 0 else "sliding_attention"
+                          for i in range(config.num_hidden_layers)]
+
+
+register(Family("bert", ("bert",), "BertConfig", "BertForSequenceClassification", "encoder.layer", pooler=True))
+register(Family("roberta", ("roberta", "xlm-roberta"), "RobertaConfig", "RobertaForSequenceClassification",
+                "encoder.layer", token_types=False,
+                # positions start after the padding index: two more position slots than tokens
+                tiny=dict(max_position_embeddings=130)))
+register(Family("electra", ("electra",), "ElectraConfig", "ElectraForSequenceClassification", "encoder.layer",
+                tiny=dict(embedding_size=64)))
+register(Family("distilbert", ("distilbert",), "DistilBertConfig", "DistilBertForSequenceClassification",
+                "transformer.layer", token_types=False,
+                config_keys=dict(hidden_size="dim", num_hidden_layers="n_layers", num_attention_heads="n_heads",
+                                 intermediate_size="hidden_dim", hidden_dropout_prob="dropout",
+                                 attention_probs_dropout_prob="attention_dropout")))
+register(Family("deberta-v2", ("deberta-v2",), "DebertaV2Config", "DebertaV2ForSequenceClassification",
+                "encoder.layer", pooler=True, token_types=False, interface=False, hook=deberta_hook,
+                tiny=dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16,
+                          max_relative_positions=-1, type_vocab_size=0)))
+register(Family("modernbert", ("modernbert",), "ModernBertConfig", "ModernBertForSequenceClassification",
+                "layers", token_types=False, per_layer=("layer_types",), reset_per_layer=_modernbert_layer_types,
+                config_keys=dict(hidden_dropout_prob="mlp_dropout", attention_probs_dropout_prob="attention_dropout"),
+                tiny=dict(global_attn_every_n_layers=2, local_attention=16, bos_token_id=None, eos_token_id=None,
+                          cls_token_id=None, sep_token_id=None)))
+register(Family("mpnet", ("mpnet",), "MPNetConfig", "MPNetForSequenceClassification", "encoder.layer",
+                token_types=False, interface=False, hook=mpnet_hook, tiny=dict(max_position_embeddings=130)))
