@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from . import families
 from .errors import KdlabError
-from .families.capture import capture
 from .models import set_attention
 from .records import Features, Need  # noqa: F401  (the records live in kdlab.records)
 from .speed import buckets
@@ -38,7 +37,7 @@ def features(model, batch: dict, need: Need = Need(), bucketed: bool = False) ->
                 output_hidden_states=need.hidden or need.qkv, output_attentions=need.attentions)
     qkv = maps = None
     if need.qkv:
-        with capture(model, scores=True) as rec:
+        with families.capture(model, scores=True) as rec:
             out = model(**args)
         if len(rec.layers) != model.config.num_hidden_layers:
             raise KdlabError(f"captured the attention of {len(rec.layers)} of {model.config.num_hidden_layers} layers "

@@ -11,53 +11,19 @@ Adding a family is one ``Family(...)`` entry in ``kdlab/families/table.py`` (``r
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from ..errors import KdlabError
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str                      # the --arch name (bert, roberta, ...)
-    model_types: tuple             # config.model_type values this adapter serves
-    config_class: str              # transformers class names (the tiny random model is built from them)
-    model_class: str
-    layers: str                    # attribute path from the base model to the layer ModuleList
-    pooler: bool = False           # a pooler (dense + tanh on [CLS]) between the encoder and the classifier
-    token_types: bool = True       # the model takes token_type_ids (segment embeddings)
-    interface: bool = True         # attention runs through transformers' attention interface
-    hook: Callable | None = None   # capture(model, recorder) -> handles, for families without the interface
-    tiny: dict = field(default_factory=dict)   # config overrides of the tiny random model
-    config_keys: dict = field(default_factory=dict)  # kdlab name -> this family's config name (e.g. intermediate)
-    per_layer: tuple = ()          # config fields that hold one value per layer (sliced when copying layers)
-    reset_per_layer: Callable | None = None    # config -> None: recompute per-layer fields for a fresh depth
-
-    def key(self, name: str) -> str:
-        return self.config_keys.get(name, name)
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register(f: Family) -> Family:
-    FAMILIES[f.name] = f
-    return f
+from . import table  # noqa: F401  (registers the built-in families)
+from .family import FAMILIES, Family, register  # noqa: F401
 
 
 def names() -> list[str]:
-    _load()
     return list(FAMILIES)
 
 
-def _load():
-    from . import table  # noqa: F401  (registers the built-in families)
-
-
 def get(name: str) -> Family:
-    _load()
     if name not in FAMILIES:
         raise KdlabError(f"unknown model family '{name}': kdlab knows {', '.join(FAMILIES)} "
                          "(add one as a Family entry in kdlab/families/table.py)")
@@ -66,7 +32,6 @@ def get(name: str) -> Family:
 
 def of(model_or_config) -> Family:
     """The family of a model (or config) by its ``model_type``; one clear line for an unknown architecture."""
-    _load()
     cfg = getattr(model_or_config, "config", model_or_config)
     mt = getattr(cfg, "model_type", None)
     for f in FAMILIES.values():
@@ -163,6 +128,12 @@ def resize_config(config, n: int):
     if fam.reset_per_layer is not None:
         fam.reset_per_layer(config)
     return config
+
+
+def capture(model, scores: bool = False):
+    """``kdlab.families.capture.capture`` for ``model``'s family: a context that records each layer's attention."""
+    from .capture import capture as run
+    return run(model, of(model), layers(model), scores)
 
 
 def tiny(name: str, *, vocab_size: int, pad_token_id: int, num_labels: int, seed: int = 0, **sizes):

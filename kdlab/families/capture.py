@@ -116,11 +116,11 @@ def _layer_hooks(handles, sa, rec, lins: dict, dropout, heads: int, scores_fn):
     return slot
 
 
-def deberta_hook(model, rec: Recorder):
-    """DeBERTa-v2/v3: scores = Q Kᵀ / √(d·f) + the disentangled relative-position term (f = 1 + c2p + p2c)."""
-    from . import layers
+def deberta_hook(stack, rec: Recorder):
+    """DeBERTa-v2/v3 (``stack``: the layer list): scores = Q Kᵀ / √(d·f) + the disentangled relative-position term
+    (f = 1 + c2p + p2c)."""
     handles = _Handles()
-    for layer in layers(model):
+    for layer in stack:
         sa = layer.attention.self
         h = sa.num_attention_heads
         f = 1 + ("c2p" in sa.pos_att_type) + ("p2c" in sa.pos_att_type)
@@ -146,11 +146,11 @@ def deberta_hook(model, rec: Recorder):
     return handles
 
 
-def mpnet_hook(model, rec: Recorder):
-    """MPNet: scores = Q Kᵀ / √d + the relative position bias the encoder computes once for all layers."""
-    from . import layers
+def mpnet_hook(stack, rec: Recorder):
+    """MPNet (``stack``: the layer list): scores = Q Kᵀ / √d + the relative position bias the encoder computes once
+    for all layers."""
     handles = _Handles()
-    for layer in layers(model):
+    for layer in stack:
         sa = layer.attention.attn
         h = sa.num_attention_heads
 
@@ -166,11 +166,9 @@ def mpnet_hook(model, rec: Recorder):
 
 
 @contextlib.contextmanager
-def capture(model, scores: bool = False):
-    """Record every layer's attention during the forward passes of ``model`` inside the block; yields the
-    ``Recorder`` (its ``layers``: one dict per layer call, in order)."""
-    from . import of
-    fam = of(model)
+def capture(model, fam, stack, scores: bool = False):
+    """Record every layer's attention during the forward passes of ``model`` (of family ``fam``, layer list
+    ``stack``) inside the block; yields the ``Recorder`` (its ``layers``: one dict per layer call, in order)."""
     rec = Recorder(scores)
     if fam.interface:
         set_impl(model)
@@ -180,7 +178,7 @@ def capture(model, scores: bool = False):
         finally:
             _ACTIVE.remove(rec)
     else:
-        handles = fam.hook(model, rec)
+        handles = fam.hook(stack, rec)
         try:
             yield rec
         finally:

@@ -7,7 +7,7 @@ whose attention does not run through transformers' attention interface also name
 """
 from __future__ import annotations
 
-from . import Family, register
+from .family import Family, register
 from .capture import deberta_hook, mpnet_hook
 
 
