@@ -368,9 +368,20 @@ def load_saved(folder: str | os.PathLike, attentions: bool = False):
         raise KdlabError(f"'{folder}' holds no saved model (no config.json): was the run finished?")
     _check_safetensors(folder)
     model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
+    _after_load(model, folder)
     tok = load_tokenizer(str(folder))
     set_attention(model, attentions)
     return model, tok
+
+
+def _after_load(model, folder: Path):
+    """A family's repair of what ``from_pretrained`` drops (e.g. ModernBERT's first-layer norm)."""
+    from . import families
+    fam = families.of(model) if families.known(model) else None
+    if fam is None or fam.after_load is None or not (folder / "model.safetensors").exists():
+        return
+    from safetensors.torch import load_file
+    fam.after_load(model, load_file(str(folder / "model.safetensors")))
 
 
 def freeze(model):

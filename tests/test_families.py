@@ -132,3 +132,22 @@ def test_arch_option_builds_the_tiny_teacher_of_the_family():
         build_config(preset="tiny", arch="gpt2")
     with pytest.raises(KdlabError, match="drop --arch"):
         build_config(teacher="minilm-l6", arch="roberta")
+
+
+def test_modernbert_student_starting_at_a_deeper_layer_reloads_unchanged(tmp_path):
+    from kdlab.models import load_saved, student_from_teacher
+    teacher, tok = _teacher("modernbert")
+    student = student_from_teacher(teacher, [1, 3]).eval()   # layer 1 keeps its attention norm at position 0
+    student.save_pretrained(tmp_path, safe_serialization=True)
+    tok.save_pretrained(tmp_path)
+    again, _ = load_saved(tmp_path)
+    b = _batch(tok)
+    with torch.no_grad():
+        assert torch.allclose(again.eval()(**b).logits, student(**b).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "deberta-v2", "modernbert"])
+def test_srrd_refuses_a_head_it_cannot_reproduce(arch):
+    from kdlab.methods.srrd import teacher_head
+    with pytest.raises(KdlabError, match="srrd needs"):
+        teacher_head(_teacher(arch)[0])

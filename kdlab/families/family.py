@@ -20,17 +20,10 @@ class Family:
     config_keys: dict = field(default_factory=dict)  # kdlab name -> this family's config name (e.g. intermediate)
     per_layer: tuple = ()          # config fields that hold one value per layer (sliced when copying layers)
     reset_per_layer: Callable | None = None    # config -> None: recompute per-layer fields for a fresh depth
+    after_load: Callable | None = None         # (model, state dict) -> None: restore what from_pretrained drops
 
     def key(self, name: str) -> str:
         return self.config_keys.get(name, name)
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register(f: Family) -> Family:
-    FAMILIES[f.name] = f
-    return f
 
 
 FAMILIES: dict[str, Family] = {}

@@ -17,6 +17,23 @@ def _modernbert_layer_types(config):
                           for i in range(config.num_hidden_layers)]
 
 
+def _modernbert_first_norm(model, state: dict):
+    """ModernBERT builds its first layer without an attention norm; a student whose first layer is a deeper
+    teacher layer keeps that layer's norm when saved, and it is put back here on load."""
+    import torch
+    key = next((k for k in state if k.endswith("layers.0.attn_norm.weight")), None)
+    if key is None:
+        return
+    layer = model.base_model.layers[0]
+    if isinstance(layer.attn_norm, torch.nn.LayerNorm):
+        return
+    c = model.config
+    norm = torch.nn.LayerNorm(c.hidden_size, eps=c.norm_eps, bias=c.norm_bias)
+    bias = state.get(key[:-len("weight")] + "bias")
+    norm.load_state_dict({"weight": state[key], **({"bias": bias} if bias is not None else {})})
+    layer.attn_norm = norm
+
+
 register(Family("bert", ("bert",), "BertConfig", "BertForSequenceClassification", "encoder.layer", pooler=True))
 register(Family("roberta", ("roberta", "xlm-roberta"), "RobertaConfig", "RobertaForSequenceClassification",
                 "encoder.layer", token_types=False,
@@ -37,6 +54,6 @@ register(Family("modernbert", ("modernbert",), "ModernBertConfig", "ModernBertFo
                 "layers", token_types=False, per_layer=("layer_types",), reset_per_layer=_modernbert_layer_types,
                 config_keys=dict(hidden_dropout_prob="mlp_dropout", attention_probs_dropout_prob="attention_dropout"),
                 tiny=dict(global_attn_every_n_layers=2, local_attention=16, bos_token_id=None, eos_token_id=None,
-                          cls_token_id=None, sep_token_id=None)))
+                          cls_token_id=None, sep_token_id=None), after_load=_modernbert_first_norm))
 register(Family("mpnet", ("mpnet",), "MPNetConfig", "MPNetForSequenceClassification", "encoder.layer",
                 token_types=False, interface=False, hook=mpnet_hook, tiny=dict(max_position_embeddings=130)))
