@@ -100,7 +100,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g = p.add_argument_group("data")
     g.add_argument("--data", help="embedded (default), a TSV/CSV/JSONL file, a GLUE-style folder, or a hub dataset name")
     g.add_argument("--task", help="a built-in task: sentiment (the default), cola, sst2, mrpc, qqp, sts-b, mnli, qnli, "
-                                  "rte, wnli (a GLUE folder names its task itself)")
+                                  "rte, wnli (a GLUE folder names its task itself), or ranking (a BEIR folder: "
+                                  "--method margin-mse, listwise-kl or contrastive; options via --set, see "
+                                  "kdlab.ranking.train)")
     g.add_argument("--text-col", help="text column, or two for a sentence pair: a,b (default: the task's; sentence)")
     g.add_argument("--label-col", help="label column (default: the task's; label)")
     g.add_argument("--label-kind", choices=["classes", "score", "multi"],
@@ -222,6 +224,10 @@ def cmd_teacher(a):
     from .pipeline import load_bundle, prepare_teacher
     cfg = config_from_args(a)
     store = _store(a)
+    from .ranking.train import ranking_teacher, wants_ranking
+    if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
+        _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
+        return 0
     _, _, run_id = prepare_teacher(cfg, store, load_bundle(cfg), log=_log(a))
     _print_run(store, run_id)
     return 0
@@ -243,8 +249,8 @@ def cmd_demo(a):
 
 
 def _eval_args(p):
-    p.add_argument("--run", required=True, help="run id (or a unique part of it)")
-    p.add_argument("--data", help="a labeled TSV/CSV/JSONL file (with --model, default: the run's own in-domain and "
+    p.add_argument("--run", required=True, help="run id, a unique part of it, or a method name (its latest run)")
+    p.add_argument("--data", help="a labeled TSV/CSV/JSONL file, or a BEIR folder for a ranking run (with --model, default: the run's own in-domain and "
                                   "out-of-domain splits)")
     p.add_argument("--model", action="append", metavar="NAME",
                    help="a model of the run: 'student' (its own), a name made by `kdlab compress`, or 'all'; "

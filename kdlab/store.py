@@ -153,6 +153,8 @@ class Store:
         with self._conn() as c:
             c.row_factory = sqlite3.Row
             r = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if r is None:   # a method name: that method's latest run
+                r = c.execute("SELECT * FROM runs WHERE method=? ORDER BY created DESC", (run_id,)).fetchone()
             if r is None:
                 like = c.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY created DESC",
                                  (f"%{run_id}%",)).fetchall()
