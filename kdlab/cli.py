@@ -243,9 +243,15 @@ def _demo_args(p):
 def cmd_demo(a):
     from .methods import get
     from .tools.demo import run_demo
+    from .ranking.train import wants_ranking
+    cfg = config_from_args(a)
+    if wants_ranking(cfg):   # BM25, the cross-encoder, the bi-encoder without KD, with margin-mse and listwise-kl
+        from .ranking.demo import run_ranking_demo
+        _refuse(a, ["also"], "demo --task ranking runs contrastive, margin-mse and listwise-kl")
+        return run_ranking_demo(cfg, _store(a), log=_log(a))
     for m in a.also:
         get(m)   # an unknown name fails before the teacher is fine-tuned
-    return run_demo(config_from_args(a), _store(a), log=_log(a), also=a.also)
+    return run_demo(cfg, _store(a), log=_log(a), also=a.also)
 
 
 def _eval_args(p):

@@ -14,7 +14,10 @@
 
 Options (``--set key=value``): ``doc_len`` (128), ``query_len`` (32), ``negatives`` (3), ``depth`` (30),
 ``rerank`` (100), ``pooling`` (mean|cls), ``score`` (dot|cosine), ``temperature`` (listwise, 1),
-``tau`` (contrastive, 1 for dot, 0.05 for cosine), ``student_from`` (teacher|a model), ``eval_queries`` (all).
+``tau`` (contrastive, 1 for dot, 0.05 for cosine), ``student_from`` (teacher|a model), ``eval_queries`` (all: the
+test queries a student is evaluated on), ``teacher_eval`` (50: the test queries, drawn with the seed, on which the
+teacher's reranking is evaluated when it is prepared; ``all``, or 0 for none: 300 queries x 100 candidates is
+30,000 cross-encoder passes, minutes on a CPU; the demo uses all).
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ METHODS = {"margin-mse": "Margin-MSE on the cross-encoder's score differences (p
            "listwise-kl": "KL between the teacher's and the student's softmax over a query's candidates, with T",
            "contrastive": "in-batch negatives contrastive loss on the qrels: the no-teacher baseline"}
 DEFAULTS = dict(doc_len=128, query_len=32, negatives=3, depth=30, rerank=100, pooling="mean", score="dot",
-                temperature=1.0, tau=None, student_from="teacher", eval_queries=None)
+                temperature=1.0, tau=None, student_from="teacher", eval_queries=None, teacher_eval=50)
 TEACHER_METHOD = "cross-encoder"
 
 
@@ -172,10 +175,11 @@ def eval_bi(bi: BiEncoder, data: RankingData, *, split="test", device="cpu", qid
     return ranking_metrics({q: data.qrels[split][q] for q in qids}, run), doc_emb
 
 
-def _eval_qids(data: RankingData, hp: dict, seed: int):
+def _eval_qids(data: RankingData, hp: dict, seed: int, key: str = "eval_queries"):
     qids = data.split_queries("test")
-    n = hp.get("eval_queries")
-    if n is not None and int(n) < len(qids):
+    n = hp.get(key)
+    n = None if n in (None, "all") else int(n)
+    if n is not None and n < len(qids):
         keep = set(np.random.default_rng(seed).choice(len(qids), size=int(n), replace=False).tolist())
         qids = [q for i, q in enumerate(qids) if i in keep]
     return qids
@@ -184,18 +188,23 @@ def _eval_qids(data: RankingData, hp: dict, seed: int):
 # ---------------------------------------------------------------------------------------------- teacher
 def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands: dict, groups, hp: dict, *,
                           log=print):
-    """A cross-encoder teacher: a ready folder used as is, the cached fine-tuned one, or fine-tuned now.
+    """A cross-encoder teacher: a ready folder used as is, the cached fine-tuned one, or fine-tuned now; its
+    reranking evaluated on ``teacher_eval`` test queries (again when a cached one was evaluated on fewer).
     Returns (model, tokenizer, teacher run id)."""
     from ..models import load_saved, load_teacher, save_model
     from ..pipeline import teacher_cache_root
     from .. import prep_lock
     device = _device(cfg.teacher_train.device)
+    base = {"teacher": cfg.teacher, "data": cfg.data, "data_identity": data.identity,
+            "task_spec": get_task("ranking").to_dict(), "ranking": hp, "model": "cross-encoder"}
     if cfg.teacher_finetuned or model_kind(cfg.teacher) == "cross-encoder":
         model, tok = load_saved(cfg.teacher)
         if model.config.num_labels != 1:
             raise KdlabError(f"the teacher '{cfg.teacher}' has {model.config.num_labels} outputs: a ready "
                              "cross-encoder scores a (query, document) pair with one output")
-        return model.to(device), tok, _teacher_run(store, cfg, data, cands, hp, model, tok, None, log, ready=True)
+        run_id = store.create_run("teacher", TEACHER_METHOD, {**base, "ready": True},
+                                  name=f"teacher {cfg.teacher} (ready cross-encoder)")
+        return _finish_teacher(store, run_id, cfg.teacher, cfg, data, cands, hp, model, tok, device, log)
     tt = dataclasses.asdict(cfg.teacher_train)
     ident = json.dumps({"teacher": cfg.teacher, "data": data.identity, "train": tt, "doc_len": hp["doc_len"],
                         "negatives": hp["negatives"], "depth": hp["depth"], "max_train": cfg.max_train,
@@ -203,20 +212,17 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     key = "ranking-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
     folder = teacher_cache_root(store) / key
     if (folder / "kdlab.json").exists():
-        model, tok = load_saved(folder)
         log(f"teacher: reusing the fine-tuned cross-encoder {cfg.teacher} ({folder})")
-        return model.to(device), tok, _adopt(store, folder, cfg, data, cands, hp, model, tok, log)
+        return _adopt(store, folder, cfg, data, cands, hp, device, log)
     with prep_lock.held(folder, log=log) as announce:
         if (folder / "kdlab.json").exists():
-            model, tok = load_saved(folder)
-            return model.to(device), tok, _adopt(store, folder, cfg, data, cands, hp, model, tok, log)
+            return _adopt(store, folder, cfg, data, cands, hp, device, log)
         model, tok = load_teacher(cfg.teacher, 1, trust_remote_code=cfg.trust_remote_code,
                                   seed=cfg.teacher_train.seed)
         model.config.problem_type = "regression"
         model.to(device)
         length = clamp_len(model, hp["doc_len"])
-        conf = {"teacher": cfg.teacher, "data": cfg.data, "data_identity": data.identity, "train": tt, "key": key,
-                "task_spec": get_task("ranking").to_dict(), "ranking": hp, "model": "cross-encoder"}
+        conf = {**base, "train": tt, "key": key}
         run_id = store.create_run("teacher", TEACHER_METHOD, conf, name=f"teacher {cfg.teacher} (cross-encoder)")
         announce(store.root, run_id)
         try:
@@ -236,66 +242,75 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
                 opt.step()
                 sched.step()
-                store.log_metrics(run_id, step, epoch, {"loss": float(loss)})
-            ev = eval_cross(model, tok, data, cands, rerank=hp["rerank"], max_len=length, device=device,
-                            qids=_eval_qids(data, hp, cfg.train.seed))
-            store.log_eval(run_id, step if groups else 0, tc.epochs, "test", "in-domain", ev)
-            save_model(model, tok, folder, extra={"run_id": run_id, **conf, "evals": {"test": ev}})
-            _finish_teacher(store, run_id, folder, data, cands, hp, model, tok, ev, log)
-            model.to(device)
+                store.log_metrics(run_id, step, epoch, {"loss": loss.item()})
+            save_model(model, tok, folder, extra={"run_id": run_id, **conf})
         except BaseException as e:
             store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
             raise
-    return model, tok, run_id
+        return _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log)
 
 
-def _finish_teacher(store, run_id, folder, data, cands, hp, model, tok, ev, log):
+def _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log):
+    """Size, CPU query latency (reranking BM25's top-``rerank``), the BM25 baseline and the teacher's test
+    evaluation of a teacher run; marks it finished. Returns (model, tokenizer, run id)."""
     from ..models import count_params, folder_mb
-    qids = data.split_queries("test")[:3]
-    length = clamp_len(model, hp["doc_len"])
-    ms = query_latency(cross=model.cpu(), tok=tok, queries=[data.queries[q] for q in qids], rounds=1,
-                       cand_docs=[[data.docs[i] for i in cands[q][0][:hp["rerank"]]] for q in qids], cross_len=length)
-    size = {"params": float(count_params(model)), "layers": float(model.config.num_hidden_layers),
-            "hidden": float(model.config.hidden_size), "latency_ms": ms, "latency": f"ms/query: rerank top-{hp['rerank']}"}
-    if folder is not None and Path(folder).is_dir():
-        store.set_artifact(run_id, "model_dir", str(folder))
-        size["mb"] = round(folder_mb(folder), 2)
-    store.set_artifact(run_id, "size", size)
-    store.set_artifact(run_id, "bm25", bm25_metrics(data, cands))
-    store.finish(run_id, "finished", summary={"test": ev["ndcg@10"]})
-    log(f"teacher: test nDCG@10 {ev['ndcg@10']:.3f} MRR@10 {ev['mrr@10']:.3f} (rerank BM25 top-{hp['rerank']}), "
-        f"{ms:.1f} ms/query")
-
-
-def _teacher_run(store, cfg, data, cands, hp, model, tok, folder, log, ready=False):
-    conf = {"teacher": cfg.teacher, "data": cfg.data, "data_identity": data.identity, "ready": ready,
-            "task_spec": get_task("ranking").to_dict(), "ranking": hp, "model": "cross-encoder"}
-    run_id = store.create_run("teacher", TEACHER_METHOD, conf, name=f"teacher {cfg.teacher} (ready cross-encoder)")
     try:
-        ev = eval_cross(model, tok, data, cands, rerank=hp["rerank"], max_len=clamp_len(model, hp["doc_len"]),
-                        device=next(model.parameters()).device, qids=_eval_qids(data, hp, cfg.train.seed))
-        store.log_eval(run_id, 0, 0, "test", "in-domain", ev)
-        _finish_teacher(store, run_id, folder or cfg.teacher, data, cands, hp, model, tok, ev, log)
-        model.to(_device(cfg.teacher_train.device))
+        model.eval()
+        qids = data.split_queries("test")[:3]
+        length = clamp_len(model, hp["doc_len"])
+        ms = query_latency(cross=model.cpu(), tok=tok, queries=[data.queries[q] for q in qids], rounds=1,
+                           cand_docs=[[data.docs[i] for i in cands[q][0][:hp["rerank"]]] for q in qids],
+                           cross_len=length)
+        model.to(device)
+        size = {"params": float(count_params(model)), "layers": float(model.config.num_hidden_layers),
+                "hidden": float(model.config.hidden_size), "latency_ms": ms,
+                "latency": f"ms/query: rerank top-{hp['rerank']}"}
+        if folder is not None and Path(folder).is_dir():
+            store.set_artifact(run_id, "model_dir", str(folder))
+            size["mb"] = round(folder_mb(folder), 2)
+        store.set_artifact(run_id, "size", size)
+        store.set_artifact(run_id, "bm25", bm25_metrics(data, cands))
+        teacher_eval(store, run_id, model, tok, data, cands, hp, cfg.train.seed, device, log)
     except BaseException as e:
         store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
         raise
-    return run_id
+    ev = store.final_evals(run_id).get("test") or {}
+    store.finish(run_id, "finished", summary={"test": ev.get("ndcg@10")} if ev else {})
+    return model, tok, run_id
 
 
-def _adopt(store, folder, cfg, data, cands, hp, model, tok, log):
-    """The finished teacher run of a cached cross-encoder in this store (made from its stored evaluation)."""
+def teacher_eval(store, run_id, model, tok, data, cands, hp, seed, device="cpu", log=print) -> dict | None:
+    """The teacher's test evaluation (reranking BM25's top-``rerank``) on ``hp['teacher_eval']`` queries, logged
+    to its run, unless the run already holds one on at least as many queries; 0 = none."""
+    if hp.get("teacher_eval") in (0, "0", "none"):
+        return None
+    qids = _eval_qids(data, hp, seed, "teacher_eval")
+    have = store.final_evals(run_id).get("test") or {}
+    if have.get("n", 0) >= len(qids):
+        return have
+    ev = eval_cross(model, tok, data, cands, rerank=hp["rerank"], max_len=clamp_len(model, hp["doc_len"]),
+                    device=device, qids=qids)
+    store.log_eval(run_id, 0, 0, "test", "in-domain", ev)
+    if store.run(run_id)["status"] == "finished":
+        store.finish(run_id, "finished", summary={"test": ev["ndcg@10"]})
+    log(f"teacher: test nDCG@10 {ev['ndcg@10']:.3f} MRR@10 {ev['mrr@10']:.3f} on {len(qids)} queries "
+        f"(reranking BM25 top-{hp['rerank']})")
+    return ev
+
+
+def _adopt(store, folder, cfg, data, cands, hp, device, log):
+    """The cached cross-encoder and its finished teacher run in this store (made when missing)."""
+    from ..models import load_saved
+    model, tok = load_saved(folder)
+    model.to(device)
     info = json.loads((Path(folder) / "kdlab.json").read_text())
     for r in store.runs(kind="teacher"):
         if r["status"] == "finished" and (r["id"] == info.get("run_id") or r["config"].get("key") == info.get("key")):
-            return r["id"]
+            teacher_eval(store, r["id"], model, tok, data, cands, hp, cfg.train.seed, device, log)
+            return model, tok, r["id"]
     conf = {k: v for k, v in info.items() if k not in ("evals", "run_id")}
     run_id = store.create_run("teacher", TEACHER_METHOD, conf, name=f"teacher {cfg.teacher} (cached)")
-    ev = (info.get("evals") or {}).get("test") or {}
-    store.log_eval(run_id, 0, 0, "test", "in-domain", ev)
-    _finish_teacher(store, run_id, folder, data, cands, hp, model, tok, ev, log)
-    model.to(_device(cfg.teacher_train.device))
-    return run_id
+    return _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log)
 
 
 def bm25_metrics(data: RankingData, cands: dict, split: str = "test") -> dict:
@@ -372,7 +387,7 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
             torch.nn.utils.clip_grad_norm_(bi.parameters(), tc.clip)
             opt.step()
             sched.step()
-            store.log_metrics(run_id, step, epoch, {"loss": float(loss), "lr": sched.get_last_lr()[0]})
+            store.log_metrics(run_id, step, epoch, {"loss": loss.item(), "lr": sched.get_last_lr()[0]})
             if step % 50 == 0:
                 log(f"{cfg.method}: step {step}/{total} loss {float(loss):.4f} ({time.time() - t0:.0f} s)")
         ev, doc_emb = eval_bi(bi, data, device=device, qids=_eval_qids(data, hp, tc.seed))
