@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import traceback
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from .selection import Selector
 from .ready_teacher import is_kdlab_model, ready_teacher
 from .models import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
-from .store import Store
+from .store import Store, teacher_cache_root  # noqa: F401  (teacher_cache_root: used here and re-exported)
 
 
 def load_bundle(cfg: RunConfig):
@@ -107,12 +106,6 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
         store.finish(run_id, "failed", message=_short(e))
         raise
     return teacher, tok, run_id
-
-
-def teacher_cache_root(store: Store) -> Path:
-    """Fine-tuned teachers live in ``$KDLAB_TEACHERS`` when set (shared by several stores), else in the store."""
-    env = os.environ.get("KDLAB_TEACHERS")
-    return Path(env) if env else store.root / "teachers"
 
 
 def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:

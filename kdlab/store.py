@@ -46,6 +46,12 @@ def default_root() -> Path:
     return Path(os.environ.get("KDLAB_RUNS", "runs"))
 
 
+def teacher_cache_root(store: "Store") -> Path:
+    """Fine-tuned teachers live in ``$KDLAB_TEACHERS`` when set (shared by several stores), else in the store."""
+    env = os.environ.get("KDLAB_TEACHERS")
+    return Path(env) if env else store.root / "teachers"
+
+
 class Store:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()

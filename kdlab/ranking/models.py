@@ -165,8 +165,10 @@ class BiEncoder(nn.Module):
     @staticmethod
     def load(folder) -> "BiEncoder":
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
         from ..models import load_tokenizer
         info = json.loads((Path(folder) / "kdlab.json").read_text())
+        hf_logging.disable_progress_bar()
         enc = AutoModel.from_pretrained(str(folder), use_safetensors=True)
         return BiEncoder(enc, load_tokenizer(str(folder)), pooling=info["pooling"], score=info["score"],
                          query_len=info["query_len"], doc_len=info["doc_len"])

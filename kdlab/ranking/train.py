@@ -33,7 +33,7 @@ import torch
 
 from ..config import RunConfig, apply_preset
 from ..errors import KdlabError
-from ..store import Store
+from ..store import Store, teacher_cache_root
 from ..tasks import get_task
 from . import bm25 as bm25_mod
 from .data import RankingData, is_beir, load_beir, take_train_queries
@@ -192,7 +192,6 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     reranking evaluated on ``teacher_eval`` test queries (again when a cached one was evaluated on fewer).
     Returns (model, tokenizer, teacher run id)."""
     from ..models import load_saved, load_teacher, save_model
-    from ..pipeline import teacher_cache_root
     from .. import prep_lock
     device = _device(cfg.teacher_train.device)
     base = {"teacher": cfg.teacher, "data": cfg.data, "data_identity": data.identity,
@@ -269,7 +268,9 @@ def _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, dev
             store.set_artifact(run_id, "model_dir", str(folder))
             size["mb"] = round(folder_mb(folder), 2)
         store.set_artifact(run_id, "size", size)
-        store.set_artifact(run_id, "bm25", bm25_metrics(data, cands))
+        if hp.get("teacher_eval") not in (0, "0", "none"):   # BM25 on the queries the teacher is evaluated on
+            store.set_artifact(run_id, "bm25", bm25_metrics(data, cands, qids=_eval_qids(data, hp, cfg.train.seed,
+                                                                                         "teacher_eval")))
         teacher_eval(store, run_id, model, tok, data, cands, hp, cfg.train.seed, device, log)
     except BaseException as e:
         store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
@@ -313,10 +314,10 @@ def _adopt(store, folder, cfg, data, cands, hp, device, log):
     return _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log)
 
 
-def bm25_metrics(data: RankingData, cands: dict, split: str = "test") -> dict:
-    qids = data.split_queries(split)
+def bm25_metrics(data: RankingData, cands: dict, split: str = "test", qids=None) -> dict:
+    qids = qids or data.split_queries(split)
     run = {q: {data.doc_ids[i]: float(s) for i, s in zip(*cands[q])} for q in qids}
-    return ranking_metrics(data.qrels[split], run)
+    return ranking_metrics({q: data.qrels[split][q] for q in qids}, run)
 
 
 # ---------------------------------------------------------------------------------------------- student
