@@ -155,3 +155,22 @@ def test_contract_commands_on_toy_beir(toy, tmp_path, capsys):
     assert res["ndcg@10"] == pytest.approx(Store(root).final_evals(mm["id"])["test"]["ndcg@10"], abs=1e-6)
     assert main(["eval", "--runs", str(root), "--run", "cross-encoder", "--data", str(toy)]) == 0   # the teacher
     assert json.loads(capsys.readouterr().out)["recall@100"] == 1.0   # BM25 top-10 of 10 documents: all found
+
+
+def test_dashboard_ranking_page(toy, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+    from streamlit.testing.v1 import AppTest
+    root = tmp_path / "runs"
+    assert main(["distill", "--method", "margin-mse", "--teacher", "tiny", "--data", str(toy), "--max-train", "4",
+                 "--max-steps", "2", "--runs", str(root), "--quiet"]) == 0
+    monkeypatch.setenv("KDLAB_RUNS", str(root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=180)
+    at.run()
+    at.switch_page("pages/9_Ranking.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    rows = at.dataframe[0].value
+    assert len(rows) == len(DOCS)   # the BM25 candidates of a toy query: every document
+    assert set(rows["teacher"].str.split(":").str[0].str.lstrip("* ")) == set(DOCS)
+    before = at.metric[2].value
+    at.slider(key="rank_T").set_value(4.0).run()
+    assert not at.exception and at.metric[2].value != before   # the listwise KL at another temperature

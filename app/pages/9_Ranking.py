@@ -12,6 +12,14 @@ from kdlab.ranking.view import load_run_models, query_view, side_by_side
 st.title("Ranking")
 C.sidebar()
 
+
+@st.cache_resource(show_spinner="loading the run's models")
+def _models(root: str, run_id: str):
+    """The run's bi-encoder, its cross-encoder teacher and tokenizer, the test data and the BM25 candidates."""
+    from kdlab.store import Store
+    return load_run_models(Store(root), run_id)
+
+
 runs = C.ranking_runs()
 if not runs:
     st.info("no finished ranking runs yet: run e.g. `python -m kdlab distill --task ranking --method margin-mse "
@@ -21,8 +29,7 @@ by_id = {r["id"]: r for r in runs}
 with C.guard():
     run = by_id[st.selectbox("ranking student run", list(by_id), format_func=lambda i: C.run_label(by_id[i]),
                              key="rank_run")]
-    bi, teacher, tok, data, cands = st.cache_resource(show_spinner="loading the run's models")(load_run_models)(
-        C.store(), run["id"])
+    bi, teacher, tok, data, cands = _models(str(C.runs_root()), run["id"])
     qids = data.split_queries("test")
     qid = st.selectbox("test query", qids[:200], format_func=lambda q: f"{q}: {data.queries[q][:90]}", key="rank_q")
     k = int(st.slider("candidates (BM25 top-k)", 5, 100, 30, 5, key="rank_k"))

@@ -324,7 +324,7 @@ def bm25_metrics(data: RankingData, cands: dict, split: str = "test", qids=None)
 def build_bi_encoder(cfg: RunConfig, hp: dict, teacher, ttok) -> BiEncoder:
     from ..models import build_student
     if hp["student_from"] == "teacher":
-        seq = build_student(teacher.cpu(), layers=cfg.student_layers, init=cfg.student_init,
+        seq = build_student(teacher, layers=cfg.student_layers, init=cfg.student_init,
                             layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)
         enc, tok = base_encoder(seq), ttok
     else:
@@ -363,12 +363,19 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
                 ranking=hp, dropped_train_queries=data.dropped)
     run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
     try:
-        t_scores = None
-        if cfg.method != "contrastive":   # the teacher's scores of every group, once
-            teacher.eval()
-            qs, ds = _group_pairs(data, groups)
-            t_scores = cross_scores(teacher, tok, qs, ds, max_len=clamp_len(teacher, hp["doc_len"]),
-                                    device=next(teacher.parameters()).device).cpu().view(len(groups), -1)
+        t_scores: dict = {}   # group index -> the teacher's scores of its documents, computed once when first used
+
+        def teacher_scores(b):
+            if cfg.method == "contrastive":
+                return None
+            new = [int(i) for i in b if int(i) not in t_scores]
+            if new:
+                teacher.eval()
+                qs, ds = _group_pairs(data, [groups[i] for i in new])
+                s = cross_scores(teacher, tok, qs, ds, max_len=clamp_len(teacher, hp["doc_len"]),
+                                 device=next(teacher.parameters()).device).cpu().view(len(new), -1)
+                t_scores.update(zip(new, s))
+            return torch.stack([t_scores[int(i)] for i in b])
         bi = build_bi_encoder(cfg, hp, teacher, tok).to(device)
         tc = cfg.train
         size = max(1, tc.batch_size // (1 + hp["negatives"]))
@@ -381,8 +388,7 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
         bi.train()
         t0, step, epoch = time.time(), 0, 0
         for step, epoch, b in _batches(len(groups), size, tc.epochs, tc.max_steps, tc.seed):
-            loss = student_loss(cfg.method, bi, data, [groups[i] for i in b],
-                                None if t_scores is None else t_scores[torch.as_tensor(b)], hp, device)
+            loss = student_loss(cfg.method, bi, data, [groups[i] for i in b], teacher_scores(b), hp, device)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(bi.parameters(), tc.clip)
