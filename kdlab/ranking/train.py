@@ -447,7 +447,8 @@ def _setup(cfg: RunConfig, store: Store, log):
     check_ranking(cfg)
     hp = options(cfg)
     data = load_beir(cfg.data)
-    cands = bm25_mod.candidates(data, max(hp["rerank"], hp["depth"]), cache=bm25_mod.cache_dir(store.root), log=log)
+    k = max(hp["rerank"], hp["depth"], bm25_mod.DEFAULT_K)   # at least 100: BM25's own Recall@100
+    cands = bm25_mod.candidates(data, k, cache=bm25_mod.cache_dir(store.root), log=log)
     groups = make_groups(data, cands, take_train_queries(data, cfg.max_train, cfg.train.seed), hp["negatives"],
                          hp["depth"], cfg.train.seed)
     return hp, data, cands, groups
