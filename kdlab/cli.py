@@ -276,6 +276,10 @@ def _eval_args(p):
                  "teacher (accuracy, MB, latency)", _eval_args)
 def cmd_eval(a):
     from .pipeline import eval_run
+    if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
+        run = _store(a).run(a.run)
+        if ((run.get("config") or {}).get("task_spec") or {}).get("kind") == "ranking":
+            a.data = run["config"]["data"]
     if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)
         from .deploy.report import eval_models, format_table
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")
