@@ -41,6 +41,10 @@ def table(store: Store, rows) -> str:
         f = (lambda k: float("nan") if ev.get(k) is None else ev[k])
         lines.append(f"{label:26s} {f('ndcg@10'):8.3f} {f('mrr@10'):7.3f} {f('recall@100'):6.3f} "
                      f"{size.get('params', 0) / 1e6:7.1f}M {size.get('latency_ms', float('nan')):9.1f}")
-    lines.append("(test split; the teacher reranks BM25's top-100 per query, a student searches the whole corpus "
-                 "by a dot product with the corpus encoded once; CPU ms per query at batch 1)")
+    hp = (store.run(rows[-1][1])["config"].get("ranking") or {}) if rows and rows[-1][1] else {}   # a student's
+    n = (store.final_evals(rows[0][1]).get("test") or {}).get("n") if rows and rows[0][1] else None
+    lines.append(f"(test split{f', {n:.0f} queries' if n else ''}; the teacher reranks BM25's top-"
+                 f"{hp.get('rerank', 100)} per query, so its Recall@100 is BM25's Recall@{hp.get('rerank', 100)}; a "
+                 "student searches the whole corpus by a dot product with the corpus encoded once; CPU ms per query "
+                 "at batch 1)")
     return "\n".join(lines)

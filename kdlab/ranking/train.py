@@ -309,7 +309,7 @@ def _adopt(store, folder, cfg, data, cands, hp, device, log):
         if r["status"] == "finished" and (r["id"] == info.get("run_id") or r["config"].get("key") == info.get("key")):
             teacher_eval(store, r["id"], model, tok, data, cands, hp, cfg.train.seed, device, log)
             return model, tok, r["id"]
-    conf = {k: v for k, v in info.items() if k not in ("evals", "run_id")}
+    conf = {**{k: v for k, v in info.items() if k not in ("evals", "run_id")}, "ranking": hp}   # this run's options
     run_id = store.create_run("teacher", TEACHER_METHOD, conf, name=f"teacher {cfg.teacher} (cached)")
     return _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log)
 
