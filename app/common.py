@@ -279,8 +279,19 @@ def fresh_student(t, key: str):
     return _student_from(t, key, int(s["student_layers"]), s["student_init"], int(s.get("student_hidden") or 0))
 
 
+def _ranking(r: dict) -> bool:
+    return ((r.get("config") or {}).get("task_spec") or {}).get("kind") == "ranking"
+
+
 def student_runs(status: str | None = "finished") -> list[dict]:
-    rows = [r for r in store().runs() if r["kind"] != "teacher"]
+    """Classification / regression student runs (ranking runs have their own page, ``ranking_runs``)."""
+    rows = [r for r in store().runs() if r["kind"] != "teacher" and not _ranking(r)]
+    return [r for r in rows if status is None or r["status"] == status]
+
+
+def ranking_runs(status: str | None = "finished") -> list[dict]:
+    """Bi-encoder student runs of the ranking task (kdlab.ranking)."""
+    rows = [r for r in store().runs() if r["kind"] != "teacher" and _ranking(r)]
     return [r for r in rows if status is None or r["status"] == status]
 
 

@@ -18,5 +18,6 @@ PAGES = [
     st.Page("pages/6_Out_of_domain.py", url_path="out-of-domain", title="Out of domain", icon=":material/travel_explore:"),
     st.Page("pages/7_Inspect.py", url_path="inspect", title="Inspect", icon=":material/search:"),
     st.Page("pages/8_Deploy.py", url_path="deploy", title="Deploy", icon=":material/rocket_launch:"),
+    st.Page("pages/9_Ranking.py", url_path="ranking", title="Ranking", icon=":material/format_list_numbered:"),
 ]
 st.navigation(PAGES).run()

@@ -103,7 +103,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g = p.add_argument_group("data")
     g.add_argument("--data", help="embedded (default), a TSV/CSV/JSONL file, a GLUE-style folder, or a hub dataset name")
     g.add_argument("--task", help="a built-in task: sentiment (the default), cola, sst2, mrpc, qqp, sts-b, mnli, qnli, "
-                                  "rte, wnli (a GLUE folder names its task itself)")
+                                  "rte, wnli (a GLUE folder names its task itself), or ranking (a BEIR folder: "
+                                  "--method margin-mse, listwise-kl or contrastive; options via --set, see "
+                                  "kdlab.ranking.train)")
     g.add_argument("--text-col", help="text column, or two for a sentence pair: a,b (default: the task's; sentence)")
     g.add_argument("--label-col", help="label column (default: the task's; label)")
     g.add_argument("--label-kind", choices=["classes", "score", "multi"],
@@ -225,6 +227,10 @@ def cmd_teacher(a):
     from .pipeline import load_bundle, prepare_teacher
     cfg = config_from_args(a)
     store = _store(a)
+    from .ranking.train import ranking_teacher, wants_ranking
+    if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
+        _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
+        return 0
     _, _, run_id = prepare_teacher(cfg, store, load_bundle(cfg), log=_log(a))
     _print_run(store, run_id)
     return 0
@@ -240,14 +246,20 @@ def _demo_args(p):
 def cmd_demo(a):
     from .methods import get
     from .tools.demo import run_demo
+    from .ranking.train import wants_ranking
+    cfg = config_from_args(a)
+    if wants_ranking(cfg):   # BM25, the cross-encoder, the bi-encoder without KD, with margin-mse and listwise-kl
+        from .ranking.demo import run_ranking_demo
+        _refuse(a, ["also"], "demo --task ranking runs contrastive, margin-mse and listwise-kl")
+        return run_ranking_demo(cfg, _store(a), log=_log(a))
     for m in a.also:
         get(m)   # an unknown name fails before the teacher is fine-tuned
-    return run_demo(config_from_args(a), _store(a), log=_log(a), also=a.also)
+    return run_demo(cfg, _store(a), log=_log(a), also=a.also)
 
 
 def _eval_args(p):
-    p.add_argument("--run", required=True, help="run id (or a unique part of it)")
-    p.add_argument("--data", help="a labeled TSV/CSV/JSONL file (with --model, default: the run's own in-domain and "
+    p.add_argument("--run", required=True, help="run id, a unique part of it, or a method name (its latest run)")
+    p.add_argument("--data", help="a labeled TSV/CSV/JSONL file, or a BEIR folder for a ranking run (with --model, default: the run's own in-domain and "
                                   "out-of-domain splits)")
     p.add_argument("--model", action="append", metavar="NAME",
                    help="a model of the run: 'student' (its own), a name made by `kdlab compress`, or 'all'; "
@@ -267,6 +279,10 @@ def _eval_args(p):
                  "teacher (accuracy, MB, latency)", _eval_args)
 def cmd_eval(a):
     from .pipeline import eval_run
+    if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
+        run = _store(a).run(a.run)
+        if ((run.get("config") or {}).get("task_spec") or {}).get("kind") == "ranking":
+            a.data = run["config"]["data"]
     if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)
         from .deploy.report import eval_models, format_table
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import traceback
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from .selection import Selector
 from .ready_teacher import is_kdlab_model, ready_teacher
 from .models import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
-from .store import Store
+from .store import Store, teacher_cache_root  # noqa: F401  (teacher_cache_root: used here and re-exported)
 
 
 def load_bundle(cfg: RunConfig):
@@ -109,12 +108,6 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
     return teacher, tok, run_id
 
 
-def teacher_cache_root(store: Store) -> Path:
-    """Fine-tuned teachers live in ``$KDLAB_TEACHERS`` when set (shared by several stores), else in the store."""
-    env = os.environ.get("KDLAB_TEACHERS")
-    return Path(env) if env else store.root / "teachers"
-
-
 def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
     """A teacher fine-tuned for another store gets a finished teacher run in this one, with its evaluations."""
     run_id = info.get("run_id")
@@ -162,6 +155,10 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy)."""
     cfg = apply_preset(cfg)
     store = store or Store()
+    if bundle is None and teacher is None and student is None and resume is None:
+        from .ranking.train import distill_ranking, wants_ranking
+        if wants_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder (kdlab.ranking)
+            return distill_ranking(cfg, store, log=log)
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
     method_cls.check_label_kind(bundle.task.kind, bundle.task.name)   # before minutes of teacher fine-tuning
@@ -278,6 +275,9 @@ def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_
     from .data.loaders import load_eval_file
     from .evaluate import metrics, predict
     run = store.run(run_id)
+    if (((run.get("config") or {}).get("task_spec") or {}).get("kind")) == "ranking":
+        from .ranking.train import eval_ranking_run   # nDCG@10, MRR@10, Recall@100 on the folder's test qrels
+        return eval_ranking_run(store, run, data_file)
     folder = store.artifact(run["id"], "model_dir")
     if not folder or not Path(folder).exists():
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")

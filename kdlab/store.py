@@ -46,6 +46,12 @@ def default_root() -> Path:
     return Path(os.environ.get("KDLAB_RUNS", "runs"))
 
 
+def teacher_cache_root(store: "Store") -> Path:
+    """Fine-tuned teachers live in ``$KDLAB_TEACHERS`` when set (shared by several stores), else in the store."""
+    env = os.environ.get("KDLAB_TEACHERS")
+    return Path(env) if env else store.root / "teachers"
+
+
 class Store:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
@@ -153,6 +159,8 @@ class Store:
         with self._conn() as c:
             c.row_factory = sqlite3.Row
             r = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if r is None:   # a method name: that method's latest run
+                r = c.execute("SELECT * FROM runs WHERE method=? ORDER BY created DESC", (run_id,)).fetchone()
             if r is None:
                 like = c.execute("SELECT id FROM runs WHERE id LIKE ? ORDER BY created DESC",
                                  (f"%{run_id}%",)).fetchall()

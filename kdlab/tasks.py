@@ -5,6 +5,9 @@ A ``Task`` names its text fields (one, or two for a sentence pair), its label co
 (the first is the primary metric, shown first everywhere) and the label mappings under which an out-of-domain
 set with other labels is scored (e.g. SciTail's entails/neutral for an entailment model).
 
+``ranking`` (kind ``ranking``) is a BEIR retrieval folder: queries, a corpus and relevance judgements, run by
+``kdlab.ranking`` (a cross-encoder teacher distilled into a bi-encoder student).
+
 Built in: the GLUE tasks (recognised by folder name, e.g. ``--data ../shared/data/glue/RTE``, or chosen with
 ``--task rte`` for any file) and ``sentiment`` (the default: one ``sentence`` column, classes read from the
 training labels). Anything else: ``--text-col a,b --label-col y --label-kind classes|score|multi``.
@@ -100,6 +103,8 @@ BUILTIN: dict[str, Task] = {t.name: t for t in (
          ood_maps=(_frozen(ENTAILMENT_TO_SCITAIL),)),
     Task("wnli", ("sentence1", "sentence2"), "label", "classes", ("not_entailment", "entailment"),
          ("accuracy", "macro_f1")),
+    # queries, a corpus and qrels (a BEIR folder): a cross-encoder teacher, a bi-encoder student (kdlab.ranking)
+    Task("ranking", ("query", "document"), "qrels", "ranking", None, ("ndcg@10", "mrr@10", "recall@100")),
 )}
 ALIASES = {"embedded-nli": "mnli", "stsb": "sts-b", "sts_b": "sts-b", "sst-2": "sst2", "mnli-m": "mnli", "mnli_matched": "mnli"}
 # other names the same two fields go by in evaluation files (an OOD set need not use the task's column names)

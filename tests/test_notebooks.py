@@ -100,11 +100,22 @@ r = w.result
 assert r["method"] == "ce" and r["run"] == runs["ce"] != runs["kd"]
 assert r["accuracy"] == S.store().final_evals(runs["ce"])["dev"]["accuracy"]
 """,
+    "08_ranking": """
+r = w.result
+assert r["qid"] == qids[0] and r["T"] == 1.0 and len(r["rows"]) == min(10, K, len(data.docs))
+w.children[1].value = 4.0
+r2 = w.result
+v = view.query_view(bi, teacher, tok, data, cands, qids[0], k=K, doc_len=DOC_LEN)
+want = float(listwise_kl(torch.tensor(v.student)[None], torch.tensor(v.teacher)[None], 4.0))
+assert r2["T"] == 4.0 and abs(r2["loss"] - want) < 1e-6 and r2["loss"] != r["loss"]
+w.children[0].value = qids[1]
+assert w.result["qid"] == qids[1] and w.result["rows"] != r2["rows"]
+""",
 }
 
 
 def test_every_notebook_has_a_widget_check():
-    assert len(NOTEBOOKS) == 7
+    assert len(NOTEBOOKS) == 8
     assert {p.stem for p in NOTEBOOKS} == set(WIDGET_CHECKS)
 
 

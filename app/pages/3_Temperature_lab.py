@@ -9,6 +9,7 @@ from kdlab.losses import kd_kl
 
 st.title("Temperature lab")
 C.sidebar()
+st.caption("For a ranking run, the Ranking page shows T on a query's candidate list (listwise KL).")
 s = C.setup()
 
 zt = zs = None
