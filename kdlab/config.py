@@ -81,6 +81,12 @@ class RunConfig:
     ood: list[str] = field(default_factory=list)
     max_train: int | None = None
     max_eval: int | None = None
+    data_seed: int | None = None       # the seed of the data's subsampling and dev split; None = train.seed (a
+                                       # study fixes it, so every seed's cell trains on the same data and teacher)
+    transfer: str | None = None        # a file of extra texts the student learns from the teacher's outputs on
+    augment: bool = False              # enlarge the transfer set by augmentation (kdlab.augment)
+    augment_args: dict = field(default_factory=dict)   # n_samples, p_mask, p_replace, p_ng, ng_max
+    tensorboard: bool = False          # write TensorBoard event files into the run's folder
     student_layers: int = 3
     student_init: str = "skip"         # skip | first | last | explicit | fresh
     student_layer_list: list[int] | None = None
@@ -132,7 +138,8 @@ CHOICES = dict(
     preset=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
     student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None,
-    ood_map=None, ood=(), max_train=None, max_eval=None,
+    ood_map=None, ood=(), max_train=None, max_eval=None, data_seed=None, transfer=None, augment=False,
+    augment_args=None, tensorboard=False,
     method="kd", method_args=None, temperature=None,
     epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
     precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
@@ -200,6 +207,8 @@ def build_config(**choices) -> RunConfig:
     return RunConfig(teacher=c["teacher"], teacher_finetuned=bool(c["teacher_finetuned"]), data=data, text_col=c["text_col"], label_col=c["label_col"],
                      task=c["task"], label_kind=c["label_kind"], ood_map=c["ood_map"],
                      ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
+                     data_seed=c["data_seed"], transfer=c["transfer"] or None, augment=bool(c["augment"]),
+                     augment_args=dict(c["augment_args"] or {}), tensorboard=bool(c["tensorboard"]),
                      student_layers=c["student_layers"], student_init=init,
                      student_layer_list=c["student_layer_list"], student_hidden=c["student_hidden"] or None,
                      student_narrow_init=c["student_narrow_init"], method=c["method"], method_args=args, train=train, teacher_train=teacher_train,

@@ -288,14 +288,37 @@ def flush_logs(loop: Loop):
 def evaluate_epoch(loop: Loop) -> dict:
     """Evaluation: every evaluation split (in domain and out of domain), agreement with the teacher's
     predictions; stored per split."""
-    evals, _ = evaluate(loop.student, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len, device=loop.device,
-                        teacher_logits=loop.teacher_logits)
+    evals, logits = evaluate(loop.student, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len,
+                             device=loop.device, teacher_logits=loop.teacher_logits)
     if loop.writes:
         for split, m in evals.items():
             domain = "in-domain" if split == "dev" else split
             loop.store.log_eval(loop.run_id, loop.state.step, loop.state.epoch, split, domain, m)
+        save_predictions(loop.store.folder(loop.run_id) / PREDICTIONS, loop.bundle, logits)
     loop.student.train()
     return evals
+
+
+PREDICTIONS = "predictions.npz"
+
+
+def save_predictions(path, bundle, logits: dict):
+    """The latest evaluation's per-example outputs, for paired statistics (``kdlab.stats``): per split
+    ``<split>/logits`` [n, C], ``<split>/labels`` and, for a set scored through a label mapping,
+    ``<split>/label_map``. Written atomically (a reader never sees half a file)."""
+    import os
+    arrays = {}
+    for name, split in bundle.eval_splits().items():
+        if name not in logits:
+            continue
+        arrays[f"{name}/logits"] = np.asarray(logits[name], dtype=np.float32)
+        arrays[f"{name}/labels"] = np.asarray(split.labels)
+        if getattr(split, "label_map", None) is not None:
+            arrays[f"{name}/label_map"] = np.asarray(split.label_map)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
 
 
 def save_state(loop: Loop, batch: int):

@@ -28,7 +28,8 @@ from .store import Store
 
 def load_bundle(cfg: RunConfig):
     return load_data(cfg.data, text_col=cfg.text_col, label_col=cfg.label_col, ood=cfg.ood or None,
-                     max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed,
+                     max_train=cfg.max_train, max_eval=cfg.max_eval,
+                     seed=cfg.train.seed if getattr(cfg, "data_seed", None) is None else cfg.data_seed,
                      task=getattr(cfg, "task", None), label_kind=getattr(cfg, "label_kind", None),
                      ood_map=getattr(cfg, "ood_map", None))
 
@@ -156,10 +157,11 @@ def _short(e: BaseException) -> str:
 
 def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tokenizer=None, bundle=None,
                 teacher_run: str | None = None, kind: str = "student", log=print, student=None,
-                resume: str | None = None) -> str:
+                resume: str | None = None, on_create=None) -> str:
     """Build the student, distill it with ``cfg.method`` and store everything; returns the run id.
 
-    ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy)."""
+    ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy).
+    ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then)."""
     cfg = apply_preset(cfg)
     store = store or Store()
     bundle = bundle or load_bundle(cfg)
@@ -196,6 +198,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         store.reopen(run_id, *checkpoint_position(checkpoint))
     else:
         run_id, checkpoint = store.create_run(kind, cfg.method, conf, name=cfg.name, parent=teacher_run), None
+        if on_create is not None:
+            on_create(run_id)
     log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
     try:
         res = train(student, tokenizer, bundle, cfg.method, teacher=teacher, cfg=cfg.train,
