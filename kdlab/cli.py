@@ -111,6 +111,14 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g.add_argument("--max-train", type=int, help="use at most this many training examples")
     g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set")
     if student:
+        g.add_argument("--transfer", metavar="FILE",
+                       help="a transfer set: more texts the student learns the teacher's outputs on (.txt one per "
+                            "line, or .tsv/.csv/.jsonl with the text column and an optional label column); hard "
+                            "labels only where a row has one. With --max-train N: the few-labels setting")
+        g.add_argument("--augment", action="store_true", default=None,
+                       help="add augmented copies of the training texts (masking, nearest-neighbour word "
+                            "replacement, n-grams; kdlab.augment), learned from the teacher's outputs only")
+    if student:
         g = p.add_argument_group("method")
         g.add_argument("--method", help=f"a registered method (python -m kdlab methods; default {D['method']})")
         g.add_argument("--set", dest="method_args", type=_kv, action="append", metavar="KEY=VALUE",

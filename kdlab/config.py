@@ -201,6 +201,10 @@ def build_config(**choices) -> RunConfig:
     if c["task"] is not None or c["text_col"] is not None:   # a bad task name or column list fails here, not later
         from .tasks import resolve
         resolve(None, task=c["task"], text_col=c["text_col"], label_col=c["label_col"], label_kind=c["label_kind"])
+    if c["transfer"]:
+        from pathlib import Path
+        if not Path(str(c["transfer"])).is_file():
+            raise KdlabError(f"--transfer: no file {c['transfer']!r}: give a .txt/.tsv/.csv/.jsonl file of texts")
     if c["ood_map"] is not None:
         from .tasks import parse_ood_map
         parse_ood_map(c["ood_map"])

@@ -13,6 +13,7 @@ from .chains import run_chain
 from .checkpoint import checkpoint_position, find_checkpoint
 from .config import RunConfig, apply_preset
 from .data.loaders import load_data
+from .data.transfer import extend_train
 from .distill import train
 from .errors import KdlabError
 from .evaluate import size_report, summary
@@ -189,6 +190,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                                     layer_list=cfg.student_layer_list, hidden=cfg.student_hidden,
                                     seed=cfg.train.seed)
     bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)   # e.g. bilstm enlarges the transfer set
+    bundle = extend_train(bundle, cfg, tokenizer, teacher, method_cls, log=log)   # --transfer FILE, --augment
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
     conf["data_identity"] = bundle.identity
