@@ -161,6 +161,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
         g.add_argument("--name", help="a name for the run")
     g.add_argument("--config", help="a JSON file with a whole run configuration (instead of the options above)")
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
+    if student:
+        g.add_argument("--tensorboard", action="store_true", default=None,
+                       help="also write TensorBoard event files into the run's folder (tensorboard --logdir RUNS)")
     _quiet_option(g)
     if resume:
         g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "

@@ -34,6 +34,7 @@ class TrainConfig:
     length_buckets: str = "auto"  # auto (CPU) | on | off: skip padding, rows of similar length run together
     select: str | None = None    # 'split:metric': keep the best epoch's model (kdlab.selection)
     patience: int = 0            # with select: stop after this many epochs without improvement; 0 = never
+    tensorboard: bool = False    # also write TensorBoard event files into the run's folder (kdlab.tensorboard)
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -86,7 +87,6 @@ class RunConfig:
     transfer: str | None = None        # a file of extra texts the student learns from the teacher's outputs on
     augment: bool = False              # enlarge the transfer set by augmentation (kdlab.augment)
     augment_args: dict = field(default_factory=dict)   # n_samples, p_mask, p_replace, p_ng, ng_max
-    tensorboard: bool = False          # write TensorBoard event files into the run's folder
     student_layers: int = 3
     student_init: str = "skip"         # skip | first | last | explicit | fresh
     student_layer_list: list[int] | None = None
@@ -125,7 +125,7 @@ class RunConfig:
         """Identity of a fine-tuned teacher: base model, data, and the fine-tuning settings."""
         t = dataclasses.asdict(self.teacher_train)
         for k in ("progress", "log_every", "device", "eval_each_epoch", "checkpoint_each_epoch",
-                  "checkpoint_every", "teacher_cache", "cache_dtype", "cache_max_mb"):
+                  "checkpoint_every", "teacher_cache", "cache_dtype", "cache_max_mb", "tensorboard"):
             t.pop(k, None)
         blob = json.dumps({"teacher": self.teacher, "data": data_identity, "train": t}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -187,7 +187,7 @@ def build_config(**choices) -> RunConfig:
     train = TrainConfig(epochs=c["epochs"], max_steps=c["max_steps"], lr=c["lr"], grad_accum=c["grad_accum"],
                         checkpoint_every=c["checkpoint_every"], teacher_cache=c["teacher_cache"],
                         cache_dtype=c["cache_dtype"], length_buckets=c["length_buckets"], select=c["select"] or None,
-                        patience=c["patience"] or 0, **shared).validate()
+                        patience=c["patience"] or 0, tensorboard=bool(c["tensorboard"]), **shared).validate()
     teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
                                 **shared).validate()
     data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]
@@ -212,7 +212,7 @@ def build_config(**choices) -> RunConfig:
                      task=c["task"], label_kind=c["label_kind"], ood_map=c["ood_map"],
                      ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
                      data_seed=c["data_seed"], transfer=c["transfer"] or None, augment=bool(c["augment"]),
-                     augment_args=dict(c["augment_args"] or {}), tensorboard=bool(c["tensorboard"]),
+                     augment_args=dict(c["augment_args"] or {}),
                      student_layers=c["student_layers"], student_init=init,
                      student_layer_list=c["student_layer_list"], student_hidden=c["student_hidden"] or None,
                      student_narrow_init=c["student_narrow_init"], method=c["method"], method_args=args, train=train, teacher_train=teacher_train,

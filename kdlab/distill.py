@@ -160,6 +160,7 @@ class Loop:
     writes: bool = False                # this process writes to the store (rank 0)
     position: dict = field(default_factory=dict)   # where a resumed run continues
     teacher_logits: dict | None = None  # the teacher's evaluation logits (agreement metrics)
+    tb: object = None                   # TensorBoard events (kdlab.tensorboard), with cfg.tensorboard
     last_W: torch.Tensor | None = None
     pending: list = field(default_factory=list)    # metric rows not yet written
 
@@ -282,6 +283,8 @@ def flush_logs(loop: Loop):
     if loop.writes:
         for st, ep, r in loop.pending:
             loop.store.log_metrics(loop.run_id, st, ep, r)
+            if loop.tb is not None:
+                loop.tb.train_row(st, r)
     loop.pending.clear()
 
 
@@ -295,6 +298,8 @@ def evaluate_epoch(loop: Loop) -> dict:
             domain = "in-domain" if split == "dev" else split
             loop.store.log_eval(loop.run_id, loop.state.step, loop.state.epoch, split, domain, m)
         save_predictions(loop.store.folder(loop.run_id) / PREDICTIONS, loop.bundle, logits)
+        if loop.tb is not None:
+            loop.tb.evals(loop.state.step, evals)
     loop.student.train()
     return evals
 
@@ -357,6 +362,9 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                  store=store, run_id=run_id, method=method, resume=resume)
     cfg, state, method = loop.cfg, loop.state, loop.method
     total, every = state.total_steps, cfg.checkpoint_every
+    if cfg.tensorboard and loop.writes:
+        from .tensorboard import FOLDER, EventWriter
+        loop.tb = EventWriter(store.folder(run_id) / FOLDER, start_step=state.step)
     if loop.writes:   # the plan, for progress and ETA (kdlab.progress)
         store.set_artifact(run_id, "plan", {"total_steps": total, "steps_per_epoch": state.steps_per_epoch,
                                             "started": time.time(), "start_step": state.step})
@@ -424,6 +432,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
         if bar is not None:
             bar.close()
         flush_logs(loop)
+        if loop.tb is not None:
+            loop.tb.close()
     selection = None
     if selector is not None and selector.record:
         selection = {"selected": selector.record, "last": {"epoch": state.epoch, "step": state.step, "evals": evals},
