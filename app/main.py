@@ -18,5 +18,6 @@ PAGES = [
     st.Page("pages/6_Out_of_domain.py", url_path="out-of-domain", title="Out of domain", icon=":material/travel_explore:"),
     st.Page("pages/7_Inspect.py", url_path="inspect", title="Inspect", icon=":material/search:"),
     st.Page("pages/8_Deploy.py", url_path="deploy", title="Deploy", icon=":material/rocket_launch:"),
+    st.Page("pages/10_Studies.py", url_path="studies", title="Studies", icon=":material/science:"),
 ]
 st.navigation(PAGES).run()
