@@ -156,6 +156,8 @@ def run_cell(root: str, study: str, cfg_dict: dict, cell: dict, state: str, run_
         return {"key": cell["key"], "run_id": rid, "status": store.run(rid)["status"], "message": ""}
     except KdlabError as e:
         return {"key": cell["key"], "run_id": None, "status": "failed", "message": str(e)}
+    except Exception as e:   # one broken cell does not stop the others; its run is marked failed with error.txt
+        return {"key": cell["key"], "run_id": None, "status": "failed", "message": f"{type(e).__name__}: {e}"}
 
 
 def run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary: dict | None = None,
