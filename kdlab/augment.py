@@ -154,8 +154,9 @@ def teacher_embedding(teacher) -> torch.Tensor:
 
 
 def augment_split(split, tokenizer, teacher, *, n_samples: int = 4, p_mask: float = 0.1, p_replace: float = 0.1,
-                  p_ng: float = 0.25, ng_max: int = 5, seed: int = 0, max_len: int = 64):
-    """``split`` plus its augmented samples, labelled with the teacher's predicted class."""
+                  p_ng: float = 0.25, ng_max: int = 5, seed: int = 0, max_len: int = 64, label: bool = True):
+    """``split`` plus its augmented samples, labelled with the teacher's predicted class (``label=False``: with a
+    placeholder label, for callers that mark them unlabeled, ``kdlab.data.transfer``)."""
     from .data.loaders import Split
     from .evaluate import predict
     mask_token = getattr(tokenizer, "mask_token", None)
@@ -169,6 +170,9 @@ def augment_split(split, tokenizer, teacher, *, n_samples: int = 4, p_mask: floa
     pairs = getattr(split, "texts_b", None)   # a pair: the first text is augmented, the second kept
     texts_b = None if pairs is None else [pairs[i] for i in src]
     aug = Split(name="augmented", texts=texts, labels=[0] * len(texts), domain=split.domain, texts_b=texts_b)
+    if not label:
+        return Split(name=split.name, texts=list(split.texts) + texts, labels=list(split.labels) + aug.labels,
+                     domain=split.domain, texts_b=None if pairs is None else list(pairs) + texts_b)
     device = next(teacher.parameters()).device
     logits = predict(teacher, aug, tokenizer, max_len=max_len, device=device)
     kind = getattr(teacher.config, "problem_type", None)

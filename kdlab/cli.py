@@ -116,6 +116,14 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g.add_argument("--max-train", type=int, help="use at most this many training examples")
     g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set")
     if student:
+        g.add_argument("--transfer", metavar="FILE",
+                       help="a transfer set: more texts the student learns the teacher's outputs on (.txt one per "
+                            "line, or .tsv/.csv/.jsonl with the text column and an optional label column); hard "
+                            "labels only where a row has one. With --max-train N: the few-labels setting")
+        g.add_argument("--augment", action="store_true", default=None,
+                       help="add augmented copies of the training texts (masking, nearest-neighbour word "
+                            "replacement, n-grams; kdlab.augment), learned from the teacher's outputs only")
+    if student:
         g = p.add_argument_group("method")
         g.add_argument("--method", help=f"a registered method (python -m kdlab methods; default {D['method']})")
         g.add_argument("--set", dest="method_args", type=_kv, action="append", metavar="KEY=VALUE",
@@ -158,6 +166,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
         g.add_argument("--name", help="a name for the run")
     g.add_argument("--config", help="a JSON file with a whole run configuration (instead of the options above)")
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
+    if student:
+        g.add_argument("--tensorboard", action="store_true", default=None,
+                       help="also write TensorBoard event files into the run's folder (tensorboard --logdir RUNS)")
     _quiet_option(g)
     if resume:
         g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "
@@ -390,6 +401,61 @@ def cmd_runs(a):
         for line in model_lines(store, r["id"]):   # models made by `kdlab compress`
             print(line)
     return 0
+
+
+def _study_args(p):
+    run_options(p, name=False)
+    g = p.add_argument_group("study")
+    g.add_argument("--name", default="study", help="the study's name (default 'study'); running the same name "
+                                                   "again continues it")
+    g.add_argument("--methods", help="methods to compare, comma-separated (e.g. ce,kd,pkd-skip); the baseline is "
+                                     "always added; without --methods: show the stored study")
+    g.add_argument("--seeds", default="3", help="a number of seeds (3: seeds 0,1,2) or a list (0,5,9); default 3")
+    g.add_argument("--vary", action="append", metavar="KEY=V1,V2",
+                   help="a method option and its values, crossed with the methods that have it (e.g. "
+                        "--vary temperature=2,4)")
+    g.add_argument("--baseline", default="ce", help="the method every other is compared with (default ce: the "
+                                                    "student trained alone)")
+    g.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
+    g.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
+    g.add_argument("--list", action="store_true", help="list the studies in the run store")
+    out = g.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the table as JSON rows")
+    out.add_argument("--csv", action="store_true", help="print the table as CSV")
+
+
+@command("study", "a grid of methods x option values x seeds, each a stored run; mean ± std, the paired difference "
+                  "to the baseline with a 95% bootstrap CI and a verdict per domain", _study_args)
+def cmd_study(a):
+    from .study import aggregate, format_table, json_rows, parse_seeds, parse_vary, run_study, to_csv
+    store = _store(a)
+    if a.list:
+        for st in store.studies():
+            n = len(st["spec"].get("cells", []))
+            done = len(st["cells"])
+            print(f"{st['name']:24s} {done}/{n} cells  methods {','.join(st['spec'].get('grid', {}).get('methods', []))}")
+        return 0
+    _refuse(a, ["method", "method_args", "temperature", "seed"], "a study takes its methods from --methods, their "
+            "options from --vary and its seeds from --seeds")
+    if not a.methods:
+        if store.study(a.name) is None:
+            raise KdlabError(f"no study '{a.name}' in {store.root}: give --methods to run one (study --list lists them)")
+        rows = aggregate(store, a.name, n_boot=a.bootstrap)
+        res = {"rows": rows, "failed": 0, "busy": []}
+    else:
+        methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+        cfg = config_from_args(a)
+        res = run_study(cfg, store, a.name, methods, parse_seeds(a.seeds), vary=parse_vary(a.vary),
+                        baseline=a.baseline, workers=a.workers, log=_log(a),
+                        progress=not (a.quiet or a.no_progress), n_boot=a.bootstrap)
+    rows = res["rows"]
+    if a.json:
+        print(json.dumps(json_rows(rows), indent=2))
+    elif a.csv:
+        sys.stdout.write(to_csv(rows))
+    else:
+        print(format_table(rows))
+    return 1 if res["failed"] else 0
 
 
 CKA_WITHOUT_RUN = ("teacher", "preset", "student_layers", "student_init", "data")

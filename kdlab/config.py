@@ -34,6 +34,7 @@ class TrainConfig:
     length_buckets: str = "auto"  # auto (CPU) | on | off: skip padding, rows of similar length run together
     select: str | None = None    # 'split:metric': keep the best epoch's model (kdlab.selection)
     patience: int = 0            # with select: stop after this many epochs without improvement; 0 = never
+    tensorboard: bool = False    # also write TensorBoard event files into the run's folder (kdlab.tensorboard)
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -81,6 +82,11 @@ class RunConfig:
     ood: list[str] = field(default_factory=list)
     max_train: int | None = None
     max_eval: int | None = None
+    data_seed: int | None = None       # the seed of the data's subsampling and dev split; None = train.seed (a
+                                       # study fixes it, so every seed's cell trains on the same data and teacher)
+    transfer: str | None = None        # a file of extra texts the student learns from the teacher's outputs on
+    augment: bool = False              # enlarge the transfer set by augmentation (kdlab.augment)
+    augment_args: dict = field(default_factory=dict)   # n_samples, p_mask, p_replace, p_ng, ng_max
     student_layers: int = 3
     student_init: str = "skip"         # skip | first | last | explicit | fresh
     student_layer_list: list[int] | None = None
@@ -119,7 +125,7 @@ class RunConfig:
         """Identity of a fine-tuned teacher: base model, data, and the fine-tuning settings."""
         t = dataclasses.asdict(self.teacher_train)
         for k in ("progress", "log_every", "device", "eval_each_epoch", "checkpoint_each_epoch",
-                  "checkpoint_every", "teacher_cache", "cache_dtype", "cache_max_mb"):
+                  "checkpoint_every", "teacher_cache", "cache_dtype", "cache_max_mb", "tensorboard"):
             t.pop(k, None)
         blob = json.dumps({"teacher": self.teacher, "data": data_identity, "train": t}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -132,7 +138,8 @@ CHOICES = dict(
     preset=None, arch=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
     student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None,
-    ood_map=None, ood=(), max_train=None, max_eval=None,
+    ood_map=None, ood=(), max_train=None, max_eval=None, data_seed=None, transfer=None, augment=False,
+    augment_args=None, tensorboard=False,
     method="kd", method_args=None, temperature=None,
     epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
     precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
@@ -196,7 +203,7 @@ def build_config(**choices) -> RunConfig:
     train = TrainConfig(epochs=c["epochs"], max_steps=c["max_steps"], lr=c["lr"], grad_accum=c["grad_accum"],
                         checkpoint_every=c["checkpoint_every"], teacher_cache=c["teacher_cache"],
                         cache_dtype=c["cache_dtype"], length_buckets=c["length_buckets"], select=c["select"] or None,
-                        patience=c["patience"] or 0, **shared).validate()
+                        patience=c["patience"] or 0, tensorboard=bool(c["tensorboard"]), **shared).validate()
     teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
                                 **shared).validate()
     data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]
@@ -210,12 +217,18 @@ def build_config(**choices) -> RunConfig:
     if c["task"] is not None or c["text_col"] is not None:   # a bad task name or column list fails here, not later
         from .tasks import resolve
         resolve(None, task=c["task"], text_col=c["text_col"], label_col=c["label_col"], label_kind=c["label_kind"])
+    if c["transfer"]:
+        from pathlib import Path
+        if not Path(str(c["transfer"])).is_file():
+            raise KdlabError(f"--transfer: no file {c['transfer']!r}: give a .txt/.tsv/.csv/.jsonl file of texts")
     if c["ood_map"] is not None:
         from .tasks import parse_ood_map
         parse_ood_map(c["ood_map"])
     return RunConfig(teacher=c["teacher"], teacher_finetuned=bool(c["teacher_finetuned"]), data=data, text_col=c["text_col"], label_col=c["label_col"],
                      task=c["task"], label_kind=c["label_kind"], ood_map=c["ood_map"],
                      ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
+                     data_seed=c["data_seed"], transfer=c["transfer"] or None, augment=bool(c["augment"]),
+                     augment_args=dict(c["augment_args"] or {}),
                      student_layers=c["student_layers"], student_init=init,
                      student_layer_list=c["student_layer_list"], student_hidden=c["student_hidden"] or None,
                      student_narrow_init=c["student_narrow_init"], method=c["method"], method_args=args, train=train, teacher_train=teacher_train,

@@ -161,6 +161,7 @@ class Loop:
     writes: bool = False                # this process writes to the store (rank 0)
     position: dict = field(default_factory=dict)   # where a resumed run continues
     teacher_logits: dict | None = None  # the teacher's evaluation logits (agreement metrics)
+    tb: object = None                   # TensorBoard events (kdlab.tensorboard), with cfg.tensorboard
     last_W: torch.Tensor | None = None
     pending: list = field(default_factory=list)    # metric rows not yet written
 
@@ -283,20 +284,47 @@ def flush_logs(loop: Loop):
     if loop.writes:
         for st, ep, r in loop.pending:
             loop.store.log_metrics(loop.run_id, st, ep, r)
+            if loop.tb is not None:
+                loop.tb.train_row(st, r)
     loop.pending.clear()
 
 
 def evaluate_epoch(loop: Loop) -> dict:
     """Evaluation: every evaluation split (in domain and out of domain), agreement with the teacher's
     predictions; stored per split."""
-    evals, _ = evaluate(loop.student, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len, device=loop.device,
-                        teacher_logits=loop.teacher_logits)
+    evals, logits = evaluate(loop.student, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len,
+                             device=loop.device, teacher_logits=loop.teacher_logits)
     if loop.writes:
         for split, m in evals.items():
             domain = "in-domain" if split == "dev" else split
             loop.store.log_eval(loop.run_id, loop.state.step, loop.state.epoch, split, domain, m)
+        save_predictions(loop.store.folder(loop.run_id) / PREDICTIONS, loop.bundle, logits)
+        if loop.tb is not None:
+            loop.tb.evals(loop.state.step, evals)
     loop.student.train()
     return evals
+
+
+PREDICTIONS = "predictions.npz"
+
+
+def save_predictions(path, bundle, logits: dict):
+    """The latest evaluation's per-example outputs, for paired statistics (``kdlab.stats``): per split
+    ``<split>/logits`` [n, C], ``<split>/labels`` and, for a set scored through a label mapping,
+    ``<split>/label_map``. Written atomically (a reader never sees half a file)."""
+    import os
+    arrays = {}
+    for name, split in bundle.eval_splits().items():
+        if name not in logits:
+            continue
+        arrays[f"{name}/logits"] = np.asarray(logits[name], dtype=np.float32)
+        arrays[f"{name}/labels"] = np.asarray(split.labels)
+        if getattr(split, "label_map", None) is not None:
+            arrays[f"{name}/label_map"] = np.asarray(split.label_map)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
 
 
 def save_state(loop: Loop, batch: int):
@@ -335,6 +363,9 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                  store=store, run_id=run_id, method=method, resume=resume)
     cfg, state, method = loop.cfg, loop.state, loop.method
     total, every = state.total_steps, cfg.checkpoint_every
+    if cfg.tensorboard and loop.writes:
+        from .tensorboard import FOLDER, EventWriter
+        loop.tb = EventWriter(store.folder(run_id) / FOLDER, start_step=state.step)
     if loop.writes:   # the plan, for progress and ETA (kdlab.progress)
         store.set_artifact(run_id, "plan", {"total_steps": total, "steps_per_epoch": state.steps_per_epoch,
                                             "started": time.time(), "start_step": state.step})
@@ -402,6 +433,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
         if bar is not None:
             bar.close()
         flush_logs(loop)
+        if loop.tb is not None:
+            loop.tb.close()
     selection = None
     if selector is not None and selector.record:
         selection = {"selected": selector.record, "last": {"epoch": state.epoch, "step": state.step, "evals": evals},

@@ -12,6 +12,7 @@ from .chains import run_chain
 from .checkpoint import checkpoint_position, find_checkpoint
 from .config import RunConfig, apply_preset
 from .data.loaders import load_data
+from .data.transfer import extend_train
 from .distill import train
 from .errors import KdlabError
 from .evaluate import size_report, summary
@@ -27,7 +28,8 @@ from .store import Store, teacher_cache_root  # noqa: F401  (teacher_cache_root:
 
 def load_bundle(cfg: RunConfig):
     return load_data(cfg.data, text_col=cfg.text_col, label_col=cfg.label_col, ood=cfg.ood or None,
-                     max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed,
+                     max_train=cfg.max_train, max_eval=cfg.max_eval,
+                     seed=cfg.train.seed if getattr(cfg, "data_seed", None) is None else cfg.data_seed,
                      task=getattr(cfg, "task", None), label_kind=getattr(cfg, "label_kind", None),
                      ood_map=getattr(cfg, "ood_map", None))
 
@@ -149,10 +151,11 @@ def _short(e: BaseException) -> str:
 
 def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tokenizer=None, bundle=None,
                 teacher_run: str | None = None, kind: str = "student", log=print, student=None,
-                resume: str | None = None) -> str:
+                resume: str | None = None, on_create=None) -> str:
     """Build the student, distill it with ``cfg.method`` and store everything; returns the run id.
 
-    ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy)."""
+    ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy).
+    ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then)."""
     cfg = apply_preset(cfg)
     store = store or Store()
     if bundle is None and teacher is None and student is None and resume is None:
@@ -184,6 +187,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                                     layer_list=cfg.student_layer_list, hidden=cfg.student_hidden,
                                     seed=cfg.train.seed)
     bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)   # e.g. bilstm enlarges the transfer set
+    bundle = extend_train(bundle, cfg, tokenizer, teacher, method_cls, log=log)   # --transfer FILE, --augment
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
     conf["data_identity"] = bundle.identity
@@ -193,6 +197,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         store.reopen(run_id, *checkpoint_position(checkpoint))
     else:
         run_id, checkpoint = store.create_run(kind, cfg.method, conf, name=cfg.name, parent=teacher_run), None
+        if on_create is not None:
+            on_create(run_id)
     log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
     try:
         res = train(student, tokenizer, bundle, cfg.method, teacher=teacher, cfg=cfg.train,

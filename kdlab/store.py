@@ -37,6 +37,12 @@ CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
 CREATE TABLE IF NOT EXISTS artifacts (
   run_id TEXT, name TEXT, value TEXT, PRIMARY KEY (run_id, name)
 );
+CREATE TABLE IF NOT EXISTS studies (
+  name TEXT PRIMARY KEY, spec TEXT, created REAL, updated REAL, result TEXT
+);
+CREATE TABLE IF NOT EXISTS study_cells (
+  study TEXT, cell TEXT, run_id TEXT, PRIMARY KEY (study, cell)
+);
 """
 
 FINAL = ("finished", "failed", "cancelled")
@@ -226,3 +232,38 @@ class Store:
         with self._conn() as c:
             r = c.execute("SELECT value FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
         return json.loads(r[0]) if r else default
+
+    # -- studies (kdlab.study): a grid of runs under one name ---------------------------------------
+    def save_study(self, name: str, spec: dict):
+        now = time.time()
+        with self._conn() as c:
+            c.execute("INSERT INTO studies (name, spec, created, updated, result) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, updated=excluded.updated",
+                      (name, json.dumps(spec, default=str), now, now, None))
+
+    def set_study_cell(self, name: str, cell: str, run_id: str):
+        with self._conn() as c:
+            c.execute("INSERT OR REPLACE INTO study_cells VALUES (?,?,?)", (name, cell, run_id))
+            c.execute("UPDATE studies SET updated=? WHERE name=?", (time.time(), name))
+
+    def set_study_result(self, name: str, result):
+        with self._conn() as c:
+            c.execute("UPDATE studies SET result=?, updated=? WHERE name=?",
+                      (json.dumps(result, default=str), time.time(), name))
+
+    def studies(self) -> list[dict]:
+        """Every study, newest first: name, spec, created, updated, result (None until aggregated), cells."""
+        with self._conn() as c:
+            rows = c.execute("SELECT name, spec, created, updated, result FROM studies ORDER BY created DESC").fetchall()
+            cells = c.execute("SELECT study, cell, run_id FROM study_cells").fetchall()
+        by: dict = {}
+        for st, cell, rid in cells:
+            by.setdefault(st, {})[cell] = rid
+        return [dict(name=n, spec=json.loads(sp or "{}"), created=cr, updated=up,
+                     result=json.loads(res) if res else None, cells=by.get(n, {})) for n, sp, cr, up, res in rows]
+
+    def study(self, name: str) -> dict | None:
+        for s in self.studies():
+            if s["name"] == name:
+                return s
+        return None

@@ -23,7 +23,8 @@ __all__ = [
     "as_array", "soften", "entropy", "smooth", "cosine_matrix", "per_layer_series", "drop_table",
     "mapping_heatmap", "cka_heatmap", "softened_distributions", "entropy_curve", "per_layer_multiples",
     "run_curves", "domain_accuracy_bars", "reliability_diagram", "attention_heatmaps",
-    "hidden_similarity", "prediction_scatter", "size_metric_scatter", "metric_title", "PAIR_RE",
+    "hidden_similarity", "prediction_scatter", "size_metric_scatter", "metric_title", "PAIR_RE", "study_forest",
+    "seed_deltas",
 ]
 
 PAIR_RE = re.compile(r"^(?P<term>.+)/s(?P<s>\d+)-t(?P<t>\d+)$")
@@ -436,4 +437,56 @@ def metric_bars(values: Mapping[str, Mapping[str, float]], title: str = "", yaxi
     fig.update_layout(title=title, barmode="group", yaxis_title=yaxis, height=400,
                       margin=dict(l=50, r=20, t=50, b=40))
     fig.update_xaxes(type="category")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------- studies
+VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "inconclusive": "#7f7f7f"}
+
+
+def seed_deltas(rows: Sequence[Mapping], row: Mapping) -> dict:
+    """{seed: method value - baseline value} of one study row (``kdlab.study`` rows carry per-seed values)."""
+    base = next((r for r in rows if r.get("verdict") == "baseline" and r["domain"] == row["domain"]), None)
+    if base is None:
+        return {}
+    b = base.get("seeds") or {}
+    return {s: v - b[s] for s, v in (row.get("seeds") or {}).items() if s in b and v is not None
+            and b[s] is not None}
+
+
+def study_forest(rows: Sequence[Mapping]) -> go.Figure:
+    """Forest plot of a study (``kdlab.study`` rows): one panel per domain; per method (and option values) the
+    paired difference to the baseline as a marker with its 95 % interval, coloured by verdict, the per-seed
+    differences as small open points, and the line of no difference at 0."""
+    others = [r for r in rows if r.get("verdict") != "baseline"]
+    domains = list(OrderedDict.fromkeys(r["domain"] for r in others)) or ["dev"]
+    fig = make_subplots(rows=1, cols=len(domains), shared_yaxes=True, subplot_titles=[
+        f"{d} ({'in domain' if d == 'dev' else 'out of domain'})" for d in domains])
+    shown = set()
+    for col, d in enumerate(domains, 1):
+        sub = [r for r in others if r["domain"] == d]
+        for r in sub:
+            v = r["verdict"]
+            lo, hi, x = r.get("ci_low"), r.get("ci_high"), r.get("delta")
+            finite = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+            fig.add_scatter(x=[x], y=[r["group"]], mode="markers", row=1, col=col, name=v, legendgroup=v,
+                            showlegend=v not in shown, marker=dict(size=11, color=VERDICT_COLORS.get(v, "black")),
+                            error_x=dict(type="data", symmetric=False, array=[hi - x], arrayminus=[x - lo])
+                            if finite else None,
+                            hovertemplate=f"{r['group']}<br>delta %{{x:+.4f}}" + (
+                                f"<br>95% CI [{lo:+.4f}, {hi:+.4f}]" if finite else "") + f"<br>{v}<extra></extra>")
+            shown.add(v)
+            pts = seed_deltas(rows, r)
+            if pts:
+                fig.add_scatter(x=list(pts.values()), y=[r["group"]] * len(pts), mode="markers", row=1, col=col,
+                                name="per seed", legendgroup="seed", showlegend="seed" not in shown,
+                                marker=dict(size=6, symbol="circle-open", color="#555"),
+                                text=[f"seed {s}" for s in pts], hovertemplate="%{text}: %{x:+.4f}<extra></extra>")
+                shown.add("seed")
+        fig.add_vline(x=0, line=dict(dash="dash", color="gray"), row=1, col=col)
+    metric = rows[0]["metric"] if rows else "accuracy"
+    base = next((r["group"] for r in rows if r.get("verdict") == "baseline"), "baseline")
+    fig.update_xaxes(title_text=f"{metric} - {base}")
+    fig.update_layout(title=f"Difference to {base} ({metric}) with 95% paired-bootstrap intervals",
+                      height=160 + 40 * len({r['group'] for r in others}), margin=dict(l=60, r=20, t=70, b=40))
     return fig

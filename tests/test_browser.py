@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAGES = ["Setup", "Layer mapping", "Temperature lab", "Train", "Compare runs", "Out of domain", "Inspect", "Deploy",
-         "Ranking"]
+         "Ranking", "Studies"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian Chromium is not installed (apt-get install -y chromium)")

@@ -42,7 +42,7 @@ def test_every_command_is_registered_the_same_way():
     import importlib.util
     assert importlib.util.find_spec("kdlab.cli_extra") is None
     assert set(cli.COMMANDS) == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench",
-                                 "compress"}
+                                 "compress", "study"}
     assert set(subparsers()) == set(cli.COMMANDS)
     for name, (f, help, add_args) in cli.COMMANDS.items():
         assert callable(f) and help and callable(add_args), name
@@ -98,6 +98,13 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(kdlab.models, "load_teacher", lambda *a, **k: (None, None))
     monkeypatch.setattr(kdlab.models, "build_student", lambda *a, **k: None)
     monkeypatch.setattr(kdlab.deploy.artifacts, "compress_run", lambda *a, **k: {})
+    import kdlab.study
+
+    def study(cfg, store, name, *a, **k):
+        store.save_study(name, {})
+        return {"rows": [], "failed": 0, "busy": []}
+    monkeypatch.setattr(kdlab.study, "run_study", study)
+    monkeypatch.setattr(kdlab.study, "aggregate", lambda *a, **k: [])
     monkeypatch.setattr(kdlab.deploy.report, "eval_models", lambda *a, **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "run_bench", lambda **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "write_markdown", lambda *a, **k: None)
@@ -119,6 +126,8 @@ VARIANTS = {
     "runs": [[]],
     "cka": [[], ["--run", "r"]],
     "bench": [["--write", "{md}"]],
+    "study": [["--methods", "ce,kd", "--seeds", "2", "--vary", "temperature=2,4", "--baseline", "ce", "--workers", "2",
+               "--bootstrap", "10", "--name", "s", "--json"], ["--name", "s", "--csv"], ["--list"]],
 }
 
 
@@ -149,6 +158,7 @@ SAMPLES = {
     "precision": ["fp32"], "teacher_epochs": ["1"], "teacher_lr": ["0.01"], "checkpoint_every": ["3"],
     "teacher_cache": ["on"], "cache_dtype": ["fp16"], "length_buckets": ["off"],
     "select": ["dev:accuracy"], "patience": ["2", "--select", "dev:accuracy"], "name": ["x"], "no_progress": [],
+    "data_seed": [], "transfer": [__file__], "augment": [], "augment_args": [], "tensorboard": [],
 }
 
 

@@ -93,6 +93,19 @@ r2 = w.result
 assert r2["run"] == runs["sentiment"]["pkd-skip"] != r["run"]
 assert set(r2["gain"]) == set(ev(runs["sentiment"]["pkd-skip"]))
 """,
+    "09_studies": """
+assert w.result["domain"] == "dev"
+ood = [d for d in domains if d != "dev"][0]
+w.children[0].value = ood
+r = w.result
+stored = S.store().study(NAME)["result"]["rows"]
+assert r["domain"] == ood and [x["verdict"] for x in r["rows"]] == [x["verdict"] for x in stored if x["domain"] == ood]
+kd = next(x for x in r["rows"] if x["method"] == "kd")
+base = next(x for x in r["rows"] if x["method"] == "ce")
+assert set(r["deltas"]["kd"]) == {"0", "1"}
+assert abs(r["deltas"]["kd"]["0"] - (kd["seeds"]["0"] - base["seeds"]["0"])) < 1e-12
+assert kd["ci_low"] <= kd["delta"] <= kd["ci_high"]
+""",
     "06_beyond_frozen_teacher": """
 assert w.result["method"] == "kd" and w.result["run"] == runs["kd"]
 w.children[0].value = "ce"
@@ -115,7 +128,7 @@ assert w.result["qid"] == qids[1] and w.result["rows"] != r2["rows"]
 
 
 def test_every_notebook_has_a_widget_check():
-    assert len(NOTEBOOKS) == 8
+    assert len(NOTEBOOKS) == 9
     assert {p.stem for p in NOTEBOOKS} == set(WIDGET_CHECKS)
 
 

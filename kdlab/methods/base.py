@@ -91,6 +91,7 @@ class Method(nn.Module):
     student_need = Need()  # the features ``need`` asks of the student and of the teacher (methods whose needs
     teacher_need = Need()  # change during training override ``need``)
     uses_teacher = True
+    accepts_unlabeled = True     # rows without a gold label (a transfer set) only reach the teacher terms
     trains_teacher = False   # True: the teacher learns too (its parameters join the optimiser, no freezing,
                              # teacher features computed with gradients); ``loss`` then includes its loss
     needs_attentions = False  # True: load models with eager attention from the start
@@ -241,7 +242,14 @@ class Method(nn.Module):
 
     def hard_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """The loss to the gold labels for the task's label kind: CE (classes), MSE to the score (score),
-        per-label BCE (multi)."""
+        per-label BCE (multi). Rows without a gold label (a transfer set's, ``kdlab.data.transfer``) are left
+        out; a batch with none gives 0."""
+        from ..data.transfer import labeled_mask
+        mask = labeled_mask(batch["labels"])
+        if mask is not None:
+            if not bool(mask.any()):
+                return logits.float().sum() * 0.0
+            logits, batch = logits[mask], {**batch, "labels": batch["labels"][mask]}
         kind = self.label_kind
         if kind == "score":
             return losses.score_mse(logits, batch["labels"])

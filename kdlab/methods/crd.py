@@ -65,6 +65,7 @@ def sample_negatives(label_bank: torch.Tensor, idx: torch.Tensor, labels: torch.
 class CRD(Method):
     """Contrastive representation distillation on the last-layer [CLS] with memory banks (RepDistiller)."""
     name = "crd"
+    accepts_unlabeled = False   # uses every row's gold label
     label_kinds = ("classes",)   # negatives are drawn from other classes
     summary = "L = g*CE + a*KD + b*(L_S + L_T), NCE with K negatives from memory banks of g(CLS) (tau 0.07)"
     defaults = dict(gamma=1.0, alpha=0.0, beta=0.8, temperature=4.0, nce_k=16384, nce_t=0.07, feat_dim=128,

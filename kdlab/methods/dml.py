@@ -28,6 +28,7 @@ from .base import Method, register
 @register
 class DML(Method):
     name = "dml"
+    accepts_unlabeled = False   # uses every row's gold label
     label_kinds = ("classes",)   # peers learn from each other's class distributions
     summary = "peers k: L_k = CE(y, z_k) + 1/(K-1) sum_l KL(p_l || p_k) (peers detached), simultaneous update"
     uses_teacher = False

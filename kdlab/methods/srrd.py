@@ -81,6 +81,6 @@ class SRRD(Method):
             z_t = self.head(h_t).float()
         z_r = self.head(r).float()
         sr = losses.hidden_mse(z_r.unsqueeze(1), z_t.unsqueeze(1))
-        ce = losses.hard_ce(s.logits, batch["labels"])
+        ce = self.hard_loss(s.logits, batch)
         total = ce + self.w("alpha", state) * fm + self.w("beta", state) * sr
         return total, {"ce": ce.detach(), "fm": fm.detach(), "sr": sr.detach()}

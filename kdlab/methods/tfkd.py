@@ -22,6 +22,7 @@ from .base import Method, register
 @register
 class TfKDSelf(Method):
     name = "tf-kd-self"
+    accepts_unlabeled = False   # uses every row's gold label
     summary = "hop 1: student with CE; hop 2: a fresh copy of the same initial student learns (1-a)CE + a T^2 KL from it"
     uses_teacher = False
     defaults = dict(alpha=0.95, temperature=6.0)
@@ -43,6 +44,7 @@ class TfKDSelf(Method):
 @register
 class TfKDReg(Method):
     name = "tf-kd-reg"
+    accepts_unlabeled = False   # uses every row's gold label
     label_kinds = ("classes",)   # the hand-made target puts its mass on the true class
     summary = "L = (1-a) CE + a * mult * KL(softmax(p^d/tau) || softmax(z_S)); p^d hand-made (0.99 true class)"
     uses_teacher = False
@@ -63,6 +65,7 @@ class TfKDReg(Method):
 @register
 class LabelSmoothing(Method):
     name = "label-smoothing"
+    accepts_unlabeled = False   # uses every row's gold label
     label_kinds = ("classes",)   # smoothing is over classes
     summary = "L = CE against (1-eps) on the true class and eps/(C-1) on the others"
     uses_teacher = False
