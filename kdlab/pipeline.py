@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .chains import run_chain
 from .checkpoint import checkpoint_position, find_checkpoint
-from .config import RunConfig, apply_preset
+from .config import RunConfig, apply_preset, teacher_lr_for
 from .data.loaders import load_data
 from .distill import train
 from .errors import KdlabError
@@ -123,8 +123,11 @@ def prepare_teachers(cfg: RunConfig, store: Store, bundle=None, *, attentions: b
     out, seen = [], {}
     for name in cfg.teachers or [cfg.teacher]:
         k = seen[name] = seen.get(name, -1) + 1
+        lr = cfg.teacher_train.lr
+        if name != cfg.teacher and lr == teacher_lr_for(cfg.teacher):   # the default: each teacher's own
+            lr = teacher_lr_for(name)
         one = dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
-            cfg.teacher_train, seed=cfg.teacher_train.seed + k))
+            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr))
         out.append(prepare_teacher(one, store, bundle, attentions=attentions, log=log))
     return out
 
