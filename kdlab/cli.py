@@ -78,8 +78,19 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     D = CHOICES
     g = p.add_argument_group("models")
     g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: a tiny random teacher, runs in seconds")
-    g.add_argument("--teacher", help=f"built-in name (minilm-l6, tiny, tiny-FAMILY), model folder, or hub name "
-                                     f"(default {D['teacher']})")
+    g.add_argument("--teacher", action="append",
+                   help=f"built-in name (minilm-l6, tiny, tiny-FAMILY), model folder, or hub name (default "
+                        f"{D['teacher']}); given several times: a teacher ensemble for logit KD (each prepared as "
+                        "usual; a name given twice is prepared again with the next seed)")
+    if student:
+        g.add_argument("--ensemble", choices=["mean-probs", "mean-kl"],
+                       help="several teachers: KD to the mean of their softened distributions (mean-probs, the "
+                            "default) or the mean of the per-teacher KD losses (mean-kl)")
+        g.add_argument("--teacher-logits", metavar="FILE",
+                       help="a teacher given only as soft labels: a .npy array [N, C] with one row of logits (or "
+                            "probabilities) per training example in kdlab's order, or a .csv/.tsv with a 'text' "
+                            "column (and 'text_b' for pairs) and one column per class, matched by text; drives "
+                            "logit-level methods (kd, kd-mse, ...); --teacher then names the student's base model")
     g.add_argument("--arch", metavar="FAMILY",
                    help="model family of the tiny random teacher (with --preset tiny): bert (default), roberta, "
                         "electra, distilbert, deberta-v2, modernbert, mpnet")
@@ -235,15 +246,15 @@ def cmd_distill(a):
 @command("teacher", "fine-tune (or reuse) the teacher on the training data",
          lambda p: run_options(p, student=False, name=False))
 def cmd_teacher(a):
-    from .pipeline import load_bundle, prepare_teacher
+    from .pipeline import load_bundle, prepare_teachers
     cfg = config_from_args(a)
     store = _store(a)
     from .ranking.train import ranking_teacher, wants_ranking
     if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
         _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
         return 0
-    _, _, run_id = prepare_teacher(cfg, store, load_bundle(cfg), log=_log(a))
-    _print_run(store, run_id)
+    for _, _, run_id in prepare_teachers(cfg, store, load_bundle(cfg), log=_log(a)):
+        _print_run(store, run_id)
     return 0
 
 
@@ -392,6 +403,11 @@ def cmd_runs(a):
         mb = f"{size['mb']:6.1f} MB" if size.get("mb") is not None else " " * 9
         ms = f"{size['latency_ms']:5.1f} ms" if size.get("latency_ms") is not None else " " * 8
         print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {mb} {ms}  {acc}")
+        conf = r.get("config") or {}
+        if conf.get("teachers"):   # a teacher ensemble
+            print(f"  teachers: {', '.join(map(str, conf['teachers']))} ({conf.get('ensemble', 'mean-probs')})")
+        elif conf.get("teacher_logits"):
+            print(f"  teacher: soft labels {conf['teacher_logits']}")
         sel = store.artifact(r["id"], "selection")
         if sel:   # --select: the kept model's epoch beside the last one
             s_, last = sel["selected"], sel["last"]

@@ -73,6 +73,9 @@ class RunConfig:
     """Everything a distillation run needs; ``preset='tiny'`` swaps in a tiny random teacher."""
     teacher: str = "minilm-l6"
     teacher_finetuned: bool = False    # the teacher is a fine-tuned classifier: used as is (kdlab.ready_teacher)
+    teachers: list[str] = field(default_factory=list)  # several teachers (an ensemble, kdlab.teachers); [] = one
+    ensemble: str = "mean-probs"       # an ensemble's loss: mean-probs (KD to the mean distribution) | mean-kl
+    teacher_logits: str | None = None  # a teacher given as soft labels (a .npy/.csv/.tsv file, kdlab.teachers)
     data: str | None = None            # None = the embedded corpus; a file, folder or hub name
     text_col: str | None = None        # None = the task's ('sentence' for sentiment); 'a,b' = a sentence pair
     label_col: str | None = None       # None = the task's ('label' for sentiment)
@@ -136,6 +139,7 @@ class RunConfig:
 # and the notebooks all go through ``build_config(**choices)``: these names are the CLI's option names.
 CHOICES = dict(
     preset=None, arch=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
+    ensemble="mean-probs", teacher_logits=None,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
     student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None,
     ood_map=None, ood=(), max_train=None, max_eval=None, data_seed=None, transfer=None, augment=False,
@@ -189,7 +193,16 @@ def build_config(**choices) -> RunConfig:
     if preset is not None and preset not in PRESETS:
         raise KdlabError(f"unknown preset '{preset}': the only preset is {', '.join(map(repr, PRESETS))}")
     c = {**CHOICES, **PRESETS.get(preset, {}), **{k: v for k, v in choices.items() if v is not None}}
-    c["teacher"] = tiny_teacher_of(c["arch"], c["teacher"])
+    names = [c["teacher"]] if isinstance(c["teacher"], str) else list(c["teacher"])   # --teacher A --teacher B
+    if not names:
+        raise KdlabError("no teacher given: name one with --teacher")
+    names = [tiny_teacher_of(c["arch"], t) for t in names]
+    c["teacher"], teachers = names[0], (names if len(names) > 1 else [])
+    if c["ensemble"] not in ("mean-probs", "mean-kl"):
+        raise KdlabError(f"ensemble must be mean-probs or mean-kl (got {c['ensemble']!r})")
+    if teachers and c["teacher_logits"]:
+        raise KdlabError("--teacher-logits gives the teacher as soft labels: give one --teacher (the student's base "
+                         "model) with it, not several")
     if c["student_init"] not in STUDENT_INITS:
         raise KdlabError(f"student-init must be one of {', '.join(STUDENT_INITS)} (got {c['student_init']})")
     init = "skip" if c["student_init"] == "uniform" else c["student_init"]
@@ -224,7 +237,8 @@ def build_config(**choices) -> RunConfig:
     if c["ood_map"] is not None:
         from .tasks import parse_ood_map
         parse_ood_map(c["ood_map"])
-    return RunConfig(teacher=c["teacher"], teacher_finetuned=bool(c["teacher_finetuned"]), data=data, text_col=c["text_col"], label_col=c["label_col"],
+    return RunConfig(teacher=c["teacher"], teacher_finetuned=bool(c["teacher_finetuned"]), teachers=teachers,
+                     ensemble=c["ensemble"], teacher_logits=c["teacher_logits"] or None, data=data, text_col=c["text_col"], label_col=c["label_col"],
                      task=c["task"], label_kind=c["label_kind"], ood_map=c["ood_map"],
                      ood=list(c["ood"]), max_train=c["max_train"] or None, max_eval=c["max_eval"] or None,
                      data_seed=c["data_seed"], transfer=c["transfer"] or None, augment=bool(c["augment"]),

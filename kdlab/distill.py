@@ -72,8 +72,19 @@ def _normal(f: Features | None) -> Features | None:
         return None
     c = lambda xs: None if xs is None else [x.clone() for x in xs]
     qkv = None if f.qkv is None else [tuple(x.clone() for x in t) for t in f.qkv]
-    return Features(f.logits.clone(), f.mask, c(f.hidden), c(f.attentions), qkv, f.heads, f.extra,
+    return Features(f.logits.clone(), f.mask, c(f.hidden), c(f.attentions), qkv, f.heads, _clone_all(f.extra),
                     map_tensors(f.maps, lambda x: x.clone()))
+
+
+def _clone_all(x):
+    """Every tensor in nested dicts / lists cloned (e.g. a teacher ensemble's per-teacher logits in ``extra``)."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, dict):
+        return {k: _clone_all(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_clone_all(v) for v in x)
+    return x
 
 
 def param_groups(modules, weight_decay: float):
@@ -378,7 +389,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
 
     def save_selected(folder):
         save_model(student, tokenizer, folder, extra={"run_id": run_id, "selected": True})
-    if loop.teacher is not None and cfg.eval_each_epoch:   # the teacher's predictions, for agreement
+    if loop.teacher is not None and cfg.eval_each_epoch and not getattr(loop.teacher, "soft_labels", False):
+        # the teacher's predictions, for agreement (a soft-label teacher has none on the evaluation splits)
         _, loop.teacher_logits = evaluate(loop.teacher, tokenizer, bundle, max_len=cfg.max_len, device=loop.device)
     bar = None
     if cfg.progress:

@@ -4,6 +4,8 @@ Each returns ``(total, parts)`` where ``parts`` holds per-layer values named ``"
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -101,3 +103,20 @@ class HiddenMatch(nn.Module):
             parts[f"{self.name}_{self.distance}/s{i + 1}-t{tj}"] = val.detach()
             total = total + val
         return total, parts
+
+
+ENSEMBLE_FORMS = ("mean-probs", "mean-kl")
+
+
+def ensemble_target(t_logits: list, T: float, kind: str = "classes", form: str = "kl") -> torch.Tensor:
+    """One teacher's worth of logits whose softened distribution is the mean of the teachers' softened
+    distributions (the ``mean-probs`` ensemble): ``T * log(mean_k softmax(z_k / T))`` for classes (a softmax at
+    temperature T of it gives the mean), ``T * logit(mean_k sigmoid(z_k / T))`` for several labels per example;
+    the mean of the logits for a score or the ``mse`` form (no distribution to average)."""
+    z = torch.stack([t.float() for t in t_logits])   # [K, B, C]
+    if kind == "score" or form == "mse":
+        return z.mean(0)
+    if kind == "multi":
+        p = torch.sigmoid(z / T).mean(0).clamp(1e-7, 1 - 1e-7)
+        return T * torch.logit(p)
+    return T * (torch.logsumexp(torch.log_softmax(z / T, dim=-1), dim=0) - math.log(len(t_logits)))

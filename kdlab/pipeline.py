@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .chains import run_chain
 from .checkpoint import checkpoint_position, find_checkpoint
-from .config import RunConfig, apply_preset
+from .config import RunConfig, apply_preset, teacher_lr_for
 from .data.loaders import load_data
 from .data.transfer import extend_train
 from .distill import train
@@ -110,6 +110,61 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
     return teacher, tok, run_id
 
 
+def prepare_teachers(cfg: RunConfig, store: Store, bundle=None, *, attentions: bool = False, log=print):
+    """Every teacher of ``cfg`` (``cfg.teachers``, else ``cfg.teacher``) prepared one by one through
+    ``prepare_teacher``; a name given again is prepared with the next seed (a seed ensemble).
+    Returns [(teacher, tokenizer, run id)]."""
+    bundle = bundle or load_bundle(cfg)
+    out, seen = [], {}
+    for name in cfg.teachers or [cfg.teacher]:
+        k = seen[name] = seen.get(name, -1) + 1
+        lr = cfg.teacher_train.lr
+        if name != cfg.teacher and lr == teacher_lr_for(cfg.teacher):   # the default: each teacher's own
+            lr = teacher_lr_for(name)
+        one = dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
+            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr))
+        out.append(prepare_teacher(one, store, bundle, attentions=attentions, log=log))
+    return out
+
+
+def special_teacher(cfg: RunConfig, store: Store, bundle, method_cls, log=print):
+    """A teacher given as soft labels (``cfg.teacher_logits``) or an ensemble (``cfg.teachers``): (teacher,
+    tokenizer, teacher run id, the model the default student is built from). Layer methods refuse both."""
+    from .teachers import (EnsembleTeacher, SoftLabelTeacher, check_method, check_same_tokenizer, file_digest,
+                           load_soft_labels)
+    if cfg.teacher_logits:
+        check_method(method_cls, "soft labels (--teacher-logits)")
+        table = load_soft_labels(cfg.teacher_logits, bundle)
+        base, tok = load_teacher(cfg.teacher, bundle.num_labels(), trust_remote_code=cfg.trust_remote_code,
+                                 seed=cfg.teacher_train.seed)
+        set_problem_type(base, bundle.task)
+        return SoftLabelTeacher(table, base.config), tok, _soft_label_run(cfg, store, bundle, table, file_digest(
+            cfg.teacher_logits), log), base
+    check_method(method_cls, "several teachers (an ensemble)")
+    prepared = prepare_teachers(cfg, store, bundle, log=log)
+    check_same_tokenizer([p[1] for p in prepared], cfg.teachers)
+    ens = EnsembleTeacher([p[0] for p in prepared], cfg.ensemble, bundle.task.kind)
+    ens.runs = [p[2] for p in prepared]
+    log(f"teacher: an ensemble of {len(prepared)} teachers ({cfg.ensemble})")
+    return ens, prepared[0][1], prepared[0][2], prepared[0][0]
+
+
+def _soft_label_run(cfg, store: Store, bundle, table, digest: str, log) -> str:
+    """A finished teacher run recording the soft labels (nothing to evaluate: "soft labels only"), once per file and
+    data."""
+    key = f"soft-{digest}-{bundle.identity}"
+    for r in store.runs(kind="teacher"):
+        if r["config"].get("key") == key and r["status"] == "finished":
+            return r["id"]
+    conf = {"teacher": None, "teacher_logits": str(cfg.teacher_logits), "sha256": digest, "rows": int(table.shape[0]),
+            "width": int(table.shape[1]), "data": cfg.data or "embedded", "data_identity": bundle.identity,
+            "key": key, "task_spec": bundle.task.to_dict()}
+    run_id = store.create_run("teacher", "soft-labels", conf, name=f"teacher soft labels {Path(cfg.teacher_logits).name}")
+    log(f"teacher: soft labels from {cfg.teacher_logits} ({table.shape[0]} rows; {run_id})")
+    store.finish(run_id, "finished", "soft labels only: not evaluated")
+    return run_id
+
+
 def _adopt_teacher_run(store: Store, info: dict, folder: Path) -> str | None:
     """A teacher fine-tuned for another store gets a finished teacher run in this one, with its evaluations."""
     run_id = info.get("run_id")
@@ -168,6 +223,10 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     if cfg.train.select:   # --select names a split and a metric the run has
         Selector.of(cfg.train.select, cfg.train.patience, None).check_plan(bundle)
     needs_attn = method_cls.needs_attentions
+    if teacher is None and (cfg.teacher_logits or cfg.teachers):   # soft labels / an ensemble: kdlab.teachers
+        teacher, tokenizer, teacher_run, base = special_teacher(cfg, store, bundle, method_cls, log=log)
+    else:
+        base = None   # the model the default student is built from: the teacher
     if teacher is None and student is None and not method_cls.defines("make_student") and not cfg.student_hidden:
         check_student_fits(cfg.teacher, layers=cfg.student_layers, init=cfg.student_init,
                            layer_list=cfg.student_layer_list)   # before minutes of teacher fine-tuning
@@ -178,18 +237,21 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                          bundle=bundle, teacher_run=teacher_run, log=log)
     if student is None:   # the method's own student, or None for the default one
         student = method_cls.make_student(teacher, tokenizer, cfg)
+    base = base if base is not None else teacher
     if student is None:
         init = method_cls.student_init if cfg.student_init == "skip" else cfg.student_init
         if cfg.student_hidden and cfg.student_narrow_init != "random":   # projected from the teacher
-            student = build_narrow(teacher, tokenizer, bundle.train, cfg, init or cfg.student_init)
+            student = build_narrow(base, tokenizer, bundle.train, cfg, init or cfg.student_init)
         else:
-            student = build_student(teacher, layers=cfg.student_layers, init=init or cfg.student_init,
+            student = build_student(base, layers=cfg.student_layers, init=init or cfg.student_init,
                                     layer_list=cfg.student_layer_list, hidden=cfg.student_hidden,
                                     seed=cfg.train.seed)
     bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)   # e.g. bilstm enlarges the transfer set
     bundle = extend_train(bundle, cfg, tokenizer, teacher, method_cls, log=log)   # --transfer FILE, --augment
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
+    if getattr(teacher, "runs", None):
+        conf["teacher_runs"] = teacher.runs   # every teacher of an ensemble
     conf["data_identity"] = bundle.identity
     conf["task_spec"] = bundle.task.to_dict()
     if resume:   # continue a stored run from its last checkpoint (resume_run)
@@ -249,7 +311,7 @@ def resume_run(store: Store, run_id: str, log=print) -> str:
                          "can be resumed")
     _checkpoint_of(store, run["id"])
     conf = dict(run["config"])
-    for k in ("teacher_run", "data_identity", "task_spec"):
+    for k in ("teacher_run", "teacher_runs", "data_identity", "task_spec"):
         conf.pop(k, None)
     cfg = RunConfig.from_dict(conf)
     cfg.train.progress = False

@@ -89,7 +89,7 @@ def stubs(monkeypatch, tmp_path):
     bundle = SimpleNamespace(train=[], eval_splits=lambda: {"dev": []}, num_labels=lambda: 2)
     monkeypatch.setattr(kdlab.pipeline, "distill_run", lambda cfg, store, log: finished(store, cfg))
     monkeypatch.setattr(kdlab.pipeline, "resume_run", lambda store, run_id, log: finished(store))
-    monkeypatch.setattr(kdlab.pipeline, "prepare_teacher", lambda cfg, store, bundle, log: (0, 0, finished(store, cfg)))
+    monkeypatch.setattr(kdlab.pipeline, "prepare_teacher", lambda cfg, store, bundle, log, **k: (0, 0, finished(store, cfg)))
     monkeypatch.setattr(kdlab.pipeline, "load_bundle", lambda cfg: bundle)
     monkeypatch.setattr(kdlab.pipeline, "eval_run", lambda *a, **k: {"accuracy": 1.0})
     monkeypatch.setattr(kdlab.tools.demo, "run_demo", lambda cfg, store, log, also=(): 0)
@@ -148,7 +148,8 @@ def test_every_declared_option_is_read_by_its_command(name, stubs, capsys):
 
 # -------------------------------------------------------------------------------------------------- every run option used
 SAMPLES = {
-    "preset": ["tiny"], "teacher": ["tiny"], "teacher_finetuned": [], "trust_remote_code": [], "student_layers": ["2"],
+    "preset": ["tiny"], "teacher": ["tiny"], "teacher_finetuned": [], "arch": ["roberta", "--teacher", "tiny"],
+    "ensemble": ["mean-kl"], "teacher_logits": ["z.npy"], "trust_remote_code": [], "student_layers": ["2"],
     "student_init": ["first"], "student_layer_list": ["0,2"], "student_hidden": ["64"], "data": ["x.tsv"],
     "student_narrow_init": ["pca", "--student-hidden", "64"],
     "text_col": ["text"], "label_col": ["y"], "task": ["rte"], "label_kind": ["score"], "ood_map": ["a=b"],

@@ -30,7 +30,7 @@ from .. import losses, mapping as mapping_strategies
 from ..errors import KdlabError
 from ..features import Features, Need
 from ..models import ModelInfo
-from ..objectives import logit_kd
+from ..objectives import ensemble_target, logit_kd
 
 
 @dataclass
@@ -268,12 +268,23 @@ class Method(nn.Module):
             return losses.multi_label_kd(s_logits, t_logits, T)
         return logit_kd(s_logits, t_logits, form, T)
 
+    def teacher_soft_loss(self, s_logits: torch.Tensor, t: Features, form: str, T: float) -> torch.Tensor:
+        """``soft_loss`` to the teacher's features ``t``; for a teacher ensemble (``kdlab.teachers``:
+        ``t.extra["ensemble"]``) either ``mean-probs`` (the loss to the mean of the teachers' softened
+        distributions, ``kdlab.objectives.ensemble_target``) or ``mean-kl`` (the mean of the per-teacher losses)."""
+        ens = t.extra.get("ensemble") if t.extra else None
+        if ens is None:
+            return self.soft_loss(s_logits, t.logits, form, T)
+        if ens["form"] == "mean-kl":
+            return sum(self.soft_loss(s_logits, z, form, T) for z in ens["logits"]) / len(ens["logits"])
+        return self.soft_loss(s_logits, ensemble_target(ens["logits"], T, self.label_kind, form), form, T)
+
     def kd_term(self, s: Features, t: Features, state: State, parts: dict, form: str = "kl",
                 log_temperature: bool = True) -> torch.Tensor:
         """The logit-KD term (``soft_loss``: ``kdlab.objectives.logit_kd`` at this step's temperature for classes),
         recorded in ``parts`` as ``kd`` (and ``temperature``; a score task has none)."""
         T = self.temperature(state)
-        kd = self.soft_loss(s.logits, t.logits, form, T)
+        kd = self.teacher_soft_loss(s.logits, t, form, T)
         parts["kd"] = kd.detach()
         if log_temperature and self.label_kind != "score":
             parts["temperature"] = torch.tensor(T)
@@ -320,7 +331,7 @@ class LogitKD(Method):
         ``alpha_soft * MSE(student, teacher prediction) + alpha_hard * MSE(student, gold)``, no temperature
         (parts ``kd``, ``mse``); multi-label: sigmoid KD with temperature + BCE (``kd``, ``bce``, ``temperature``)."""
         T = self.temperature(state)
-        kd = self.soft_loss(s.logits, t.logits, self.hp["kd_form"], T)
+        kd = self.teacher_soft_loss(s.logits, t, self.hp["kd_form"], T)
         hard = self.hard_loss(s.logits, batch)
         total = self.w("alpha_soft", state) * kd + self.w("alpha_hard", state) * hard
         if self.label_kind == "score":

@@ -151,6 +151,8 @@ def should_cache(mode: str, *, teacher, method, need: Need, dtype: str = "fp32")
     """(use the cache?, why) for ``mode`` in auto/on/off."""
     if mode == "off" or teacher is None:
         return False, "off"
+    if getattr(teacher, "uncached", False):
+        return False, "the teacher is a table of soft labels or an ensemble"
     if getattr(method, "trains_teacher", False) or teacher.training:
         return False, "the teacher trains"
     if not getattr(method, "cacheable", True):
