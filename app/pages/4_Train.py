@@ -5,6 +5,7 @@ import numpy as np
 import streamlit as st
 
 import common as C
+import method_form
 from kdlab import viz
 from kdlab.tools import launch
 from kdlab.errors import KdlabError
@@ -16,18 +17,21 @@ C.sidebar()
 s = C.setup()
 store = C.store()
 
+methods = names()
+method = st.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
+st.caption(get(method).summary)
 with st.form("train_form"):
-    c1, c2, c3, c4 = st.columns(4)
-    methods = names()
-    method = c1.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
-    max_steps = c2.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
-    epochs = c3.number_input("epochs", 1, 100, 1 if C.preset() == "tiny" else 3, key="train_epochs")
-    name = c4.text_input("run name (optional)", "", key="train_name", placeholder="the method's name")
-    opts = st.text_area("method options (JSON; defaults shown on the right)", "{}", key="train_opts", height=80)
+    c1, c2, c3 = st.columns(3)
+    max_steps = c1.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
+    epochs = c2.number_input("epochs", 1, 100, int(s.get("epochs", 1 if C.preset() == "tiny" else 3)),
+                             key="train_epochs")
+    name = c3.text_input("run name (optional)", "", key="train_name", placeholder="the method's name")
+    st.markdown(f"**options of `{method}`** (hover a name for what it does; the method checks the values)")
+    form_args = method_form.render(get(method))
+    with st.expander("Advanced: options as JSON (layer lists, matrices, schedules such as temperature_end)"):
+        opts = st.text_area("method options (JSON; these override the form)", "{}", key="train_opts", height=80)
+        st.json(get(method).all_defaults())
     go = st.form_submit_button("Start run")
-with st.expander(f"options of {method} and their defaults"):
-    st.caption(get(method).summary)
-    st.json(get(method).all_defaults())
 
 if go:
     with C.guard():
@@ -37,8 +41,9 @@ if go:
             raise KdlabError(f"method options are not valid JSON ({e.msg}): write e.g. {{\"temperature\": 4}}")
         if not isinstance(extra, dict):
             raise KdlabError("method options must be a JSON object, e.g. {\"temperature\": 4}")
-        get(method).check_options(extra)  # defaults + <weight>_end / <weight>_schedule of scheduled weights
-        cfg = C.run_config(method=method, max_steps=int(max_steps), epochs=int(epochs), method_args=extra)
+        args = {**form_args, **extra}
+        get(method).check_options(args)  # the method's declared types and ranges, its choices, X_end / X_schedule
+        cfg = C.run_config(method=method, max_steps=int(max_steps), epochs=int(epochs), method_args=args)
         job = launch.launch(cfg, store.root, launch.unique_name(name or method))
         st.session_state["train_job"] = job.__dict__
         st.session_state.pop("train_run_id", None)
