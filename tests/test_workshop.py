@@ -99,3 +99,43 @@ def test_every_method_form_builds_widgets_and_round_trips_the_defaults(env, laun
         assert not at.error, (n, [e.value for e in at.error])
         assert launched[-1].method == n and launched[-1].method_args == {}, n
     assert len(launched) == len(names())
+
+
+# ----------------------------------------------------------------------------------------------- dark knowledge
+def test_dark_knowledge_matches_hand_computed_values():
+    from math import log, sqrt
+    from kdlab.dark_knowledge import dark_knowledge
+    # binary: p = [0.75, 0.25] at T=1; at T=2 p = [sqrt3, 1] / (sqrt3 + 1)
+    dk = dark_knowledge([[log(3), 0.0]], [1, 2], labels=[0])
+    assert dk["entropy"][0] == pytest.approx(-(0.75 * log(0.75) + 0.25 * log(0.25)))
+    assert dk["non_target_mass"] == pytest.approx([0.25, 1 / (sqrt(3) + 1)])
+    assert dk["second_informative"] == [0.0, 0.0] and dk["non_target_entropy"] == [0.0, 0.0]
+    # three classes: p = [0.6, 0.3, 0.1] and [0.98, 0.01, 0.01] at T=1
+    z = [[log(6), log(3), 0.0], [log(98), 0.0, 0.0]]
+    dk = dark_knowledge(z, [1.0, 2.0], labels=[0, 0], threshold=0.05)
+    h1 = -(0.6 * log(0.6) + 0.3 * log(0.3) + 0.1 * log(0.1))
+    h2 = -(0.98 * log(0.98) + 2 * 0.01 * log(0.01))
+    assert dk["entropy"][0] == pytest.approx((h1 + h2) / 2)
+    assert dk["non_target_mass"][0] == pytest.approx((0.4 + 0.02) / 2)
+    assert dk["second_informative"] == [0.5, 1.0]   # 0.01 < 0.05 at T=1; sqrt: 1 / (sqrt98 + 2) = 0.084 at T=2
+    assert dk["non_target_entropy"][0] == pytest.approx((-(0.75 * log(0.75) + 0.25 * log(0.25)) + log(2)) / 2)
+    # a wrong teacher: the mass off the gold label counts the teacher's own top class
+    assert dark_knowledge([[log(6), log(3), 0.0]], [1], labels=[1])["non_target_mass"] == pytest.approx([0.7])
+    with pytest.raises(KdlabError, match="temperatures must be > 0"):
+        dark_knowledge(z, [0])
+
+
+def test_temperature_lab_shows_the_dark_knowledge_view(env):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/3_Temperature_lab.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    figs = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+            for c in at.get("plotly_chart")}
+    dk = figs["Dark knowledge of the teacher's soft targets vs temperature (2 classes)"]
+    lines = {d["name"]: d["y"] for d in dk["data"]}
+    ent = np.array(lines["entropy of the soft targets"])
+    assert np.all(np.diff(ent) > 0) and ent[-1] <= np.log(2) + 1e-9   # softer with T, at most log 2
+    assert set(lines["entropy among the non-target classes"]) == {0.0}
+    assert any("how sure" in m.value for m in at.markdown)
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["second choice informative"] == "0%"
