@@ -228,12 +228,16 @@ def bundle():
     return bundle_for(s["data"], int(s["max_train"]), int(s["max_eval"]), tuple(s.get("ood") or ()))
 
 
+def teacher_folder(cfg=None) -> Path:
+    """Where the fine-tuned teacher of the Setup choices is (or will be) cached: its preparation lock's key."""
+    cfg = cfg or run_config()
+    from kdlab.pipeline import teacher_cache_root
+    return teacher_cache_root(store()) / cfg.teacher_key(bundle().identity)
+
+
 def prepared_teacher_dir(cfg=None) -> Path | None:
     """Folder of the fine-tuned teacher for the Setup choices, if it was prepared."""
-    cfg = cfg or run_config()
-    b = bundle()
-    from kdlab.pipeline import teacher_cache_root
-    folder = teacher_cache_root(store()) / cfg.teacher_key(b.identity)
+    folder = teacher_folder(cfg)
     return folder if (folder / "kdlab.json").exists() else None
 
 
@@ -387,3 +391,37 @@ def split_texts(name: str, b=None):
     if sp is None:
         raise KdlabError(f"the data has no split '{name}' (it has {', '.join(b.eval_splits())})")
     return sp
+
+
+# ----------------------------------------------------------------------------------------------- downloads
+@st.cache_resource(show_spinner=False)
+def _png_export() -> bool:
+    """True when plotly can write PNG here: kaleido installed and a Chrome/Chromium it can drive (offline)."""
+    import importlib.util
+    import shutil
+    if importlib.util.find_spec("kaleido") is None:
+        return False
+    return bool(os.environ.get("BROWSER_PATH") or any(shutil.which(b) for b in (
+        "chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")))
+
+
+def show(obj, key: str, where=None, name: str | None = None, **kw):
+    """Draw a table (DataFrame, or a list of row dicts) or a plotly figure in ``where`` (default the page) with
+    its downloads below it: the table as CSV, the figure as HTML (plotly.js inlined: opens offline) and as PNG
+    when kaleido can render here. The files are made only when a button is clicked."""
+    import pandas as pd
+    where = where or st
+    name = name or key
+    if isinstance(obj, (pd.DataFrame, list)):
+        df = obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
+        where.dataframe(df, key=key, **kw)
+        where.download_button("CSV", lambda: df.to_csv().encode(), f"{name}.csv", "text/csv", key=f"{key}_csv",
+                              icon=":material/download:", type="tertiary", on_click="ignore")
+        return
+    where.plotly_chart(obj, key=key, **kw)
+    c1, c2 = where.columns(2)
+    c1.download_button("HTML", lambda: obj.to_html(include_plotlyjs=True, full_html=True).encode(), f"{name}.html",
+                       "text/html", key=f"{key}_html", icon=":material/download:", type="tertiary", on_click="ignore")
+    if _png_export():
+        c2.download_button("PNG", lambda: obj.to_image(format="png", scale=2), f"{name}.png", "image/png",
+                           key=f"{key}_png", icon=":material/download:", type="tertiary", on_click="ignore")

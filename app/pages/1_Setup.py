@@ -162,7 +162,7 @@ if "setup_sizes" in st.session_state:
     names = list(rows)
     ratio = rows[names[0]]["params"] / max(1.0, rows[names[1]]["params"])
     speed = rows[names[0]]["latency_ms"] / max(1e-9, rows[names[1]]["latency_ms"])
-    st.dataframe(df, key="setup_size_table")
+    C.show(df, "setup_size_table")
     st.markdown(f"student is **{ratio:.2f}x smaller** and **{speed:.2f}x faster** per example (batch 1, CPU)")
 
 st.subheader("Stored models on this data")
@@ -171,7 +171,7 @@ with C.guard():
     same = [r for r in C.store().runs() if r["status"] == "finished" and r["config"].get("data_identity") == b.identity]
     if same:
         metric = b.task.primary
-        st.dataframe(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), key="setup_stored_table")
+        C.show(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), "setup_stored_table")
         st.caption(f"{metric} (the task's primary metric) per evaluation set beside the size on disk of the model "
                    "folder, its parameters and CPU ms per example (batch 1) measured when the run finished; "
                    "compressed models and batch-32 latency: Deploy page")

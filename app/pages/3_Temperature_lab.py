@@ -59,9 +59,9 @@ with C.guard():
 if zt is not None:
     T = st.slider("temperature T", 0.5, 10.0, 2.0, 0.5, key="temp_T")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(viz.softened_distributions(zt, zs, T, b.label_names), key="temp_dist")
+    C.show(viz.softened_distributions(zt, zs, T, b.label_names), "temp_dist", c1)
     Ts = np.round(np.arange(0.5, 10.01, 0.25), 2)
-    c2.plotly_chart(viz.entropy_curve({"teacher": zt, "student": zs}, Ts, current_T=T), key="temp_entropy")
+    C.show(viz.entropy_curve({"teacher": zt, "student": zs}, Ts, current_T=T), "temp_entropy", c2)
 
     pt, ps = viz.soften(zt, T), viz.soften(zs, T)
     kl_raw = float(np.sum(pt * (np.log(pt) - np.log(ps))))
@@ -103,7 +103,7 @@ if zt is not None:
         z_dev = _dev_logits(key, tm, ttok, sub, int(s["max_len"]))
         thr = st.slider("a second choice is informative from probability", 0.01, 0.3, 0.05, 0.01, key="temp_dk_thr")
         dk = dark_knowledge(z_dev, Ts, labels=np.asarray(sub.labels), threshold=thr)
-        st.plotly_chart(viz.dark_knowledge_curves(dk, current_T=T), key="temp_dark")
+        C.show(viz.dark_knowledge_curves(dk, current_T=T), "temp_dark")
         i = int(np.argmin(np.abs(np.asarray(dk["T"]) - T)))
         m = st.columns(4)
         m[0].metric(f"mean entropy at T={T:g}", f"{dk['entropy'][i]:.3f}")

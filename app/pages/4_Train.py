@@ -10,7 +10,9 @@ from kdlab import viz
 from kdlab.tools import launch
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
+from kdlab import prep_lock
 from kdlab.progress import progress_line, run_progress
+from kdlab.store import Store
 
 st.title("Train")
 C.sidebar()
@@ -55,6 +57,34 @@ def _job():
     return launch.Launch(**d) if d else None
 
 
+def waiting(job):
+    """A launched run without a stored run yet: its teacher is being prepared (by this run or by another process:
+    then it waits for that preparation and reuses the teacher), or it is loading its data."""
+    prep = None
+    with C.guard():
+        prep = prep_lock.preparation(C.teacher_folder(C.run_config()))
+    if prep is None:
+        st.info(f"`{job.name}`: starting (loading data and models) ...")
+    else:
+        own = prep["pid"] == job.pid
+        st.info(f"`{job.name}`: " + ("fine-tuning its teacher first (the next runs on this teacher reuse it)"
+                                     if own else f"waiting for the teacher being prepared by another process (pid "
+                                     f"{prep['pid']}, since {prep['since']}); it will reuse that teacher, never "
+                                     "fine-tune it a second time") + f" · phase: {'teacher fine-tuning' if own else 'waiting for teacher'}"
+                f" · {prep['line']}")
+        st.progress(prep["fraction"], text=prep["line"])
+    c1, c2 = st.columns(2)
+    if c1.button("Cancel this run", key="train_cancel_waiting", help="stops the launched process; a teacher "
+                 "preparation started by another process goes on"):
+        launch.stop(job)
+        st.warning(f"`{job.name}` stopped before its run started")
+    if prep and prep.get("run") and prep.get("store") and c2.button(
+            "Cancel the teacher preparation", key="train_cancel_prep",
+            help="asks the fine-tuning to stop after its current step; runs waiting for it then fail"):
+        launch.cancel(Store(prep["store"]), prep["run"])
+        st.warning("cancel requested: the teacher fine-tuning stops after its current step")
+
+
 @st.fragment(run_every=1.5)
 def live():
     job = _job()
@@ -64,7 +94,7 @@ def live():
         if rid:
             st.session_state["train_run_id"] = rid
         elif job.alive():
-            st.info(f"`{job.name}`: preparing (loading data, fine-tuning the teacher if needed) ...")
+            waiting(job)
             return
         else:
             st.error(f"`{job.name}` stopped before its run started:\n\n```\n{job.log_tail()}\n```")
@@ -95,17 +125,16 @@ def live():
     loss = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
     col1, col2 = st.columns([3, 2])
     if loss:
-        col1.plotly_chart(viz.run_curves({run["name"]: tuple(zip(*loss))}, "loss", smoothing=0.3),
-                          key="train_loss_curve")
+        C.show(viz.run_curves({run["name"]: tuple(zip(*loss))}, "loss", smoothing=0.3), "train_loss_curve", col1)
     maps = store.mappings(sel)
     if maps:
         k = col2.slider("mapping at log entry", 0, len(maps) - 1, len(maps) - 1, key="train_map_k") \
             if len(maps) > 1 else 0
         m = maps[k]
-        col2.plotly_chart(viz.mapping_heatmap(np.asarray(m["matrix"]), title=f"W at step {m['step']} (epoch {m['epoch']})"),
-                          key="train_mapping")
+        C.show(viz.mapping_heatmap(np.asarray(m["matrix"]), title=f"W at step {m['step']} (epoch {m['epoch']})"),
+               "train_mapping", col2)
     if viz.per_layer_series(rows):
-        st.plotly_chart(viz.per_layer_multiples(rows, smoothing=0.6), key="train_multiples")
+        C.show(viz.per_layer_multiples(rows, smoothing=0.6), "train_multiples")
 
 
 live()
