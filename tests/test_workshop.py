@@ -139,3 +139,49 @@ def test_temperature_lab_shows_the_dark_knowledge_view(env):
     assert any("how sure" in m.value for m in at.markdown)
     labels = {m.label: m.value for m in at.metric}
     assert labels["second choice informative"] == "0%"
+    # every figure of the page offers its download (HTML always; PNG when kaleido can render here)
+    downloads = {d.proto.id.rsplit("-", 1)[-1]: d.proto.label for d in at.get("download_button")}
+    for key in ("temp_dist", "temp_entropy", "temp_dark"):
+        assert downloads[f"{key}_html"] == "HTML"
+        assert downloads.get(f"{key}_png", "PNG") == "PNG"
+
+
+# ----------------------------------------------------------------------------------------------- waiting status
+def test_a_run_waiting_for_its_teacher_shows_the_preparation_and_how_to_cancel(env):
+    import sys
+    import time
+    from kdlab import prep_lock
+    from kdlab.store import Store
+    from kdlab.tools import launch
+    sys.path.insert(0, str(Path(APP).parent))
+    import common
+    store = Store(env)
+    folder = common.teacher_folder(common.run_config(common.defaults()))   # the tiny Setup's teacher
+    assert prep_lock.preparation(folder) is None
+    tid = store.create_run("teacher", "ce", {"train": {"max_steps": 12}}, name="teacher tiny")
+    store.set_artifact(tid, "plan", {"total_steps": 12, "started": time.time() - 30, "start_step": 0})
+    store.log_metrics(tid, 3, 0, {"loss": 0.7})
+    job = launch.Launch(pid=os.getpid(), name="kd-waiting", runs=str(env), log=os.devnull, started=time.time(),
+                        command=[])   # alive: this process
+    with prep_lock.held(folder, log=lambda m: None) as announce:
+        announce(env, tid)
+        prep = prep_lock.preparation(folder)
+        assert prep["run"] == tid and prep["pid"] == os.getpid() and prep["fraction"] == 0.25
+        # as another process (the Setup page's preparation) would have written it
+        prep_lock.lock_path(folder).write_text(json.dumps({"pid": 4242, "store": str(env), "run": tid,
+                                                           "since": "12:00:00"}))
+        assert prep["line"].startswith("teacher fine-tuning, step 3 / 12, ETA")
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.session_state["train_job"] = job.__dict__
+        at.switch_page("pages/4_Train.py").run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        info = " ".join(i.value for i in at.info)
+        assert "waiting for the teacher being prepared by another process (pid 4242" in info
+        assert "step 3 / 12" in info
+        assert "phase: waiting for teacher" in info
+        assert at.get("progress")[0].proto.value == 25
+        assert any("teacher fine-tuning, step 3 / 12" in c.value for c in at.sidebar.caption)
+        at.button(key="train_cancel_prep").click().run()
+        assert store.cancel_requested(tid)
+    assert prep_lock.preparation(folder) is None
+    store.finish(tid, "cancelled")
