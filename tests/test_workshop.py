@@ -185,3 +185,33 @@ def test_a_run_waiting_for_its_teacher_shows_the_preparation_and_how_to_cancel(e
         assert store.cancel_requested(tid)
     assert prep_lock.preparation(folder) is None
     store.finish(tid, "cancelled")
+
+
+# ----------------------------------------------------------------------------------------------- class pack
+def test_workshop_prepare_runs_the_class_pack_then_skips_and_resumes(tmp_path, capsys):
+    from kdlab.cli import main
+    from kdlab.store import Store
+    from kdlab.tools.workshop import PLAN, prepare, run_name
+    args = ["workshop", "prepare", "--preset", "tiny", "--max-train", "32", "--max-eval", "16", "--max-steps", "2",
+            "--runs", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    store = Store(tmp_path)
+    runs = {r["name"]: r for r in store.runs()}
+    assert len(store.runs(kind="teacher")) == 1   # one fine-tuning for the whole pack
+    for label, method, margs in PLAN:
+        r = runs[run_name("quick", label)]
+        assert r["status"] == "finished" and r["method"] == method and r["config"]["method_args"] == margs
+        assert r["config"]["train"]["max_steps"] == 2 and r["config"]["max_train"] == 32
+    out = capsys.readouterr().out
+    assert out.count(" trained ") == len(PLAN)
+    # an interrupted run resumes from its checkpoint, the finished ones are skipped
+    tiny = runs[run_name("quick", "tinybert")]["id"]
+    store.finish(tiny, "failed", "interrupted")
+    rows = prepare(store, "quick", log=lambda m: None, progress=False, preset="tiny", max_train=32, max_eval=16,
+                   max_steps=2)
+    acts = {r["label"]: r["action"] for r in rows}
+    assert acts.pop("tinybert") == "resumed" and set(acts.values()) == {"skipped"}
+    assert store.run(tiny)["status"] == "finished" and len(store.runs()) == len(PLAN) + 1
+    rows = prepare(store, "quick", log=lambda m: None, progress=False, preset="tiny", max_train=32, max_eval=16,
+                   max_steps=2)
+    assert {r["action"] for r in rows} == {"skipped"} and len(store.runs()) == len(PLAN) + 1
