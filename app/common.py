@@ -68,8 +68,10 @@ def sidebar():
     return ph
 
 
+@st.fragment(run_every=2.0)
 def running_status():
-    """A line per run in progress (phase, step of total, ETA), shown in the sidebar of every page."""
+    """A line per run in progress (phase, step of total, ETA), shown in the sidebar of every page and refreshed
+    every 2 s on its own (a fragment), so it appears when a run starts and goes when it ends."""
     from kdlab.progress import progress_line
     try:
         running = [r for r in store().runs() if r["status"] == "running"]
