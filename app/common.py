@@ -33,9 +33,17 @@ def defaults() -> dict:
     """Setup defaults: the packaged teacher on the embedded data, or tiny ones (KDLAB_APP_PRESET=tiny)."""
     if preset() == "tiny":
         return dict(teacher="tiny", data="embedded", ood=[], student_layers=2, student_init="skip", student_hidden=0,
-                    max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32)
+                    max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32, epochs=1)
     return dict(teacher="minilm-l6", data="embedded", ood=[], student_layers=3, student_init="skip", student_hidden=0,
-                max_train=2000, max_eval=300, teacher_epochs=2, max_steps=200, batch_size=32, max_len=64)
+                max_steps=1000, **budget("quick"))
+
+
+def budget(name: str) -> dict:
+    """The Setup values of a budget (``kdlab.config.BUDGETS``: quick, the default, or full); 0 = all examples."""
+    from kdlab.config import BUDGETS
+    b = BUDGETS[name]
+    return dict(budget=name, max_train=b["max_train"] or 0, max_eval=b["max_eval"] or 0, max_len=b["max_len"],
+                teacher_epochs=b["teacher_epochs"], epochs=b["epochs"], batch_size=b["batch_size"])
 
 
 def setup() -> dict:

@@ -215,3 +215,25 @@ def test_workshop_prepare_runs_the_class_pack_then_skips_and_resumes(tmp_path, c
     rows = prepare(store, "quick", log=lambda m: None, progress=False, preset="tiny", max_train=32, max_eval=16,
                    max_steps=2)
     assert {r["action"] for r in rows} == {"skipped"} and len(store.runs()) == len(PLAN) + 1
+
+
+# ----------------------------------------------------------------------------------------------- budgets
+def test_setup_budget_quick_by_default_and_full_one_click_away(tmp_path, monkeypatch):
+    from kdlab.config import BUDGETS
+    monkeypatch.setenv("KDLAB_RUNS", str(tmp_path))
+    monkeypatch.delenv("KDLAB_APP_PRESET", raising=False)   # the real defaults: packaged teacher, embedded data
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    q = BUDGETS["quick"]
+    assert at.radio(key="setup_budget").value == "quick"
+    assert at.number_input(key="setup_max_train").value == q["max_train"]
+    assert at.number_input(key="setup_teacher_epochs").value == q["teacher_epochs"]
+    at.radio(key="setup_budget").set_value("full").run()
+    assert not at.exception and not at.error
+    s = at.session_state["kd_setup"]
+    assert (s["max_train"], s["max_eval"], s["teacher_epochs"], s["epochs"]) == (0, 0, 2, 3)
+    assert at.number_input(key="setup_max_train").value == 0 and at.number_input(key="setup_teacher_epochs").value == 2
+    assert any("2400 train" in m.value for m in at.success)
+    at.switch_page("pages/4_Train.py").run()
+    assert at.number_input(key="train_epochs").value == 3

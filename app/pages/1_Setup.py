@@ -14,6 +14,24 @@ st.title("Setup")
 side = C.sidebar()
 s = C.setup()
 
+BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch, 1 student epoch)",
+           "full": "full: every example, 2 teacher epochs, 3 student epochs"}
+
+
+def _apply_budget():
+    """Put the chosen budget into the Setup choices; the number inputs below are re-created with its values."""
+    st.session_state["kd_setup"] = {**C.setup(), **C.budget(st.session_state["setup_budget"])}
+    for k in ("setup_max_train", "setup_max_eval", "setup_teacher_epochs"):
+        st.session_state.pop(k, None)
+
+
+if C.preset() != "tiny":
+    st.radio("budget", list(BUDGETS), format_func=BUDGETS.get, horizontal=True, key="setup_budget",
+             index=list(BUDGETS).index(s.get("budget", "quick")) if s.get("budget") in BUDGETS else 0,
+             on_change=_apply_budget, help="quick is the default; the Train page's epochs follow the budget. "
+             "`python -m kdlab workshop prepare --profile quick|full` makes the teaching runs of a budget beforehand.")
+    s = C.setup()
+
 col1, col2, col3 = st.columns(3)
 with col1:
     st.subheader("Teacher")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from ..checkpoint import find_checkpoint
-from ..config import build_config
+from ..config import BUDGETS, build_config
 from ..errors import KdlabError
 from ..methods import get
 from ..pipeline import distill_run, load_bundle, prepare_teacher, resume_run
@@ -30,11 +30,7 @@ PLAN = (
     ("rail-kd-l", "rail-kd-l", {}),
     ("tinybert", "tinybert", {}),
 )
-# the budget of each profile (kdlab.config.build_config names); quick = the dashboard's defaults
-PROFILES = {
-    "quick": dict(max_train=800, max_eval=200, max_len=64, teacher_epochs=1, epochs=1, batch_size=32),
-    "full": dict(max_train=None, max_eval=None, max_len=64, teacher_epochs=2, epochs=3, batch_size=32),
-}
+PROFILES = BUDGETS   # the budget of each profile (kdlab.config.BUDGETS); quick = the dashboard's defaults
 CHECKPOINT_EVERY = 10   # steps: an interrupted run resumes from at most this many steps back
 
 
