@@ -43,7 +43,8 @@ def budget(name: str) -> dict:
     from kdlab.config import BUDGETS
     b = BUDGETS[name]
     return dict(budget=name, max_train=b["max_train"] or 0, max_eval=b["max_eval"] or 0, max_len=b["max_len"],
-                teacher_epochs=b["teacher_epochs"], epochs=b["epochs"], batch_size=b["batch_size"])
+                teacher_epochs=b["teacher_epochs"], teacher_lr=b["teacher_lr"], epochs=b["epochs"],
+                batch_size=b["batch_size"])
 
 
 def setup() -> dict:
@@ -215,7 +216,8 @@ def run_config(s: dict | None = None, **choices):
                         max_train=int(s["max_train"]),
                         max_eval=int(s["max_eval"]), student_layers=int(s["student_layers"]),
                         student_init=s["student_init"], student_hidden=int(s.get("student_hidden") or 0),
-                        teacher_epochs=int(s["teacher_epochs"]), batch_size=int(s["batch_size"]),
+                        teacher_epochs=int(s["teacher_epochs"]), teacher_lr=s.get("teacher_lr"),
+                        batch_size=int(s["batch_size"]),
                         max_len=int(s["max_len"]), no_progress=True, **choices)
 
 

@@ -14,7 +14,8 @@ st.title("Setup")
 side = C.sidebar()
 s = C.setup()
 
-BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch, 1 student epoch)",
+BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch at lr 2e-4, "
+                    "1 student epoch)",
            "full": "full: every example, 2 teacher epochs, 3 student epochs"}
 
 
