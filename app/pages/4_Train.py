@@ -67,11 +67,13 @@ def waiting(job):
         st.info(f"`{job.name}`: starting (loading data and models) ...")
     else:
         own = prep["pid"] == job.pid
-        st.info(f"`{job.name}`: " + ("fine-tuning its teacher first (the next runs on this teacher reuse it)"
-                                     if own else f"waiting for the teacher being prepared by another process (pid "
-                                     f"{prep['pid']}, since {prep['since']}); it will reuse that teacher, never "
-                                     "fine-tune it a second time") + f" · phase: {'teacher fine-tuning' if own else 'waiting for teacher'}"
-                f" · {prep['line']}")
+        if own:
+            what, phase = "fine-tuning its teacher first (the next runs on this teacher reuse it)", "teacher fine-tuning"
+        else:
+            what = (f"waiting for the teacher being prepared by another process (pid {prep['pid']}, since "
+                    f"{prep['since']}); it will reuse that teacher, never fine-tune it a second time")
+            phase = "waiting for teacher"
+        st.info(f"`{job.name}`: {what} · phase: {phase} · {prep['line']}")
         st.progress(prep["fraction"], text=prep["line"])
     c1, c2 = st.columns(2)
     if c1.button("Cancel this run", key="train_cancel_waiting", help="stops the launched process; a teacher "
