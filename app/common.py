@@ -43,7 +43,7 @@ def budget(name: str) -> dict:
     from kdlab.config import BUDGETS
     b = BUDGETS[name]
     return dict(budget=name, max_train=b["max_train"] or 0, max_eval=b["max_eval"] or 0, max_len=b["max_len"],
-                teacher_epochs=b["teacher_epochs"], teacher_lr=b["teacher_lr"], epochs=b["epochs"],
+                teacher_epochs=b["teacher_epochs"], teacher_lr=b["teacher_lr"], epochs=b["epochs"], lr=b["lr"],
                 batch_size=b["batch_size"])
 
 
@@ -212,6 +212,8 @@ def run_config(s: dict | None = None, **choices):
     ``kdlab.config.build_config``, which applies the defaults and validates)."""
     from kdlab.config import build_config
     s = dict(s or setup())
+    if s.get("lr") is not None:
+        choices.setdefault("lr", s["lr"])   # the budget's student learning rate
     return build_config(teacher=s["teacher"], data=s["data"], ood=list(s.get("ood") or []),
                         max_train=int(s["max_train"]),
                         max_eval=int(s["max_eval"]), student_layers=int(s["student_layers"]),
