@@ -49,7 +49,11 @@ def _kv(s: str):
     try:
         v = json.loads(v)
     except json.JSONDecodeError:
-        pass
+        try:   # a comma-separated list of numbers, e.g. mapping_layers=2,4,6
+            v = [json.loads(x) for x in v.split(",")] if "," in v else v
+            v = v if isinstance(v, str) or all(isinstance(x, (int, float)) for x in v) else s.split("=", 1)[1]
+        except json.JSONDecodeError:
+            pass
     return k.strip().replace("-", "_"), v
 
 

@@ -55,6 +55,10 @@ def test_declared_ranges_refuse_bad_values_with_one_line():
     with pytest.raises(KdlabError, match="must be true or false"):
         get("tinybert").check_options({"mask_padding": "yes"})
     get("pkd-skip").check_options({"beta": None, "alpha": 0.9, "temperature": 8})   # None = automatic
+    # the command line's --set gives the same values (a comma list of layers is a list, as Layer mapping prints it)
+    from kdlab.cli import _kv
+    assert _kv("mapping_layers=2,4,6") == ("mapping_layers", [2, 4, 6]) and _kv("pool=cls") == ("pool", "cls")
+    get("hidden").check_options(dict([_kv("mapping=explicit"), _kv("mapping_layers=2,4,6")]))
 
 
 def test_train_form_value_reaches_the_run_config_and_bad_value_starts_nothing(env, launched):
