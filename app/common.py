@@ -242,11 +242,12 @@ def bundle():
     return bundle_for(s["data"], int(s["max_train"]), int(s["max_eval"]), tuple(s.get("ood") or ()))
 
 
-def teacher_folder(cfg=None) -> Path:
-    """Where the fine-tuned teacher of the Setup choices is (or will be) cached: its preparation lock's key."""
-    cfg = cfg or run_config()
+def teacher_folder(cfg=None, b=None) -> Path:
+    """Where the fine-tuned teacher of a run configuration and its data bundle (default: the Setup's) is (or will
+    be) cached: its preparation lock's key."""
     from kdlab.pipeline import teacher_cache_root
-    return teacher_cache_root(store()) / cfg.teacher_key(bundle().identity)
+    cfg, b = cfg or run_config(), b or bundle()
+    return teacher_cache_root(store()) / cfg.teacher_key(b.identity)
 
 
 def prepared_teacher_dir(cfg=None) -> Path | None:

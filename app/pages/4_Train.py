@@ -1,5 +1,6 @@
 """Train: start a run as a separate process and follow it live through the run store."""
 import json
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -62,7 +63,13 @@ def waiting(job):
     then it waits for that preparation and reuses the teacher), or it is loading its data."""
     prep = None
     with C.guard():
-        prep = prep_lock.preparation(C.teacher_folder(C.run_config()))
+        cfg = b = None
+        if job.config and Path(job.config).is_file():   # the launched run's own configuration and data
+            from kdlab.config import RunConfig
+            cfg = RunConfig.from_dict(json.loads(Path(job.config).read_text()))
+            b = C.bundle_for(cfg.data or "embedded", int(cfg.max_train or 0), int(cfg.max_eval or 0),
+                             tuple(cfg.ood or ()))
+        prep = prep_lock.preparation(C.teacher_folder(cfg, b))
     if prep is None:
         st.info(f"`{job.name}`: starting (loading data and models) ...")
     else:
