@@ -33,9 +33,18 @@ def defaults() -> dict:
     """Setup defaults: the packaged teacher on the embedded data, or tiny ones (KDLAB_APP_PRESET=tiny)."""
     if preset() == "tiny":
         return dict(teacher="tiny", data="embedded", ood=[], student_layers=2, student_init="skip", student_hidden=0,
-                    max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32)
+                    max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32, epochs=1)
     return dict(teacher="minilm-l6", data="embedded", ood=[], student_layers=3, student_init="skip", student_hidden=0,
-                max_train=2000, max_eval=300, teacher_epochs=2, max_steps=200, batch_size=32, max_len=64)
+                max_steps=1000, **budget("quick"))
+
+
+def budget(name: str) -> dict:
+    """The Setup values of a budget (``kdlab.config.BUDGETS``: quick, the default, or full); 0 = all examples."""
+    from kdlab.config import BUDGETS
+    b = BUDGETS[name]
+    return dict(budget=name, max_train=b["max_train"] or 0, max_eval=b["max_eval"] or 0, max_len=b["max_len"],
+                teacher_epochs=b["teacher_epochs"], teacher_lr=b["teacher_lr"], epochs=b["epochs"], lr=b["lr"],
+                batch_size=b["batch_size"])
 
 
 def setup() -> dict:
@@ -68,8 +77,10 @@ def sidebar():
     return ph
 
 
+@st.fragment(run_every=2.0)
 def running_status():
-    """A line per run in progress (phase, step of total, ETA), shown in the sidebar of every page."""
+    """A line per run in progress (phase, step of total, ETA), shown in the sidebar of every page and refreshed
+    every 2 s on its own (a fragment), so it appears when a run starts and goes when it ends."""
     from kdlab.progress import progress_line
     try:
         running = [r for r in store().runs() if r["status"] == "running"]
@@ -201,11 +212,14 @@ def run_config(s: dict | None = None, **choices):
     ``kdlab.config.build_config``, which applies the defaults and validates)."""
     from kdlab.config import build_config
     s = dict(s or setup())
+    if s.get("lr") is not None:
+        choices.setdefault("lr", s["lr"])   # the budget's student learning rate
     return build_config(teacher=s["teacher"], data=s["data"], ood=list(s.get("ood") or []),
                         max_train=int(s["max_train"]),
                         max_eval=int(s["max_eval"]), student_layers=int(s["student_layers"]),
                         student_init=s["student_init"], student_hidden=int(s.get("student_hidden") or 0),
-                        teacher_epochs=int(s["teacher_epochs"]), batch_size=int(s["batch_size"]),
+                        teacher_epochs=int(s["teacher_epochs"]), teacher_lr=s.get("teacher_lr"),
+                        batch_size=int(s["batch_size"]),
                         max_len=int(s["max_len"]), no_progress=True, **choices)
 
 
@@ -228,12 +242,17 @@ def bundle():
     return bundle_for(s["data"], int(s["max_train"]), int(s["max_eval"]), tuple(s.get("ood") or ()))
 
 
+def teacher_folder(cfg=None, b=None) -> Path:
+    """Where the fine-tuned teacher of a run configuration and its data bundle (default: the Setup's) is (or will
+    be) cached: its preparation lock's key."""
+    from kdlab.pipeline import teacher_cache_root
+    cfg, b = cfg or run_config(), b or bundle()
+    return teacher_cache_root(store()) / cfg.teacher_key(b.identity)
+
+
 def prepared_teacher_dir(cfg=None) -> Path | None:
     """Folder of the fine-tuned teacher for the Setup choices, if it was prepared."""
-    cfg = cfg or run_config()
-    b = bundle()
-    from kdlab.pipeline import teacher_cache_root
-    folder = teacher_cache_root(store()) / cfg.teacher_key(b.identity)
+    folder = teacher_folder(cfg)
     return folder if (folder / "kdlab.json").exists() else None
 
 
@@ -398,3 +417,37 @@ def split_texts(name: str, b=None):
     if sp is None:
         raise KdlabError(f"the data has no split '{name}' (it has {', '.join(b.eval_splits())})")
     return sp
+
+
+# ----------------------------------------------------------------------------------------------- downloads
+@st.cache_resource(show_spinner=False)
+def _png_export() -> bool:
+    """True when plotly can write PNG here: kaleido installed and a Chrome/Chromium it can drive (offline)."""
+    import importlib.util
+    import shutil
+    if importlib.util.find_spec("kaleido") is None:
+        return False
+    return bool(os.environ.get("BROWSER_PATH") or any(shutil.which(b) for b in (
+        "chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")))
+
+
+def show(obj, key: str, where=None, name: str | None = None, **kw):
+    """Draw a table (DataFrame, or a list of row dicts) or a plotly figure in ``where`` (default the page) with
+    its downloads below it: the table as CSV, the figure as HTML (plotly.js inlined: opens offline) and as PNG
+    when kaleido can render here. The files are made only when a button is clicked."""
+    import pandas as pd
+    where = where or st
+    name = name or key
+    if isinstance(obj, (pd.DataFrame, list)):
+        df = obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
+        where.dataframe(df, key=key, **kw)
+        where.download_button("CSV", lambda: df.to_csv().encode(), f"{name}.csv", "text/csv", key=f"{key}_csv",
+                              icon=":material/download:", type="tertiary", on_click="ignore")
+        return
+    where.plotly_chart(obj, key=key, **kw)
+    c1, c2 = where.columns(2)
+    c1.download_button("HTML", lambda: obj.to_html(include_plotlyjs=True, full_html=True).encode(), f"{name}.html",
+                       "text/html", key=f"{key}_html", icon=":material/download:", type="tertiary", on_click="ignore")
+    if _png_export():
+        c2.download_button("PNG", lambda: obj.to_image(format="png", scale=2), f"{name}.png", "image/png",
+                           key=f"{key}_png", icon=":material/download:", type="tertiary", on_click="ignore")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from .config import CHOICES, DEFAULT_TEACHER_LR, PRESETS, TEACHER_LR, RunConfig, apply_preset, build_config
 from .errors import KdlabError
@@ -48,7 +49,11 @@ def _kv(s: str):
     try:
         v = json.loads(v)
     except json.JSONDecodeError:
-        pass
+        try:   # a comma-separated list of numbers, e.g. mapping_layers=2,4,6
+            v = [json.loads(x) for x in v.split(",")] if "," in v else v
+            v = v if isinstance(v, str) or all(isinstance(x, (int, float)) for x in v) else s.split("=", 1)[1]
+        except json.JSONDecodeError:
+            pass
     return k.strip().replace("-", "_"), v
 
 
@@ -571,6 +576,35 @@ def cmd_bench(a):
         write_markdown(res, a.write, command=cmd)
     print(json.dumps(res, indent=2, default=str))
     return 0
+
+
+def _workshop_args(p):
+    p.add_argument("action", choices=["prepare"], help="prepare: the teacher and the teaching runs (resumable)")
+    p.add_argument("--profile", choices=["quick", "full"], default="quick",
+                   help="quick (default): the dashboard's default budget; full: all embedded examples, more epochs")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--teacher", help="built-in name (minilm-l6, tiny), model folder, or hub name")
+    p.add_argument("--data", help="embedded (default), a file, a GLUE-style folder, or a hub dataset name")
+    p.add_argument("--max-train", type=int, help="at most this many training examples (default: the profile's)")
+    p.add_argument("--max-eval", type=int, help="at most this many examples per evaluation set")
+    p.add_argument("--max-steps", type=int, help="stop every student run after this many steps")
+    _store_option(p)
+    _quiet_option(p)
+
+
+@command("workshop", "the class pack: prepare the teacher and the teaching runs before a class (resumable)",
+         _workshop_args)
+def cmd_workshop(a):
+    from .tools.workshop import prepare
+    store = _store(a)
+    t0 = time.time()
+    rows = prepare(store, a.profile, log=_log(a), progress=not a.quiet, preset=a.preset, teacher=a.teacher,
+                   data=a.data, max_train=a.max_train, max_eval=a.max_eval, max_steps=a.max_steps)
+    for r in rows:
+        print(f"{r['label']:14s} {r['status']:9s} {r['action']:8s} {r['seconds']:7.1f} s  {r['run']}")
+    print(f"workshop {a.profile}: {len(rows)} runs ready in {store.root} ({time.time() - t0:.0f} s); open the "
+          "dashboard on this store: KDLAB_RUNS=" + str(store.root) + " streamlit run app/main.py")
+    return 0 if all(r["status"] == "finished" for r in rows) else 1
 
 
 # ----------------------------------------------------------------------------------------------- entry point

@@ -83,3 +83,37 @@ def held(folder, *, log=print, report_every: float = 30.0, poll: float = 1.0):
         yield announce
     finally:
         os.close(fd)   # releases the flock
+
+
+def preparation(folder, store=None) -> dict | None:
+    """The preparation of ``folder`` under way in some process, or None when none is: ``{"pid", "run", "store",
+    "since", "line", "fraction"}`` with the preparing run's progress line and fraction done (``kdlab.progress``),
+    read from the store its holder announced (or ``store`` when given). For a page or a notebook that has a run
+    waiting for this teacher."""
+    path = lock_path(folder)
+    if fcntl is None or not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)   # free: nobody is preparing
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(fd)
+    info = holder(folder)
+    out = {"pid": info.get("pid"), "run": info.get("run"), "store": info.get("store"), "since": info.get("since"),
+           "line": "teacher fine-tuning: starting", "fraction": 0.0}
+    try:
+        from .progress import progress_line, run_progress
+        from .store import Store
+        st = store if store is not None else Store(info["store"]) if info.get("store") else None
+        if st is not None and info.get("run"):
+            run = st.run(info["run"])
+            out["line"] = progress_line(st, run).replace("ce: ", "", 1)
+            out["fraction"] = run_progress(st, run)["fraction"]
+    except Exception:   # the holder's store is not readable from here: what the lock file says
+        pass
+    return out

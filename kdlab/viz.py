@@ -193,6 +193,33 @@ def entropy_curve(logits: Mapping[str, object], temperatures: Sequence[float], c
     return fig
 
 
+def dark_knowledge_curves(dk: Mapping, current_T: float | None = None) -> go.Figure:
+    """Two panels against T from ``kdlab.dark_knowledge.dark_knowledge``: left, the mean entropy of the soft
+    targets and of their non-target part (nats, with log C dashed); right, the mean non-target probability mass
+    and the share of examples whose second choice is informative."""
+    Ts, C = list(dk["T"]), int(dk["classes"])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("entropy (nats)", "share / probability"))
+    fig.add_scatter(x=Ts, y=list(dk["entropy"]), name="entropy of the soft targets", mode="lines",
+                    line=dict(color=TEACHER_COLOR), row=1, col=1)
+    fig.add_scatter(x=Ts, y=list(dk["non_target_entropy"]), name="entropy among the non-target classes",
+                    mode="lines", line=dict(color=TEACHER_COLOR, dash="dot"), row=1, col=1)
+    fig.add_hline(y=math.log(C), line_dash="dash", line_color="gray", row=1, col=1,
+                  annotation_text=f"log {C} = {math.log(C):.3f}")
+    fig.add_scatter(x=Ts, y=list(dk["non_target_mass"]), name="non-target probability mass", mode="lines",
+                    line=dict(color=STUDENT_COLOR), row=1, col=2)
+    fig.add_scatter(x=Ts, y=list(dk["second_informative"]),
+                    name=f"second choice informative (p2 >= {dk['threshold']:g}, > 2 classes)", mode="lines",
+                    line=dict(color="#2ca02c"), row=1, col=2)
+    if current_T is not None:
+        for c in (1, 2):
+            fig.add_vline(x=float(current_T), line_dash="dot", line_color="black", row=1, col=c)
+    fig.update_xaxes(title_text="T")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(title=f"Dark knowledge of the teacher's soft targets vs temperature ({C} classes)",
+                      height=380, margin=dict(l=50, r=20, t=70, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
 # ----------------------------------------------------------------------------------------------- curves
 def per_layer_multiples(rows: Sequence[Mapping], smoothing: float = 0.6, cols: int = 3,
                         terms: Sequence[str] | None = None) -> go.Figure:

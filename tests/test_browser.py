@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("browser-runs")
+@contextmanager
+def serve(runs: Path, **env_extra):
+    """``streamlit run app/main.py`` on a free local port with the tiny preset and the run store ``runs``; yields
+    the URL."""
     port = free_port()
-    env = dict(os.environ, KDLAB_RUNS=str(runs), KDLAB_APP_PRESET="tiny")   # kdlab is an installed package
+    env = dict(os.environ, KDLAB_RUNS=str(runs), KDLAB_APP_PRESET="tiny", **env_extra)  # kdlab is installed
     log = open(runs / "streamlit.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -54,14 +56,24 @@ def server(tmp_path_factory):
                 proc.kill()
                 pytest.fail("streamlit did not start:\n" + (runs / "streamlit.log").read_text()[-3000:])
             time.sleep(0.5)
-    yield url, runs
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=20)
-    log.close()
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=20)
+        log.close()
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("browser-runs")
+    with serve(runs) as url:
+        yield url, runs
+
+
+@contextmanager
+def browser_page():
+    """A Playwright page in Debian's Chromium that records every request leaving the machine."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -71,8 +83,16 @@ def page(server):
         pg.external_requests = []
         pg.on("request", lambda r: r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))
               or pg.external_requests.append(r.url))
+        try:
+            yield pg
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser_page() as pg:
         yield pg
-        browser.close()
 
 
 def wait_idle(pg):

@@ -14,6 +14,25 @@ st.title("Setup")
 side = C.sidebar()
 s = C.setup()
 
+BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch at lr 2e-4, "
+                    "1 student epoch at lr 3e-4)",
+           "full": "full: every example, 2 teacher epochs, 3 student epochs"}
+
+
+def _apply_budget():
+    """Put the chosen budget into the Setup choices; the number inputs below are re-created with its values."""
+    st.session_state["kd_setup"] = {**C.setup(), **C.budget(st.session_state["setup_budget"])}
+    for k in ("setup_max_train", "setup_max_eval", "setup_teacher_epochs"):
+        st.session_state.pop(k, None)
+
+
+if C.preset() != "tiny":
+    st.radio("budget", list(BUDGETS), format_func=BUDGETS.get, horizontal=True, key="setup_budget",
+             index=list(BUDGETS).index(s.get("budget", "quick")) if s.get("budget") in BUDGETS else 0,
+             on_change=_apply_budget, help="quick is the default; the Train page's epochs follow the budget. "
+             "`python -m kdlab workshop prepare --profile quick|full` makes the teaching runs of a budget beforehand.")
+    s = C.setup()
+
 col1, col2, col3 = st.columns(3)
 with col1:
     st.subheader("Teacher")
@@ -162,7 +181,7 @@ if "setup_sizes" in st.session_state:
     names = list(rows)
     ratio = rows[names[0]]["params"] / max(1.0, rows[names[1]]["params"])
     speed = rows[names[0]]["latency_ms"] / max(1e-9, rows[names[1]]["latency_ms"])
-    st.dataframe(df, key="setup_size_table")
+    C.show(df, "setup_size_table")
     st.markdown(f"student is **{ratio:.2f}x smaller** and **{speed:.2f}x faster** per example (batch 1, CPU)")
 
 st.subheader("Stored models on this data")
@@ -171,7 +190,7 @@ with C.guard():
     same = [r for r in C.store().runs() if r["status"] == "finished" and r["config"].get("data_identity") == b.identity]
     if same:
         metric = b.task.primary
-        st.dataframe(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), key="setup_stored_table")
+        C.show(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), "setup_stored_table")
         st.caption(f"{metric} (the task's primary metric) per evaluation set beside the size on disk of the model "
                    "folder, its parameters and CPU ms per example (batch 1) measured when the run finished; "
                    "compressed models and batch-32 latency: Deploy page")

@@ -75,8 +75,8 @@ with left:
                 edits.clear()
         with C.guard():
             W = mapping.edit(W, edits).numpy()
-            st.plotly_chart(viz.mapping_heatmap(W, title=f"W ({strat}), {W.shape[0]} student x {W.shape[1]} teacher layers"),
-                            key="map_heatmap")
+            C.show(viz.mapping_heatmap(W, title=f"W ({strat}), {W.shape[0]} student x {W.shape[1]} teacher layers"),
+                   "map_heatmap")
             pairs = mapping.pairs(W)
             st.caption("pairs (student <- teacher: weight): " +
                        ", ".join(f"S{a}<-T{b}: {w:.2f}" for a, b, w in pairs))
@@ -104,6 +104,6 @@ with right:
             C_ = res["debiased" if debiased else "linear"]
             st.session_state["map_cka"] = np.asarray(C_).tolist()
     if "map_cka" in st.session_state:
-        st.plotly_chart(viz.cka_heatmap(st.session_state["map_cka"]), key="map_cka_heatmap")
+        C.show(viz.cka_heatmap(st.session_state["map_cka"]), "map_cka_heatmap")
         st.caption("high CKA (bright) marks teacher layers whose representations the student layer already "
                    "resembles: a natural choice for the mapping.")

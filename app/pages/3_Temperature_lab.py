@@ -60,9 +60,9 @@ with C.guard():
 if zt is not None:
     T = st.slider("temperature T", 0.5, 10.0, 2.0, 0.5, key="temp_T")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(viz.softened_distributions(zt, zs, T, b.label_names), key="temp_dist")
+    C.show(viz.softened_distributions(zt, zs, T, b.label_names), "temp_dist", c1)
     Ts = np.round(np.arange(0.5, 10.01, 0.25), 2)
-    c2.plotly_chart(viz.entropy_curve({"teacher": zt, "student": zs}, Ts, current_T=T), key="temp_entropy")
+    C.show(viz.entropy_curve({"teacher": zt, "student": zs}, Ts, current_T=T), "temp_entropy", c2)
 
     pt, ps = viz.soften(zt, T), viz.soften(zs, T)
     kl_raw = float(np.sum(pt * (np.log(pt) - np.log(ps))))
@@ -82,3 +82,49 @@ Its gradient with respect to the student logits scales like 1/T², so Hinton et 
 to keep the soft-target term on the same scale as the hard-label loss when T changes:
 T² · KL = {T*T:g} × {kl_raw:.4e} = **{loss:.4e}** (`kdlab.losses.kd_kl`).
 """)
+
+
+# ----------------------------------------------------------------------------------------------- dark knowledge
+@st.cache_data(show_spinner="teacher predictions on the dev set ...", max_entries=8)
+def _dev_logits(key: str, _model, _tok, _split, max_len: int) -> np.ndarray:
+    from kdlab.evaluate import predict
+    return predict(_model, _split, _tok, max_len=max_len)
+
+
+if zt is not None:
+    st.subheader("Dark knowledge: what the soft targets say beyond the label")
+    with C.guard():
+        from kdlab.dark_knowledge import dark_knowledge
+        from kdlab.data.loaders import Split
+        tm, ttok, ttuned = C.teacher()
+        n = min(len(dev), 200)
+        sub = Split(dev.name, list(dev.texts[:n]), list(dev.labels[:n]), dev.domain,
+                    None if dev.texts_b is None else list(dev.texts_b[:n]))
+        key = f"{C.prepared_teacher_dir() if ttuned else s['teacher']}|{b.identity}|{n}|{s['max_len']}"
+        z_dev = _dev_logits(key, tm, ttok, sub, int(s["max_len"]))
+        thr = st.slider("a second choice is informative from probability", 0.01, 0.3, 0.05, 0.01, key="temp_dk_thr")
+        dk = dark_knowledge(z_dev, Ts, labels=np.asarray(sub.labels), threshold=thr)
+        C.show(viz.dark_knowledge_curves(dk, current_T=T), "temp_dark")
+        i = int(np.argmin(np.abs(np.asarray(dk["T"]) - T)))
+        m = st.columns(4)
+        m[0].metric(f"mean entropy at T={T:g}", f"{dk['entropy'][i]:.3f}")
+        m[1].metric("non-target mass", f"{dk['non_target_mass'][i]:.3f}")
+        m[2].metric("second choice informative", f"{dk['second_informative'][i]:.0%}")
+        m[3].metric("entropy among non-targets", f"{dk['non_target_entropy'][i]:.3f}")
+        C_ = dk["classes"]
+        if C_ == 2:
+            what = ("that mass can only go to the one other class: it tells the student *how sure* the teacher is, "
+                    "never *which other class the example resembles*, so the entropy among the non-target classes "
+                    "is 0 and no second choice is informative. Binary sentiment gives KD little to transfer beyond a "
+                    "per-example confidence, and KD's gain over plain cross-entropy is small there.")
+        else:
+            what = (f"the wrong classes are ranked: for **{dk['second_informative'][i]:.0%}** of the examples the "
+                    f"second choice holds at least {thr:g} of the probability and names the class the example "
+                    "resembles: the information (Hinton's dark knowledge) that a many-class task's soft targets "
+                    "transfer and hard labels do not.")
+        st.markdown(
+            f"On **{n} dev examples**, the {'fine-tuned' if ttuned else '(not yet fine-tuned)'} teacher's soft "
+            f"targets at T = {T:g} leave on average **{dk['non_target_mass'][i]:.1%}** of the probability off the "
+            f"gold label. With **{C_} classes** {what} Raising T spreads the mass (the entropy rises towards "
+            f"log {C_} = {np.log(C_):.2f}). A second choice counts as informative when its softened probability is "
+            "at least the threshold and the task has more than two classes (`kdlab.dark_knowledge`).")

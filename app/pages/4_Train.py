@@ -1,33 +1,40 @@
 """Train: start a run as a separate process and follow it live through the run store."""
 import json
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 import common as C
+import method_form
 from kdlab import viz
 from kdlab.tools import launch
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
+from kdlab import prep_lock
 from kdlab.progress import progress_line, run_progress
+from kdlab.store import Store
 
 st.title("Train")
 C.sidebar()
 s = C.setup()
 store = C.store()
 
+methods = names()
+method = st.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
+st.caption(get(method).summary)
 with st.form("train_form"):
-    c1, c2, c3, c4 = st.columns(4)
-    methods = names()
-    method = c1.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
-    max_steps = c2.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
-    epochs = c3.number_input("epochs", 1, 100, 1 if C.preset() == "tiny" else 3, key="train_epochs")
-    name = c4.text_input("run name (optional)", "", key="train_name", placeholder="the method's name")
-    opts = st.text_area("method options (JSON; defaults shown on the right)", "{}", key="train_opts", height=80)
+    c1, c2, c3 = st.columns(3)
+    max_steps = c1.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
+    epochs = c2.number_input("epochs", 1, 100, int(s.get("epochs", 1 if C.preset() == "tiny" else 3)),
+                             key="train_epochs")
+    name = c3.text_input("run name (optional)", "", key="train_name", placeholder="the method's name")
+    st.markdown(f"**options of `{method}`** (hover a name for what it does; the method checks the values)")
+    form_args = method_form.render(get(method))
+    with st.expander("Advanced: options as JSON (layer lists, matrices, schedules such as temperature_end)"):
+        opts = st.text_area("method options (JSON; these override the form)", "{}", key="train_opts", height=80)
+        st.json(get(method).all_defaults())
     go = st.form_submit_button("Start run")
-with st.expander(f"options of {method} and their defaults"):
-    st.caption(get(method).summary)
-    st.json(get(method).all_defaults())
 
 if go:
     with C.guard():
@@ -37,8 +44,9 @@ if go:
             raise KdlabError(f"method options are not valid JSON ({e.msg}): write e.g. {{\"temperature\": 4}}")
         if not isinstance(extra, dict):
             raise KdlabError("method options must be a JSON object, e.g. {\"temperature\": 4}")
-        get(method).check_options(extra)  # defaults + <weight>_end / <weight>_schedule of scheduled weights
-        cfg = C.run_config(method=method, max_steps=int(max_steps), epochs=int(epochs), method_args=extra)
+        args = {**form_args, **extra}
+        get(method).check_options(args)  # the method's declared types and ranges, its choices, X_end / X_schedule
+        cfg = C.run_config(method=method, max_steps=int(max_steps), epochs=int(epochs), method_args=args)
         job = launch.launch(cfg, store.root, launch.unique_name(name or method))
         st.session_state["train_job"] = job.__dict__
         st.session_state.pop("train_run_id", None)
@@ -50,6 +58,42 @@ def _job():
     return launch.Launch(**d) if d else None
 
 
+def waiting(job):
+    """A launched run without a stored run yet: its teacher is being prepared (by this run or by another process:
+    then it waits for that preparation and reuses the teacher), or it is loading its data."""
+    prep = None
+    with C.guard():
+        cfg = b = None
+        if job.config and Path(job.config).is_file():   # the launched run's own configuration and data
+            from kdlab.config import RunConfig
+            cfg = RunConfig.from_dict(json.loads(Path(job.config).read_text()))
+            b = C.bundle_for(cfg.data or "embedded", int(cfg.max_train or 0), int(cfg.max_eval or 0),
+                             tuple(cfg.ood or ()))
+        prep = prep_lock.preparation(C.teacher_folder(cfg, b))
+    if prep is None:
+        st.info(f"`{job.name}`: starting (loading data and models) ...")
+    else:
+        own = prep["pid"] == job.pid
+        if own:
+            what, phase = "fine-tuning its teacher first (the next runs on this teacher reuse it)", "teacher fine-tuning"
+        else:
+            what = (f"waiting for the teacher being prepared by another process (pid {prep['pid']}, since "
+                    f"{prep['since']}); it will reuse that teacher, never fine-tune it a second time")
+            phase = "waiting for teacher"
+        st.info(f"`{job.name}`: {what} · phase: {phase} · {prep['line']}")
+        st.progress(prep["fraction"], text=prep["line"])
+    c1, c2 = st.columns(2)
+    if c1.button("Cancel this run", key="train_cancel_waiting", help="stops the launched process; a teacher "
+                 "preparation started by another process goes on"):
+        launch.stop(job)
+        st.warning(f"`{job.name}` stopped before its run started")
+    if prep and prep.get("run") and prep.get("store") and c2.button(
+            "Cancel the teacher preparation", key="train_cancel_prep",
+            help="asks the fine-tuning to stop after its current step; runs waiting for it then fail"):
+        launch.cancel(Store(prep["store"]), prep["run"])
+        st.warning("cancel requested: the teacher fine-tuning stops after its current step")
+
+
 @st.fragment(run_every=1.5)
 def live():
     job = _job()
@@ -59,7 +103,7 @@ def live():
         if rid:
             st.session_state["train_run_id"] = rid
         elif job.alive():
-            st.info(f"`{job.name}`: preparing (loading data, fine-tuning the teacher if needed) ...")
+            waiting(job)
             return
         else:
             st.error(f"`{job.name}` stopped before its run started:\n\n```\n{job.log_tail()}\n```")
@@ -90,17 +134,16 @@ def live():
     loss = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
     col1, col2 = st.columns([3, 2])
     if loss:
-        col1.plotly_chart(viz.run_curves({run["name"]: tuple(zip(*loss))}, "loss", smoothing=0.3),
-                          key="train_loss_curve")
+        C.show(viz.run_curves({run["name"]: tuple(zip(*loss))}, "loss", smoothing=0.3), "train_loss_curve", col1)
     maps = store.mappings(sel)
     if maps:
         k = col2.slider("mapping at log entry", 0, len(maps) - 1, len(maps) - 1, key="train_map_k") \
             if len(maps) > 1 else 0
         m = maps[k]
-        col2.plotly_chart(viz.mapping_heatmap(np.asarray(m["matrix"]), title=f"W at step {m['step']} (epoch {m['epoch']})"),
-                          key="train_mapping")
+        C.show(viz.mapping_heatmap(np.asarray(m["matrix"]), title=f"W at step {m['step']} (epoch {m['epoch']})"),
+               "train_mapping", col2)
     if viz.per_layer_series(rows):
-        st.plotly_chart(viz.per_layer_multiples(rows, smoothing=0.6), key="train_multiples")
+        C.show(viz.per_layer_multiples(rows, smoothing=0.6), "train_multiples")
 
 
 live()

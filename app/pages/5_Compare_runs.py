@@ -39,7 +39,7 @@ diff = {k: [str(flat[n].get(k, "")) for n in flat] for k in keys}
 diff = {k: v for k, v in diff.items() if len(set(v)) > 1 and not k.endswith("name")}
 st.subheader("Config values that differ")
 if diff:
-    st.dataframe(pd.DataFrame(diff, index=list(flat)).T, key="cmp_diff")
+    C.show(pd.DataFrame(diff, index=list(flat)).T, "cmp_diff")
 else:
     st.caption("the selected runs share every config value")
 
@@ -53,7 +53,7 @@ if names_:
         pts = [(m["step"], m["value"]) for m in store.metrics(i) if m["name"] == metric]
         if pts:
             curves[by_id[i]["name"]] = tuple(zip(*pts))
-    st.plotly_chart(viz.run_curves(curves, metric, sm), key="cmp_curves")
+    C.show(viz.run_curves(curves, metric, sm), "cmp_curves")
 
 st.subheader("Final metrics per domain")
 rows, acc = [], {}
@@ -67,7 +67,7 @@ for i in sel:
                      **{k: round(v, 4) for k, v in m.items()}})
         acc.setdefault(by_id[i]["name"], {})[split] = m.get(primary)
 if rows:
-    st.dataframe(pd.DataFrame(rows), key="cmp_final")
-    st.plotly_chart(viz.domain_accuracy_bars(acc, metric=primary), key="cmp_domains")
+    C.show(pd.DataFrame(rows), "cmp_final")
+    C.show(viz.domain_accuracy_bars(acc, metric=primary), "cmp_domains")
 else:
     st.caption("no evaluations stored for these runs yet")

@@ -57,12 +57,11 @@ for tid in teachers:
 for i in sel:
     acc[by_id[i]["name"]] = {k: v.get(metric) for k, v in store.final_evals(i).items()}
     shown.append(by_id[i])
-st.plotly_chart(viz.domain_accuracy_bars(acc, "dev", metric), key="ood_bars")
+C.show(viz.domain_accuracy_bars(acc, "dev", metric), "ood_bars")
 drops = viz.drop_table(acc, "dev")
-st.dataframe(pd.DataFrame(drops).T.drop(columns=["dev"], errors="ignore").add_prefix("drop ").round(4),
-             key="ood_drop_table")
+C.show(pd.DataFrame(drops).T.drop(columns=["dev"], errors="ignore").add_prefix("drop ").round(4), "ood_drop_table")
 st.markdown(f"**{metric} beside size and speed**")
-st.dataframe(pd.DataFrame(C.size_rows(shown, metric, labels)).set_index("model"), key="ood_size_table")
+C.show(pd.DataFrame(C.size_rows(shown, metric, labels)).set_index("model"), "ood_size_table")
 st.caption("MB: the model folder on disk; params and ms per example (batch 1, CPU) as measured when the run "
            "finished. Compressed models: Deploy page.")
 
@@ -108,38 +107,39 @@ with C.guard():
         bins = {k: calibration_bins(p, labels_) for k, p in probs.items()}
         eces = {k: ms[k]["ece"] for k in probs}
         c1, c2 = st.columns([3, 2])
-        c1.plotly_chart(viz.reliability_diagram(bins, eces), key="ood_reliability")
-        c2.dataframe(table, key="ood_ece")
+        C.show(viz.reliability_diagram(bins, eces), "ood_reliability", c1)
+        C.show(table, "ood_ece", c2)
         if "teacher" in logits:
             names = list(sp.label_names) if lm is not None else list(b.label_names)
             sp_, tp_ = preds["student"], preds["teacher"]
             dis = np.nonzero(sp_ != tp_)[0]
             c2.metric("student-teacher agreement", f"{1 - len(dis) / max(1, len(labels_)):.3f}")
             st.markdown(f"**{len(dis)} examples where student and teacher disagree** ({split_name})")
-            st.dataframe(pd.DataFrame([{**texts_of(i), "label": names[labels_[i]], "teacher": names[tp_[i]],
+            C.show(pd.DataFrame([{**texts_of(i), "label": names[labels_[i]], "teacher": names[tp_[i]],
                                         "p_teacher": round(float(probs["teacher"][i].max()), 3),
                                         "student": names[sp_[i]],
                                         "p_student": round(float(probs["student"][i].max()), 3)}
-                                       for i in dis[:200]]), key="ood_disagree")
+                                       for i in dis[:200]]),
+                   "ood_disagree")
     elif kind == "score":
         st.info("Calibration (reliability diagram, ECE) is about class probabilities; this task predicts a real-valued "
                 "score, so none is shown: below, each model's predicted score against the gold score.")
         c1, c2 = st.columns([3, 2])
-        c1.plotly_chart(viz.prediction_scatter(sp.labels, {k: v[:, 0] for k, v in logits.items()},
-                                               f"Prediction vs gold score ({split_name})"), key="ood_scatter")
-        c2.dataframe(table, key="ood_ece")
+        C.show(viz.prediction_scatter(sp.labels, {k: v[:, 0] for k, v in logits.items()},
+                                               f"Prediction vs gold score ({split_name})"), "ood_scatter", c1)
+        C.show(table, "ood_ece", c2)
         if "teacher" in logits:
             gap = np.abs(logits["student"][:, 0] - logits["teacher"][:, 0])
             order = np.argsort(-gap)[:200]
             st.markdown(f"**Largest student-teacher differences** ({split_name}; mean |difference| "
                         f"{gap.mean():.3f})")
-            st.dataframe(pd.DataFrame([{**texts_of(i), "gold": round(float(sp.labels[i]), 3),
+            C.show(pd.DataFrame([{**texts_of(i), "gold": round(float(sp.labels[i]), 3),
                                         "teacher": round(float(logits["teacher"][i, 0]), 3),
                                         "student": round(float(logits["student"][i, 0]), 3),
-                                        "difference": round(float(gap[i]), 3)} for i in order]), key="ood_disagree")
+                                        "difference": round(float(gap[i]), 3)} for i in order]), "ood_disagree")
     else:
         st.info("Calibration is not shown for a multi-label task (one sigmoid per label, no single confidence).")
-        st.dataframe(table, key="ood_ece")
+        C.show(table, "ood_ece")
         if "teacher" in logits:
             names = list(b.label_names)
 
@@ -148,6 +148,6 @@ with C.guard():
             ps, pt = logits["student"] > 0, logits["teacher"] > 0
             dis = np.nonzero((ps != pt).any(axis=1))[0]
             st.markdown(f"**{len(dis)} examples where the predicted label sets differ** ({split_name})")
-            st.dataframe(pd.DataFrame([{**texts_of(i), "labels": as_set(np.asarray(sp.labels[i]) > 0),
+            C.show(pd.DataFrame([{**texts_of(i), "labels": as_set(np.asarray(sp.labels[i]) > 0),
                                         "teacher": as_set(pt[i]), "student": as_set(ps[i])} for i in dis[:200]]),
-                         key="ood_disagree")
+                   "ood_disagree")

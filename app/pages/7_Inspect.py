@@ -70,13 +70,12 @@ with C.guard():
         pt, ps = torch.softmax(ft.logits[0], -1), torch.softmax(fs.logits[0], -1)
         st.caption(f"classes {list(b.label_names)} · teacher p = {[round(float(x), 3) for x in pt]} · "
                    f"student p = {[round(float(x), 3) for x in ps]}")
-    st.plotly_chart(viz.attention_heatmaps(ft.attentions[tl - 1][0, h], fs.attentions[sl - 1][0, h], tokens,
+    C.show(viz.attention_heatmaps(ft.attentions[tl - 1][0, h], fs.attentions[sl - 1][0, h], tokens,
                                            f"teacher layer {tl}, head {h}", f"student layer {sl}, head {h}"),
-                    key="insp_attention")
+           "insp_attention")
     th, sh = ft.hidden[tl][0], fs.hidden[sl][0]
     if th.shape[-1] == sh.shape[-1]:
-        st.plotly_chart(viz.hidden_similarity(th, sh, tokens, f"cosine: teacher layer {tl} x student layer {sl}"),
-                        key="insp_hidden")
+        C.show(viz.hidden_similarity(th, sh, tokens, f"cosine: teacher layer {tl} x student layer {sl}"), "insp_hidden")
     else:
         st.info(f"teacher width {th.shape[-1]} and student width {sh.shape[-1]} differ: the cosine between "
                 "token states needs a projection; pick a student copied from the teacher")

@@ -75,19 +75,19 @@ if measured:
                       "ms b32": round(r["ms_b32"], 3),
                       **{f"{metric} {s}" + (" (in domain)" if s == ind else ""): round(r[s], 4) for s in splits},
                       **({"agreement": round(r["agreement"], 4)} if "agreement" in r else {})})
-    st.dataframe(pd.DataFrame(table).set_index("model"), key="dep_table")
+    C.show(pd.DataFrame(table).set_index("model"), "dep_table")
     st.caption(f"measured {measured['measured']}: {metric} (the task's primary metric) per evaluation set, "
                f"'{ind}' in domain and the others out of domain; ms per example on {measured['threads']} CPU "
                f"thread(s) at batch 1 and 32, models timed side by side in interleaved rounds; MB on disk.")
-    st.plotly_chart(viz.size_metric_scatter(rows, splits, metric, ind), key="dep_scatter")
+    C.show(viz.size_metric_scatter(rows, splits, metric, ind), "dep_scatter")
     new = [n for n in made if n not in rows]
     if new:
         st.warning(f"not measured yet: {', '.join(new)}: press Measure")
 else:
     st.info("not measured yet: press **Measure** (teacher, student and every compressed model)")
     if made:
-        st.dataframe(pd.DataFrame([{"model": n, "MB": round(folder_mb(f), 2)} for n, f in made.items()]
-                                  ).set_index("model"), key="dep_made")
+        C.show(pd.DataFrame([{"model": n, "MB": round(folder_mb(f), 2)} for n, f in made.items()]
+                                  ).set_index("model"), "dep_made")
 
 st.subheader("Download a model folder")
 own = "teacher" if run["kind"] == "teacher" else "student"

@@ -11,7 +11,9 @@ A method never touches the loop. Every hook below has a default, so a method wri
   (``chain``), for its student (``make_student``) and for its transfer set (``augment_train``).
 
 Data instead of code: what a method needs is ``student_need`` / ``teacher_need``; its fixed option values are
-``choices`` (checked in one place, ``check_options``); its W is ``self.W``. ``LogitKD`` is Hinton KD + CE and
+``choices`` and each option's type, range and one-line help an ``Option`` in ``options`` (both checked in one
+place, ``check_options``, which the CLI, the dashboard's forms and the constructor share; options common to many
+methods are declared once in ``COMMON_OPTIONS``); its W is ``self.W``. ``LogitKD`` is Hinton KD + CE and
 ``LayerKD`` the template "logit KD + beta x a layer term": a layer method is then its ``__init__`` and its
 ``layer_loss``.
 """
@@ -62,6 +64,81 @@ class State:
         return min(1.0, self.step / max(1, self.total_steps))
 
 
+@dataclass(frozen=True)
+class Option:
+    """What a method option is: ``kind`` (float | int | bool | choice | text | layers | matrix), a one-line
+    ``help``, an allowed range ``lo``..``hi`` (``lo_open``: ``lo`` itself excluded), ``optional`` (None is
+    allowed: "automatic", as the help says) and, for the dashboard's select box, ``values``. The dashboard builds
+    its form widgets from these; ``check`` gives the message that refuses a bad value."""
+    kind: str
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    optional: bool = False
+    values: tuple = ()
+
+    def check(self, key: str, v) -> str | None:
+        """None when ``v`` fits, else one line naming the problem and the allowed values."""
+        if v is None:
+            return None if self.optional else f"{key} needs a value ({self.help})"
+        if self.kind in ("float", "int"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.kind == "int" and v != int(v)):
+                return f"{key} must be {'an integer' if self.kind == 'int' else 'a number'}, got {v!r}"
+            if not math.isfinite(float(v)):
+                return f"{key} must be a finite number, got {v!r}"
+            low = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+            high = self.hi is not None and v > self.hi
+            if low or high:
+                return f"{key} must be {self.range_text()}, got {v!r} ({self.help})"
+        elif self.kind == "bool" and not isinstance(v, bool):
+            return f"{key} must be true or false, got {v!r}"
+        elif self.kind in ("choice", "text") and not isinstance(v, str):
+            return f"{key} must be a name, got {v!r}"
+        elif self.kind == "layers" and not (isinstance(v, (list, tuple)) and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in v)):
+            return f"{key} must be a list of 1-based layer numbers, e.g. [2, 4], got {v!r}"
+        elif self.kind == "matrix" and not (isinstance(v, (list, tuple)) and all(isinstance(r, (list, tuple))
+                                                                                 for r in v)):
+            return f"{key} must be a list of rows, e.g. [[1, 0], [0, 1]], got {v!r}"
+        return None
+
+    def range_text(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"<= {self.hi:g}" if self.hi is not None else "a number"
+
+
+def weight(help: str) -> Option:
+    """A non-negative loss weight."""
+    return Option("float", help, lo=0.0)
+
+
+MAPPINGS = ("uniform", "first", "last", "grouped", "random", "explicit", "matrix")
+# options shared by many methods, declared once; a method's own ``options`` override these
+COMMON_OPTIONS = dict(
+    temperature=Option("float", "softmax temperature T of the soft targets (higher = softer)", lo=0.0, lo_open=True),
+    alpha_soft=weight("weight of the soft-target (KD) term"),
+    alpha_hard=weight("weight of the hard-label loss (cross-entropy to the gold label)"),
+    kd_form=Option("choice", "distance between the softened distributions: kl (Hinton), soft-ce or mse on logits"),
+    beta=weight("weight of the layer term"),
+    mapping=Option("choice", "which teacher layers each student layer learns from (kdlab.mapping strategy)",
+                   values=MAPPINGS),
+    mapping_layers=Option("layers", "with mapping=explicit: one 1-based teacher layer per student layer",
+                          optional=True),
+    mapping_matrix=Option("matrix", "with mapping=matrix: the weight matrix W [student layers x teacher layers]",
+                          optional=True),
+    projection=Option("choice", "student->teacher width map: auto (linear only when widths differ) or always linear"),
+    head_average=Option("bool", "compare attention maps averaged over heads (allows different head counts)"),
+    mask_padding=Option("bool", "leave padded positions out of the loss"),
+    stage_steps=Option("int", "steps per stage of a progressive schedule (empty = total steps / stages)", lo=1,
+                       optional=True),
+)
+_SCHEDULE_END = "value at the last step (empty = constant)"
+
+
 SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -88,6 +165,7 @@ class Method(nn.Module):
                          # ``X_end`` (value at the last step) and ``X_schedule`` (constant | linear | cosine;
                          # linear when only ``X_end`` is given). ``self.w(X, state)`` is the value at a step.
     choices: dict = {}   # option -> its allowed values (merged over the class hierarchy), checked by check_options
+    options: dict = {}   # option -> Option (type, range, help), merged over the hierarchy over COMMON_OPTIONS
     student_need = Need()  # the features ``need`` asks of the student and of the teacher (methods whose needs
     teacher_need = Need()  # change during training override ``need``)
     uses_teacher = True
@@ -149,6 +227,26 @@ class Method(nn.Module):
         return cls._merged("choices")
 
     @classmethod
+    def option_specs(cls) -> dict:
+        """``{option: Option}`` for every option of ``option_names`` (declared by the method or its bases, else
+        ``COMMON_OPTIONS``; ``X_end`` / ``X_schedule`` of a scheduled ``X`` are derived from ``X``'s)."""
+        declared = {**COMMON_OPTIONS, **cls._merged("options")}
+        out = {}
+        for key in cls.option_names():
+            if key in declared:
+                out[key] = declared[key]
+            elif key.endswith("_end") and key[:-4] in declared:
+                base = declared[key[:-4]]
+                out[key] = Option(base.kind, f"{key[:-4]}: {_SCHEDULE_END}", base.lo, base.hi, base.lo_open, True)
+            elif key.endswith("_schedule"):
+                out[key] = Option("choice", f"{key[:-9]}: how it moves to {key[:-9]}_end", optional=True,
+                                  values=SCHEDULES)
+        for key, allowed in cls.all_choices().items():
+            if key in out:
+                out[key] = Option("choice", out[key].help, optional=out[key].optional, values=tuple(allowed))
+        return out
+
+    @classmethod
     def defines(cls, hook: str) -> bool:
         """True when the method replaces the base class's default for ``hook`` (e.g. ``make_student``)."""
         return any(hook in vars(klass) for klass in cls.__mro__[: cls.__mro__.index(Method)])
@@ -183,6 +281,11 @@ class Method(nn.Module):
             if key in args and args[key] not in allowed:
                 raise KdlabError(f"method '{cls.name}': unknown {key} {args[key]!r}: use "
                                  + " or ".join(f"{key}={v}" for v in allowed))
+        specs = cls.option_specs()
+        for key in sorted(args):
+            problem = specs[key].check(key, args[key]) if key in specs else None
+            if problem:
+                raise KdlabError(f"method '{cls.name}': {problem}")
 
     @classmethod
     def resolve_options(cls, args: dict) -> dict:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..objectives import HiddenMatch
-from .base import LayerKD, LogitKD, Method, register
+from .base import LayerKD, LogitKD, Method, Option, register
 
 __all__ = ["CE", "KD", "KDMSE", "HiddenKD", "LogitKD"]
 
@@ -41,6 +41,9 @@ class HiddenKD(LayerKD):
     summary = "L = a_soft*KD + a_hard*CE + beta * sum_(i,j in W) dist(P H^S_i, H^T_j)  (padding masked)"
     defaults = dict(beta=1.0, distance="mse", pool="tokens", mapping="uniform", mapping_layers=None,
                     mapping_matrix=None)
+    options = dict(
+        distance=Option("choice", "distance between student and teacher hidden states"),
+        pool=Option("choice", "compare every token, only [CLS], or the mean over tokens"))
     choices = dict(distance=("mse", "cosine"), pool=("tokens", "cls", "mean"))
     term = "hidden"
 

@@ -21,7 +21,7 @@ import dataclasses
 
 from .. import losses
 from ..errors import KdlabError
-from .base import Method, register
+from .base import Method, Option, register
 
 STUDENT_KEYS = ("arch", "embed_dim", "hidden", "layers", "fc_dim", "dropout")
 AUGMENT_KEYS = ("n_samples", "p_mask", "p_replace", "p_ng", "ng_max")
@@ -34,6 +34,19 @@ class BiLSTMKD(Method):
     summary = "BiLSTM/CNN student: L = a*CE + (1-a)*||z_T - z_S||^2 on an augmented transfer set (a = 0)"
     defaults = dict(alpha=0.0, arch="bilstm", embed_dim=300, hidden=300, layers=1, fc_dim=400, dropout=0.1,
                     n_samples=4, p_mask=0.1, p_replace=0.1, p_ng=0.25, ng_max=5)
+    options = dict(
+        alpha=Option("float", "weight of CE to the gold label; 1 - alpha goes to the logit regression", lo=0, hi=1),
+        arch=Option("choice", "student architecture: a BiLSTM or a CNN over word embeddings"),
+        embed_dim=Option("int", "word-embedding size of the student", lo=1),
+        hidden=Option("int", "LSTM hidden size per direction (CNN: filters)", lo=1),
+        layers=Option("int", "number of LSTM layers", lo=1),
+        fc_dim=Option("int", "size of the hidden layer of the classifier", lo=1),
+        dropout=Option("float", "dropout probability", lo=0, hi=1),
+        n_samples=Option("int", "augmented examples per training example (0 = no augmentation)", lo=0),
+        p_mask=Option("float", "probability to mask a token when augmenting", lo=0, hi=1),
+        p_replace=Option("float", "probability to replace a token by a neighbour when augmenting", lo=0, hi=1),
+        p_ng=Option("float", "probability to keep only an n-gram when augmenting", lo=0, hi=1),
+        ng_max=Option("int", "longest n-gram kept by n-gram sampling", lo=1))
     weights = ("alpha",)
     choices = dict(arch=("bilstm", "cnn"))
 
@@ -43,13 +56,13 @@ class BiLSTMKD(Method):
             raise KdlabError(f"bilstm alpha (the hard-label weight) must be in [0, 1] (got {self.hp['alpha']})")
 
     @classmethod
-    def options(cls, cfg) -> dict:
+    def cfg_options(cls, cfg) -> dict:
         return cls.resolve_options(dict(getattr(cfg, "method_args", None) or {}))
 
     @classmethod
     def make_student(cls, teacher, tokenizer, cfg):
         from ..bilstm import bilstm_student
-        hp = cls.options(cfg)
+        hp = cls.cfg_options(cfg)
         if teacher is None or tokenizer is None:
             raise KdlabError("the bilstm method needs a teacher and its tokenizer")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -59,7 +72,7 @@ class BiLSTMKD(Method):
     @classmethod
     def augment_train(cls, bundle, tokenizer, teacher, cfg):
         from ..augment import augment_split
-        hp = cls.options(cfg)
+        hp = cls.cfg_options(cfg)
         if int(hp["n_samples"]) <= 0:
             return bundle
         train = augment_split(bundle.train, tokenizer, teacher, seed=cfg.train.seed, max_len=cfg.train.max_len,

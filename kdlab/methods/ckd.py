@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import losses, mapping
 from ..objectives import sum_terms
-from .base import LayerKD, register
+from .base import LayerKD, Option, register
 
 
 def _label(a: int, b: int) -> str:
@@ -26,6 +26,7 @@ class CKD(LayerKD):
     summary = ("L = CE + KD + beta * sum_i maskedMSE(H^S_i, W_i [H^T_a;...;H^T_b])  "
                "(contiguous teacher buckets, learned linear map per bucket)")
     defaults = dict(alpha_soft=1.0, alpha_hard=1.0, temperature=2.0, beta=1.0, pool="tokens")
+    options = dict(pool=Option("choice", "match every token's state or only [CLS]"))
     choices = dict(pool=("tokens", "cls"))
     term = "ckd"
 

@@ -31,7 +31,7 @@ from torch import nn
 from .. import losses
 from ..errors import KdlabError
 from ..features import Need
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 
 def memory_update(mem: torch.Tensor, idx: torch.Tensor, v: torch.Tensor, momentum: float) -> None:
@@ -70,6 +70,14 @@ class CRD(Method):
     summary = "L = g*CE + a*KD + b*(L_S + L_T), NCE with K negatives from memory banks of g(CLS) (tau 0.07)"
     defaults = dict(gamma=1.0, alpha=0.0, beta=0.8, temperature=4.0, nce_k=16384, nce_t=0.07, feat_dim=128,
                     momentum=0.5)
+    options = dict(
+        gamma=weight("weight of CE to the gold label"),
+        alpha=weight("weight of logit KD (0 = CRD alone, 1 = CRD+KD)"),
+        beta=weight("weight of the contrastive term"),
+        nce_k=Option("int", "negatives per example (capped at the training-set size - 1)", lo=1),
+        nce_t=Option("float", "temperature of the contrastive softmax", lo=0, lo_open=True),
+        feat_dim=Option("int", "size of the contrastive embedding", lo=1),
+        momentum=Option("float", "momentum of the memory-bank update", lo=0, hi=0.999))
     weights = ("gamma", "alpha", "beta")
     student_need = teacher_need = Need(hidden=True)
 

@@ -28,7 +28,7 @@ import torch
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import HiddenMatch
-from .base import Method, register
+from .base import MAPPINGS, Method, Option, register, weight
 
 
 def init_layers(M: int, N: int) -> list[int]:
@@ -47,6 +47,11 @@ class DistilBERT(Method):
     summary = "L = a_ce*T^2*KL + a_hard*CE + a_cos*(1 - cos(H^S_M, H^T_N)) (token-level, padding masked)"
     defaults = dict(temperature=2.0, alpha_ce=5.0, alpha_hard=2.0, alpha_cos=1.0, mapping="final",
                     mapping_layers=None)
+    options = dict(
+        alpha_ce=weight("weight of the soft-target KL term"),
+        alpha_cos=weight("weight of the hidden-state cosine term"),
+        mapping=Option("choice", "layers of the cosine term: final = last student vs last teacher layer",
+                       values=("final",) + MAPPINGS))
     weights = ("alpha_ce", "alpha_hard", "alpha_cos")
     student_init = "explicit"  # the layers of init_layers(M, N), see make_student
     student_need = teacher_need = Need(hidden=True)

@@ -22,7 +22,7 @@ from torch import nn
 from .. import losses
 from ..errors import KdlabError
 from ..features import Need, features
-from .base import Method, register
+from .base import Method, Option, register
 
 
 @register
@@ -33,6 +33,10 @@ class DML(Method):
     summary = "peers k: L_k = CE(y, z_k) + 1/(K-1) sum_l KL(p_l || p_k) (peers detached), simultaneous update"
     uses_teacher = False
     defaults = dict(peers=2, peer_init="noise", noise=0.05, temperature=1.0)
+    options = dict(
+        peers=Option("int", "number of peers learning together (peer 0 is the stored student)", lo=2),
+        peer_init=Option("choice", "other peers: a noisy copy of peer 0 or a fresh random model"),
+        noise=Option("float", "with peer_init=noise: noise size, in standard deviations of each tensor", lo=0))
     choices = dict(peer_init=("noise", "fresh"))
 
     def __init__(self, ctx, **overrides):

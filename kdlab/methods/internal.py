@@ -24,13 +24,18 @@ from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import Projection
-from .base import LogitKD, register
+from .base import LogitKD, Option, register, weight
 
 
 class InternalKD(LogitKD):
     defaults = dict(temperature=1.0, alpha_soft=1.0, alpha_hard=0.0, att_weight=1.0, cls_weight=1.0,
                     squared=False, stage_steps=None, threshold=0.0, head_average=False,
                     mapping="uniform", mapping_layers=None)
+    options = dict(
+        att_weight=weight("weight of the attention-map KL term"),
+        cls_weight=weight("weight of the [CLS] cosine term"),
+        squared=Option("bool", "use the squared cosine distance"),
+        threshold=Option("float", "move to the next stage when the cosine loss is below this (0 = off)", lo=0))
     weights = ("att_weight", "cls_weight")
     needs_attentions = False  # maps come from the Q, K projections (Need.qkv), any attention implementation
     mode = "all"

@@ -24,7 +24,7 @@ import torch
 from .. import attention, losses
 from ..errors import KdlabError
 from ..features import Need
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 
 @register
@@ -33,6 +33,11 @@ class MiniLM(Method):
     name = "minilm"
     summary = "L = KL(P^T_N || P^S_M) + KL(VR^T_N || VR^S_M)  (last layer, real query rows, no CE)"
     defaults = dict(w_at=1.0, w_vr=1.0, teacher_layer=None, student_layer=None, head_average=False)
+    options = dict(
+        w_at=weight("weight of the attention-distribution KL"),
+        w_vr=weight("weight of the value-relation KL"),
+        teacher_layer=Option("int", "teacher layer to distil (empty = the last)", lo=1, optional=True),
+        student_layer=Option("int", "student layer that learns it (empty = the last)", lo=1, optional=True))
     weights = ("w_at", "w_vr")
     needs_attentions = True
     student_need = teacher_need = Need(qkv=True)

@@ -46,7 +46,7 @@ from ..errors import KdlabError
 from ..features import Need
 from .. import families
 from ..objectives import PROJECTIONS, make_projection
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 
 @register
@@ -59,6 +59,11 @@ class MobileBERT(Method):
                     lower_layers="freeze", mapping="uniform",
                     mapping_layers=None, projection="auto", mask_padding=True, head_average=False,
                     alpha_soft=0.0, alpha_hard=0.0, temperature=1.0)
+    options = dict(
+        fmt_weight=weight("weight of the feature-map transfer (MSE of standardised states)"),
+        at_weight=weight("weight of the attention transfer (KL)"),
+        schedule=Option("choice", "progressive: one layer per stage; joint: all layers at once"),
+        lower_layers=Option("choice", "progressive: freeze or keep training the layers below the active one"))
     weights = ("fmt_weight", "at_weight", "alpha_soft", "alpha_hard")
     choices = dict(schedule=("progressive", "joint"), projection=PROJECTIONS, lower_layers=("freeze", "train"))
     needs_attentions = True

@@ -22,7 +22,7 @@ from .. import losses
 from ..errors import KdlabError
 from ..features import Need
 from ..models import encoder, student_from_teacher
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 
 def block_size(teacher_layers: int, student_layers: int) -> int:
@@ -56,6 +56,13 @@ class NewsBERT(Method):
     student_need = teacher_need = Need(hidden=True)
     defaults = dict(beta=0.5, temperature=1.0, w_emb=1.0, w_hidden=1.0, w_pool=1.0, w_soft=1.0, w_hard=1.0,
                     w_teacher=1.0)
+    options = dict(
+        beta=Option("float", "share of the teacher's gradient mixed into the student's (momentum distillation)",
+                    lo=0, hi=1),
+        w_emb=weight("weight of the embedding MSE"), w_hidden=weight("weight of the hidden-state MSE"),
+        w_pool=weight("weight of the pooled-output MSE"), w_soft=weight("weight of the soft-target CE"),
+        w_hard=weight("weight of the student's CE to the gold label"),
+        w_teacher=weight("weight of the teacher's own CE (it learns too)"))
     weights = ("w_emb", "w_hidden", "w_pool", "w_soft", "w_hard", "w_teacher")
 
     def __init__(self, ctx, **overrides):

@@ -27,13 +27,18 @@ from .. import losses, mapping
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import PROJECTIONS, make_projection
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 
 class PKD(Method):
     summary = "L = (1-a)*CE + a*T^2*KL + beta * sum_{i<M} ||s_i/|s_i| - t_g(i)/|t_g(i)|||^2 on [CLS]"
     defaults = dict(temperature=10.0, alpha=0.7, beta=None, beta_official=500.0, mapping="uniform",
                     mapping_layers=None, projection="auto")
+    options = dict(
+        alpha=Option("float", "L = (1-alpha) CE + alpha KD: share of the soft targets", lo=0, hi=1),
+        beta=Option("float", "weight of the [CLS] patient term (empty = beta_official / (layers x width))", lo=0,
+                    optional=True),
+        beta_official=weight("the paper's beta, divided by (matched layers x teacher width) when beta is empty"))
     weights = ("alpha", "beta")
     choices = dict(projection=PROJECTIONS)
     student_need = teacher_need = Need(hidden=True)

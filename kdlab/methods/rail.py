@@ -20,12 +20,17 @@ from torch import nn
 from .. import losses, mapping
 from ..errors import KdlabError
 from ..objectives import sum_terms
-from .base import LayerKD, register
+from .base import LayerKD, Option, register
 
 
 class RailKD(LayerKD):
     defaults = dict(alpha_hard=1 / 3, alpha_soft=1 / 3, beta=1 / 3, temperature=10.0, proj_dim=128, k=None,
                     resample_epochs=1, exclude_last=True)
+    options = dict(
+        proj_dim=Option("int", "size of the projection both models' states are mapped to", lo=1),
+        k=Option("int", "teacher layers drawn per epoch (empty = student layers - 1)", lo=1, optional=True),
+        resample_epochs=Option("int", "redraw the teacher layers every this many epochs", lo=1),
+        exclude_last=Option("bool", "leave the last layers out of the draw (the KD term covers them)"))
     term = "rail"
     concat = False
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import attention, losses
 from ..features import Need
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 
 @register
@@ -21,6 +21,10 @@ class SAD(Method):
     name = "sad"
     summary = "L = CE + gamma * sum_i KL(P_deeper || P_i) inside the student (+ alpha_soft * T^2 KD from the teacher)"
     defaults = dict(gamma=1.0, sad_target="next", alpha_soft=0.5, w_hard=1.0, temperature=2.0)
+    options = dict(
+        gamma=weight("weight of the self-attention distillation term"),
+        sad_target=Option("choice", "each layer imitates the next layer's attention or the last layer's"),
+        w_hard=weight("weight of CE to the gold label"))
     weights = ("gamma", "alpha_soft", "w_hard")
     choices = dict(sad_target=("next", "last"))
     student_need = Need(qkv=True)

@@ -23,7 +23,7 @@ from torch import nn
 from .. import losses
 from ..errors import KdlabError
 from ..features import Need
-from .base import Method, register
+from .base import Method, register, weight
 
 
 def teacher_head(teacher):
@@ -52,6 +52,8 @@ class SRRD(Method):
     label_kinds = ("classes",)   # softmax regression through the teacher's class head
     summary = "L = CE + a*||h_T - r(h_S)||^2 + b*||Cls_T(r(h_S)) - Cls_T(h_T)||^2  (frozen teacher head)"
     defaults = dict(alpha=1.0, beta=1.0)
+    options = dict(alpha=weight("weight of the feature-matching MSE"),
+                   beta=weight("weight of the softmax-regression MSE (through the teacher's head)"))
     weights = ("alpha", "beta")
     student_need = teacher_need = Need(hidden=True)
 

@@ -11,7 +11,7 @@ alpha_soft, ...) apply to both hops. Reduction: kdlab's canonical ``T²·batchme
 from __future__ import annotations
 
 from ..errors import KdlabError
-from .base import register
+from .base import Option, register
 from .basic import LogitKD
 
 
@@ -20,6 +20,8 @@ class TAKD(LogitKD):
     name = "takd"
     summary = "chain teacher -> assistant (assistant_layers) -> student, each hop Hinton KD; two stored runs"
     defaults = dict(assistant_layers=None)
+    options = dict(assistant_layers=Option("int", "layers of the teacher assistant (empty = halfway)", lo=1,
+                                              optional=True))
 
     chain = True   # run by kdlab.chains: two stored runs
 

@@ -16,7 +16,7 @@ import torch
 
 from .. import losses
 from ..errors import KdlabError
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 
 @register
@@ -26,6 +26,7 @@ class TfKDSelf(Method):
     summary = "hop 1: student with CE; hop 2: a fresh copy of the same initial student learns (1-a)CE + a T^2 KL from it"
     uses_teacher = False
     defaults = dict(alpha=0.95, temperature=6.0)
+    options = dict(alpha=Option("float", "share of the soft targets of the hop-1 model", lo=0, hi=1))
 
     chain = True   # run by kdlab.chains: hop 1 (ce) and hop 2 (kd from hop 1 into a fresh copy)
 
@@ -49,6 +50,13 @@ class TfKDReg(Method):
     summary = "L = (1-a) CE + a * mult * KL(softmax(p^d/tau) || softmax(z_S)); p^d hand-made (0.99 true class)"
     uses_teacher = False
     defaults = dict(alpha=0.1, correct_prob=0.99, tau=20.0, multiplier=100.0, reduction="mean")
+    options = dict(
+        alpha=Option("float", "share of the hand-made regularising targets", lo=0, hi=1),
+        correct_prob=Option("float", "probability of the true class in the hand-made targets", lo=0, hi=1),
+        tau=Option("float", "temperature of the hand-made targets", lo=0, lo_open=True),
+        multiplier=weight("factor on the regularising KL term"),
+        reduction=Option("choice", "KL averaged over classes too (mean) or summed per example (batchmean)",
+                         values=("mean", "batchmean")))
     weights = ("alpha",)
 
     def loss(self, s, t, batch, state):
@@ -70,6 +78,8 @@ class LabelSmoothing(Method):
     summary = "L = CE against (1-eps) on the true class and eps/(C-1) on the others"
     uses_teacher = False
     defaults = dict(eps=0.1)
+    options = dict(eps=Option("float", "probability mass moved from the true class to the others", lo=0,
+                                   hi=1))
 
     def loss(self, s, t, batch, state):
         C = s.logits.shape[-1]

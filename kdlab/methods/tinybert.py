@@ -38,7 +38,7 @@ from .. import attention, losses, mapping
 from ..errors import KdlabError
 from ..features import Need
 from ..objectives import PROJECTIONS, HiddenMatch, make_projection
-from .base import Method, register
+from .base import Method, Option, register, weight
 
 REFERENCE_MASK = -10000.0  # additive mask of the reference BERT code; ≤ −100 entries are zeroed by the loss
 
@@ -52,6 +52,10 @@ class TinyBERT(Method):
     defaults = dict(temperature=1.0, intermediate_fraction=0.5, w_embd=1.0, w_hidn=1.0, w_attn=1.0, w_pred=1.0,
                     mapping="uniform", mapping_layers=None, projection="auto", mask_padding=True,
                     head_average=False)
+    options = dict(
+        intermediate_fraction=Option("float", "share of the steps spent on stage 1 (layer matching)", lo=0, hi=1),
+        w_embd=weight("weight of the embedding MSE"), w_hidn=weight("weight of the hidden-state MSE"),
+        w_attn=weight("weight of the attention-score MSE"), w_pred=weight("weight of the stage-2 soft CE"))
     weights = ("w_embd", "w_hidn", "w_attn", "w_pred")
     choices = dict(projection=PROJECTIONS)
     needs_attentions = True
