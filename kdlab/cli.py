@@ -596,6 +596,7 @@ def _workshop_args(p):
          _workshop_args)
 def cmd_workshop(a):
     from .tools.workshop import prepare
+    assert a.action == "prepare"   # the only action (argparse refuses any other)
     store = _store(a)
     t0 = time.time()
     rows = prepare(store, a.profile, log=_log(a), progress=not a.quiet, preset=a.preset, teacher=a.teacher,

@@ -42,7 +42,7 @@ def test_every_command_is_registered_the_same_way():
     import importlib.util
     assert importlib.util.find_spec("kdlab.cli_extra") is None
     assert set(cli.COMMANDS) == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench",
-                                 "compress", "study"}
+                                 "compress", "study", "workshop"}
     assert set(subparsers()) == set(cli.COMMANDS)
     for name, (f, help, add_args) in cli.COMMANDS.items():
         assert callable(f) and help and callable(add_args), name
@@ -99,6 +99,9 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(kdlab.models, "build_student", lambda *a, **k: None)
     monkeypatch.setattr(kdlab.deploy.artifacts, "compress_run", lambda *a, **k: {})
     import kdlab.study
+    import kdlab.tools.workshop
+    monkeypatch.setattr(kdlab.tools.workshop, "prepare", lambda store, profile, **k: [
+        {"label": "kd", "status": "finished", "action": "skipped", "seconds": 0.0, "run": "r"}])
 
     def study(cfg, store, name, *a, **k):
         store.save_study(name, {})
@@ -128,6 +131,8 @@ VARIANTS = {
     "bench": [["--write", "{md}"]],
     "study": [["--methods", "ce,kd", "--seeds", "2", "--vary", "temperature=2,4", "--baseline", "ce", "--workers", "2",
                "--bootstrap", "10", "--name", "s", "--json"], ["--name", "s", "--csv"], ["--list"]],
+    "workshop": [["prepare", "--profile", "full", "--preset", "tiny", "--teacher", "tiny", "--data", "x",
+                  "--max-train", "8", "--max-eval", "4", "--max-steps", "2"]],
 }
 
 

@@ -40,7 +40,7 @@ with C.guard():
                            "ci_low": None if r["verdict"] == "baseline" else r["ci_low"],
                            "ci_high": None if r["verdict"] == "baseline" else r["ci_high"],
                            "verdict": r["verdict"]} for r in rows])
-    st.dataframe(table.style.format(precision=4, na_rep=""), key="studies_table", hide_index=True)
+    C.show(table.round(4), "studies_table", hide_index=True)
     verdicts = [r for r in rows if r["verdict"] != "baseline"]
     for v, fn in (("better", st.success), ("worse", st.error)):
         hits = [f"{r['group']} on {r['domain']}" for r in verdicts if r["verdict"] == v]
@@ -49,10 +49,10 @@ with C.guard():
     undecided = [f"{r['group']} on {r['domain']}" for r in verdicts if r["verdict"] == "inconclusive"]
     if undecided:
         st.caption("inconclusive (the 95% interval contains 0): " + "; ".join(undecided))
-    st.download_button("results.csv", to_csv(rows), file_name=f"{name}.csv", key="studies_csv")
+    st.download_button("results.csv (every row)", to_csv(rows), file_name=f"{name}.csv", key="studies_results_csv")
 
     st.subheader("Differences to the baseline")
-    st.plotly_chart(viz.study_forest(rows), key="studies_forest")
+    C.show(viz.study_forest(rows), "studies_forest")
     st.caption("markers: mean over seeds of (method - baseline) with the 95% paired-bootstrap interval over seeds "
                "and examples; open points: each seed's difference")
 
@@ -60,7 +60,7 @@ with C.guard():
     seeds = pd.DataFrame([{"domain": r["domain"], "method": r["group"], "seed": s, r["metric"]: v}
                           for r in rows for s, v in (r.get("seeds") or {}).items()])
     if not seeds.empty:
-        st.dataframe(seeds.pivot_table(index=["domain", "method"], columns="seed", values=rows[0]["metric"]),
-                     key="studies_seeds")
+        C.show(seeds.pivot_table(index=["domain", "method"], columns="seed", values=rows[0]["metric"]),
+               "studies_seeds")
     with st.expander("as text (python -m kdlab study)"):
         st.code(format_table(rows))

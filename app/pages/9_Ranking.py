@@ -40,12 +40,12 @@ st.markdown(f"**query {qid}:** {v.query}  \nrelevant (test qrels): "
             + (", ".join(data.doc_ids[i] for i in sorted(v.relevant)) or "none") + " · `*` marks a relevant document")
 st.caption("Both models score the same candidates (the query's BM25 top-k): the teacher reads query and document "
            "together, the student compares their embeddings.")
-st.dataframe(side_by_side(v, data, top=10), hide_index=True, width="stretch")
+C.show(side_by_side(v, data, top=10), "rank_side_by_side", hide_index=True, width="stretch")
 
 st.subheader("Temperature over the candidate list")
 T = st.slider("temperature T", 0.5, 10.0, 1.0, 0.5, key="rank_T")
 names = [f"{r + 1}·{data.doc_ids[i]}" for r, i in enumerate(v.candidates)]
-st.plotly_chart(viz.softened_distributions(v.teacher, v.student, T, names), key="rank_dist")
+C.show(viz.softened_distributions(v.teacher, v.student, T, names), "rank_dist")
 loss = float(listwise_kl(torch.tensor(v.student)[None], torch.tensor(v.teacher)[None], T))
 pt = viz.soften(v.teacher, T)
 m = st.columns(3)
