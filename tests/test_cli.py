@@ -79,6 +79,7 @@ def stubs(monkeypatch, tmp_path):
     import kdlab.tools.bench
     import kdlab.tools.cka_run
     import kdlab.tools.demo
+    import kdlab.tools.workshop   # before the pipeline is stubbed: the module binds its functions at import
 
     def finished(store, cfg=None):
         rid = store.create_run("student", "kd", cfg.to_dict() if cfg else {}, name=cfg.name if cfg else None)
@@ -99,7 +100,6 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(kdlab.models, "build_student", lambda *a, **k: None)
     monkeypatch.setattr(kdlab.deploy.artifacts, "compress_run", lambda *a, **k: {})
     import kdlab.study
-    import kdlab.tools.workshop
     monkeypatch.setattr(kdlab.tools.workshop, "prepare", lambda store, profile, **k: [
         {"label": "kd", "status": "finished", "action": "skipped", "seconds": 0.0, "run": "r"}])
 

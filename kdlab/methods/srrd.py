@@ -31,7 +31,7 @@ def teacher_head(teacher):
     classifier = getattr(teacher, "classifier", None)
     base = getattr(teacher, "base_model", None)
     pooler = getattr(base, "pooler", None) if base is not None else None
-    if not isinstance(classifier, nn.Linear) or getattr(teacher.config, "model_type", "bert") != "bert":
+    if not isinstance(classifier, nn.Linear) or getattr(getattr(teacher, "config", None), "model_type", "bert") != "bert":
         raise KdlabError(f"srrd needs a teacher with a linear classification head on the [CLS] vector "
                          f"(BERT-style), but {type(teacher).__name__} has none: use a BERT-family teacher")
     return pooler, classifier
