@@ -108,7 +108,7 @@ def _runs(root):
     return Store(root).runs() if (root / "kdlab.db").exists() else []
 
 
-def _refused(capsys, root, argv, *words):
+def assert_refused(capsys, root, argv, *words):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdlab: error:") and "\n" not in err and "Traceback" not in err, err
@@ -121,19 +121,19 @@ def test_bad_ranking_inputs_refused(tmp_path, capsys):
     root = tmp_path / "runs"
     base = ["distill", "--method", "margin-mse", "--teacher", "tiny", "--runs", str(root), "--quiet"]
     unknown = write_beir(tmp_path / "unknown", DOCS, QUERIES, {**QRELS, "test": {"t1": {"d99": 1}}})
-    _refused(capsys, root, [*base, "--data", str(unknown)], "unknown ids", "d99")
+    assert_refused(capsys, root, [*base, "--data", str(unknown)], "unknown ids", "d99")
     nopos = write_beir(tmp_path / "nopos", DOCS, QUERIES, {**QRELS, "test": {"t1": {"d1": 0}, "t2": {"d8": 1}}})
-    _refused(capsys, root, [*base, "--data", str(nopos)], "no positive", "t1")
+    assert_refused(capsys, root, [*base, "--data", str(nopos)], "no positive", "t1")
     empty = write_beir(tmp_path / "empty", {}, QUERIES, QRELS)
-    _refused(capsys, root, [*base, "--data", str(empty)], "corpus", "empty")
+    assert_refused(capsys, root, [*base, "--data", str(empty)], "corpus", "empty")
     sentiment = tmp_path / "sst.tsv"
     sentiment.write_text("sentence\tlabel\n" + "a great film\t1\na bad film\t0\n" * 4)
-    _refused(capsys, root, [*base, "--data", str(sentiment)], "margin-mse", "BEIR")
-    _refused(capsys, root, [*base], "margin-mse", "classification")   # the embedded sentiment data
+    assert_refused(capsys, root, [*base, "--data", str(sentiment)], "margin-mse", "BEIR")
+    assert_refused(capsys, root, [*base], "margin-mse", "classification")   # the embedded sentiment data
     toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
-    _refused(capsys, root, ["distill", "--preset", "tiny", "--method", "kd", "--data", str(toy), "--runs", str(root),
+    assert_refused(capsys, root, ["distill", "--preset", "tiny", "--method", "kd", "--data", str(toy), "--runs", str(root),
                             "--quiet"], "'kd' is a classification method", "margin-mse")
-    _refused(capsys, root, ["distill", "--preset", "tiny", "--method", "tinybert", "--data", str(toy), "--runs",
+    assert_refused(capsys, root, ["distill", "--preset", "tiny", "--method", "tinybert", "--data", str(toy), "--runs",
                             str(root), "--quiet"], "position", "bi-encoder")
 
 
