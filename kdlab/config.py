@@ -95,6 +95,7 @@ class RunConfig:
     student_layer_list: list[int] | None = None
     student_hidden: int | None = None
     student_narrow_init: str = "random"  # a narrower student (student_hidden): random | pca | select (kdlab.narrow)
+    student: str | None = None         # a pretrained student: built-in name, folder or hub name (kdlab.students)
     method: str = "kd"
     method_args: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -141,7 +142,7 @@ CHOICES = dict(
     preset=None, arch=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
     ensemble="mean-probs", teacher_logits=None,
     student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
-    student_narrow_init="random", data=None, text_col=None, label_col=None, task=None, label_kind=None,
+    student_narrow_init="random", student=None, data=None, text_col=None, label_col=None, task=None, label_kind=None,
     ood_map=None, ood=(), max_train=None, max_eval=None, data_seed=None, transfer=None, augment=False,
     augment_args=None, tensorboard=False,
     method="kd", method_args=None, temperature=None,
@@ -256,7 +257,7 @@ def build_config(**choices) -> RunConfig:
                      augment_args=dict(c["augment_args"] or {}),
                      student_layers=c["student_layers"], student_init=init,
                      student_layer_list=c["student_layer_list"], student_hidden=c["student_hidden"] or None,
-                     student_narrow_init=c["student_narrow_init"], method=c["method"], method_args=args, train=train, teacher_train=teacher_train,
+                     student_narrow_init=c["student_narrow_init"], student=c["student"] or None, method=c["method"], method_args=args, train=train, teacher_train=teacher_train,
                      trust_remote_code=c["trust_remote_code"], name=c["name"], preset=preset,
                      preset_applied=preset is not None)
 

@@ -219,6 +219,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
             return distill_ranking(cfg, store, log=log)
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
+    if getattr(cfg, "student", None):
+        raise KdlabError("--student: a pretrained student is not wired in yet")
     method_cls.check_label_kind(bundle.task.kind, bundle.task.name)   # before minutes of teacher fine-tuning
     if cfg.train.select:   # --select names a split and a metric the run has
         Selector.of(cfg.train.select, cfg.train.patience, None).check_plan(bundle)
