@@ -219,8 +219,12 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
             return distill_ranking(cfg, store, log=log)
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
-    if getattr(cfg, "student", None):
-        raise KdlabError("--student: a pretrained student is not wired in yet")
+    s_tok, retokenize = None, False
+    if getattr(cfg, "student", None) and student is None:   # a pretrained student (kdlab.students)
+        from .students import check_student_choice, check_tokenizers, student_tokenizer
+        check_student_choice(cfg, method_cls)
+        s_tok = student_tokenizer(cfg)
+        retokenize = check_tokenizers(cfg, method_cls, s_tok)   # before minutes of teacher fine-tuning
     method_cls.check_label_kind(bundle.task.kind, bundle.task.name)   # before minutes of teacher fine-tuning
     if cfg.train.select:   # --select names a split and a metric the run has
         Selector.of(cfg.train.select, cfg.train.patience, None).check_plan(bundle)
@@ -229,7 +233,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         teacher, tokenizer, teacher_run, base = special_teacher(cfg, store, bundle, method_cls, log=log)
     else:
         base = None   # the model the default student is built from: the teacher
-    if teacher is None and student is None and not method_cls.defines("make_student") and not cfg.student_hidden:
+    if (teacher is None and student is None and not method_cls.defines("make_student") and not cfg.student_hidden
+            and s_tok is None):
         check_student_fits(cfg.teacher, layers=cfg.student_layers, init=cfg.student_init,
                            layer_list=cfg.student_layer_list)   # before minutes of teacher fine-tuning
     if teacher is None and (method_cls.uses_teacher or cfg.student_init != "fresh"):
@@ -237,6 +242,9 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     if method_cls.chain:   # a chain of runs (teacher assistants, self-distillation): kdlab.chains
         return run_chain(method_cls, cfg, store, run=distill_run, teacher=teacher, tokenizer=tokenizer,
                          bundle=bundle, teacher_run=teacher_run, log=log)
+    if s_tok is not None:
+        from .students import load_student
+        student, s_tok = load_student(cfg, bundle, attentions=needs_attn)
     if student is None:   # the method's own student, or None for the default one
         student = method_cls.make_student(teacher, tokenizer, cfg)
     base = base if base is not None else teacher
@@ -250,6 +258,13 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                                     seed=cfg.train.seed)
     bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)   # e.g. bilstm enlarges the transfer set
     bundle = extend_train(bundle, cfg, tokenizer, teacher, method_cls, log=log)   # --transfer FILE, --augment
+    if retokenize:   # the teacher reads every text of the run through its own tokenizer (kdlab.retokenize)
+        from .retokenize import RetokenizedTeacher
+        teacher = RetokenizedTeacher(teacher, tokenizer, s_tok, [bundle.train, *bundle.eval_splits().values()],
+                                     cfg.train.max_len)
+        log(f"teacher: tokenizes differently from the student; each reads the texts through its own tokenizer")
+    if s_tok is not None:
+        tokenizer = s_tok   # the student's batches, and the tokenizer saved with it
     conf = cfg.to_dict()
     conf["teacher_run"] = teacher_run
     if getattr(teacher, "runs", None):
