@@ -84,7 +84,7 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g = p.add_argument_group("models")
     g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: a tiny random teacher, runs in seconds")
     g.add_argument("--teacher", action="append",
-                   help=f"built-in name (minilm-l6, tiny, tiny-FAMILY), model folder, or hub name (default "
+                   help=f"built-in name (minilm-l6, mpnet-base, tiny, tiny-FAMILY), model folder, or hub name (default "
                         f"{D['teacher']}); given several times: a teacher ensemble for logit KD (each prepared as "
                         "usual; a name given twice is prepared again with the next seed)")
     if student:

