@@ -14,7 +14,8 @@ import json
 import sys
 import time
 
-from .config import CHOICES, DEFAULT_TEACHER_LR, PRESETS, TEACHER_LR, RunConfig, apply_preset, build_config
+from .config import (CHOICES, DEFAULT_TEACHER_LR, PRECISIONS, PRESETS, TEACHER_LR, RunConfig, apply_preset,
+                     build_config)
 from .errors import KdlabError
 
 COMMANDS: dict = {}
@@ -180,7 +181,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
                                                f"{PRESETS['tiny']['max_len']} with --preset tiny)")
     g.add_argument("--seed", type=int, help=f"default {D['seed']}")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto (bf16 autocast on CUDA)")
+    g.add_argument("--precision", choices=list(PRECISIONS),
+                   help="default auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 autocast with a gradient scaler "
+                        "where the GPU has no bf16 (T4-class)")
     g = p.add_argument_group("output")
     _store_option(g)
     if name:
