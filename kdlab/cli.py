@@ -553,6 +553,8 @@ def _cka_without_run(a):
 def _bench_args(p):
     p.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--teacher-config", metavar="LAYERSxHIDDEN",
+                   help="a random BERT teacher of this size built in code, for speed only (e.g. 12x768)")
     p.add_argument("--student-layers", type=int, default=3)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=64)
@@ -561,8 +563,12 @@ def _bench_args(p):
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved timing rounds; the median round is reported (default 3)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                   help="also time the loop's mixed-precision steps (auto: on CUDA bf16, or fp16 with a gradient "
+                        "scaler where the GPU has no bf16; none on CPU)")
     p.add_argument("--peak-tflops", type=float,
-                   help="the device's peak bf16 TFLOP/s, for model-FLOPs utilisation on CUDA (e.g. 989 for H100 SXM)")
+                   help="the device's dense bf16/fp16 peak TFLOP/s for model-FLOPs utilisation on CUDA (default: "
+                        "the datasheet figure of a known GPU, e.g. 989 for H100 SXM)")
     p.add_argument("--compile", action="store_true", help="also measure the student under torch.compile")
     p.add_argument("--no-textbrewer", action="store_true")
     p.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
@@ -578,7 +584,8 @@ def cmd_bench(a):
     teacher = a.teacher or (PRESETS[a.preset]["teacher"] if a.preset else CHOICES["teacher"])
     res = run_bench(teacher=teacher, student_layers=a.student_layers, batch=a.batch, seq=a.seq, steps=a.steps,
                     epochs=a.epochs, device=a.device, compile=a.compile, textbrewer=not a.no_textbrewer,
-                    rounds=a.rounds, peak_tflops=a.peak_tflops, length_buckets=a.length_buckets, log=_log(a))
+                    rounds=a.rounds, peak_tflops=a.peak_tflops, length_buckets=a.length_buckets,
+                    teacher_config=a.teacher_config, precision=a.precision, log=_log(a))
     if a.write:
         cmd = "python -m kdlab bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
         write_markdown(res, a.write, command=cmd)
