@@ -403,7 +403,9 @@ def cmd_runs(a):
         return 0
     if a.json:
         print(json.dumps([{**{k: r[k] for k in ("id", "kind", "method", "status", "summary")},
-                           "size": store.artifact(r["id"], "size", {}) or {}} for r in rows], indent=2))
+                           "size": store.artifact(r["id"], "size", {}) or {},
+                           "precision": (store.artifact(r["id"], "plan", {}) or {}).get("precision")}
+                          for r in rows], indent=2))
         return 0
     if not rows:
         print(f"no runs in {store.root}")
@@ -416,6 +418,9 @@ def cmd_runs(a):
         mb = f"{size['mb']:6.1f} MB" if size.get("mb") is not None else " " * 9
         ms = f"{size['latency_ms']:5.1f} ms" if size.get("latency_ms") is not None else " " * 8
         print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {mb} {ms}  {acc}")
+        plan = store.artifact(r["id"], "plan", {}) or {}
+        if plan.get("precision") not in (None, "fp32"):   # mixed precision (the loop's plan records it)
+            print(f"  precision: {plan['precision']} autocast on {plan.get('device', '?')}")
         conf = r.get("config") or {}
         if conf.get("teachers"):   # a teacher ensemble
             print(f"  teachers: {', '.join(map(str, conf['teachers']))} ({conf.get('ensemble', 'mean-probs')})")

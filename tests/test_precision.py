@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kdlab import distill
+from kdlab.cli import main
 from kdlab.config import TrainConfig
 from kdlab.data.batching import make_loader
 from kdlab.data.loaders import load_data
@@ -140,7 +141,7 @@ def _tiny_run(tmp_path, name, *, resume=None, keep_at=None, cache="off"):
     return res, student, store, run_id
 
 
-def test_fp16_scaler_is_checkpointed_and_resume_is_exact(tmp_path, monkeypatch):
+def test_fp16_scaler_is_checkpointed_and_resume_is_exact(tmp_path, monkeypatch, capsys):
     # a scale at the edge of overflow that doubles after every 2 good steps: this run skips steps 1, 2 and 6 and
     # takes 7 and 8 at the scale it checkpointed at step 6 (2^18); a resume that forgot it would restart at 2^20,
     # skip step 7 and end elsewhere
@@ -151,6 +152,11 @@ def test_fp16_scaler_is_checkpointed_and_resume_is_exact(tmp_path, monkeypatch):
     assert res.steps == 8 and res.status == "finished"
     plan = store.artifact(rid, "plan")
     assert plan["precision"] == "fp16" and plan["device"] == "cpu"
+    capsys.readouterr()
+    assert main(["runs", "--runs", str(store.root)]) == 0
+    assert "  precision: fp16 autocast on cpu" in capsys.readouterr().out
+    assert main(["runs", "--runs", str(store.root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["precision"] == "fp16"
     m = store.metrics_frame(rid)
     skipped = m.set_index("step")["skipped_steps"]
     assert skipped[6] > skipped[5] and skipped[8] == skipped[6]   # step 6 skipped, 7 and 8 taken
