@@ -1,8 +1,9 @@
 """The distiller loop: one loop for fine-tuning (method ``ce``) and every distillation method.
 
-CPU or CUDA (bf16 autocast on CUDA; fp16 autocast with a gradient scaler where the GPU has no bf16), teacher frozen in eval mode under ``torch.inference_mode``,
-AdamW with linear warmup and decay, gradient accumulation and clipping, seeded, a progress bar,
-evaluation each epoch, checkpoints in safetensors, everything logged to the run store.
+CPU or CUDA (bf16 autocast on CUDA; fp16 autocast with a gradient scaler where the GPU has no bf16), teacher
+frozen in eval mode under ``torch.inference_mode``, AdamW with linear warmup and decay, gradient accumulation
+and clipping, seeded, a progress bar, evaluation each epoch, checkpoints in safetensors, everything logged to
+the run store.
 
 ``train`` is a short sequence of named steps, each a function of a ``Loop`` (what one run shares):
 
