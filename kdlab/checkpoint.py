@@ -4,7 +4,8 @@ A checkpoint folder holds the student (``save_pretrained``, safetensors) and tok
 learned parameters (``method.safetensors``), and ``train_state.safetensors`` + ``state.json``:
 optimizer state tensors flattened as ``opt.<param index>.<name>``, the RNG states (torch, CUDA, numpy
 as tensors; Python's as JSON), and in JSON the step, epoch, batches consumed in the current epoch,
-optimizer hyper-parameters, scheduler state and the method's extra state. Written to
+optimizer hyper-parameters, scheduler state, the fp16 gradient scaler's state (its loss scale and growth
+counter; only when the run has a scaler) and the method's extra state. Written to
 ``<folder>.partial`` and renamed, so a kill during the write keeps the previous checkpoint.
 """
 from __future__ import annotations
@@ -75,7 +76,8 @@ def scheduler_state(sched) -> dict:
     return {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
 
 
-def save_checkpoint(folder, student, tokenizer, method, state, *, opt=None, sched=None, position: dict | None = None):
+def save_checkpoint(folder, student, tokenizer, method, state, *, opt=None, sched=None, position: dict | None = None,
+                    scaler=None):
     """Student (save_pretrained, safetensors) + method parameters + (optionally) the full training state."""
     from .models import quiet_hf
     folder = Path(folder)
@@ -100,6 +102,8 @@ def save_checkpoint(folder, student, tokenizer, method, state, *, opt=None, sche
         save_file(tensors, str(tmp / "train_state.safetensors"))
         info.update(optimizer=ojs, scheduler=scheduler_state(sched) if sched is not None else None, rng=rjs,
                     position=position or {}, memo=_jsonable(state.memo))
+        if scaler is not None:   # GradScaler.state_dict(): the scale and counters, plain floats and ints
+            info["scaler"] = {k: float(v) if isinstance(v, float) else v for k, v in scaler.state_dict().items()}
     (tmp / "state.json").write_text(json.dumps(info, default=str))
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
@@ -131,9 +135,10 @@ def find_checkpoint(folder) -> Path | None:
     return None
 
 
-def load_checkpoint(folder, student, method, opt, sched, state) -> dict:
+def load_checkpoint(folder, student, method, opt, sched, state, *, scaler=None) -> dict:
     """Restore everything ``save_checkpoint`` wrote; returns the data position. RNG is restored by
-    ``restore_rng`` (call it right before training continues)."""
+    ``restore_rng`` (call it right before training continues). A ``scaler`` takes the saved loss scale; a
+    checkpoint without one (written in bf16 or fp32) leaves it at its initial scale."""
     p = find_checkpoint(folder)
     if p is None:
         raise KdlabError(f"no resumable checkpoint in '{folder}': the run stopped before its first checkpoint; "
@@ -148,6 +153,8 @@ def load_checkpoint(folder, student, method, opt, sched, state) -> dict:
     load_optimizer_state(opt, tensors, info["optimizer"])
     if sched is not None and info.get("scheduler"):
         sched.load_state_dict({**info["scheduler"], "lr_lambdas": [None] * len(getattr(sched, "lr_lambdas", []))})
+    if scaler is not None and info.get("scaler"):
+        scaler.load_state_dict(info["scaler"])
     state.step, state.epoch = int(info["step"]), int(info["epoch"])
     state.memo.update(info.get("memo") or {})
     pos = dict(info.get("position") or {})

@@ -14,7 +14,8 @@ import json
 import sys
 import time
 
-from .config import CHOICES, DEFAULT_TEACHER_LR, PRESETS, TEACHER_LR, RunConfig, apply_preset, build_config
+from .config import (CHOICES, DEFAULT_TEACHER_LR, PRECISIONS, PRESETS, TEACHER_LR, RunConfig, apply_preset,
+                     build_config)
 from .errors import KdlabError
 
 COMMANDS: dict = {}
@@ -180,7 +181,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
                                                f"{PRESETS['tiny']['max_len']} with --preset tiny)")
     g.add_argument("--seed", type=int, help=f"default {D['seed']}")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto (bf16 autocast on CUDA)")
+    g.add_argument("--precision", choices=list(PRECISIONS),
+                   help="default auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 autocast with a gradient scaler "
+                        "where the GPU has no bf16 (T4-class)")
     g = p.add_argument_group("output")
     _store_option(g)
     if name:
@@ -400,7 +403,9 @@ def cmd_runs(a):
         return 0
     if a.json:
         print(json.dumps([{**{k: r[k] for k in ("id", "kind", "method", "status", "summary")},
-                           "size": store.artifact(r["id"], "size", {}) or {}} for r in rows], indent=2))
+                           "size": store.artifact(r["id"], "size", {}) or {},
+                           "precision": (store.artifact(r["id"], "plan", {}) or {}).get("precision")}
+                          for r in rows], indent=2))
         return 0
     if not rows:
         print(f"no runs in {store.root}")
@@ -413,6 +418,9 @@ def cmd_runs(a):
         mb = f"{size['mb']:6.1f} MB" if size.get("mb") is not None else " " * 9
         ms = f"{size['latency_ms']:5.1f} ms" if size.get("latency_ms") is not None else " " * 8
         print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {mb} {ms}  {acc}")
+        plan = store.artifact(r["id"], "plan", {}) or {}
+        if plan.get("precision") not in (None, "fp32"):   # mixed precision (the loop's plan records it)
+            print(f"  precision: {plan['precision']} autocast on {plan.get('device', '?')}")
         conf = r.get("config") or {}
         if conf.get("teachers"):   # a teacher ensemble
             print(f"  teachers: {', '.join(map(str, conf['teachers']))} ({conf.get('ensemble', 'mean-probs')})")
@@ -550,6 +558,8 @@ def _cka_without_run(a):
 def _bench_args(p):
     p.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--teacher-config", metavar="LAYERSxHIDDEN",
+                   help="a random BERT teacher of this size built in code, for speed only (e.g. 12x768)")
     p.add_argument("--student-layers", type=int, default=3)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=64)
@@ -558,8 +568,12 @@ def _bench_args(p):
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved timing rounds; the median round is reported (default 3)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                   help="also time the loop's mixed-precision steps (auto: on CUDA bf16, or fp16 with a gradient "
+                        "scaler where the GPU has no bf16; none on CPU)")
     p.add_argument("--peak-tflops", type=float,
-                   help="the device's peak bf16 TFLOP/s, for model-FLOPs utilisation on CUDA (e.g. 989 for H100 SXM)")
+                   help="the device's dense bf16/fp16 peak TFLOP/s for model-FLOPs utilisation on CUDA (default: "
+                        "the datasheet figure of a known GPU, e.g. 989 for H100 SXM)")
     p.add_argument("--compile", action="store_true", help="also measure the student under torch.compile")
     p.add_argument("--no-textbrewer", action="store_true")
     p.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
@@ -575,7 +589,8 @@ def cmd_bench(a):
     teacher = a.teacher or (PRESETS[a.preset]["teacher"] if a.preset else CHOICES["teacher"])
     res = run_bench(teacher=teacher, student_layers=a.student_layers, batch=a.batch, seq=a.seq, steps=a.steps,
                     epochs=a.epochs, device=a.device, compile=a.compile, textbrewer=not a.no_textbrewer,
-                    rounds=a.rounds, peak_tflops=a.peak_tflops, length_buckets=a.length_buckets, log=_log(a))
+                    rounds=a.rounds, peak_tflops=a.peak_tflops, length_buckets=a.length_buckets,
+                    teacher_config=a.teacher_config, precision=a.precision, log=_log(a))
     if a.write:
         cmd = "python -m kdlab bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
         write_markdown(res, a.write, command=cmd)

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from .errors import KdlabError
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 3
@@ -22,7 +25,8 @@ class TrainConfig:
     max_len: int = 64
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"      # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+    precision: str = "auto"      # auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 + a gradient scaler where the GPU
+                                 # has no bf16 (kdlab.distill.autocast_dtype); or fp32 / bf16 / fp16
     eval_each_epoch: bool = True
     log_every: int = 1
     checkpoint_each_epoch: bool = True
@@ -54,8 +58,8 @@ class TrainConfig:
             raise KdlabError(f"learning rate must be positive (got {self.lr})")
         if not 0 <= self.warmup < 1:
             raise KdlabError(f"warmup is a fraction of the steps in [0, 1) (got {self.warmup})")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise KdlabError(f"precision must be auto, fp32 or bf16 (got {self.precision})")
+        if self.precision not in PRECISIONS:
+            raise KdlabError(f"precision must be auto, fp32, bf16 or fp16 (got {self.precision})")
         if self.checkpoint_every < 0:
             raise KdlabError(f"checkpoint-every must be 0 (epochs only) or a positive number of steps "
                              f"(got {self.checkpoint_every})")

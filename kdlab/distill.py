@@ -1,8 +1,9 @@
 """The distiller loop: one loop for fine-tuning (method ``ce``) and every distillation method.
 
-CPU or CUDA (bf16 autocast on CUDA), teacher frozen in eval mode under ``torch.inference_mode``,
-AdamW with linear warmup and decay, gradient accumulation and clipping, seeded, a progress bar,
-evaluation each epoch, checkpoints in safetensors, everything logged to the run store.
+CPU or CUDA (bf16 autocast on CUDA; fp16 autocast with a gradient scaler where the GPU has no bf16), teacher
+frozen in eval mode under ``torch.inference_mode``, AdamW with linear warmup and decay, gradient accumulation
+and clipping, seeded, a progress bar, evaluation each epoch, checkpoints in safetensors, everything logged to
+the run store.
 
 ``train`` is a short sequence of named steps, each a function of a ``Loop`` (what one run shares):
 
@@ -60,10 +61,35 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cuda_has_bf16(device: torch.device) -> bool:
+    """The GPU computes bf16 natively (Ampere and later). Emulated bf16 (T4-class GPUs: it runs, slowly) does
+    not count, so that ``auto`` picks fp16 there."""
+    if device.index is None:   # the current GPU
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    with torch.cuda.device(device.index):
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def autocast_dtype(cfg: TrainConfig, device: torch.device):
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+    """The autocast dtype for ``cfg.precision`` on ``device`` (None: fp32, no autocast). ``auto``: none on CPU; on
+    CUDA bf16 where the GPU has it, else fp16 (which trains with a gradient scaler, ``make_scaler``)."""
+    if cfg.precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if cuda_has_bf16(device) else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+
+
+def precision_name(amp: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
+
+
+def make_scaler(amp: torch.dtype | None, device: torch.device):
+    """fp16 autocast needs loss scaling (small gradients underflow in fp16): a ``torch.amp.GradScaler``;
+    bf16 and fp32 have fp32's range and train without one (None)."""
+    if amp != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def _normal(f: Features | None) -> Features | None:
@@ -164,6 +190,7 @@ class Loop:
     opt: torch.optim.Optimizer
     sched: object
     state: State
+    scaler: object = None               # torch.amp.GradScaler with fp16 autocast (make_scaler), else None
     trains_teacher: bool = False
     cache: object = None                # the teacher-output cache, when exact for this method
     bucketed: bool = False              # length buckets (kdlab.speed.buckets)
@@ -173,6 +200,7 @@ class Loop:
     position: dict = field(default_factory=dict)   # where a resumed run continues
     teacher_logits: dict | None = None  # the teacher's evaluation logits (agreement metrics)
     tb: object = None                   # TensorBoard events (kdlab.tensorboard), with cfg.tensorboard
+    skipped_steps: int = 0              # fp16: optimizer steps the gradient scaler skipped (inf/NaN gradients)
     last_W: torch.Tensor | None = None
     pending: list = field(default_factory=list)    # metric rows not yet written
 
@@ -207,7 +235,10 @@ def setup(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     opt = make_optimizer(param_groups(modules, cfg.weight_decay), cfg.lr)
     sched = linear_schedule(opt, int(cfg.warmup * total), total)
     state = State(step=0, epoch=0, total_steps=total, steps_per_epoch=steps_per_epoch)
-    position = load_checkpoint(resume, student, method, opt, sched, state) if resume is not None else {}
+    amp = autocast_dtype(cfg, device)
+    scaler = make_scaler(amp, device)
+    position = load_checkpoint(resume, student, method, opt, sched, state, scaler=scaler) if resume is not None \
+        else {}
     cache = None
     if teacher is not None and not trains_teacher:
         use, _why = should_cache(cfg.teacher_cache, teacher=teacher, method=method, need=method.need(state)[1],
@@ -216,7 +247,7 @@ def setup(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
             key = teacher_identity(teacher, tokenizer, bundle.train, bundle.identity, cfg.max_len)
             cache = shared_cache(key, cfg.cache_dtype, cfg.cache_max_mb)
     return Loop(student=student, tokenizer=tokenizer, bundle=bundle, cfg=cfg, method=method, teacher=teacher,
-                device=device, amp=autocast_dtype(cfg, device), opt=opt, sched=sched, state=state,
+                device=device, amp=amp, scaler=scaler, opt=opt, sched=sched, state=state,
                 trains_teacher=trains_teacher, cache=cache,
                 bucketed=buckets.enabled(cfg.length_buckets, device) and not method.uses_padding,
                 store=store, run_id=run_id, writes=store is not None and ddp.is_main(), position=position)
@@ -242,8 +273,8 @@ def teacher_features(loop: Loop, batch: dict, need) -> Features | None:
 
 def forward_backward(loop: Loop, batch: dict):
     """Student step, first half: the mapping in use (logged when it changes), both models' features, the
-    method's loss (refused when non-finite) and its backward pass (scaled for gradient accumulation).
-    Returns (loss, parts)."""
+    method's loss (refused when non-finite) and its backward pass (scaled for gradient accumulation, and by the
+    gradient scaler with fp16). Returns (loss, parts)."""
     method, state = loop.method, loop.state
     W = method.mapping(state)
     if W is not None and (loop.last_W is None or not torch.equal(W.cpu(), loop.last_W)):
@@ -261,22 +292,46 @@ def forward_backward(loop: Loop, batch: dict):
         raise NonFiniteLoss(f"the loss became non-finite at step {state.step} (objective/layer: "
                             f"{', '.join(bad) or 'total'}): lower the learning rate or the loss "
                             "weights; the last good checkpoint is kept")
-    (loss / loop.cfg.grad_accum).backward()
+    loss_part = loss / loop.cfg.grad_accum
+    if loop.scaler is not None:
+        loss_part = loop.scaler.scale(loss_part)
+    loss_part.backward()
     return loss, parts
 
 
-def optimizer_step(loop: Loop, share: float = 1.0):
+def optimizer_step(loop: Loop, share: float = 1.0) -> bool:
     """Student step, second half: gradients averaged over processes, the method's ``after_backward`` hook,
-    clipping, AdamW and the schedule."""
+    clipping, AdamW and the schedule. Returns whether the optimizer stepped.
+
+    With fp16 (``loop.scaler``) the standard GradScaler recipe: gradients unscaled before the hook and the
+    clipping, the step taken through the scaler, which skips it when a gradient is inf/NaN (the loss scale
+    was too large) and lowers the scale. A skipped step leaves the weights, AdamW's state and the learning-rate
+    schedule where they were; ``state.step`` (batches consumed: the data position, logging, checkpoints, the
+    methods' schedules) still advances, as in transformers' Trainer. An inf in another process's gradients
+    reaches every process through the all-reduce, so all skip together."""
     params = [p for g in loop.opt.param_groups for p in g["params"]]
     ddp.allreduce_grads(params, share)
+    scaler = loop.scaler
+    if scaler is not None:
+        scaler.unscale_(loop.opt)
     loop.method.after_backward(loop.student, loop.teacher, loop.state)
     if loop.cfg.clip:
         torch.nn.utils.clip_grad_norm_(params, loop.cfg.clip)
-    loop.opt.step()
-    loop.sched.step()
+    stepped = True
+    if scaler is None:
+        loop.opt.step()
+    else:
+        scale = scaler.get_scale()
+        scaler.step(loop.opt)
+        scaler.update()
+        stepped = scaler.get_scale() >= scale   # the scale drops only when the step was skipped
+        if not stepped:
+            loop.skipped_steps += 1
+    if stepped:
+        loop.sched.step()
     loop.opt.zero_grad(set_to_none=True)
     loop.state.step += 1
+    return stepped
 
 
 def log_step(loop: Loop, loss, parts: dict, share: float = 1.0, force: bool = False) -> dict:
@@ -284,6 +339,8 @@ def log_step(loop: Loop, loss, parts: dict, share: float = 1.0, force: bool = Fa
     steps (and when ``force``). Returns the row."""
     state = loop.state
     row = {"loss": ddp.allreduce_mean(float(loss.detach()), share), "lr": loop.sched.get_last_lr()[0]}
+    if loop.scaler is not None:   # fp16: the loss scale and the steps skipped so far (inf/NaN gradients)
+        row.update(grad_scale=float(loop.scaler.get_scale()), skipped_steps=float(loop.skipped_steps))
     row.update({k: float(v) for k, v in parts.items()})
     loop.pending.append((state.step, state.epoch, row))
     if force or state.step % loop.cfg.log_every == 0 or state.step >= state.total_steps:
@@ -342,7 +399,7 @@ def save_state(loop: Loop, batch: int):
     """Checkpoint: everything needed to continue exactly here (``batch`` batches of this epoch done)."""
     if loop.writes:
         save_checkpoint(loop.store.folder(loop.run_id) / "checkpoint", loop.student, loop.tokenizer, loop.method,
-                        loop.state, opt=loop.opt, sched=loop.sched, position={"batch": batch})
+                        loop.state, opt=loop.opt, sched=loop.sched, position={"batch": batch}, scaler=loop.scaler)
 
 
 def epoch_batches(loop: Loop):
@@ -379,7 +436,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
         loop.tb = EventWriter(store.folder(run_id) / FOLDER, start_step=state.step)
     if loop.writes:   # the plan, for progress and ETA (kdlab.progress)
         store.set_artifact(run_id, "plan", {"total_steps": total, "steps_per_epoch": state.steps_per_epoch,
-                                            "started": time.time(), "start_step": state.step})
+                                            "started": time.time(), "start_step": state.step,
+                                            "precision": precision_name(loop.amp), "device": str(loop.device)})
     selector = Selector.of(cfg.select, cfg.patience, store.folder(run_id) / "selected"
                            if store is not None and run_id and loop.writes else None)
 

@@ -13,8 +13,13 @@ hidden-state MSE on the uniformly mapped layers, the ``hidden`` method):
 * epochs: ``steps`` batches per epoch; kdlab's first epoch runs live and fills the cache, later epochs
   read it; TextBrewer runs its teacher every epoch. Ratios over 1 and 3 epochs.
 
-On CUDA it also measures bf16 autocast and reports model-FLOPs utilisation; ``--compile`` adds the
-student compiled with ``torch.compile``.
+Mixed precision (``--precision``; ``auto``: on CUDA bf16 where the GPU computes it, else fp16 with the loop's
+gradient scaler; none on CPU) adds ``plain_bf16`` / ``kd_live_bf16`` / ``kd_fill_bf16`` / ``kd_cached_bf16`` (or
+``_fp16``), the loop's own autocast steps, and their ratios to the plain step at the same precision. On CUDA
+every variant gets a model-FLOPs utilisation (``model_flops``) over the device's peak (``--peak-tflops``, or
+the datasheet figure of a known GPU, ``PEAK_TFLOPS``). ``--teacher-config 12x768`` times a random BERT of that
+size (built in code, no download) instead of a named teacher; ``--compile`` adds the student compiled with
+``torch.compile``.
 """
 from __future__ import annotations
 
@@ -83,24 +88,71 @@ def _timeit(fn, batches, warmup: int = 1, sync: bool = False) -> float:
     return (time.perf_counter() - t0) / len(batches)
 
 
-def _flops_per_step(model, batch: int, seq: int) -> float:
-    n = sum(p.numel() for p in model.parameters())
-    return 6.0 * n * batch * seq
+def forward_flops(model, batch: int, seq: int) -> float:
+    """Model FLOPs of one forward pass over ``batch`` x ``seq`` positions (every padded position counted), as in
+    PaLM's MFU (Chowdhery et al. 2022, appendix B): 2 x the non-embedding parameters per token (a lookup is no
+    multiply) plus the attention scores and their weighted sum, 4 x layers x hidden x seq per token. A training
+    step is 3 forwards (the backward costs two)."""
+    emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    n = sum(p.numel() for p in model.parameters()) - emb
+    c = model.config
+    return (2.0 * n + 4.0 * c.num_hidden_layers * c.hidden_size * seq) * batch * seq
+
+
+# Datasheet dense (no sparsity) bf16 tensor-core peaks in TFLOP/s (fp16 for GPUs without bf16), matched as
+# substrings of torch.cuda.get_device_name, most specific first (None: not published clearly, give
+# --peak-tflops). --peak-tflops overrides.
+PEAK_TFLOPS = [("A10G", None), ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0),
+               ("L4", 121.0), ("A10", 125.0), ("V100", 125.0), ("T4", 65.0)]
+
+
+def peak_tflops_of(name: str) -> float | None:
+    return next((v for key, v in PEAK_TFLOPS if key in name), None)
+
+
+def synthetic_teacher(spec: str, num_labels: int = 2, seed: int = 0):
+    """``LxH`` (e.g. ``12x768``): a random BERT classifier with L layers of width H (H/64 heads, 4H
+    intermediate, BERT's 30,522-word vocabulary and 512 positions), built in code, with kdlab's tiny tokenizer
+    (its ids are a subset of the vocabulary). For speed only: its predictions mean nothing."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ..models import load_tokenizer, set_attention
+    try:
+        layers, hidden = (int(x) for x in spec.lower().split("x"))
+    except ValueError:
+        layers = hidden = 0
+    if layers < 1 or hidden < 64 or hidden % 64:
+        raise KdlabError(f"--teacher-config takes LAYERSxHIDDEN with a width that is a multiple of 64, e.g. "
+                         f"12x768 (got '{spec}')")
+    tok = load_tokenizer("tiny")
+    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=hidden // 64, intermediate_size=4 * hidden, max_position_embeddings=512,
+                     num_labels=num_labels, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(cfg)
+    set_attention(model, False)
+    return model, tok
 
 
 def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 32, seq: int = 64,
               steps: int = 10, epochs: int = 3, device: str = "cpu", compile: bool = False,
               textbrewer: bool = True, rounds: int = 3, peak_tflops: float | None = None,
-              length_buckets: str = "auto", log=print) -> dict:
+              length_buckets: str = "auto", teacher_config: str | None = None, precision: str = "auto",
+              log=print) -> dict:
     from ..config import TrainConfig
-    from ..distill import forward_backward, optimizer_step, pick_device, setup
+    from ..distill import (autocast_dtype, forward_backward, make_scaler, optimizer_step, pick_device,
+                           precision_name, setup)
     from ..models import build_student, freeze, load_teacher
     from ..speed.cache import TeacherCache
     if steps < 1 or batch < 1 or seq < 2 or epochs < 1 or rounds < 1:
         raise KdlabError("bench needs --steps, --batch, --epochs, --rounds >= 1 and --seq >= 2")
     dev = pick_device(device)
     torch.manual_seed(0)
-    t_model, tok = load_teacher(teacher, 2)
+    if teacher_config:
+        t_model, tok = synthetic_teacher(teacher_config)
+        teacher = f"random BERT {teacher_config}"
+    else:
+        t_model, tok = load_teacher(teacher, 2)
     freeze(t_model).to(dev)
     student = build_student(t_model, layers=student_layers, init="skip").to(dev).train()
     data, bundle = _batches(tok, steps, batch, seq)
@@ -152,8 +204,11 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
             variants["plain_compiled"] = step(dataclasses.replace(padded(plain), student=torch.compile(student)))
         except Exception as e:
             res["compile_error"] = f"{type(e).__name__}: {e}"[:300]
-    if dev.type == "cuda":
-        variants["kd_cached_bf16"] = step(dataclasses.replace(kd_cache, amp=torch.bfloat16))
+    amp = autocast_dtype(TrainConfig(precision=precision), dev)
+    if amp is not None:   # the loop's mixed-precision steps (fp16: each with its own gradient scaler)
+        p = precision_name(amp)
+        for name, lp in (("plain", plain), ("kd_live", kd_live), ("kd_fill", kd_cache), ("kd_cached", kd_cache)):
+            variants[f"{name}_{p}"] = step(dataclasses.replace(lp, amp=amp, scaler=make_scaler(amp, dev)))
     for name, fn in list(variants.items()):   # one untimed step each: allocations, lazy init, compilation
         try:
             fn(data[0])
@@ -165,13 +220,14 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
             variants.pop(name)
     for b in data:   # so that kd_cached finds every batch
         variants["kd_fill"](b)
+    fills = [k for k in variants if k.startswith("kd_fill")]   # each empties the cache before its round
     # Interleaved rounds: every variant runs one epoch per round, in an order rotated each round, so that
     # a change of machine load hits all variants alike; the median round is reported.
     per_round: dict = {k: [] for k in variants}
     names = list(variants)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            if name == "kd_fill":
+            if name in fills:
                 cache.clear()
             per_round[name].append(_timeit(variants[name], data, warmup=0, sync=dev.type == "cuda"))
         log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in per_round.items()))
@@ -184,14 +240,26 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     res["kdlab_epochs_s"] = [t["kd_fill"] * steps] + [t["kd_cached"] * steps] * (epochs - 1)
     if "textbrewer" in t:   # TextBrewer runs its teacher in every epoch
         res["textbrewer_epochs_s"] = [t["textbrewer"] * steps] * epochs
+    if amp is not None:
+        res["settings"]["precision"] = f"{precision} ({precision_name(amp)} autocast" + \
+            (", gradient scaler)" if amp == torch.float16 else ")")
+    # model FLOPs per step: the student's training step (3 forwards), plus a teacher forward where it runs live
+    s_flops, t_flops = 3 * forward_flops(student, batch, seq), forward_flops(t_model, batch, seq)
+    res["model_flops"] = {k: s_flops + (t_flops if k.startswith(("kd_live", "kd_fill", "textbrewer")) else 0.0)
+                          for k in t}
     if dev.type == "cuda":
-        res["gpu"] = torch.cuda.get_device_name(0)
-        flops = _flops_per_step(student, batch, seq)
-        res["student_flops_per_step"] = flops
+        res["gpu"] = torch.cuda.get_device_name(dev)
+        source = "--peak-tflops"
+        if not peak_tflops:
+            peak_tflops, source = peak_tflops_of(res["gpu"]), f"datasheet figure for {res['gpu']}"
         if peak_tflops:
-            res["mfu"] = {k: flops / t[k] / (peak_tflops * 1e12) for k in ("plain", "kd_cached_bf16") if k in t}
-            res["mfu_note"] = (f"student training FLOPs (6 x params x tokens) per second over a {peak_tflops} "
-                               "TFLOP/s peak; the teacher's forward is not counted")
+            res["mfu"] = {k: res["model_flops"][k] / t[k] / (peak_tflops * 1e12) for k in t}
+            res["mfu_note"] = (f"model FLOPs per second (kdlab.tools.bench.forward_flops: the student's training "
+                               f"step, plus the teacher's forward where it runs live; every padded position "
+                               f"counted) over a {peak_tflops:g} TFLOP/s dense peak ({source}); fp32 variants "
+                               "are measured against the same mixed-precision peak")
+        else:
+            res["mfu_note"] = f"no model-FLOPs utilisation: give --peak-tflops for {res['gpu']}"
     res["seconds_per_step"] = t
     res["steps_per_s"] = {k: 1.0 / v for k, v in t.items()}
     res["examples_per_s"] = {k: batch / v for k, v in t.items()}
@@ -199,6 +267,11 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     pr = per_round
     by_round = {"kd_cached/plain": [c / p for c, p in zip(pr["kd_cached"], pr["plain"])],
                 "kd_live/plain": [lv / p for lv, p in zip(pr["kd_live"], pr["plain"])]}
+    if amp is not None:   # the same ratios with both steps in mixed precision
+        p = precision_name(amp)
+        for kd in ("kd_cached", "kd_live"):
+            if f"{kd}_{p}" in pr and f"plain_{p}" in pr:
+                by_round[f"{kd}_{p}/plain_{p}"] = [a / b for a, b in zip(pr[f"{kd}_{p}"], pr[f"plain_{p}"])]
     if "textbrewer" in pr:
         by_round["speedup_vs_textbrewer_1_epoch"] = [tb / f for tb, f in zip(pr["textbrewer"], pr["kd_fill"])]
         by_round[f"speedup_vs_textbrewer_{epochs}_epochs"] = [
@@ -264,37 +337,44 @@ TARGETS = {
 
 
 def write_markdown(res: dict, path: str | os.PathLike = "BENCHMARKS.md", command: str = "") -> Path:
-    """Replace the measured block of BENCHMARKS.md (between markers) with ``res``."""
+    """Replace the measured block of BENCHMARKS.md (between markers) with ``res``: a CPU run writes the
+    ``bench`` block, a CUDA run its own ``bench-gpu`` block (the CPU record stays), with model-FLOPs
+    utilisation and no CPU targets."""
     s, m, t = res["settings"], res["machine"], res["seconds_per_step"]
-    lines = ["<!-- bench:start -->", f"Command: `{command or 'python -m kdlab bench --write'}`", "",
+    gpu = str(s.get("device", "")).startswith("cuda")
+    tag = "bench-gpu" if gpu else "bench"
+    mfu = res.get("mfu") or {}
+    lines = [f"<!-- {tag}:start -->", f"Command: `{command or 'python -m kdlab bench --write'}`", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in m.items()),
              "Settings: " + ", ".join(f"{k} {v}" for k, v in s.items()), "",
-             "| step | ms/step | steps/s | examples/s |", "|---|---:|---:|---:|"]
+             "| step | ms/step | steps/s | examples/s |" + (" MFU |" if mfu else ""),
+             "|---|---:|---:|---:|" + ("---:|" if mfu else "")]
     for k, v in t.items():
-        lines.append(f"| {k} | {v * 1000:.1f} | {1 / v:.2f} | {s['batch'] / v:.1f} |")
+        lines.append(f"| {k} | {v * 1000:.1f} | {1 / v:.2f} | {s['batch'] / v:.1f} |"
+                     + (f" {mfu[k]:.1%} |" if k in mfu else " |" if mfu else ""))
     lines += ["", "| ratio (median of the rounds' ratios) | value | rounds' range | target | met |",
               "|---|---:|---|---|---|"]
     for k, v in res["ratios"].items():
-        tgt = TARGETS.get(k)
+        tgt = None if gpu else TARGETS.get(k)   # the targets are the CPU setting's
         lo, hi = res.get("ratio_ranges", {}).get(k, (v, v))
         lines.append(f"| {k} | {v:.2f} | {lo:.2f}-{hi:.2f} | {tgt[0] if tgt else ''} | "
                      f"{('yes' if tgt[1](v) else 'no') if tgt else ''} |")
-    if res.get("mfu"):
-        lines += ["", "Model-FLOPs utilisation: " + ", ".join(f"{k} {v:.1%}" for k, v in res["mfu"].items())
-                  + f" ({res['mfu_note']})"]
+    if res.get("mfu_note"):
+        lines += ["", f"MFU: {res['mfu_note']}."]
     lines += ["", "Epoch seconds, kdlab (epoch 1 live + cache fill, then cached): "
               + ", ".join(f"{x:.1f}" for x in res["kdlab_epochs_s"])]
     if "textbrewer_epochs_s" in res:
         lines.append("Epoch seconds, TextBrewer: " + ", ".join(f"{x:.1f}" for x in res["textbrewer_epochs_s"]))
     if "textbrewer_error" in res:
         lines.append(f"TextBrewer could not run: {res['textbrewer_error']}")
-    lines.append("<!-- bench:end -->")
+    lines.append(f"<!-- {tag}:end -->")
     block = "\n".join(lines)
     p = Path(path)
     old = p.read_text() if p.exists() else "# Benchmarks\n\n"
-    if "<!-- bench:start -->" in old and "<!-- bench:end -->" in old:
-        a, rest = old.split("<!-- bench:start -->", 1)
-        _, b = rest.split("<!-- bench:end -->", 1)
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    if start in old and end in old:
+        a, rest = old.split(start, 1)
+        _, b = rest.split(end, 1)
         new = a + block + b
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
