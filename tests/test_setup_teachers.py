@@ -87,3 +87,16 @@ def test_soft_labels_file_good_and_bad(page, tmp_path):
     (runs / "notes.txt").write_text("x")
     at.text_input(key="setup_teacher_logits").input(str(runs / "notes.txt")).run()
     assert len(at.error) == 1 and ".npy, .csv or .tsv" in at.error[0].value
+
+
+def test_train_page_refuses_a_layer_method_for_an_ensemble_before_launching(page):
+    at = page
+    at.multiselect(key="setup_ensemble_pick").set_value(["tiny-roberta"]).run()
+    train = AppTest.from_file(str(APP / "pages" / "4_Train.py"), default_timeout=60)
+    train.session_state["kd_setup"] = at.session_state["kd_setup"]
+    train.run()
+    train.selectbox(key="train_method").set_value("pkd-skip").run()
+    train.button[0].click().run()   # the form's "Start run"
+    assert not train.exception and len(train.error) == 1
+    assert "cannot learn from several teachers" in train.error[0].value and "kd" in train.error[0].value
+    assert "train_job" not in train.session_state   # nothing was launched
