@@ -1,6 +1,7 @@
 """The Setup page's teacher and student choices under AppTest (tiny preset, an empty run store, no training):
 the family picker, the ensemble, the soft-labels file, the ready teacher and the pretrained student reach the
 session settings and the RunConfig the pages launch (``common.run_config``); a bad value is one message."""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def test_ensemble_inputs_give_two_teachers_and_the_loss_form(page):
     assert not at.exception and len(at.error) == 1 and "tokenize differently" in at.error[0].value
 
 
-def test_pretrained_student_and_ready_teacher_reach_the_config(page, tmp_path):
+def test_pretrained_student_and_ready_teacher_reach_the_config(page):
     at = page
     at.radio(key="setup_student_kind").set_value("a pretrained model (name or folder)").run()
     at.text_input(key="setup_student_text").input("minilm-l6").run()
@@ -71,9 +72,9 @@ def test_pretrained_student_and_ready_teacher_reach_the_config(page, tmp_path):
     assert any("used as is" in i.value for i in at.info)
 
 
-def test_soft_labels_file_good_and_bad(page, tmp_path):
+def test_soft_labels_file_good_and_bad(page):
     at = page
-    runs = Path(at.session_state["kd_setup"] and __import__("os").environ["KDLAB_RUNS"])
+    runs = Path(os.environ["KDLAB_RUNS"])
     runs.mkdir(parents=True, exist_ok=True)
     good = runs / "soft.npy"   # inside the run store: an allowed folder
     np.save(good, np.zeros((4, 2), dtype=np.float32))
@@ -100,3 +101,25 @@ def test_train_page_refuses_a_layer_method_for_an_ensemble_before_launching(page
     assert not train.exception and len(train.error) == 1
     assert "cannot learn from several teachers" in train.error[0].value and "kd" in train.error[0].value
     assert "train_job" not in train.session_state   # nothing was launched
+
+
+def test_a_folder_kdlab_saved_is_the_ready_teacher_and_a_pretrained_student(page):
+    """A kdlab folder (kdlab.json) as the teacher is used as is without the checkbox; the same folder as the
+    pretrained student is what Measure sizes (same tokenizer as the teacher)."""
+    from kdlab.models import save_model, tiny_model
+    runs = Path(os.environ["KDLAB_RUNS"])
+    folder = runs / "saved" / "model"
+    model, tok = tiny_model(2, num_hidden_layers=3)
+    save_model(model, tok, folder, extra={"note": "a saved classifier"})
+    at = page
+    at.radio(key="setup_teacher_kind").set_value("model folder").run()
+    at.text_input(key="setup_teacher_text").input(str(folder)).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("used as is" in i.value for i in at.info) and not at.warning
+    at.radio(key="setup_student_kind").set_value("a pretrained model (name or folder)").run()
+    at.text_input(key="setup_student_text").input(str(folder)).run()
+    at.button(key="setup_measure").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    sizes = at.session_state["setup_sizes"]
+    assert sizes["teacher (fine-tuned)"]["layers"] == 3 and sizes["student"]["layers"] == 3
+    assert sizes["student"]["params"] == sizes["teacher (fine-tuned)"]["params"] == model.num_parameters()
