@@ -33,9 +33,17 @@ def defaults() -> dict:
     """Setup defaults: the packaged teacher on the embedded data, or tiny ones (KDLAB_APP_PRESET=tiny)."""
     if preset() == "tiny":
         return dict(teacher="tiny", data="embedded", ood=[], student_layers=2, student_init="skip", student_hidden=0,
-                    max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32, epochs=1)
+                    max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32, epochs=1,
+                    **TEACHER_DEFAULTS)
     return dict(teacher="minilm-l6", data="embedded", ood=[], student_layers=3, student_init="skip", student_hidden=0,
-                max_steps=1000, **budget("quick"))
+                max_steps=1000, **budget("quick"), **TEACHER_DEFAULTS)
+
+
+# The Setup choices beyond one teacher fine-tuned by kdlab (the names of kdlab.config.build_config, except
+# teachers_extra: the teachers of an ensemble besides the first): a tiny teacher's family, a ready teacher used as
+# is, an ensemble and its loss, soft labels from a file, a pretrained student.
+TEACHER_DEFAULTS = dict(arch=None, teacher_finetuned=False, teachers_extra=[], ensemble="mean-probs",
+                        teacher_logits=None, student=None)
 
 
 def budget(name: str) -> dict:
@@ -94,8 +102,16 @@ def setup_caption(ph):
     s = setup()
     data = s["data"] if s["data"] in EMBEDDED else Path(s["data"]).name
     ood = ", ".join(Path(o).stem for o in s.get("ood") or [])
-    ph.caption(f"teacher **{s['teacher']}** · data **{data}**" + (f" (OOD {ood})" if ood else "") +
-               f" · student **{s['student_layers']}** layers")
+    try:
+        names = teacher_names(s)
+    except KdlabError:   # an unknown family: the Setup page says so
+        names = [str(s["teacher"])]
+    who = (f"teachers **{' + '.join(names)}** ({s.get('ensemble') or 'mean-probs'})" if len(names) > 1 else
+           f"teacher **{names[0]}**" + (" (as is)" if s.get("teacher_finetuned") else ""))
+    if s.get("teacher_logits"):
+        who = f"teacher **soft labels {Path(s['teacher_logits']).name}** (base {names[0]})"
+    student = f"student **{s['student']}**" if s.get("student") else f"student **{s['student_layers']}** layers"
+    ph.caption(f"{who} · data **{data}**" + (f" (OOD {ood})" if ood else "") + f" · {student}")
 
 
 # ----------------------------------------------------------------------------------------------- shared data
@@ -214,13 +230,87 @@ def run_config(s: dict | None = None, **choices):
     s = dict(s or setup())
     if s.get("lr") is not None:
         choices.setdefault("lr", s["lr"])   # the budget's student learning rate
-    return build_config(teacher=s["teacher"], data=s["data"], ood=list(s.get("ood") or []),
+    names = teacher_names(s)
+    for name in names + [s.get("student") or ""]:
+        if name and not is_tiny(name) and looks_like_path(name):
+            check_path(name)
+    logits = (s.get("teacher_logits") or "").strip()
+    if logits:
+        logits = str(soft_labels_path(logits))
+    return build_config(teacher=names if len(names) > 1 else names[0], data=s["data"], ood=list(s.get("ood") or []),
+                        teacher_finetuned=bool(s.get("teacher_finetuned")), ensemble=s.get("ensemble") or None,
+                        teacher_logits=logits or None, student=(s.get("student") or "").strip() or None,
                         max_train=int(s["max_train"]),
                         max_eval=int(s["max_eval"]), student_layers=int(s["student_layers"]),
                         student_init=s["student_init"], student_hidden=int(s.get("student_hidden") or 0),
                         teacher_epochs=int(s["teacher_epochs"]), teacher_lr=s.get("teacher_lr"),
                         batch_size=int(s["batch_size"]),
                         max_len=int(s["max_len"]), no_progress=True, **choices)
+
+
+def is_tiny(name: str) -> bool:
+    from kdlab.models import is_tiny as _tiny
+    return _tiny(name)
+
+
+def teacher_names(s: dict | None = None) -> list[str]:
+    """The teachers of the Setup choices: the teacher (``tiny-FAMILY`` when a family is picked for the tiny one,
+    ``kdlab.config.tiny_teacher_of``) and the extra teachers of an ensemble."""
+    from kdlab.config import tiny_teacher_of
+    s = s or setup()
+    first = str(s["teacher"]).strip()
+    if s.get("arch") and first == "tiny":
+        first = tiny_teacher_of(s["arch"], first)
+    return [first] + [str(x).strip() for x in s.get("teachers_extra") or [] if str(x).strip()]
+
+
+SOFT_LABEL_SUFFIXES = (".npy", ".csv", ".tsv")
+
+
+def soft_labels_path(p: str) -> Path:
+    """A soft-labels file typed on the Setup page: an existing .npy/.csv/.tsv file inside the allowed folders."""
+    path = check_path(p)
+    if not path.is_file() or path.suffix.lower() not in SOFT_LABEL_SUFFIXES:
+        raise KdlabError(f"the soft labels file '{p}' is not a .npy, .csv or .tsv file: give one row of logits or "
+                         "probabilities per training example (kdlab.teachers)")
+    return path
+
+
+def is_ready(cfg, name: str | None = None) -> bool:
+    """A teacher used as is (``teacher_finetuned``, or a folder kdlab saved): nothing to fine-tune."""
+    from kdlab.ready_teacher import is_kdlab_model
+    return bool(cfg.teacher_finetuned) or is_kdlab_model(name or cfg.teacher)
+
+
+def teacher_members(cfg) -> list:
+    """One single-teacher RunConfig per teacher of ``cfg``, as ``kdlab.pipeline.prepare_teachers`` prepares them
+    (a name given again gets the next seed; each teacher its own default learning rate)."""
+    import dataclasses
+    from kdlab.config import teacher_lr_for
+    out, seen = [], {}
+    for name in cfg.teachers or [cfg.teacher]:
+        k = seen[name] = seen.get(name, -1) + 1
+        lr = cfg.teacher_train.lr
+        if name != cfg.teacher and lr == teacher_lr_for(cfg.teacher):
+            lr = teacher_lr_for(name)
+        out.append(dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
+            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr)))
+    return out
+
+
+def check_ensemble(cfg) -> None:
+    """An ensemble's teachers must share a tokenizer (the batch is tokenized once): checked on the Setup page from
+    the tokenizers alone, before a run loads the models."""
+    if not cfg.teachers:
+        return
+    from kdlab.teachers import check_same_tokenizer
+    check_same_tokenizer([_tokenizer(n) for n in cfg.teachers], cfg.teachers)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _tokenizer(name: str):
+    from kdlab.models import load_tokenizer
+    return load_tokenizer(name)
 
 
 # ----------------------------------------------------------------------------------------------- cached heavy objects
@@ -251,9 +341,28 @@ def teacher_folder(cfg=None, b=None) -> Path:
 
 
 def prepared_teacher_dir(cfg=None) -> Path | None:
-    """Folder of the fine-tuned teacher for the Setup choices, if it was prepared."""
-    folder = teacher_folder(cfg)
-    return folder if (folder / "kdlab.json").exists() else None
+    """Folder of the fine-tuned teacher for the Setup choices (of an ensemble: its first teacher), if it was
+    prepared; a ready teacher's own folder (used as is); None for soft labels (no teacher model)."""
+    cfg = cfg or run_config()
+    if cfg.teacher_logits:
+        return None
+    return prepared_teacher_dirs(cfg)[0][1]
+
+
+def prepared_teacher_dirs(cfg=None) -> list[tuple[str, Path | None]]:
+    """(name, folder of the prepared teacher or None) for every teacher of the Setup choices (an ensemble: each).
+    A ready teacher (used as is) counts as prepared: its own folder (None for a hub name)."""
+    from kdlab.models import resolve
+    cfg = cfg or run_config()
+    out = []
+    for one in teacher_members(cfg):
+        if is_ready(one):
+            path = resolve(one.teacher)
+            out.append((one.teacher, path if isinstance(path, Path) else None))
+            continue
+        folder = teacher_folder(one)
+        out.append((one.teacher, folder if (folder / "kdlab.json").exists() else None))
+    return out
 
 
 @st.cache_resource(show_spinner="loading model ...", max_entries=6)
@@ -272,17 +381,33 @@ def base_teacher(name: str, num_labels: int, attentions: bool = False):
     return m, tok
 
 
+@st.cache_resource(show_spinner="loading the fine-tuned teacher ...", max_entries=4)
+def ready_model(name: str, attentions: bool = False, trust_remote_code: bool = False):
+    from kdlab.ready_teacher import load_ready
+    m, tok = load_ready(name, attentions=attentions, trust_remote_code=trust_remote_code)
+    m.eval()
+    return m, tok
+
+
 def teacher(attentions: bool = False):
-    """(model, tokenizer, fine_tuned: bool): the prepared teacher when there is one, else the base model."""
-    s = setup()
-    if s["teacher"] not in ("tiny", "minilm-l6") and looks_like_path(s["teacher"]):
-        check_path(s["teacher"])
-    folder = prepared_teacher_dir()
+    """(model, tokenizer, fine_tuned: bool): the prepared teacher when there is one (a ready teacher as is), else
+    the base model. An ensemble: its first teacher; soft labels: the base model the student is built from."""
+    cfg = run_config()   # checks the typed paths
+    if is_ready(cfg) and not cfg.teacher_logits:
+        m, tok = ready_model(cfg.teacher, attentions, cfg.trust_remote_code)
+        check_against_task(m, cfg.teacher)
+        return m, tok, True
+    folder = prepared_teacher_dir(cfg)
     if folder is not None:
         m, tok = saved_model(str(folder), attentions)
         return m, tok, True
-    m, tok = base_teacher(s["teacher"], bundle().num_labels(), attentions)
+    m, tok = base_teacher(cfg.teacher, bundle().num_labels(), attentions)
     return m, tok, False
+
+
+def check_against_task(model, name: str) -> None:
+    from kdlab.ready_teacher import check_against_task as _check
+    _check(model, bundle(), name)
 
 
 @st.cache_resource(show_spinner="building student ...", max_entries=4)
@@ -293,8 +418,19 @@ def _student_from(_teacher, key: str, layers: int, init: str, hidden: int):
     return st_
 
 
-def fresh_student(t, key: str):
+def fresh_student(t, key: str, tok=None):
+    """The untrained student of the Setup choices: copied from ``t`` by the Setup strategy, or the pretrained
+    student (with a new head) when one is chosen; that one must tokenize like the teacher, since the pages feed
+    both the same tokens."""
     s = setup()
+    if s.get("student"):
+        name = s["student"].strip()
+        m, stok = base_teacher(name, bundle().num_labels())
+        ttok = tok if tok is not None else teacher()[1]
+        if type(stok) is not type(ttok) or stok.get_vocab() != ttok.get_vocab():
+            raise KdlabError(f"the pretrained student '{name}' tokenizes differently from the teacher: this view "
+                             "feeds both the same tokens; train it (logit-level methods) and compare the runs")
+        return m
     return _student_from(t, key, int(s["student_layers"]), s["student_init"], int(s.get("student_hidden") or 0))
 
 

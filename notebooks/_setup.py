@@ -157,6 +157,21 @@ def run(method: str, reuse: bool = True, suite: str = "sentiment", **changes) ->
     return distill_run(cfg, store(), teacher=t, tokenizer=tok, bundle=bundle(suite), teacher_run=t_run, log=_log)
 
 
+def run_own_teacher(method: str = "kd", reuse: bool = True, suite: str = "sentiment", **changes) -> str:
+    """Like ``run``, but the run prepares its own teacher(s) from its configuration, as the CLI does: a tiny teacher
+    of another family (``teacher="tiny", arch="roberta"``), an ensemble (``teacher=["tiny", "tiny-roberta"],
+    ensemble="mean-kl"``), a ready teacher (``teacher_finetuned=True``), soft labels (``teacher_logits``). Each
+    teacher is fine-tuned once and cached in the store; an identical finished run is reused unless ``reuse=False``."""
+    changes.setdefault("name", f"notebook {method}")
+    cfg = config(method, suite=suite, **changes)
+    if reuse:
+        found = find_run(cfg)
+        if found:
+            _log(f"{method}: reusing finished run {found}")
+            return found
+    return distill_run(cfg, store(), log=_log)
+
+
 def load_model(run_id: str, attentions: bool = False):
     """(model, tokenizer) saved by a finished run (student or teacher)."""
     from kdlab.models import load_saved

@@ -112,6 +112,17 @@ w.children[0].value = "ce"
 r = w.result
 assert r["method"] == "ce" and r["run"] == runs["ce"] != runs["kd"]
 assert r["accuracy"] == S.store().final_evals(runs["ce"])["dev"]["accuracy"]
+f = fam_w.result
+assert f["family"] == "roberta" and f["teacher"] == "tiny-roberta"
+assert S.store().run(f["run"])["config"]["teacher"] == "tiny-roberta"
+assert f["accuracy"] == S.store().final_evals(f["run"])["dev"]["accuracy"]
+fam_w.children[0].value = "bert"   # the tiny BERT teacher: the same configuration as the kd run above, reused
+assert fam_w.result["teacher"] == "tiny" and fam_w.result["run"] == runs["kd"]
+for form, rid in ens_runs.items():
+    c = S.store().run(rid)["config"]
+    assert c["teachers"] == ["tiny", "tiny-roberta"] and c["ensemble"] == form and len(c["teacher_runs"]) == 2
+    assert c["teacher_runs"][1] == S.store().run(f["run"])["config"]["teacher_run"]   # the family run's teacher
+assert set(ens_table["kd, ensemble mean-kl"]) == set(S.store().final_evals(ens_runs["mean-kl"]))
 """,
     "08_ranking": """
 r = w.result

@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 import common as C
+from kdlab import families
+from kdlab.models import tiny_name
 from kdlab.tools import launch
 from kdlab.distill import plan_steps
 from kdlab.errors import KdlabError
@@ -40,13 +42,48 @@ with col1:
     cur = 0 if s["teacher"] == "minilm-l6" else 1 if s["teacher"] == "tiny" else \
         2 if C.looks_like_path(s["teacher"]) else 3
     kind = st.radio("teacher source", kinds, index=cur, key="setup_teacher_kind")
+    arch, finetuned = None, False
     if kind.startswith("built-in"):
         teacher = "minilm-l6"
     elif kind.startswith("tiny"):
         teacher = "tiny"
+        fams = families.names()
+        arch = st.selectbox("model family", fams, index=fams.index(s.get("arch") or "bert")
+                            if (s.get("arch") or "bert") in fams else 0, key="setup_arch",
+                            help="the tiny random teacher's architecture (kdlab.families: tiny-FAMILY, as "
+                                 "`--arch FAMILY`); every method runs on every family or refuses with one line")
     else:
         teacher = st.text_input("folder" if kind == "model folder" else "hub model name",
                                 value=s["teacher"] if cur == kinds.index(kind) else "", key="setup_teacher_text")
+        finetuned = st.checkbox("this teacher is already fine-tuned for the task (use as is)",
+                                value=bool(s.get("teacher_finetuned")), key="setup_teacher_finetuned",
+                                help="`--teacher-finetuned`: no fine-tuning; its own classification head is checked "
+                                     "against the task and evaluated once on every domain. A folder kdlab saved is "
+                                     "recognised without this box. Every method can use it.")
+    with st.expander("Teacher ensemble and soft labels",
+                     expanded=bool(s.get("teachers_extra") or s.get("teacher_logits"))):
+        offered = [tiny_name(f) for f in families.names()] + ["minilm-l6"]
+        had = [x for x in s.get("teachers_extra") or []]
+        picked = st.multiselect("more teachers besides the one above (an ensemble)", offered,
+                                default=[x for x in had if x in offered], key="setup_ensemble_pick",
+                                help="`--teacher A --teacher B`: the student learns from all of them; a name given "
+                                     "twice is trained with the next seed. The teachers must share a tokenizer "
+                                     "(the tiny ones do). Logit-level methods only (kd, kd-mse, ...)")
+        others = st.text_input("more teachers: folders or hub names (comma-separated)",
+                               value=", ".join(x for x in had if x not in offered), key="setup_ensemble_text",
+                               help="added to the ensemble after the ones picked above")
+        extra = picked + [x.strip() for x in others.split(",") if x.strip()]
+        ens = ["mean-probs", "mean-kl"]
+        ensemble = st.radio("ensemble loss", ens, index=ens.index(s.get("ensemble") or "mean-probs"),
+                            horizontal=True, key="setup_ensemble", disabled=not extra,
+                            help="`--ensemble`: mean-probs = KD to the mean of the teachers' softened distributions; "
+                                 "mean-kl = the mean of the per-teacher KD losses")
+        logits = st.text_input("soft labels file (optional)", value=s.get("teacher_logits") or "",
+                               key="setup_teacher_logits", placeholder="e.g. data/teacher_logits.npy",
+                               help="`--teacher-logits FILE`: the teacher given only as logits or probabilities, one "
+                                    "row per training example (.npy in training order; .csv/.tsv with a text column), "
+                                    "inside data/, the shared data or the run store. The teacher above then only "
+                                    "supplies the student's base model and tokenizer. Logit-level methods only")
 with col2:
     st.subheader("Dataset")
     glue, no_train = C.glue_folders()
@@ -99,15 +136,28 @@ with col2:
     max_eval = st.number_input("max examples per eval set (0 = all)", 0, 10**7, int(s["max_eval"]), key="setup_max_eval")
 with col3:
     st.subheader("Student")
-    how = st.radio("student", ["layers copied from the teacher", "smaller fresh config"],
-                   index=1 if s.get("student_hidden") else 0, key="setup_student_kind")
-    layers = st.number_input("student layers", 1, 48, int(s["student_layers"]), key="setup_student_layers")
-    if how.startswith("layers"):
+    skinds = ["layers copied from the teacher", "smaller fresh config", "a pretrained model (name or folder)"]
+    how = st.radio("student", skinds, index=2 if s.get("student") else 1 if s.get("student_hidden") else 0,
+                   key="setup_student_kind")
+    student = None
+    if how.startswith("a pretrained"):
+        student = st.text_input("pretrained student: built-in name, folder or hub name", value=s.get("student") or "",
+                                key="setup_student_text", placeholder="e.g. a folder saved with save_pretrained",
+                                help="`--student NAME_OR_FOLDER`: a pretrained checkpoint is the student (a new head), "
+                                     "with learned projections where widths differ; its layers map to the teacher's "
+                                     "through the mapping matrix. One that tokenizes differently from the teacher: "
+                                     "logit-level methods only").strip() or None
+        if student is None:
+            st.caption("type a name or folder; until then the student is copied from the teacher")
+        layers, init, hidden = int(s["student_layers"]), s["student_init"], int(s.get("student_hidden") or 0)
+    elif how.startswith("layers"):
+        layers = st.number_input("student layers", 1, 48, int(s["student_layers"]), key="setup_student_layers")
         init = st.selectbox("which teacher layers", ["skip", "first", "last"],
                             index=["skip", "first", "last"].index(s["student_init"])
                             if s["student_init"] in ("skip", "first", "last") else 0, key="setup_student_init")
         hidden = 0
     else:
+        layers = st.number_input("student layers", 1, 48, int(s["student_layers"]), key="setup_student_layers")
         init = "fresh"
         hidden = st.number_input("hidden size", 8, 4096, int(s.get("student_hidden") or 128), step=8,
                                  key="setup_student_hidden")
@@ -116,11 +166,22 @@ with col3:
 
 new = dict(s, teacher=teacher.strip() or s["teacher"], data=data, ood=ood, max_train=int(max_train),
            max_eval=int(max_eval), student_layers=int(layers), student_init=init, student_hidden=int(hidden),
-           teacher_epochs=int(teacher_epochs))
+           teacher_epochs=int(teacher_epochs), arch=arch, teacher_finetuned=bool(finetuned), teachers_extra=extra,
+           ensemble=ensemble, teacher_logits=logits.strip() or None, student=student)
 if new != s:
     st.session_state["kd_setup"] = new
     s = new
     C.setup_caption(side)
+
+cfg = None   # the run configuration of these choices: a bad one is one message here
+with C.guard():
+    cfg = C.run_config()
+    C.check_ensemble(cfg)
+    if cfg.teachers:
+        st.caption(f"ensemble of {len(cfg.teachers)} teachers ({cfg.ensemble}): {', '.join(cfg.teachers)} · "
+                   "logit-level methods only")
+    if cfg.teacher_logits:
+        st.caption(f"teacher given as soft labels: `{cfg.teacher_logits}` · logit-level methods only")
 
 ok = True
 with C.guard():
@@ -132,42 +193,66 @@ with C.guard():
 st.divider()
 
 st.subheader("Prepare the teacher")
-with C.guard():
-    cfg = C.run_config()
-    folder = C.prepared_teacher_dir(cfg)
-    if folder is not None:
-        st.info(f"fine-tuned teacher ready: `{folder}`")
-    else:
-        st.warning("the teacher is not fine-tuned on this data yet: prepare it (distillation runs also do it first)")
-    if st.button("Prepare (fine-tune) the teacher", key="setup_prepare", disabled=folder is not None):
-        store = C.store()
-        _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
-        name = launch.unique_name("teacher")
-        job = launch.launch(cfg, store.root, name, command="teacher")
-        bar = st.progress(0.0, text="starting ...")
-        rid = None
-        while True:
-            if rid is None:
-                rid = launch.find_run(store, f"teacher {cfg.teacher}", kind="teacher")
-                rid = rid if rid and store.run(rid)["created"] >= job.started - 1 else None
-            if rid:
-                rows = store.metrics(rid)
-                step = max((r["step"] for r in rows), default=0)
-                bar.progress(min(1.0, step / max(1, total)), text=f"step {step}/{total}")
-            if not job.alive():
-                break
-            time.sleep(0.5)
-        if C.prepared_teacher_dir(cfg) is None:
-            raise KdlabError("preparing the teacher failed:\n" + job.log_tail())
-        bar.progress(1.0, text="done")
-        st.success("teacher fine-tuned and cached in the run store")
+
+
+def _prepare(cfg):
+    """Fine-tune every teacher that is not prepared yet (``kdlab teacher`` in its own process: an ensemble's teachers
+    one after the other), with a progress bar over all of them."""
+    store = C.store()
+    _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
+    todo = [n for n, f in C.prepared_teacher_dirs(cfg) if f is None]
+    job = launch.launch(cfg, store.root, launch.unique_name("teacher"), command="teacher")
+    bar = st.progress(0.0, text="starting ...")
+    while True:
+        started = [r for r in store.runs(kind="teacher") if r["created"] >= job.started - 1
+                   and r["name"] in {f"teacher {n}" for n in todo}]
+        if started:
+            cur = max(started, key=lambda r: r["created"])
+            step = max((r["step"] for r in store.metrics(cur["id"])), default=0)
+            i = len(started) - 1
+            frac = (i + min(1.0, step / max(1, total))) / len(todo)
+            text = f"step {step}/{total}" if len(todo) == 1 else f"teacher {i + 1}/{len(todo)} · step {step}/{total}"
+            bar.progress(min(1.0, frac), text=text)
+        if not job.alive():
+            break
+        time.sleep(0.5)
+    if any(f is None for _, f in C.prepared_teacher_dirs(cfg)):
+        raise KdlabError("preparing the teacher failed:\n" + job.log_tail())
+    bar.progress(1.0, text="done")
+    st.success("teacher fine-tuned and cached in the run store" if len(todo) == 1 else
+               f"{len(todo)} teachers fine-tuned and cached in the run store")
+
+
+if cfg is None:
+    st.caption("fix the teacher and student settings above first")
+elif cfg.teacher_logits:
+    st.info(f"the teacher is given as soft labels: nothing to fine-tune; `{cfg.teacher}` only supplies the "
+            "student's base model and tokenizer")
+else:
+    with C.guard():
+        dirs = C.prepared_teacher_dirs(cfg)
+        ready = [n for n in dict(dirs) if C.is_ready(cfg, n)]
+        todo = [n for n, f in dirs if f is None and n not in ready]
+        for n, f in dirs:
+            if n in ready:
+                st.info(f"`{n}`: fine-tuned teacher used as is (nothing to fine-tune; the first run evaluates it on "
+                        "every domain and records it as a teacher run)")
+            elif f is not None:
+                st.info(f"fine-tuned teacher ready: `{f}`" if len(dirs) == 1 else f"`{n}`: fine-tuned teacher ready: `{f}`")
+        if todo:
+            st.warning("the teacher is not fine-tuned on this data yet: prepare it (distillation runs also do it first)"
+                       if len(dirs) == 1 else f"not fine-tuned on this data yet: {', '.join(todo)}; prepare them "
+                       "(distillation runs also do it first, one after the other)")
+        label = "Prepare (fine-tune) the teacher" if len(dirs) == 1 else "Prepare (fine-tune) the ensemble's teachers"
+        if st.button(label, key="setup_prepare", disabled=not todo):
+            _prepare(cfg)
 
 st.subheader("Sizes and speeds")
 if st.button("Measure teacher and student", key="setup_measure"):
     with C.guard():
         from kdlab.evaluate import size_report
         t, tok, tuned = C.teacher()
-        stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
+        stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok)
         dev = C.bundle().dev
         texts, texts_b = dev.texts[:8], None if dev.texts_b is None else dev.texts_b[:8]   # pairs: both texts
         rows = {"teacher" + (" (fine-tuned)" if tuned else " (base)"):

@@ -41,7 +41,7 @@ with left:
             if alp_src.startswith("the untrained"):
                 from kdlab.data.batching import make_loader
                 n_alp = st.slider("dev examples", 4, 64, 32, 4, key="map_alp_n")
-                stu0 = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
+                stu0 = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok)
                 batch = next(iter(make_loader(C.bundle().dev, tok, batch_size=n_alp, max_len=int(s["max_len"]))))
                 W = cka_run.alp_weights_of(t, stu0, batch)
                 st.caption(f"ALP-KD attention over all teacher layers, mean over {len(batch['input_ids'])} dev "
@@ -93,7 +93,7 @@ with right:
     if st.button("Compute CKA", key="map_cka_go"):
         with C.guard():
             if isinstance(src, str):
-                stu, tt = C.fresh_student(t, repr(sorted(s.items())) + str(tuned)), t
+                stu, tt = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok), t
             else:
                 stu, tt, tok = C.run_models(src)
                 tt = tt or t

@@ -38,7 +38,7 @@ with C.guard():
     if isinstance(src, str):
         t, tok, tuned = C.teacher()
         t_dir = str(C.prepared_teacher_dir()) if tuned else None
-        stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned))
+        stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok)
         if not tuned:
             st.info("the teacher is not fine-tuned yet (Setup page): its distributions are those of an untrained head")
     else:

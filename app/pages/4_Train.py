@@ -47,6 +47,10 @@ if go:
         args = {**form_args, **extra}
         get(method).check_options(args)  # the method's declared types and ranges, its choices, X_end / X_schedule
         cfg = C.run_config(method=method, max_steps=int(max_steps), epochs=int(epochs), method_args=args)
+        if cfg.teacher_logits or cfg.teachers:   # logits only: a layer method is refused here, not minutes later
+            from kdlab.teachers import check_method
+            check_method(get(method), "soft labels (Setup: soft labels file)" if cfg.teacher_logits else
+                         "several teachers (Setup: teacher ensemble)")
         job = launch.launch(cfg, store.root, launch.unique_name(name or method))
         st.session_state["train_job"] = job.__dict__
         st.session_state.pop("train_run_id", None)
@@ -69,7 +73,11 @@ def waiting(job):
             cfg = RunConfig.from_dict(json.loads(Path(job.config).read_text()))
             b = C.bundle_for(cfg.data or "embedded", int(cfg.max_train or 0), int(cfg.max_eval or 0),
                              tuple(cfg.ood or ()))
-        prep = prep_lock.preparation(C.teacher_folder(cfg, b))
+        cfg = cfg or C.run_config()
+        for one in C.teacher_members(cfg):   # an ensemble's teachers are prepared one after the other
+            prep = prep_lock.preparation(C.teacher_folder(one, b))
+            if prep is not None:
+                break
     if prep is None:
         st.info(f"`{job.name}`: starting (loading data and models) ...")
     else:
