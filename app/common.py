@@ -283,19 +283,9 @@ def is_ready(cfg, name: str | None = None) -> bool:
 
 
 def teacher_members(cfg) -> list:
-    """One single-teacher RunConfig per teacher of ``cfg``, as ``kdlab.pipeline.prepare_teachers`` prepares them
-    (a name given again gets the next seed; each teacher its own default learning rate)."""
-    import dataclasses
-    from kdlab.config import teacher_lr_for
-    out, seen = [], {}
-    for name in cfg.teachers or [cfg.teacher]:
-        k = seen[name] = seen.get(name, -1) + 1
-        lr = cfg.teacher_train.lr
-        if name != cfg.teacher and lr == teacher_lr_for(cfg.teacher):
-            lr = teacher_lr_for(name)
-        out.append(dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
-            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr)))
-    return out
+    """One single-teacher RunConfig per teacher of ``cfg``, as the pipeline prepares them."""
+    from kdlab.pipeline import teacher_members as members
+    return members(cfg)
 
 
 def check_ensemble(cfg) -> None:

@@ -110,21 +110,25 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
     return teacher, tok, run_id
 
 
-def prepare_teachers(cfg: RunConfig, store: Store, bundle=None, *, attentions: bool = False, log=print):
-    """Every teacher of ``cfg`` (``cfg.teachers``, else ``cfg.teacher``) prepared one by one through
-    ``prepare_teacher``; a name given again is prepared with the next seed (a seed ensemble).
-    Returns [(teacher, tokenizer, run id)]."""
-    bundle = bundle or load_bundle(cfg)
+def teacher_members(cfg: RunConfig) -> list[RunConfig]:
+    """One single-teacher ``RunConfig`` per teacher of ``cfg`` (``cfg.teachers``, else ``cfg.teacher``): a name
+    given again gets the next seed (a seed ensemble), each teacher its own default learning rate."""
     out, seen = [], {}
     for name in cfg.teachers or [cfg.teacher]:
         k = seen[name] = seen.get(name, -1) + 1
         lr = cfg.teacher_train.lr
         if name != cfg.teacher and lr == teacher_lr_for(cfg.teacher):   # the default: each teacher's own
             lr = teacher_lr_for(name)
-        one = dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
-            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr))
-        out.append(prepare_teacher(one, store, bundle, attentions=attentions, log=log))
+        out.append(dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
+            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr)))
     return out
+
+
+def prepare_teachers(cfg: RunConfig, store: Store, bundle=None, *, attentions: bool = False, log=print):
+    """Every teacher of ``cfg`` (``teacher_members``) prepared one by one through ``prepare_teacher``.
+    Returns [(teacher, tokenizer, run id)]."""
+    bundle = bundle or load_bundle(cfg)
+    return [prepare_teacher(one, store, bundle, attentions=attentions, log=log) for one in teacher_members(cfg)]
 
 
 def special_teacher(cfg: RunConfig, store: Store, bundle, method_cls, log=print):
