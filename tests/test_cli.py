@@ -164,7 +164,7 @@ SAMPLES = {
     "precision": ["fp32"], "teacher_epochs": ["1"], "teacher_lr": ["0.01"], "checkpoint_every": ["3"],
     "teacher_cache": ["on"], "cache_dtype": ["fp16"], "length_buckets": ["off"],
     "select": ["dev:accuracy"], "patience": ["2", "--select", "dev:accuracy"], "name": ["x"], "no_progress": [],
-    "data_seed": [], "transfer": [__file__], "augment": [], "augment_args": [], "tensorboard": [],
+    "data_seed": [], "transfer": [__file__], "student": ["tiny"], "augment": [], "augment_args": [], "tensorboard": [],
 }
 
 
