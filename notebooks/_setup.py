@@ -144,11 +144,9 @@ def run(method: str, reuse: bool = True, suite: str = "sentiment", **changes) ->
         raise KdlabError(f"method '{method}' is not registered: `python -m kdlab methods` lists the methods")
     changes.setdefault("name", f"notebook {method}" + ("" if suite == "sentiment" else f" ({suite})"))
     cfg = config(method, suite=suite, **changes)
-    if reuse:
-        found = find_run(cfg)
-        if found:
-            _log(f"{method}: reusing finished run {found}")
-            return found
+    found = _reusable(cfg, method, reuse)
+    if found:
+        return found
     t, tok, t_run = teacher(suite)
     if getattr(get(method), "trains_teacher", False):   # the teacher learns too: never touch the shared one
         t = copy.deepcopy(t)
@@ -164,12 +162,15 @@ def run_own_teacher(method: str = "kd", reuse: bool = True, suite: str = "sentim
     teacher is fine-tuned once and cached in the store; an identical finished run is reused unless ``reuse=False``."""
     changes.setdefault("name", f"notebook {method}")
     cfg = config(method, suite=suite, **changes)
-    if reuse:
-        found = find_run(cfg)
-        if found:
-            _log(f"{method}: reusing finished run {found}")
-            return found
-    return distill_run(cfg, store(), log=_log)
+    return _reusable(cfg, method, reuse) or distill_run(cfg, store(), log=_log)
+
+
+def _reusable(cfg, method: str, reuse: bool) -> str | None:
+    """An identical finished run of the store (None when there is none or ``reuse`` is off)."""
+    found = find_run(cfg) if reuse else None
+    if found:
+        _log(f"{method}: reusing finished run {found}")
+    return found
 
 
 def load_model(run_id: str, attentions: bool = False):
