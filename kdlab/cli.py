@@ -452,6 +452,9 @@ def _study_args(p):
                                                     "student trained alone)")
     g.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     g.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
+    g.add_argument("--report", choices=["auto", "last", "selected"], default="auto",
+                   help="which model of each run the table compares: auto (default: the selected one when the study "
+                        "runs with --select, else the last epoch's), last, or selected")
     g.add_argument("--list", action="store_true", help="list the studies in the run store")
     out = g.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the table as JSON rows")
@@ -474,7 +477,7 @@ def cmd_study(a):
     if not a.methods:
         if store.study(a.name) is None:
             raise KdlabError(f"no study '{a.name}' in {store.root}: give --methods to run one (study --list lists them)")
-        rows = aggregate(store, a.name, n_boot=a.bootstrap)
+        rows = aggregate(store, a.name, n_boot=a.bootstrap, report=a.report)
         res = {"rows": rows, "failed": 0, "busy": []}
     else:
         methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -482,7 +485,7 @@ def cmd_study(a):
         res = run_study(cfg, store, a.name, methods, parse_seeds(a.seeds), vary=parse_vary(a.vary),
                         baseline=a.baseline, workers=a.workers, log=_log(a),
                         progress=not (a.quiet or a.no_progress), n_boot=a.bootstrap)
-    rows = res["rows"]
+    rows = res["rows"] if a.report == "auto" else aggregate(store, a.name, n_boot=a.bootstrap, report=a.report)
     if a.json:
         print(json.dumps(json_rows(rows), indent=2))
     elif a.csv:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -447,6 +449,9 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
 
     def save_selected(folder):
         save_model(student, tokenizer, folder, extra={"run_id": run_id, "selected": True})
+        preds = store.folder(run_id) / PREDICTIONS   # this epoch's per-example outputs: a study's paired statistics
+        if preds.exists():
+            shutil.copyfile(preds, Path(folder) / PREDICTIONS)
     if loop.teacher is not None and cfg.eval_each_epoch and not getattr(loop.teacher, "soft_labels", False):
         # the teacher's predictions, for agreement (a soft-label teacher has none on the evaluation splits)
         _, loop.teacher_logits = evaluate(loop.teacher, tokenizer, bundle, max_len=cfg.max_len, device=loop.device)

@@ -29,7 +29,7 @@ from .errors import KdlabError
 from .store import Store
 
 BASELINE = "ce"
-FIELDS = ["method", "options", "domain", "metric", "n", "mean", "std", "delta", "ci_low", "ci_high", "verdict"]
+FIELDS = ["method", "options", "domain", "metric", "n", "mean", "std", "delta", "ci_low", "ci_high", "verdict", "model"]
 
 
 # ----------------------------------------------------------------------------------------------- the grid
@@ -244,15 +244,41 @@ def _task(store: Store, run: dict):
     return run_task(store, run)
 
 
-def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
-    """The study's table from its finished cells (``kdlab.stats.summarize``), written as CSV and JSON into the
-    study's folder and stored with the study. Cells not finished are left out."""
+REPORTS = ("auto", "last", "selected")
+
+
+def report_of(spec: dict, report: str = "auto") -> tuple[str, str | None]:
+    """("last" | "selected", the selection 'split:metric' or None): which model of each cell the table reads. A
+    study run with ``--select`` reports the selected models unless ``report='last'``."""
+    if report not in REPORTS:
+        raise KdlabError(f"--report must be one of {', '.join(REPORTS)} (got {report!r})")
+    select = ((spec.get("config") or {}).get("train") or {}).get("select")
+    if report == "selected" and not select:
+        raise KdlabError("--report selected: the study's runs keep no selected model; run the study with "
+                         "--select split:metric (e.g. dev:accuracy)")
+    return ("selected" if select and report != "last" else "last"), select
+
+
+def cell_outputs(store: Store, rid: str, model: str) -> tuple[dict, "Path"]:
+    """(final evaluations per split, predictions file) of a cell's run: its last epoch's, or its selected epoch's
+    (``--select``; a run that never evaluated a better epoch than none has the last one)."""
     from .distill import PREDICTIONS
+    sel = store.artifact(rid, "selection") if model == "selected" else None
+    if sel and (Path(sel.get("model_dir", "")) / PREDICTIONS).exists():
+        return sel["selected"]["evals"], Path(sel["model_dir"]) / PREDICTIONS
+    return store.final_evals(rid), store.folder(rid) / PREDICTIONS
+
+
+def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, report: str = "auto") -> list[dict]:
+    """The study's table from its finished cells (``kdlab.stats.summarize``), written as CSV and JSON into the
+    study's folder and stored with the study. Cells not finished are left out. ``report``: which model of each
+    cell (``report_of``): a study with ``--select`` compares the selected models, ``last`` the last epochs'."""
     from .stats import example_outputs, load_predictions, summarize
     st = store.study(name)
     if st is None:
         raise KdlabError(f"no study '{name}' in the run store {store.root}: `python -m kdlab study --list` lists them")
     spec = st["spec"]
+    model, select = report_of(spec, report)
     baseline = spec.get("grid", {}).get("baseline", BASELINE)
     groups: dict = {}
     metric, kind, num_labels = None, "classes", None
@@ -269,9 +295,10 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0) -> 
             metric = run_primary_metric(run)
             kind = getattr(task, "kind", "classes")
             num_labels = task.num_labels() if task is not None and task.label_names else None
-        preds = load_predictions(store.folder(rid) / PREDICTIONS)
+        final, pred_file = cell_outputs(store, rid, model)
+        preds = load_predictions(pred_file)
         per = {}
-        for split, m in store.final_evals(rid).items():
+        for split, m in final.items():
             p = preds.get(split)
             per[split] = {"value": m.get(metric), "pred": example_outputs(p, kind) if p else None,
                           "labels": p["labels"] if p else None, "run": rid}
@@ -282,11 +309,16 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0) -> 
     else:
         rows = summarize(groups, group_label(baseline, {}), metric or "accuracy", kind, n_boot=n_boot, seed=seed,
                          num_labels=num_labels)
+    label = f"selected by {select}" if model == "selected" else "last epoch"
+    for r in rows:
+        r["model"] = label
     out = folder(store, name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2, default=float))
-    (out / "results.csv").write_text(to_csv(rows))
-    store.set_study_result(name, {"rows": rows, "aggregated": time.time(), "n_boot": n_boot})
+    stem = "results" if report == "auto" else f"results-{model}"
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=2, default=float))
+    (out / f"{stem}.csv").write_text(to_csv(rows))
+    if report == "auto":
+        store.set_study_result(name, {"rows": rows, "aggregated": time.time(), "n_boot": n_boot, "model": label})
     return rows
 
 
@@ -336,4 +368,7 @@ def format_table(rows: list[dict]) -> str:
         lines.append("")
     lines.append("delta: mean over seeds of (method - baseline), same seeds and student init; 95% CI: paired "
                  "bootstrap over seeds and examples")
+    model = rows[0].get("model")
+    if model and model != "last epoch":   # --select: the selected models (--report last: the last epochs')
+        lines.append(f"models: each run's {model} (--report last compares the last epochs)")
     return "\n".join(lines)

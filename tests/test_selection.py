@@ -1,5 +1,6 @@
 """Model selection (--select split:metric) and early stopping (--patience) on the tiny preset."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,34 @@ def test_bad_selection_is_one_clear_error_before_training(tmp_path, kw, needle):
         distill_run(cfg, Store(tmp_path), **QUIET)
     assert not Store(tmp_path).runs(kind="student") or \
         all(r["status"] != "finished" for r in Store(tmp_path).runs(kind="student"))
+
+
+def test_a_study_with_select_compares_the_selected_models(tmp_path, capsys):
+    """A study run with --select reads each cell's selected epoch (its evaluations and per-example outputs);
+    --report last reads the last epochs'; the two differ where a run's best epoch is not its last."""
+    import numpy as np
+
+    from kdlab.stats import load_predictions
+    from kdlab.study import aggregate, format_table, run_study
+    store = Store(tmp_path)
+    cfg = _cfg(epochs=3, select="ood_restaurant:accuracy")
+    res = run_study(cfg, store, "sel", ["ce", "kd"], [0, 1], workers=1, progress=False, n_boot=200, **QUIET)
+    rows = {(r["method"], r["domain"]): r for r in res["rows"]}
+    cells = store.study("sel")["cells"]
+    for (method, domain), r in rows.items():
+        assert r["model"] == "selected by ood_restaurant:accuracy"
+        sel_vals = [store.artifact(cells[f"{method} seed={s}"], "selection")["selected"]["evals"][domain]["accuracy"]
+                    for s in (0, 1)]
+        assert r["mean"] == pytest.approx(np.mean(sel_vals))
+    for s in (0, 1):   # the selected epoch's per-example outputs travel with its model
+        sel = store.artifact(cells[f"kd seed={s}"], "selection")
+        out = load_predictions(Path(sel["model_dir"]) / "predictions.npz")["ood_restaurant"]
+        acc = float((out["logits"].argmax(1) == out["labels"]).mean())
+        assert acc == pytest.approx(sel["selected"]["evals"]["ood_restaurant"]["accuracy"], abs=1e-6)
+    last = {(r["method"], r["domain"]): r for r in aggregate(store, "sel", n_boot=200, report="last")}
+    for (method, domain), r in last.items():
+        assert r["model"] == "last epoch"
+        assert r["mean"] == pytest.approx(np.mean([store.final_evals(cells[f"{method} seed={s}"])[domain]["accuracy"]
+                                                   for s in (0, 1)]))
+    assert "models: each run's selected by ood_restaurant:accuracy" in format_table(res["rows"])
+    assert (tmp_path / "studies" / "sel" / "results-last.csv").exists()

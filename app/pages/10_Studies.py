@@ -35,6 +35,10 @@ with C.guard():
         st.stop()
 
     st.subheader("Table")
+    model = (study.get("result") or {}).get("model")
+    if model and model != "last epoch":
+        st.caption(f"each run's model {model} (`python -m kdlab study --name {name} --report last` compares the "
+                   "last epochs)")
     table = pd.DataFrame([{"domain": r["domain"], "method": r["group"], "n": r["n"], "mean": r["mean"],
                            "std": r["std"], "delta": None if r["verdict"] == "baseline" else r["delta"],
                            "ci_low": None if r["verdict"] == "baseline" else r["ci_low"],
