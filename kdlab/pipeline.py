@@ -243,6 +243,11 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                            layer_list=cfg.student_layer_list)   # before minutes of teacher fine-tuning
     if teacher is None and (method_cls.uses_teacher or cfg.student_init != "fresh"):
         teacher, tokenizer, teacher_run = prepare_teacher(cfg, store, bundle, attentions=needs_attn, log=log)
+    elif teacher is None and student is None and s_tok is None and not method_cls.defines("make_student"):
+        # a fresh student trained alone (ce): the teacher's architecture and tokenizer, never fine-tuned
+        base, tokenizer = load_teacher(cfg.teacher, bundle.num_labels(), trust_remote_code=cfg.trust_remote_code,
+                                       seed=cfg.teacher_train.seed)
+        set_problem_type(base, bundle.task)
     if method_cls.chain:   # a chain of runs (teacher assistants, self-distillation): kdlab.chains
         return run_chain(method_cls, cfg, store, run=distill_run, teacher=teacher, tokenizer=tokenizer,
                          bundle=bundle, teacher_run=teacher_run, log=log)

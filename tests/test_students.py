@@ -116,3 +116,10 @@ def test_student_refusals(tmp_path):
     with pytest.raises(KdlabError, match="does not exist"):
         distill_run(_cfg(method="kd", student=str(tmp_path / "nope" / "x")), store, **QUIET)
     assert store.runs() == [] or all(r["kind"] != "student" for r in store.runs())
+
+
+def test_a_fresh_student_trained_alone_needs_no_fine_tuned_teacher(tmp_path):
+    store = Store(tmp_path / "runs")
+    rid = distill_run(_cfg(method="ce", student_init="fresh", student_layers=2), store, **QUIET)
+    assert store.run(rid)["status"] == "finished"
+    assert [r for r in store.runs() if r["kind"] == "teacher"] == []   # the teacher's architecture only
