@@ -311,11 +311,20 @@ def student_layer_indices(n: int, *, layers: int | None = None, init: str = "ski
     return idx
 
 
+def same_tokenizer(a, b) -> bool:
+    """Do two tokenizers turn text into the same ids? (same class, vocabulary and lower-casing)"""
+    if a is b:
+        return True
+    if type(a).__name__ != type(b).__name__ or len(a) != len(b):
+        return False
+    if getattr(a, "do_lower_case", None) != getattr(b, "do_lower_case", None):
+        return False
+    return a.get_vocab() == b.get_vocab()
+
+
 def check_compatible(teacher_tok, student_tok):
     """Teacher and student must tokenise identically for token-level distillation."""
-    if teacher_tok is student_tok:
-        return
-    if len(teacher_tok) != len(student_tok) or teacher_tok.get_vocab() != student_tok.get_vocab():
+    if not same_tokenizer(teacher_tok, student_tok):
         raise KdlabError(f"teacher and student use different tokenizers (vocabularies of {len(teacher_tok)} and "
                          f"{len(student_tok)} tokens): build the student from the teacher or use the same tokenizer")
 

@@ -271,7 +271,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         from .retokenize import RetokenizedTeacher
         teacher = RetokenizedTeacher(teacher, tokenizer, s_tok, [bundle.train, *bundle.eval_splits().values()],
                                      cfg.train.max_len)
-        log(f"teacher: tokenizes differently from the student; each reads the texts through its own tokenizer")
+        log("teacher: tokenizes differently from the student; each reads the texts through its own tokenizer")
     if s_tok is not None:
         tokenizer = s_tok   # the student's batches, and the tokenizer saved with it
     conf = cfg.to_dict()

@@ -18,18 +18,8 @@ from torch import nn
 
 from .data.batching import collate, encode_split
 from .errors import KdlabError
+from .models import same_tokenizer  # noqa: F401  (re-exported: the one tokenizer comparison)
 from .records import Features, Need
-
-
-def same_tokenizer(a, b) -> bool:
-    """Do two tokenizers turn text into the same ids? (same class, vocabulary and lower-casing)"""
-    if a is b:
-        return True
-    if type(a).__name__ != type(b).__name__ or len(a) != len(b):
-        return False
-    if getattr(a, "do_lower_case", None) != getattr(b, "do_lower_case", None):
-        return False
-    return a.get_vocab() == b.get_vocab()
 
 
 def check_logit_method(method_cls) -> None:
@@ -47,7 +37,6 @@ def check_logit_method(method_cls) -> None:
 class RetokenizedTeacher(nn.Module):
     """``teacher`` (with ``teacher_tok``) fed the same texts as a student that uses ``student_tok``."""
     uncached = True      # the loop's cache keys on the student's tokens; this one keeps its own (teacher's tokens)
-    retokenized = True
 
     def __init__(self, teacher, teacher_tok, student_tok, splits, max_len: int):
         super().__init__()

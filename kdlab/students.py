@@ -37,7 +37,7 @@ def tokenizes_differently(cfg, s_tok) -> bool:
     if cfg.teacher_logits:
         return False
     from .models import load_tokenizer
-    from .retokenize import same_tokenizer
+    from .models import same_tokenizer
     return not same_tokenizer(load_tokenizer(str(cfg.teacher)), s_tok)
 
 

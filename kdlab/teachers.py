@@ -191,8 +191,8 @@ class EnsembleTeacher(nn.Module):
 
 def check_same_tokenizer(tokenizers: list, names: list) -> None:
     """An ensemble's teachers must tokenize alike (the batch is tokenized once)."""
-    vocab0 = tokenizers[0].get_vocab()
+    from .models import same_tokenizer
     for tok, name in zip(tokenizers[1:], names[1:]):
-        if type(tok) is not type(tokenizers[0]) or tok.get_vocab() != vocab0:
+        if not same_tokenizer(tokenizers[0], tok):
             raise KdlabError(f"the teachers '{names[0]}' and '{name}' tokenize differently: an ensemble's teachers "
                              "must share a tokenizer")
