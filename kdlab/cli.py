@@ -636,7 +636,7 @@ def build_parser() -> Parser:
     p = Parser(prog="kdlab", description="kdlab: knowledge distillation lab for transformer text classifiers")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     for name, (f, help, add_args) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help.replace("%", "%%"), description=help)   # help is %-formatted
         sp.set_defaults(func=f)
         if add_args:
             add_args(sp)
