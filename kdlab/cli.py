@@ -169,6 +169,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
         g.add_argument("--length-buckets", choices=["auto", "on", "off"],
                        help="skip padding: rows of similar length run together, trimmed (auto, the default: on "
                             "for CPU)")
+        g.add_argument("--grad-share-every", type=int, metavar="N",
+                       help=f"every N steps, log the gradient norm each loss term puts on the student (read by "
+                            f"`kdlab doctor`; default {D['grad_share_every']}, 0 = off)")
     g = p.add_argument_group("teacher fine-tuning")
     g.add_argument("--teacher-epochs", type=int, help=f"epochs to fine-tune the teacher (default "
                                                       f"{D['teacher_epochs']}; {PRESETS['tiny']['teacher_epochs']} "
@@ -180,6 +183,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g.add_argument("--max-len", type=int, help=f"tokens per example (default {D['max_len']}; "
                                                f"{PRESETS['tiny']['max_len']} with --preset tiny)")
     g.add_argument("--seed", type=int, help=f"default {D['seed']}")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default 0: this process's share of the cores among the kdlab runs computing on "
+                        "this machine, adjusted as runs start and end; also $KDLAB_THREADS)")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     g.add_argument("--precision", choices=list(PRECISIONS),
                    help="default auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 autocast with a gradient scaler "
@@ -464,7 +470,8 @@ def _study_args(p):
 @command("study", "a grid of methods x option values x seeds, each a stored run; mean ± std, the paired difference "
                   "to the baseline with a 95% bootstrap CI and a verdict per domain", _study_args)
 def cmd_study(a):
-    from .study import aggregate, format_table, json_rows, parse_seeds, parse_vary, run_study, to_csv
+    from .study import aggregate, check_bootstrap, format_table, json_rows, parse_seeds, parse_vary, run_study, to_csv
+    check_bootstrap(a.bootstrap)   # before any cell trains
     store = _store(a)
     if a.list:
         for st in store.studies():
@@ -643,6 +650,19 @@ def build_parser() -> Parser:
     return p
 
 
+# commands that only read the store or print: they take no share of the cores (and import no torch)
+LIGHT_COMMANDS = {"runs", "methods"}
+
+
+def _claim_threads(a):
+    """A computing command's CPU threads (kdlab.threads): --threads where the command's runs take it, else the
+    share of the cores. ``eval --threads`` is the latency measurement's own setting, not this."""
+    if a.cmd in LIGHT_COMMANDS or (a.cmd == "study" and (getattr(a, "workers", 1) or 1) > 1):
+        return   # a study's workers each take their share (kdlab.study._share_cores)
+    from .threads import use
+    use(getattr(a, "threads", None) if a.cmd != "eval" else None)
+
+
 def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
@@ -650,6 +670,7 @@ def main(argv=None) -> int:
         p.print_help()
         return 2
     try:
+        _claim_threads(a)
         return a.func(a) or 0
     except KdlabError as e:
         print(f"kdlab: error: {e}", file=sys.stderr)

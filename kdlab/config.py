@@ -27,6 +27,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"      # auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 + a gradient scaler where the GPU
                                  # has no bf16 (kdlab.distill.autocast_dtype); or fp32 / bf16 / fp16
+    threads: int = 0             # CPU threads; 0 = this process's share of the cores (kdlab.threads)
     eval_each_epoch: bool = True
     log_every: int = 1
     checkpoint_each_epoch: bool = True
@@ -39,6 +40,8 @@ class TrainConfig:
     select: str | None = None    # 'split:metric': keep the best epoch's model (kdlab.selection)
     patience: int = 0            # with select: stop after this many epochs without improvement; 0 = never
     tensorboard: bool = False    # also write TensorBoard event files into the run's folder (kdlab.tensorboard)
+    grad_share_every: int = 50   # every N optimiser steps, the gradient norm each loss term puts on the student
+                                 # (kdlab.grad_share, read by `kdlab doctor`); 0 = off
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -67,6 +70,11 @@ class TrainConfig:
             raise KdlabError(f"teacher-cache must be auto, on or off (got {self.teacher_cache})")
         if self.length_buckets not in ("auto", "on", "off"):
             raise KdlabError(f"length-buckets must be auto, on or off (got {self.length_buckets})")
+        from .threads import check as check_threads
+        check_threads(self.threads)
+        if self.grad_share_every < 0:
+            raise KdlabError(f"grad-share-every must be 0 (off) or a positive number of steps "
+                             f"(got {self.grad_share_every})")
         if self.cache_dtype not in ("fp32", "fp16"):
             raise KdlabError(f"cache-dtype must be fp32 or fp16 (got {self.cache_dtype})")
         return self
@@ -133,7 +141,8 @@ class RunConfig:
         """Identity of a fine-tuned teacher: base model, data, and the fine-tuning settings."""
         t = dataclasses.asdict(self.teacher_train)
         for k in ("progress", "log_every", "device", "eval_each_epoch", "checkpoint_each_epoch",
-                  "checkpoint_every", "teacher_cache", "cache_dtype", "cache_max_mb", "tensorboard"):
+                  "checkpoint_every", "teacher_cache", "cache_dtype", "cache_max_mb", "tensorboard",
+                  "grad_share_every", "threads"):
             t.pop(k, None)
         blob = json.dumps({"teacher": self.teacher, "data": data_identity, "train": t}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -153,6 +162,7 @@ CHOICES = dict(
     epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
     precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
     cache_dtype="fp32", length_buckets="auto", select=None, patience=0, name=None, no_progress=False,
+    grad_share_every=50, threads=0,
 )
 # Budgets of the dashboard and of `kdlab workshop prepare` (build_config names): quick reaches a first result in
 # about two minutes on a 2-core CPU with the packaged teacher on the embedded data. Its one epoch of 25 steps needs
@@ -228,11 +238,12 @@ def build_config(**choices) -> RunConfig:
     if c["temperature"] is not None:
         args["temperature"] = c["temperature"]
     shared = dict(batch_size=c["batch_size"], max_len=c["max_len"], seed=c["seed"], device=c["device"],
-                  precision=c["precision"], progress=not c["no_progress"])
+                  precision=c["precision"], progress=not c["no_progress"], threads=c["threads"] or 0)
     train = TrainConfig(epochs=c["epochs"], max_steps=c["max_steps"], lr=c["lr"], grad_accum=c["grad_accum"],
                         checkpoint_every=c["checkpoint_every"], teacher_cache=c["teacher_cache"],
                         cache_dtype=c["cache_dtype"], length_buckets=c["length_buckets"], select=c["select"] or None,
-                        patience=c["patience"] or 0, tensorboard=bool(c["tensorboard"]), **shared).validate()
+                        patience=c["patience"] or 0, tensorboard=bool(c["tensorboard"]),
+                        grad_share_every=c["grad_share_every"], **shared).validate()
     teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
                                 **shared).validate()
     data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]

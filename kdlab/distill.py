@@ -31,6 +31,7 @@ from .data.batching import make_loader
 from .errors import KdlabError
 from .evaluate import evaluate
 from .features import features
+from . import grad_share
 from .methods import get
 from .methods.base import Context, Method, State
 from .models import freeze, save_model
@@ -39,6 +40,8 @@ from .selection import Selector
 from .speed import buckets, ddp
 from .speed.alloc import keep_freed_memory
 from .speed.cache import shared_cache, should_cache, teacher_identity
+from .threads import rebalance as rebalance_threads
+from .threads import use as use_threads
 
 
 class Cancelled(Exception):
@@ -204,6 +207,7 @@ class Loop:
     tb: object = None                   # TensorBoard events (kdlab.tensorboard), with cfg.tensorboard
     skipped_steps: int = 0              # fp16: optimizer steps the gradient scaler skipped (inf/NaN gradients)
     last_W: torch.Tensor | None = None
+    grad_share_step: int = -1           # the last step whose terms' gradient norms were logged (kdlab.grad_share)
     pending: list = field(default_factory=list)    # metric rows not yet written
 
 
@@ -284,16 +288,24 @@ def forward_backward(loop: Loop, batch: dict):
         if loop.writes:
             loop.store.log_mapping(loop.run_id, state.step, state.epoch, loop.last_W)
     s_need, t_need = method.need(state)
+    measure = loop.writes and grad_share.wants(loop.cfg.grad_share_every, state.step, loop.grad_share_step)
+    method.terms = {} if measure else None
     with torch.autocast(loop.device.type, dtype=loop.amp, enabled=loop.amp is not None):
         t_feats = teacher_features(loop, batch, t_need)
         s_feats = features(loop.student, batch, s_need, loop.bucketed)
         loss, parts = method.loss(s_feats, t_feats, batch, state)
         parts = {**method.schedule_parts(state), **parts}
+    terms, method.terms = method.terms, None
     if not torch.isfinite(loss):
         bad = [k for k, v in parts.items() if not torch.isfinite(torch.as_tensor(v)).all()]
         raise NonFiniteLoss(f"the loss became non-finite at step {state.step} (objective/layer: "
                             f"{', '.join(bad) or 'total'}): lower the learning rate or the loss "
                             "weights; the last good checkpoint is kept")
+    if measure:   # each term's gradient norm on the student (kdlab.grad_share), before the backward pass
+        loop.grad_share_step = state.step
+        norms = grad_share.term_norms(terms, loss, loop.student.parameters())
+        if norms:
+            loop.store.log_grad_norms(loop.run_id, state.step, state.epoch, norms)
     loss_part = loss / loop.cfg.grad_accum
     if loop.scaler is not None:
         loss_part = loop.scaler.scale(loss_part)
@@ -429,6 +441,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     (weights, optimizer, scheduler, RNG, data position). Under torchrun the student is data-parallel
     (``kdlab.speed.ddp``); teacher outputs are cached per example when ``cfg.teacher_cache`` allows
     (``kdlab.speed.cache``)."""
+    threads = use_threads(cfg.threads or None if cfg is not None else None)   # this process's share of the cores
     loop = setup(student, tokenizer, bundle, method_name, teacher=teacher, cfg=cfg, method_args=method_args,
                  store=store, run_id=run_id, method=method, resume=resume)
     cfg, state, method = loop.cfg, loop.state, loop.method
@@ -439,7 +452,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
     if loop.writes:   # the plan, for progress and ETA (kdlab.progress)
         store.set_artifact(run_id, "plan", {"total_steps": total, "steps_per_epoch": state.steps_per_epoch,
                                             "started": time.time(), "start_step": state.step,
-                                            "precision": precision_name(loop.amp), "device": str(loop.device)})
+                                            "precision": precision_name(loop.amp), "device": str(loop.device),
+                                            "threads": threads})
     selector = Selector.of(cfg.select, cfg.patience, store.folder(run_id) / "selected"
                            if store is not None and run_id and loop.writes else None)
 
@@ -475,6 +489,7 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
                 if done % cfg.grad_accum:
                     continue
                 optimizer_step(loop, share)
+                rebalance_threads()   # a core given back or taken again as other kdlab runs start and end
                 checkpoint_now = bool(every) and state.step % every == 0
                 row = log_step(loop, loss, parts, share, force=checkpoint_now)
                 if checkpoint_now and state.step < total:

@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS studies (
 CREATE TABLE IF NOT EXISTS study_cells (
   study TEXT, cell TEXT, run_id TEXT, PRIMARY KEY (study, cell)
 );
+CREATE TABLE IF NOT EXISTS grad_norms (
+  run_id TEXT, step INTEGER, epoch INTEGER, term TEXT, norm REAL
+);
 """
 
 FINAL = ("finished", "failed", "cancelled")
@@ -116,6 +119,12 @@ class Store:
         with self._conn() as c:
             c.execute("INSERT INTO mappings VALUES (?,?,?,?,?)", (run_id, step, epoch, label, json.dumps(m)))
 
+    def log_grad_norms(self, run_id: str, step: int, epoch: int, norms: dict):
+        """The gradient norm each loss term put on the student's parameters at ``step`` (kdlab.grad_share)."""
+        with self._conn() as c:
+            c.executemany("INSERT INTO grad_norms VALUES (?,?,?,?,?)",
+                          [(run_id, step, epoch, k, float(v)) for k, v in norms.items()])
+
     def log_eval(self, run_id: str, step: int, epoch: int, split: str, domain: str, metrics: dict):
         rows = [(run_id, step, epoch, split, domain, k, float(v)) for k, v in metrics.items()]
         with self._conn() as c:
@@ -139,6 +148,7 @@ class Store:
             c.execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, step))
             c.execute("DELETE FROM evals WHERE run_id=? AND (step>? OR epoch>?)", (run_id, step, epoch))
             c.execute("DELETE FROM mappings WHERE run_id=? AND step>=?", (run_id, step))
+            c.execute("DELETE FROM grad_norms WHERE run_id=? AND step>=?", (run_id, step))
             c.execute("UPDATE runs SET status='running', message='', pid=?, updated=? WHERE id=?",
                       (os.getpid(), time.time(), run_id))
         (self.folder(run_id) / "CANCEL").unlink(missing_ok=True)
@@ -214,6 +224,13 @@ class Store:
             rows = c.execute("SELECT step, epoch, label, matrix FROM mappings WHERE run_id=? ORDER BY rowid",
                              (run_id,)).fetchall()
         return [dict(step=s, epoch=e, label=l, matrix=json.loads(m)) for s, e, l, m in rows]
+
+    def grad_norms(self, run_id: str) -> list[dict]:
+        """Rows {step, epoch, term, norm} written by ``log_grad_norms``, in step order."""
+        with self._conn() as c:
+            rows = c.execute("SELECT step, epoch, term, norm FROM grad_norms WHERE run_id=? ORDER BY step, rowid",
+                             (run_id,)).fetchall()
+        return [dict(step=s, epoch=e, term=t, norm=n) for s, e, t, n in rows]
 
     def evals(self, run_id: str) -> list[dict]:
         with self._conn() as c:

@@ -105,8 +105,8 @@ def base_setup(cfg: RunConfig) -> dict:
     d = cfg.to_dict()
     for k in ("method", "method_args", "name"):
         d.pop(k, None)
-    d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress")}
-    d["teacher_train"] = {k: v for k, v in d["teacher_train"].items() if k != "progress"}
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress", "grad_share_every")}
+    d["teacher_train"] = {k: v for k, v in d["teacher_train"].items() if k not in ("progress", "grad_share_every")}
     return d
 
 
@@ -139,14 +139,11 @@ def _cell_state(store: Store, run_id: str | None) -> str:
     return "resume" if find_checkpoint(store.folder(run_id) / "checkpoint") is not None else "restart"
 
 
-def _share_cores(workers: int) -> None:
-    """A worker process's share of the CPU threads: N workers of ``cores / N`` threads each, not N x cores threads
-    fighting over the same cores (an explicit OMP_NUM_THREADS wins)."""
-    import os
-    if os.environ.get("OMP_NUM_THREADS"):
-        return
-    import torch
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, workers)))
+def _share_cores(workers: int, threads: int = 0) -> None:
+    """A worker process's CPU threads (kdlab.threads): its share of the cores among at least the study's N workers
+    (not N x cores threads fighting over the same cores); ``--threads`` / $KDLAB_THREADS / $OMP_NUM_THREADS win."""
+    from .threads import use
+    use(threads or None, peers=workers)
 
 
 def run_cell(root: str, study: str, cfg_dict: dict, cell: dict, state: str, run_id: str | None) -> dict:
@@ -170,15 +167,28 @@ def run_cell(root: str, study: str, cfg_dict: dict, cell: dict, state: str, run_
         return {"key": cell["key"], "run_id": None, "status": "failed", "message": f"{type(e).__name__}: {e}"}
 
 
-def run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary: dict | None = None,
-              baseline: str = BASELINE, workers: int = 1, log=print, progress: bool = True,
-              n_boot: int = 2000) -> dict:
-    """Run (or continue) the study ``name`` and aggregate it; returns {"study", "cells", "ran", "rows", ...}."""
+def check_bootstrap(n_boot) -> None:
+    if not isinstance(n_boot, int) or n_boot < 1:
+        raise KdlabError(f"--bootstrap must be a positive number of resamples (got {n_boot}); the default is 2000")
+
+
+def run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, **kw) -> dict:
+    """Run (or continue) the study ``name`` and aggregate it; returns {"study", "cells", "ran", "rows", ...}.
+    One process at a time runs a study: a second one started beside it fails at once, naming the first."""
+    from . import prep_lock
+    _check_name(name)
+    check_bootstrap(kw.get("n_boot", 2000))   # before the first cell trains
+    if kw.get("workers", 1) < 1:
+        raise KdlabError(f"--workers must be at least 1 (got {kw['workers']})")
+    with prep_lock.exclusive(folder(store, name).with_name(f"{name}.lock"), f"study '{name}'"):
+        return _run_study(cfg, store, name, methods, seeds, **kw)
+
+
+def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary: dict | None = None,
+               baseline: str = BASELINE, workers: int = 1, log=print, progress: bool = True,
+               n_boot: int = 2000) -> dict:
     from .pipeline import load_bundle, prepare_teacher
     from .methods import get
-    _check_name(name)
-    if workers < 1:
-        raise KdlabError(f"--workers must be at least 1 (got {workers})")
     cfg = apply_preset(cfg)
     if cfg.data_seed is None:   # one data sample and one teacher for every seed
         cfg = dataclasses.replace(cfg, data_seed=cfg.train.seed)
@@ -227,7 +237,7 @@ def _execute(store, name, cfg, todo, known, workers, progress, total, done) -> l
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_share_cores,
-                                     initargs=(workers,)) as ex:
+                                     initargs=(workers, cfg.train.threads)) as ex:
                 for fut in as_completed([ex.submit(run_cell, *a) for a in args]):
                     out.append(fut.result())
                     if bar is not None:

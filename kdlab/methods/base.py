@@ -335,6 +335,14 @@ class Method(nn.Module):
         """``(total, parts)``: the loss to minimise and named values to log (per-layer ``"<term>/s<i>-t<j>"``)."""
         raise NotImplementedError
 
+    terms = None   # while the loop measures gradient shares (kdlab.grad_share): {term: its weighted tensor}
+
+    def record_terms(self, **weighted):
+        """Name the weighted terms whose sum is the loss (with their graphs), for the loop's gradient shares;
+        a no-op except on the steps it measures."""
+        if self.terms is not None:
+            self.terms.update(weighted)
+
     def temperature(self, state: State) -> float:
         """The KD temperature at this step (``temperature`` -> ``temperature_end`` along its schedule)."""
         return self.w("temperature", state) if "temperature" in self.hp else 1.0
@@ -437,9 +445,11 @@ class LogitKD(Method):
         kd = self.teacher_soft_loss(s.logits, t, self.hp["kd_form"], T)
         hard = self.hard_loss(s.logits, batch)
         total = self.w("alpha_soft", state) * kd + self.w("alpha_hard", state) * hard
+        name = {"score": "mse", "multi": "bce"}.get(self.label_kind, "ce")
+        if self.terms is not None:
+            self.record_terms(**{"kd": self.w("alpha_soft", state) * kd, name: self.w("alpha_hard", state) * hard})
         if self.label_kind == "score":
             return total, {"kd": kd.detach(), "mse": hard.detach()}
-        name = "bce" if self.label_kind == "multi" else "ce"
         return total, {"kd": kd.detach(), name: hard.detach(), "temperature": torch.tensor(T)}
 
     def loss(self, s, t, batch, state):
@@ -464,6 +474,8 @@ class LayerKD(LogitKD):
         layer, lparts = self.layer_loss(s, t, batch, state)
         parts.update(lparts)
         parts[self.term] = layer.detach()
+        if self.terms is not None:
+            self.record_terms(**{self.term: self.w("beta", state) * layer})
         return total + self.w("beta", state) * layer, parts
 
 

@@ -16,6 +16,7 @@ class CE(Method):
 
     def loss(self, s, t, batch, state):
         ce = self.hard_loss(s.logits, batch)   # MSE to the gold score for a score task
+        self.record_terms(ce=ce)
         return ce, {"ce": ce.detach()}
 
 

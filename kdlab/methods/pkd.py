@@ -78,6 +78,8 @@ class PKD(Method):
         ce = self.hard_loss(s.logits, batch)
         pt, parts = self.pt_terms(s, t)
         total = (1 - a) * ce + a * kd + self.w("beta", state, start=self.beta) * pt
+        if self.terms is not None:
+            self.record_terms(ce=(1 - a) * ce, kd=a * kd, pt=self.w("beta", state, start=self.beta) * pt)
         parts.update(kd=kd.detach(), ce=ce.detach(), pt=pt.detach(), temperature=torch.tensor(T))
         return total, parts
 

@@ -205,6 +205,8 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
                                   name=f"teacher {cfg.teacher} (ready cross-encoder)")
         return _finish_teacher(store, run_id, cfg.teacher, cfg, data, cands, hp, model, tok, device, log)
     tt = dataclasses.asdict(cfg.teacher_train)
+    tt.pop("grad_share_every", None)   # logging only: not part of the teacher's identity
+    tt.pop("threads", None)            # CPU threads: how fast, not what is trained
     ident = json.dumps({"teacher": cfg.teacher, "data": data.identity, "train": tt, "doc_len": hp["doc_len"],
                         "negatives": hp["negatives"], "depth": hp["depth"], "max_train": cfg.max_train,
                         "seed": cfg.train.seed}, sort_keys=True, default=str)
