@@ -3,6 +3,7 @@ prepare (fine-tune, cache) a teacher -> build a student -> distill -> evaluate -
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import traceback
@@ -280,11 +281,13 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         conf["teacher_runs"] = teacher.runs   # every teacher of an ensemble
     conf["data_identity"] = bundle.identity
     conf["task_spec"] = bundle.task.to_dict()
+    lock = contextlib.ExitStack()   # the run's writers' lock (resume_run holds it already for a resumed run)
     if resume:   # continue a stored run from its last checkpoint (resume_run)
         run_id, checkpoint = resume, _checkpoint_of(store, resume)
         store.reopen(run_id, *checkpoint_position(checkpoint))
     else:
         run_id, checkpoint = store.create_run(kind, cfg.method, conf, name=cfg.name, parent=teacher_run), None
+        lock.enter_context(prep_lock.run_held(store, run_id))
         if on_create is not None:
             on_create(run_id)
     log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
@@ -316,6 +319,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         if not isinstance(e, KdlabError):
             (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
         raise
+    finally:
+        lock.close()
     return run_id
 
 
@@ -335,13 +340,18 @@ def resume_run(store: Store, run_id: str, log=print) -> str:
     if run["status"] in ("finished", "running"):
         raise KdlabError(f"run {run['id']} is {run['status']}: only a killed (died), failed or cancelled run "
                          "can be resumed")
-    _checkpoint_of(store, run["id"])
-    conf = dict(run["config"])
-    for k in ("teacher_run", "teacher_runs", "data_identity", "task_spec"):
-        conf.pop(k, None)
-    cfg = RunConfig.from_dict(conf)
-    cfg.train.progress = False
-    return distill_run(cfg, store, log=log, resume=run["id"])
+    with prep_lock.run_held(store, run["id"]):   # a second resume of the same run fails here, naming the first
+        run = store.run(run["id"])   # again under the lock: another process may have finished it meanwhile
+        if run["status"] in ("finished", "running"):
+            raise KdlabError(f"run {run['id']} is {run['status']}: only a killed (died), failed or cancelled run "
+                             "can be resumed")
+        _checkpoint_of(store, run["id"])
+        conf = dict(run["config"])
+        for k in ("teacher_run", "teacher_runs", "data_identity", "task_spec"):
+            conf.pop(k, None)
+        cfg = RunConfig.from_dict(conf)
+        cfg.train.progress = False
+        return distill_run(cfg, store, log=log, resume=run["id"])
 
 
 def _task_of(spec):

@@ -7,6 +7,10 @@ so once, then reports the preparing run's step every ``report_every`` seconds, a
 ready in the cache instead of fine-tuning it again. The ranks of one torchrun/accelerate job are not locked
 against each other (they fine-tune together). The OS releases a flock when its process dies, so a killed
 preparation never blocks the next one. Where ``fcntl`` does not exist (Windows) there is no lock.
+
+``exclusive(path, what)`` is the writers' lock: one process at a time writes a run (distill, resume, compress of
+its models), a study or a workshop pack; a second writer does not wait but fails at once with one line naming
+the process (pid) that holds it. ``run_held(store, run_id)`` is that lock on ``<store>/<run>/run.lock``.
 """
 from __future__ import annotations
 
@@ -117,3 +121,72 @@ def preparation(folder, store=None) -> dict | None:
     except Exception:   # the holder's store is not readable from here: what the lock file says
         pass
     return out
+
+
+def _busy_line(what: str, info: dict) -> str:
+    pid = info.get("pid", "?")
+    since = f" since {info['since']}" if info.get("since") else ""
+    return (f"{what} is being written by another process (pid {pid}{since}): wait for it to finish, or stop it "
+            f"(kill {pid}) and try again")
+
+
+@contextmanager
+def exclusive(path, what: str):
+    """Hold an exclusive lock on the file ``path`` for the block, or raise a KdlabError at once naming the process
+    that holds it (``what`` says what is locked, e.g. "run R"). Several ranks of one torchrun job are one writer."""
+    from .errors import KdlabError
+    if fcntl is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        yield
+        return
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise KdlabError(f"cannot lock {what} ({path}: {e.strerror}): writing needs a writable run store") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            except ValueError:
+                info = {}
+            raise KdlabError(_busy_line(what, info)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)   # releases the flock
+
+
+def run_lock_path(store, run_id: str) -> Path:
+    return store.folder(run_id) / "run.lock"
+
+
+def run_held(store, run_id: str):
+    """The writers' lock of one run (``exclusive``)."""
+    return exclusive(run_lock_path(store, run_id), f"run {run_id}")
+
+
+def run_writer(store, run_id: str) -> int | None:
+    """The pid of the process writing ``run_id`` now, or None when no process holds its lock."""
+    path = run_lock_path(store, run_id)
+    if fcntl is None or not path.exists():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            try:
+                return json.loads(os.pread(fd, 4096, 0).decode() or "{}").get("pid")
+            except ValueError:
+                return -1
+    finally:
+        os.close(fd)

@@ -45,7 +45,14 @@ def _latest(store: Store, name: str) -> dict | None:
 def prepare(store: Store, profile: str = "quick", log=print, progress: bool = True, **overrides) -> list[dict]:
     """Prepare the teacher and every run of ``PLAN`` for ``profile`` (``overrides``: other ``build_config``
     choices, e.g. ``preset='tiny', max_steps=2``); returns one ``{"label", "run", "status", "action", "seconds"}``
-    per run, ``action`` being skipped (already finished), resumed or trained."""
+    per run, ``action`` being skipped (already finished), resumed or trained. One process at a time prepares a
+    store: a second one fails at once, naming the first."""
+    from .. import prep_lock
+    with prep_lock.exclusive(store.root / "workshop.lock", f"the workshop pack in {store.root}"):
+        return _prepare(store, profile, log, progress, **overrides)
+
+
+def _prepare(store: Store, profile: str, log, progress: bool, **overrides) -> list[dict]:
     if profile not in PROFILES:
         raise KdlabError(f"unknown workshop profile '{profile}': use quick or full")
     choices = {**PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
