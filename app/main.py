@@ -5,6 +5,10 @@ kdlab is an installed package (``pip install -e .[dashboard]``); the pages impor
 """
 import streamlit as st
 
+from kdlab.threads import dashboard as dashboard_threads
+
+dashboard_threads()   # one CPU thread here: the runs it starts take the cores (kdlab.threads)
+
 # an emoji favicon is drawn in the page (a data: URL); a ":material/...:" page icon would be fetched from
 # fonts.gstatic.com, and the dashboard makes no request beyond 127.0.0.1 (tests/test_browser.py)
 st.set_page_config(page_title="kdlab", page_icon="🎓", layout="wide")

@@ -321,9 +321,10 @@ def _eval_args(p):
 def cmd_eval(a):
     from .pipeline import eval_run
     if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
-        run = _store(a).run(a.run)
-        if ((run.get("config") or {}).get("task_spec") or {}).get("kind") == "ranking":
-            a.data = run["config"]["data"]
+        from .run_record import StoredRun
+        rec = StoredRun.load(_store(a), a.run)
+        if rec.is_ranking:
+            a.data = rec.data
     if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)
         from .deploy.report import eval_models, format_table
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")
@@ -345,18 +346,28 @@ def _compress_args(p):
                         ".tsv/.csv/.jsonl file, when given) produce, plus the special tokens")
     p.add_argument("--quantize", metavar="SCHEME", help="int8: dynamic int8 quantization of the linear layers")
     p.add_argument("--onnx", action="store_true", help="export to ONNX, run with onnxruntime")
+    p.add_argument("--prune-heads", type=int, default=0, metavar="N",
+                   help="remove the N least important attention heads from each layer (gradient importance on the "
+                        "run's training data)")
+    p.add_argument("--prune-ffn", type=int, default=0, metavar="M",
+                   help="remove the M least important FFN neurons from each layer (activation x gradient)")
+    p.add_argument("--recover-steps", type=int, default=0, metavar="K",
+                   help="after head/FFN pruning: K steps of logit KD from the unpruned model")
+    p.add_argument("--prune-sample", type=int, default=256, metavar="N",
+                   help="training examples that measure head/FFN importance (default 256)")
     p.add_argument("--name", help="name of the new model (default from the steps, e.g. pruned-int8)")
     p.add_argument("--text-col", help="text column of a .tsv/.csv/.jsonl CORPUS (default: the run's)")
     _store_option(p)
     _quiet_option(p)
 
 
-@command("compress", "vocabulary pruning, int8 and/or ONNX of a run's model, stored next to the run",
+@command("compress", "vocabulary, head and FFN pruning, int8 and/or ONNX of a run's model, stored next to the run",
          _compress_args)
 def cmd_compress(a):
     from .deploy.artifacts import compress_run
     info = compress_run(_store(a), a.run, prune_vocab=a.prune_vocab, quantize=a.quantize, onnx=a.onnx,
-                        name=a.name, text_col=a.text_col, log=_log(a))
+                        name=a.name, text_col=a.text_col, prune_heads=a.prune_heads, prune_ffn=a.prune_ffn,
+                        recover_steps=a.recover_steps, prune_sample=a.prune_sample, log=_log(a))
     print(json.dumps(info, indent=2))
     return 0
 

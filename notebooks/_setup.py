@@ -29,6 +29,9 @@ from kdlab.methods import names  # noqa: E402
 from kdlab.pipeline import distill_run, load_bundle, prepare_teacher  # noqa: E402
 from kdlab.store import Store  # noqa: E402
 from kdlab.tasks import run_primary_metric  # noqa: E402
+from kdlab.threads import use as use_threads  # noqa: E402
+
+use_threads()   # this kernel's share of the cores beside the runs and other notebooks computing (kdlab.threads)
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = os.environ.get("KDLAB_FAST", "").strip().lower() not in ("", "0", "false", "no", "off")

@@ -11,6 +11,15 @@ if "KDLAB_TEACHERS" not in os.environ:
     import tempfile
     os.environ["KDLAB_TEACHERS"] = tempfile.mkdtemp(prefix="kdlab-teachers-")
 
+# Each pytest-xdist worker takes its share of the cores (kdlab.threads): two workers of two threads each on two
+# cores wait on each other's OpenMP threads and run several times slower than two workers of one thread. The
+# processes and notebook kernels the tests start inherit the setting.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _workers > 1 and not os.environ.get("KDLAB_THREADS"):
+    from kdlab.threads import cores, share
+    os.environ["KDLAB_THREADS"] = str(share(cores(), _workers))
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ["KDLAB_THREADS"])
+
 
 import sys  # noqa: E402
 

@@ -167,7 +167,6 @@ def fast_env(tmp_path_factory):
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
     mp.setenv("TOKENIZERS_PARALLELISM", "false")
-    mp.setenv("OMP_NUM_THREADS", "2")
     yield
     mp.undo()
 

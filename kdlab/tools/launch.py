@@ -20,6 +20,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..errors import KdlabError
 from ..store import Store
+from ..threads import child_env
 
 # the launched process runs in the project folder, so that a relative data path means what it means in the
 # dashboard (app/common.check_path resolves it there)
@@ -84,7 +85,7 @@ def launch(cfg: RunConfig, runs: str | os.PathLike, name: str, command: str = "d
     cfg.teacher_train = dataclasses.replace(cfg.teacher_train, progress=False)
     conf.write_text(json.dumps(cfg.to_dict(), indent=2))
     cmd = [python or sys.executable, "-m", "kdlab", command, "--config", str(conf), "--runs", str(runs)]
-    penv = dict(os.environ, **(env or {}))
+    penv = child_env(dict(os.environ, **(env or {})))   # the run takes its share of the cores (kdlab.threads)
     penv["KDLAB_RUNS"] = str(runs)
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
