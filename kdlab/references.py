@@ -162,23 +162,28 @@ def weak_teacher(task: str | None, backbone: str | None, value, metric: str | No
             "it longer or on more data (docs/RESULTS.md, 'Teachers worth distilling').")
 
 
-def _fmt(r: Ref) -> str:
-    metric = r.metric or "metric not stated"
-    return f"  {BACKBONES[r.backbone]:22s} {r.value:5.1f}  ({r.split}, {metric}; {r.source})"
+def _fmt(r: Ref, n: int) -> str:
+    return f"  {BACKBONES[r.backbone]:22s} {r.value:5.1f}  {r.split}, {r.metric or 'metric not stated'} [{n}]"
 
 
 def block(task: str | None, backbone: str | None, value=None, metric: str | None = None, data=None) -> list[str]:
     """The lines to print under a result table: the teacher's backbone's rows, BERT-base and DistilBERT (the
-    usual teacher and student of the literature), and the weak-teacher warning. [] when the task has none."""
+    usual teacher and student of the literature), their sources, and the weak-teacher warning. [] when the
+    task has no published row (the embedded corpus, a custom task)."""
     key = task_key(task, data)
     if key is None:
         return []
     rows = lookup(key, [backbone, "bert-base", "distilbert"])
     if not rows:
         return []
-    lines = [f"published reference rows ({key}, points):"] + [_fmt(r) for r in rows]
+    sources = list(dict.fromkeys(r.source for r in rows))
+    lines = [f"published reference rows ({key}, points):"]
+    if value is not None:
+        lines.append(f"  {'this teacher':22s} {float(value) * 100:5.1f}  dev, {metric or 'primary metric'} (measured)")
+    lines += [_fmt(r, sources.index(r.source) + 1) for r in rows]
     if backbone is None:
         lines.append("  (the teacher's backbone has no published row here)")
+    lines += [f"  [{i}] {src}" for i, src in enumerate(sources, 1)]
     warn = weak_teacher(key, backbone, value, metric)
     if warn:
         lines.append(warn)
