@@ -425,7 +425,8 @@ def fresh_student(t, key: str, tok=None):
 
 
 def _ranking(r: dict) -> bool:
-    return ((r.get("config") or {}).get("task_spec") or {}).get("kind") == "ranking"
+    from kdlab.run_record import StoredRun
+    return StoredRun(r).is_ranking
 
 
 def student_runs(status: str | None = "finished") -> list[dict]:
@@ -451,12 +452,8 @@ def run_models(run: dict, attentions: bool = False):
     if not st_dir or not Path(st_dir).exists():
         raise KdlabError(f"run {run['id']} has no saved student (status {run['status']}): pick a finished run")
     student, tok = saved_model(st_dir, attentions)
-    teacher_m = None
-    trun = run["config"].get("teacher_run") or run.get("parent")
-    if trun:
-        tdir = store().artifact(trun, "model_dir")
-        if tdir and Path(tdir).exists():
-            teacher_m, _ = saved_model(tdir, attentions)
+    tdir = record(run).teacher_dir()
+    teacher_m = saved_model(str(tdir), attentions)[0] if tdir else None
     return student, teacher_m, tok
 
 
@@ -471,11 +468,17 @@ def logits_for(folder: str, texts: tuple, max_len: int = 64, texts_b: tuple | No
 
 
 # ----------------------------------------------------------------------------------------------- stored runs
+def record(run: dict):
+    """The stored run as a ``kdlab.run_record.StoredRun`` of this store."""
+    from kdlab.run_record import StoredRun
+    return StoredRun(run, store())
+
+
 def run_task(run: dict):
     """The task a stored run was trained on (sentiment for runs from before tasks)."""
-    from kdlab.pipeline import run_task as _rt
     from kdlab.tasks import BUILTIN
-    return _rt(store(), run, store().artifact(run["id"], "model_dir")) or BUILTIN["sentiment"]
+    rec = record(run)
+    return rec.task(rec.model_dir()) or BUILTIN["sentiment"]
 
 
 @st.cache_resource(show_spinner="loading the run's data ...", max_entries=6)
@@ -491,7 +494,7 @@ def run_bundle(run: dict):
 
 
 def run_max_len(run: dict) -> int:
-    return int((run["config"].get("train") or {}).get("max_len", 64))
+    return record(run).max_len
 
 
 def model_dir(run_id: str | None) -> Path | None:
@@ -500,7 +503,7 @@ def model_dir(run_id: str | None) -> Path | None:
 
 
 def teacher_run_of(run: dict) -> str | None:
-    return run["config"].get("teacher_run") or run.get("parent")
+    return record(run).teacher_run
 
 
 def size_rows(runs: list[dict], metric: str, labels: dict | None = None) -> list[dict]:

@@ -236,6 +236,19 @@ def _log(a):
     return (lambda *x, **k: None) if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
+def _print_lines(lines):
+    if lines:
+        print("\n" + "\n".join(lines))
+
+
+def _print_references(store, run_id):
+    """The published reference rows and the weak-teacher warning for the teacher of ``run_id``
+    (kdlab.references)."""
+    from .references import for_run
+    if run_id:
+        _print_lines(for_run(store, run_id))
+
+
 def _print_run(store, run_id):
     r = store.run(run_id)
     ev = store.final_evals(run_id)
@@ -272,8 +285,11 @@ def cmd_teacher(a):
     if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
         _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
         return 0
+    from .references import for_run
     for _, _, run_id in prepare_teachers(cfg, store, load_bundle(cfg), log=_log(a)):
         _print_run(store, run_id)
+        for line in ([] if a.quiet else for_run(store, run_id)):   # stderr: stdout stays one JSON per teacher
+            print(line, file=sys.stderr)
     return 0
 
 
@@ -332,6 +348,8 @@ def cmd_eval(a):
                           label_col=a.label_col or "label", max_len=a.max_len, threads=a.threads,
                           log=_log(a))
         print(json.dumps(res, indent=2) if a.json else format_table(res))
+        if not a.json:
+            _print_references(_store(a), res.get("run"))
         return 0
     res = eval_run(_store(a), a.run, a.data, text_col=a.text_col, label_col=a.label_col, max_len=a.max_len,
                    ood_map=a.ood_map)
@@ -510,7 +528,25 @@ def cmd_study(a):
         sys.stdout.write(to_csv(rows))
     else:
         print(format_table(rows))
+        from .references import for_study
+        _print_lines(for_study(store, a.name))
     return 1 if res["failed"] else 0
+
+
+def _doctor_args(p):
+    p.add_argument("--run", required=True, help="a stored classification student run (id, a unique part of it, or "
+                                                "a method name: its latest run)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    _store_option(p)
+
+
+@command("doctor", "why distillation did (not) help a run: ranked findings, each with its figure and a next step",
+         _doctor_args)
+def cmd_doctor(a):
+    from .doctor import diagnose, format_report
+    d = diagnose(_store(a), a.run)
+    print(json.dumps(d, indent=2, default=float) if a.json else format_report(d))
+    return 0
 
 
 CKA_WITHOUT_RUN = ("teacher", "preset", "student_layers", "student_init", "data")
@@ -599,6 +635,11 @@ def _bench_args(p):
     p.add_argument("--no-textbrewer", action="store_true")
     p.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
                    help="kdlab's steps skip padding (auto: on for CPU); on also adds the padded steps")
+    p.add_argument("--concurrent", type=int, metavar="N",
+                   help="instead: the wall time of N tiny runs started together against one alone (each process "
+                        "takes its share of the cores, kdlab.threads)")
+    p.add_argument("--every-core", action="store_true",
+                   help="with --concurrent: also N runs together each on every core (torch's default)")
     p.add_argument("--write", nargs="?", const="BENCHMARKS.md", help="write the figures into BENCHMARKS.md")
     _quiet_option(p)
 
@@ -606,6 +647,13 @@ def _bench_args(p):
 @command("bench", "steps/s of plain, live-teacher KD, cached-teacher KD and TextBrewer steps; --write BENCHMARKS.md",
          _bench_args)
 def cmd_bench(a):
+    if a.concurrent is not None:
+        from .tools import bench_concurrent
+        res = bench_concurrent.run_concurrent(a.concurrent, every_core=a.every_core, log=_log(a))
+        if a.write:
+            bench_concurrent.write_markdown(res, a.write, command="python -m kdlab bench " + " ".join(sys.argv[2:]))
+        print(json.dumps(res, indent=2))
+        return 0
     from .tools.bench import run_bench, write_markdown
     teacher = a.teacher or (PRESETS[a.preset]["teacher"] if a.preset else CHOICES["teacher"])
     res = run_bench(teacher=teacher, student_layers=a.student_layers, batch=a.batch, seq=a.seq, steps=a.steps,
@@ -668,8 +716,9 @@ LIGHT_COMMANDS = {"runs", "methods"}
 def _claim_threads(a):
     """A computing command's CPU threads (kdlab.threads): --threads where the command's runs take it, else the
     share of the cores. ``eval --threads`` is the latency measurement's own setting, not this."""
-    if a.cmd in LIGHT_COMMANDS or (a.cmd == "study" and (getattr(a, "workers", 1) or 1) > 1):
-        return   # a study's workers each take their share (kdlab.study._share_cores)
+    if a.cmd in LIGHT_COMMANDS or (a.cmd == "study" and (getattr(a, "workers", 1) or 1) > 1) or (
+            a.cmd == "bench" and getattr(a, "concurrent", None)):
+        return   # a study's workers (kdlab.study._share_cores) and the benchmark's runs each take their share
     from .threads import use
     use(getattr(a, "threads", None) if a.cmd != "eval" else None)
 

@@ -24,6 +24,7 @@ from .selection import Selector
 from .ready_teacher import is_kdlab_model, ready_teacher
 from .models import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from .speed.ddp import is_main
+from .run_record import StoredRun
 from .store import Store, teacher_cache_root  # noqa: F401  (teacher_cache_root: used here and re-exported)
 
 
@@ -346,10 +347,7 @@ def resume_run(store: Store, run_id: str, log=print) -> str:
             raise KdlabError(f"run {run['id']} is {run['status']}: only a killed (died), failed or cancelled run "
                              "can be resumed")
         _checkpoint_of(store, run["id"])
-        conf = dict(run["config"])
-        for k in ("teacher_run", "teacher_runs", "data_identity", "task_spec"):
-            conf.pop(k, None)
-        cfg = RunConfig.from_dict(conf)
+        cfg = StoredRun(run).config()
         cfg.train.progress = False
         return distill_run(cfg, store, log=log, resume=run["id"])
 
@@ -362,13 +360,7 @@ def _task_of(spec):
 def run_task(store: Store, run: dict, folder=None):
     """The task a stored run was trained on (stored with its configuration and its model), or None (runs from
     before tasks: sentiment)."""
-    spec = (run.get("config") or {}).get("task_spec")
-    if spec is None and folder is not None and (Path(folder) / "kdlab.json").exists():
-        try:
-            spec = json.loads((Path(folder) / "kdlab.json").read_text()).get("task_spec")
-        except (OSError, ValueError):
-            spec = None
-    return _task_of(spec)
+    return StoredRun(run, store).task(folder)
 
 
 def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_col=None,
@@ -379,7 +371,7 @@ def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_
     from .data.loaders import load_eval_file
     from .evaluate import metrics, predict
     run = store.run(run_id)
-    if (((run.get("config") or {}).get("task_spec") or {}).get("kind")) == "ranking":
+    if StoredRun(run).is_ranking:
         from .ranking.train import eval_ranking_run   # nDCG@10, MRR@10, Recall@100 on the folder's test qrels
         return eval_ranking_run(store, run, data_file)
     folder = store.artifact(run["id"], "model_dir")

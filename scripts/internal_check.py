@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdlab.config import RunConfig  # noqa: E402
 from kdlab.internal_check import matched_gaps  # noqa: E402
 from kdlab.models import build_student, load_saved  # noqa: E402
 from kdlab.pipeline import load_bundle  # noqa: E402
+from kdlab.run_record import StoredRun  # noqa: E402
 from kdlab.store import Store  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,25 +35,23 @@ for name in a.study:
     st = store.study(name)
     if st is None:
         sys.exit(f"no study {name!r} in {a.runs}")
-    runs = [store.run(rid) for rid in st["cells"].values() if rid]
-    runs = [r for r in runs if r and r["status"] == "finished" and r["method"] in methods]
+    runs = [StoredRun.load(store, rid) for rid in st["cells"].values() if rid]
+    runs = [r for r in runs if r.row["status"] == "finished" and r.row["method"] in methods]
     if not runs:
         sys.exit(f"study {name!r} has no finished cells of {methods}")
-    conf = {k: v for k, v in runs[0]["config"].items() if k not in ("teacher_run", "teacher_runs", "data_identity",
-                                                                    "task_spec")}
-    cfg = RunConfig.from_dict(conf)
+    cfg = runs[0].config()
     dev = load_bundle(cfg).dev
-    teacher, tok = load_saved(store.artifact(runs[0]["config"]["teacher_run"], "model_dir"), attentions=True)
+    teacher, tok = load_saved(runs[0].teacher_dir(), attentions=True)
     rows = {}
-    seeds = sorted({r["config"]["train"]["seed"] for r in runs})
+    seeds = sorted({r.seed for r in runs})
     for seed in seeds:   # the student before training: its initialisation for that seed
         init = build_student(teacher, layers=cfg.student_layers, init=cfg.student_init,
                              layer_list=cfg.student_layer_list, seed=seed)
         rows.setdefault("before training", []).append(matched_gaps(teacher, init, tok, dev, max_examples=a.n,
                                                                     max_len=cfg.train.max_len))
     for r in runs:
-        student, _ = load_saved(store.artifact(r["id"], "model_dir"), attentions=True)
-        rows.setdefault(r["method"], []).append(matched_gaps(teacher, student, tok, dev, max_examples=a.n,
+        student, _ = load_saved(r.model_dir(), attentions=True)
+        rows.setdefault(r.row["method"], []).append(matched_gaps(teacher, student, tok, dev, max_examples=a.n,
                                                              max_len=cfg.train.max_len))
     table = {}
     for label, gaps in rows.items():

@@ -11,6 +11,7 @@ has passed, and a failure removes the partial folder.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..errors import KdlabError
 from ..models import folder_mb  # noqa: F401  (re-exported: the size of an artifact's folder)
+from ..run_record import StoredRun
 
 SCHEMES = ("int8",)
 FORMATS = ("hf", "int8", "onnx")
@@ -36,18 +38,13 @@ def run_model_dir(store, run: dict) -> Path:
 
 def run_data(run: dict):
     """The run's own data (train, dev and out-of-domain splits) and its max length, from its stored config."""
-    from ..config import RunConfig
     from ..data.loaders import load_data
     from ..pipeline import load_bundle
-    conf = dict(run["config"])
-    if run["kind"] == "teacher":   # a teacher run stores the data spec and its fine-tuning settings only
-        data = conf.get("data")
-        bundle = load_data(None if data in (None, "embedded") else data,
-                           seed=(conf.get("train") or {}).get("seed", 0))
-        return bundle, int((conf.get("train") or {}).get("max_len", 64))
-    for k in ("teacher_run", "data_identity", "task_spec"):
-        conf.pop(k, None)
-    cfg = RunConfig.from_dict(conf)
+    rec = StoredRun(run)
+    if rec.kind == "teacher":   # a teacher run stores the data spec and its fine-tuning settings only
+        bundle = load_data(None if rec.data in (None, "embedded") else rec.data, seed=rec.seed or 0)
+        return bundle, rec.max_len
+    cfg = rec.config()
     return load_bundle(cfg), int(cfg.train.max_len)
 
 
@@ -55,20 +52,25 @@ def models_of(store, run_id: str) -> dict:
     return dict(store.artifact(run_id, "models", {}) or {})
 
 
-def default_name(prune: bool, quantize: str | None, onnx: bool) -> str:
-    parts = (["pruned"] if prune else []) + ([quantize] if quantize else []) + (["onnx"] if onnx else [])
+def default_name(prune: bool, quantize: str | None, onnx: bool, heads: int = 0, ffn: int = 0) -> str:
+    parts = (["pruned"] if prune else []) + ([f"h{heads}"] if heads else []) + ([f"f{ffn}"] if ffn else [])
+    parts += ([quantize] if quantize else []) + (["onnx"] if onnx else [])
     return "-".join(parts)
 
 
-def check_request(store, run_id: str, *, prune_vocab=None, quantize=None, onnx=False, name=None):
+def check_request(store, run_id: str, *, prune_vocab=None, quantize=None, onnx=False, name=None, prune_heads=0,
+                  prune_ffn=0):
     """Every check that needs no model: returns (run, source folder, name)."""
     run = store.run(run_id)
     if quantize is not None and quantize not in SCHEMES:
         raise KdlabError(f"unknown quantization scheme '{quantize}': choose one of {', '.join(SCHEMES)}")
-    if not (prune_vocab or quantize or onnx):
-        raise KdlabError("nothing to do: give --prune-vocab CORPUS, --quantize int8 and/or --onnx")
+    if not (prune_vocab or quantize or onnx or prune_heads or prune_ffn):
+        raise KdlabError("nothing to do: give --prune-vocab CORPUS, --prune-heads N, --prune-ffn M, --quantize int8 "
+                         "and/or --onnx")
+    if (prune_heads or 0) < 0 or (prune_ffn or 0) < 0:
+        raise KdlabError("--prune-heads and --prune-ffn take a count >= 0 (removed from each layer)")
     src = run_model_dir(store, run)
-    name = name or default_name(bool(prune_vocab), quantize, onnx)
+    name = name or default_name(bool(prune_vocab), quantize, onnx, prune_heads or 0, prune_ffn or 0)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or name in RESERVED:
         raise KdlabError(f"'{name}' is not a usable model name: use letters, digits, '.', '_' or '-' "
                          f"(not {', '.join(RESERVED)})")
@@ -77,27 +79,45 @@ def check_request(store, run_id: str, *, prune_vocab=None, quantize=None, onnx=F
     return run, src, name
 
 
-def compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None = None, onnx: bool = False,
-                 name: str | None = None, text_col: str | None = None, log=print) -> dict:
+def compress_run(store, run_id: str, **kw) -> dict:
+    """``_compress_run`` under the run's writers' lock (a second compress of the run fails at once, naming this
+    process). The model is written under a unique temporary name, its name claimed in the run's ``models`` list in
+    one transaction, then the folder moved to its final name."""
+    from .. import prep_lock
+    store.check_writable("compress")
+    run_id = store.run(run_id)["id"]
+    with prep_lock.run_held(store, run_id):
+        return _compress_run(store, run_id, **kw)
+
+
+def _compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None = None, onnx: bool = False,
+                 name: str | None = None, text_col: str | None = None, prune_heads: int = 0, prune_ffn: int = 0,
+                 recover_steps: int = 0, prune_sample: int = 256, log=print) -> dict:
     """Compress a stored run's model; returns the lineage record (also in ``<folder>/kdlab.json``).
 
     ``prune_vocab``: ``True`` (the run's training data only) or an extra corpus file (the training data plus its
-    texts)."""
+    texts). ``prune_heads`` / ``prune_ffn``: attention heads / FFN neurons removed from each layer
+    (``kdlab.deploy.prune``, importance on ``prune_sample`` training examples), then ``recover_steps`` steps of
+    logit KD from the unpruned model."""
     from ..models import count_params, load_saved, quiet_hf
     from . import int8 as int8_mod
     from . import onnx as onnx_mod
     from . import vocab
-    run, src, name = check_request(store, run_id, prune_vocab=prune_vocab, quantize=quantize, onnx=onnx, name=name)
+    run, src, name = check_request(store, run_id, prune_vocab=prune_vocab, quantize=quantize, onnx=onnx, name=name,
+                                   prune_heads=prune_heads, prune_ffn=prune_ffn)
     quiet_hf()
     extra = None
     if prune_vocab and prune_vocab is not True:
-        extra = vocab.read_corpus(prune_vocab, text_col or run["config"].get("text_col") or "sentence")
+        extra = vocab.read_corpus(prune_vocab, text_col or StoredRun(run).config().text_col or "sentence")
     model, tok = load_saved(src)
     model.eval()
     if onnx:
         onnx_mod.check_exportable(model)
     if prune_vocab:
         vocab.check_prunable(tok)
+    if prune_heads or prune_ffn:
+        from . import prune as structure
+        structure.check(model, prune_heads, prune_ffn)
     bundle, max_len = run_data(run)
     check_texts = list(bundle.dev.texts)[:64]
     check_b = None if bundle.dev.texts_b is None else list(bundle.dev.texts_b)[:64]   # a pair task's second texts
@@ -123,6 +143,9 @@ def compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None =
                           "texts": len(texts), "vocab_before": before, "vocab_after": len(keep),
                           "same_ids_checked_texts": checked, "max_logit_diff_in_vocab": diff})
             log(f"compress: vocabulary {before} -> {len(keep)} tokens")
+        if prune_heads or prune_ffn:
+            steps.append(_prune_structure(model, tok, bundle, max_len, prune_heads, prune_ffn, recover_steps,
+                                          prune_sample, log))
         params = count_params(model)
         if onnx:
             diff = onnx_mod.export(model, tok, tmp, check_texts, max_len=max_len, texts_b=check_b)
@@ -152,17 +175,44 @@ def compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None =
                 "source_model_dir": str(src), "params": int(params), "max_len": max_len, "steps": steps,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         (tmp / LINEAGE).write_text(json.dumps(info, indent=2))
-        if final.exists():   # a folder left by a model that the store does not list
-            shutil.rmtree(final)
-        tmp.rename(final)
+        if final.exists():   # a folder left by a model that the store does not list: moved aside, then removed
+            stale = final.with_name(f".{name}.stale-{time.time_ns()}")
+            final.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        if not store.add_entry(run["id"], "models", name, str(final)):   # the name, claimed in one transaction
+            raise KdlabError(f"run {run['id']} already has a model named '{name}': choose another --name")
+        try:
+            os.rename(tmp, final)   # refuses to replace a folder that has files in it
+        except OSError:
+            _unclaim(store, run["id"], name)
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    models = models_of(store, run["id"])
-    models[name] = str(final)
-    store.set_artifact(run["id"], "models", models)
     info["folder"] = str(final)
     return info
+
+
+def _unclaim(store, run_id: str, name: str):
+    models = models_of(store, run_id)
+    models.pop(name, None)
+    store.set_artifact(run_id, "models", models)
+
+
+def _prune_structure(model, tok, bundle, max_len, heads, ffn, recover_steps, sample, log) -> dict:
+    """Heads / FFN neurons pruned in place on a sample of the training data (``kdlab.deploy.prune``)."""
+    import copy
+    import random
+    from . import prune as structure
+    tr = bundle.train
+    idx = sorted(random.Random(0).sample(range(len(tr.texts)), min(int(sample), len(tr.texts))))
+    data = {"texts": [tr.texts[i] for i in idx], "labels": [tr.labels[i] for i in idx],
+            "texts_b": None if tr.texts_b is None else [tr.texts_b[i] for i in idx]}
+    teacher = copy.deepcopy(model).eval() if recover_steps else None
+    step = structure.prune(model, tok, data, heads=heads, ffn=ffn, max_len=max_len, recover_steps=recover_steps,
+                           teacher=teacher, log=log)
+    model.eval()
+    return step
 
 
 def _logit_diff(ref, ref_tok, model, tok, texts, keep, max_len) -> float:

@@ -16,13 +16,8 @@ from .artifacts import folder_mb, load_artifact, models_of, run_data, run_model_
 
 def teacher_dir(store, run: dict) -> Path | None:
     """The model folder of the teacher the run was distilled from (None when unknown or gone)."""
-    if run["kind"] == "teacher":
-        return None
-    tid = run["config"].get("teacher_run") or run.get("parent")
-    if not tid:
-        return None
-    folder = store.artifact(tid, "model_dir")
-    return Path(folder) if folder and Path(folder).exists() else None
+    from ..run_record import StoredRun
+    return StoredRun(run, store).teacher_dir()
 
 
 def model_folders(store, run: dict, names=None, *, with_teacher: bool = True) -> dict[str, Path]:

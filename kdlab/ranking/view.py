@@ -28,10 +28,12 @@ class QueryView:
 def load_run_models(store: Store, student_run: str):
     """(bi-encoder, cross-encoder, its tokenizer, data, BM25 candidates) of a stored ranking student run."""
     from ..models import load_saved
-    run = store.run(student_run)
-    if ((run.get("config") or {}).get("task_spec") or {}).get("kind") != "ranking":
+    from ..run_record import StoredRun
+    rec = StoredRun.load(store, student_run)
+    run = rec.row
+    if not rec.is_ranking:
         raise KdlabError(f"run {run['id']} is not a ranking run")
-    teacher_run = run.get("parent") or (run.get("config") or {}).get("teacher_run")
+    teacher_run = rec.teacher_run
     if not teacher_run:
         raise KdlabError(f"run {run['id']} has no teacher run (a contrastive student from a pretrained encoder): "
                          "choose a run distilled from a cross-encoder")
@@ -39,7 +41,7 @@ def load_run_models(store: Store, student_run: str):
     if not (t_dir and Path(t_dir).exists() and s_dir and Path(s_dir).exists()):
         raise KdlabError(f"run {run['id']} or its teacher has no saved model: choose a finished run")
     teacher, tok = load_saved(t_dir)
-    data = load_beir(run["config"]["data"], splits=("test",))
+    data = load_beir(rec.data, splits=("test",))
     k = int(((run["config"].get("ranking") or {}).get("rerank")) or 100)
     cands = bm25_mod.candidates(data, k, cache=bm25_mod.cache_dir(store.root))
     return BiEncoder.load(s_dir).eval(), teacher.eval(), tok, data, cands

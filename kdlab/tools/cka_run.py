@@ -103,13 +103,6 @@ def format_matrix(m: np.ndarray, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _run_config(run: dict):
-    from ..config import RunConfig
-    import dataclasses
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig.from_dict({k: v for k, v in (run["config"] or {}).items() if k in known})
-
-
 def _model_dir(store, run_id: str, what: str) -> Path:
     folder = store.artifact(run_id, "model_dir")
     if not folder or not Path(folder).exists():
@@ -124,17 +117,17 @@ def cka_for_run(store, run_id: str, pool: str = "mean", max_examples: int = 512,
     ``cka:<split>:<pool>`` of the run. Returns the result with the run id and the split name."""
     from ..models import load_saved
     from ..pipeline import load_bundle
+    from ..run_record import StoredRun
     if pool not in POOLS:
         raise KdlabError(f"unknown CKA pooling '{pool}': use --pool mean or --pool cls")
-    run = store.run(run_id)
-    run_id = run["id"]
-    teacher_run = (run["config"] or {}).get("teacher_run") or run.get("parent")
+    rec = StoredRun.load(store, run_id)
+    run_id, teacher_run = rec.id, rec.teacher_run
     if not teacher_run:
         raise KdlabError(f"run {run_id} has no teacher run (config teacher_run / parent): "
                          "CKA compares a distilled student with its teacher; pick a student run")
     student, tok = load_saved(_model_dir(store, run_id, "student"))
     teacher, _ = load_saved(_model_dir(store, teacher_run, "teacher"))
-    cfg = _run_config(run)
+    cfg = rec.config()
     bundle = load_bundle(cfg)
     splits = {"train": bundle.train, **bundle.eval_splits()}
     if split not in splits:
