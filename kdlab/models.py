@@ -370,7 +370,11 @@ def load_saved(folder: str | os.PathLike, attentions: bool = False):
     if not (folder / "config.json").exists():
         raise KdlabError(f"'{folder}' holds no saved model (no config.json): was the run finished?")
     _check_safetensors(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
+    from .deploy import prune
+    if prune.is_pruned_folder(folder):   # heads / FFN neurons removed: the recorded structure, then the weights
+        model = prune.load_pruned(folder)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
     _after_load(model, folder)
     tok = load_tokenizer(str(folder))
     set_attention(model, attentions)

@@ -89,6 +89,8 @@ def load(folder: Path):
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
     model = AutoModelForSequenceClassification.from_config(config)
+    from .prune import restore
+    restore(model)   # a model whose heads / FFN neurons were pruned: its recorded structure
     tensors = load_file(str(folder / WEIGHTS))
     qmodel = quantize(model)
     for name, m in qmodel.named_modules():
