@@ -154,6 +154,18 @@ def take_train_queries(data: RankingData, max_train: int | None, seed: int = 0) 
     return qids
 
 
+def carve_dev(qids, frac: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """(train, dev): ``frac`` of the TRAINING query ids drawn with ``seed`` as a dev split (model selection and
+    the fused teacher's weight), the rest kept for training; both in the given order. The test qrels stay unseen."""
+    qids = list(qids)
+    n = int(round(len(qids) * float(frac)))
+    if not 0 < n < len(qids):
+        raise KdlabError(f"a dev split of {frac:g} of {len(qids)} training queries is empty or takes them all: "
+                         "use a fraction between 0 and 1 that leaves queries on both sides")
+    dev = set(np.random.default_rng(seed).choice(len(qids), size=n, replace=False).tolist())
+    return [q for i, q in enumerate(qids) if i not in dev], [q for i, q in enumerate(qids) if i in dev]
+
+
 def write_beir(folder, docs: dict, queries: dict, qrels: dict) -> Path:
     """Write a small BEIR folder (tests, notebooks): ``docs`` {id: (title, text)}, ``queries`` {id: text},
     ``qrels`` {split: {qid: {did: grade}}}."""

@@ -160,6 +160,9 @@ class BiEncoder(nn.Module):
         info = {"model": "bi-encoder", "pooling": self.pooling, "score": self.score_fn, "query_len": self.query_len,
                 "doc_len": self.doc_len, **(extra or {})}
         (folder / "kdlab.json").write_text(json.dumps(info, indent=2))
+        from . import st_format   # the same folder loads in sentence-transformers
+        st_format.write(folder, pooling=self.pooling, score=self.score_fn, hidden=self.config.hidden_size,
+                        max_len=self.doc_len)
         return folder
 
     @staticmethod

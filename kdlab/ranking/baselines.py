@@ -1,0 +1,76 @@
+"""The measured reference rows of a BEIR folder (BM25, the pretrained bi-encoder, the fused teacher), computed
+once and kept as ``baselines-<identity>.json`` in the ranking cache, for the demo, ``kdlab eval``, the Ranking
+page and notebook 08.
+
+``python -m kdlab.ranking.baselines BEIR_FOLDER [CACHE]`` measures and prints them (minutes the first time: the
+corpus is encoded once, then cached).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import bm25 as bm25_mod
+from . import fused
+from .data import RankingData, carve_dev, load_beir
+from .reference import bm25_row, pretrained_row, reference_lines
+
+DEV_FRAC, DEV_SEED = 0.2, 0
+
+
+def path(cache, data: RankingData) -> Path:
+    return Path(cache) / f"baselines-{data.identity}.json"
+
+
+def load(cache, data: RankingData) -> dict | None:
+    p = path(cache, data)
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def measure(data: RankingData, cache, *, log=print, split: str = "test") -> dict:
+    """{"rows": [BM25, pretrained, fused teacher], "fused": {weight, norm, dev...}, "name", "n"}; saved."""
+    t0 = time.time()
+    qids = data.split_queries(split)
+    cands = bm25_mod.candidates(data, bm25_mod.DEFAULT_K, cache=cache, log=log)
+    rows = [bm25_row(data, cands, qids, split)]
+    row, bi, doc_emb = pretrained_row(data, qids, cache=cache, log=log, split=split)
+    rows.append(row)
+    _, dev = carve_dev(data.split_queries("train"), DEV_FRAC, DEV_SEED)
+    t1 = time.time()
+    teacher, table = fused.build(data, dev, bi=bi, doc_emb=doc_emb, log=log)
+    ev = teacher.evaluate(qids, split)
+    rows.append({"label": f"fused teacher (BM25 w={teacher.weight:.2f}, {teacher.norm})", **ev,
+                 "params": row["params"]})
+    out = {"name": data.name, "split": split, "n": len(qids), "rows": rows,
+           "fused": {"weight": teacher.weight, "norm": teacher.norm, "dev_queries": len(dev), "dev_frac": DEV_FRAC,
+                     "dev_seed": DEV_SEED, "choice": table, "seconds": round(time.time() - t1, 1)},
+           "seconds": round(time.time() - t0, 1)}
+    p = path(cache, data)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f"{p.stem}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, p)
+    return out
+
+
+def table_lines(res: dict, width: int = 34) -> list[str]:
+    head = f"{'model':{width}s} {'nDCG@10':>8s} {'MRR@10':>7s} {'R@100':>6s} {'params':>8s} {'ms/query':>9s}"
+    return [head, "-" * len(head), *reference_lines(res["rows"], res["name"], width)]
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    data = load_beir(argv[0])
+    cache = Path(argv[1]) if len(argv) > 1 else bm25_mod.cache_dir()
+    res = measure(data, cache)
+    print("\n".join(table_lines(res)))
+    print(f"({res['n']} {res['split']} queries; fused weight chosen on {res['fused']['dev_queries']} train queries; "
+          f"{res['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

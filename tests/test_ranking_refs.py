@@ -1,0 +1,84 @@
+"""Ranking reference rows and the fused teacher: per-query normalisation and the weight choice against
+hand-computed values, the dev split carved from training queries, the published rows, the corpus-embedding cache,
+and a saved bi-encoder loading in sentence-transformers with kdlab's embeddings. Tiny models built in code."""
+import numpy as np
+import pytest
+import torch
+
+from kdlab.errors import KdlabError
+from kdlab.ranking import fused
+from kdlab.ranking.data import carve_dev
+
+
+def test_normalise_hand_computed():
+    assert fused.normalise([[2.0, 1.0, 0.0]], "minmax").tolist() == [[1.0, 0.5, 0.0]]
+    z = fused.normalise([[1.0, 2.0, 3.0]], "zscore")[0]
+    assert z == pytest.approx([-1.224745, 0.0, 1.224745], abs=1e-6)
+    assert fused.normalise([[4.0, 4.0]], "minmax").tolist() == [[0.0, 0.0]]   # a flat row stays finite
+
+
+def test_weight_choice_needs_both_signals():
+    # q1: BM25 finds d0, the dense score prefers d1; q2: the dense score finds d2, BM25 prefers d1.
+    # min-max by hand: q1 ranks d0 first iff w > 2/7, q2 ranks d2 first iff w < 0.823
+    bm25 = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 2.5]])
+    dense = np.array([[0.4, 0.5, 0.0], [0.0, 0.2, 0.9]])
+    qrels = {"q1": {"d0": 1}, "q2": {"d2": 1}}
+    w, how, table = fused.choose(bm25, dense, ["q1", "q2"], ["d0", "d1", "d2"], qrels)
+    by = {(h, x): v for h, x, v in table}
+    assert by[("minmax", 0.0)] < 1 and by[("minmax", 1.0)] < 1   # either signal alone misses one query
+    assert (how, w) == ("minmax", 0.3) and by[(how, w)] == pytest.approx(1.0)   # the first weight above 2/7
+
+
+def test_carve_dev_from_training_queries():
+    qids = [f"q{i}" for i in range(10)]
+    train, dev = carve_dev(qids, 0.2, seed=3)
+    assert len(dev) == 2 and not set(train) & set(dev) and sorted(train + dev) == sorted(qids)
+    assert carve_dev(qids, 0.2, seed=3) == (train, dev)
+    with pytest.raises(KdlabError, match="dev split"):
+        carve_dev(qids[:2], 0.1)
+
+
+def test_published_rows_with_source():
+    from kdlab.ranking.reference import published_rows, reference_lines
+    rows = published_rows("scifact")
+    assert [r["ndcg@10"] for r in rows] == [0.665, 0.688, 0.643]
+    assert published_rows("unknown") == []
+    text = "\n".join(reference_lines([{"label": "BM25 (bm25s, measured)", "ndcg@10": 0.5}], "SciFact"))
+    assert "0.665" in text and "arXiv:2104.08663" in text and "0.500" in text
+
+
+def _tiny_bi(pooling="mean", score="cosine"):
+    from kdlab.models import tiny_model
+    from kdlab.ranking.models import BiEncoder, base_encoder
+    model, tok = tiny_model(1, num_hidden_layers=2)
+    return BiEncoder(base_encoder(model), tok, pooling=pooling, score=score, query_len=16, doc_len=32).eval()
+
+
+TEXTS = ["a great and moving film", "boring", "the acting was bad and the plot made no sense at all"]
+
+
+def test_corpus_embeddings_cached_by_model_and_corpus(tmp_path):
+    from kdlab.ranking.embcache import corpus_embeddings
+    bi = _tiny_bi()
+    first = corpus_embeddings(bi, TEXTS, key="m1", identity="c1", cache=tmp_path)
+    assert len(list(tmp_path.glob("emb-m1-c1.safetensors"))) == 1
+
+    def encode(*a, **k):
+        raise RuntimeError("encoded again")
+    bi.encode = encode
+    assert torch.equal(corpus_embeddings(bi, TEXTS, key="m1", identity="c1", cache=tmp_path), first)
+    with pytest.raises(RuntimeError, match="encoded again"):   # another corpus: encoded
+        corpus_embeddings(bi, TEXTS, key="m1", identity="c2", cache=tmp_path)
+
+
+@pytest.mark.parametrize("pooling,score", [("mean", "cosine"), ("cls", "dot")])
+def test_saved_bi_encoder_loads_in_sentence_transformers(tmp_path, pooling, score):
+    st = pytest.importorskip("sentence_transformers")
+    bi = _tiny_bi(pooling, score)
+    folder = bi.save(tmp_path / "student")
+    model = st.SentenceTransformer(str(folder), device="cpu")
+    got = model.encode(TEXTS, convert_to_tensor=True, batch_size=2)
+    want = bi.encode(TEXTS, kind="doc")
+    assert got.shape == want.shape
+    assert torch.allclose(got.float(), want, atol=1e-5)
+    assert model.max_seq_length == 32
