@@ -159,8 +159,10 @@ def default_ood(task) -> list[str]:
 
 
 def resolved_task(data: str):
-    """The task a data choice names (``kdlab.tasks.resolve``: a GLUE folder's task, else sentiment)."""
+    """The task a data choice names (``kdlab.tasks.resolve``: a GLUE folder's task, else sentiment); a path outside
+    the allowed folders is refused first (``check_data``)."""
     from kdlab.tasks import resolve
+    check_data(data)
     return resolve(None if data in EMBEDDED else data)
 
 
@@ -202,8 +204,15 @@ def check_path(p: str, must_exist: bool = True, extra: list | None = None) -> Pa
 
 
 def looks_like_path(s: str) -> bool:
-    return s.startswith((".", "/", "~")) or s.endswith((".tsv", ".csv", ".jsonl")) or os.sep in s and \
-        Path(s).suffix != ""
+    from kdlab.safety import looks_like_path as _is_path
+    return _is_path(s)
+
+
+def check_data(value: str):
+    """A data value of the Setup: a path (``looks_like_path``, the loader's own rule) is confined
+    (``check_path``); the embedded corpora and hub names pass."""
+    if value not in EMBEDDED and looks_like_path(value):
+        check_path(value)
 
 
 @contextmanager
@@ -315,8 +324,7 @@ def bundle_for(data: str, max_train: int, max_eval: int, ood: tuple = ()):
 
 def bundle():
     s = setup()
-    if s["data"] not in EMBEDDED and looks_like_path(s["data"]):
-        check_path(s["data"])
+    check_data(s["data"])
     for o in s.get("ood") or []:
         check_path(o)
     return bundle_for(s["data"], int(s["max_train"]), int(s["max_eval"]), tuple(s.get("ood") or ()))

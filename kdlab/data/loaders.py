@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlab.errors import KdlabError
+from kdlab.safety import looks_like_path
 from kdlab.tasks import BUILTIN, LABEL_ALIASES, PAIR_ALIASES, Task, ood_map_dicts, parse_ood_map
 from kdlab.tasks import resolve as resolve_task
 
@@ -468,12 +469,6 @@ def _find(folder: Path, stem: str):
     return None
 
 
-def _looks_like_path(spec: str) -> bool:
-    s = spec.strip()
-    return (s.lower().endswith(EXTENSIONS + (".json", ".txt")) or os.path.isabs(s)
-            or s.startswith((".", "~")) or "\\" in s or s.count("/") >= 2)
-
-
 # ------------------------------------------------------------------------------------------------
 
 def load_data(spec=None, *, text_col=None, label_col=None, ood=None,
@@ -566,7 +561,7 @@ def load_data(spec=None, *, text_col=None, label_col=None, ood=None,
                        max_train, max_eval, seed)
 
     spec = str(spec)
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise KdlabError(f"data file or folder not found: {spec}. Check the path (a .tsv/.csv/"
                          f".jsonl file or a folder with train.tsv and dev.tsv).")
     return _load_hub(spec, text_col, label_col, ood_specs or [], dev_fraction, max_train,
