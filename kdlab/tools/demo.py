@@ -25,6 +25,10 @@ def run_demo(cfg: RunConfig, store: Store, log=print, also=()) -> int:
                              log=log)
         rows.append((label, run_id))
     print(table(store, rows, bundle))
+    from ..references import for_run
+    refs = for_run(store, teacher_run)
+    if refs:
+        print("\n" + "\n".join(refs))
     print(f"\ntotal time {time.time() - t0:.0f} s; runs stored in {store.root} (python -m kdlab runs)")
     return 0
 
