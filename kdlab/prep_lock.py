@@ -10,7 +10,7 @@ preparation never blocks the next one. Where ``fcntl`` does not exist (Windows) 
 
 ``exclusive(path, what)`` is the writers' lock: one process at a time writes a run (distill, resume, compress of
 its models), a study or a workshop pack; a second writer does not wait but fails at once with one line naming
-the process (pid) that holds it. ``run_held(store, run_id)`` is that lock on ``<store>/<run>/run.lock``.
+the process (pid) that holds it. ``run_held(store, run_id)`` is that lock on ``<store>/.locks/<run>.lock``.
 """
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def exclusive(path, what: str):
 
 
 def run_lock_path(store, run_id: str) -> Path:
-    return store.folder(run_id) / "run.lock"
+    return store.root / ".locks" / f"{run_id}.lock"   # outside the run's folder: a refused writer changes nothing there
 
 
 def run_held(store, run_id: str):

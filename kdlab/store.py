@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import store_paths
 from .errors import KdlabError
 
 SCHEMA = """
@@ -70,14 +72,37 @@ class Store:
             raise KdlabError(f"cannot create the run store folder '{self.root}': {e.strerror}. "
                              "Choose another folder with --runs") from None
         self.path = self.root / "kdlab.db"
+        # a store opened to read writes nothing: the schema is created (and WAL switched on) only where missing,
+        # and a store the user cannot write is read through a read-only connection (kdlab.store_paths)
+        self.writable = store_paths.writable(self.root, self.path)
+        self._uri = None if self.writable else store_paths.readonly_uri(self.path)
+        if self.path.exists() and self._has_schema():
+            return
+        if not self.writable:
+            if not self.path.exists():
+                raise KdlabError(f"'{self.root}' holds no run store and is read-only: choose another folder with "
+                                 "--runs")
+            return   # an older store without the newest tables: what it has can be read
         with self._conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(SCHEMA)
 
+    def _has_schema(self) -> bool:
+        with self._conn() as c:
+            have = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+            wal = self._uri is not None or c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        return wal and set(re.findall(r"IF NOT EXISTS (\w+)", SCHEMA)) <= have
+
+    def check_writable(self, what: str = "a new run"):
+        if not self.writable:
+            raise KdlabError(f"the run store '{self.root}' is read-only: runs, eval and the dashboard read it, but "
+                             f"{what} needs a writable store (copy it, or choose another folder with --runs)")
+
     @contextmanager
     def _conn(self):
         try:
-            c = sqlite3.connect(self.path, timeout=30)
+            c = (sqlite3.connect(self._uri, uri=True, timeout=30) if self._uri else
+                 sqlite3.connect(self.path, timeout=30))
         except sqlite3.Error as e:
             raise KdlabError(f"cannot open the run store '{self.path}': {e}") from None
         try:
@@ -88,6 +113,9 @@ class Store:
             if "not a database" in str(e) or "malformed" in str(e):
                 raise KdlabError(f"the run store '{self.path}' is not a kdlab database ({e}): "
                                  "move it away or choose another folder with --runs") from None
+            if "readonly" in str(e):
+                self.writable = False
+                self.check_writable("writing")
             raise
         finally:
             c.close()
@@ -95,6 +123,7 @@ class Store:
     # -- writing ----------------------------------------------------------------------------
     def create_run(self, kind: str, method: str, config: dict, name: str | None = None,
                    parent: str | None = None) -> str:
+        self.check_writable()
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{method}-{secrets.token_hex(2)}"
         self.folder(run_id).mkdir(parents=True, exist_ok=True)
         (self.folder(run_id) / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -131,8 +160,23 @@ class Store:
             c.executemany("INSERT INTO evals VALUES (?,?,?,?,?,?,?)", rows)
 
     def set_artifact(self, run_id: str, name: str, value):
+        value = store_paths.map_paths(name, value, lambda p: store_paths.relative(self.root, p))
         with self._conn() as c:
             c.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?)", (run_id, name, json.dumps(value, default=str)))
+
+    def add_entry(self, run_id: str, name: str, key: str, value) -> bool:
+        """Add ``key: value`` to the dict artifact ``name`` in one transaction (read, check, write); False when
+        ``key`` is there already (nothing written)."""
+        value = store_paths.map_paths(name, {key: value}, lambda p: store_paths.relative(self.root, p))[key]
+        with self._conn() as c:
+            c.execute("BEGIN IMMEDIATE")   # no other writer between the read and the write
+            r = c.execute("SELECT value FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
+            d = json.loads(r[0]) if r else {}
+            if key in d:
+                return False
+            d[key] = value
+            c.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?)", (run_id, name, json.dumps(d, default=str)))
+        return True
 
     def finish(self, run_id: str, status: str = "finished", message: str = "", summary: dict | None = None):
         assert status in FINAL, status
@@ -248,7 +292,10 @@ class Store:
     def artifact(self, run_id: str, name: str, default=None):
         with self._conn() as c:
             r = c.execute("SELECT value FROM artifacts WHERE run_id=? AND name=?", (run_id, name)).fetchone()
-        return json.loads(r[0]) if r else default
+        if not r:
+            return default
+        # recorded paths (model folders) as paths on this machine, wherever the store is now
+        return store_paths.map_paths(name, json.loads(r[0]), lambda p: store_paths.resolve(self.root, p))
 
     # -- studies (kdlab.study): a grid of runs under one name ---------------------------------------
     def save_study(self, name: str, spec: dict):

@@ -115,7 +115,7 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
         torch.set_num_threads(before)
     res = {"run": run["id"], "metric": primary, "splits": list(splits), "in_domain": first if not data else None,
            "threads": threads, "max_len": max_len, "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "models": rows}
-    if save:
+    if save and store.writable:   # a read-only store is evaluated without keeping the figures
         stored = store.artifact(run["id"], "deploy_eval", {}) or {}
         key = "data:" + str(data) if data else "run"
         stored[key] = res
