@@ -82,3 +82,24 @@ def test_saved_bi_encoder_loads_in_sentence_transformers(tmp_path, pooling, scor
     assert got.shape == want.shape
     assert torch.allclose(got.float(), want, atol=1e-5)
     assert model.max_seq_length == 32
+
+
+def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_path, capsys):
+    from kdlab.cli import main
+    from kdlab.ranking.data import write_beir
+    from kdlab.ranking.models import BiEncoder
+    from kdlab.store import Store
+    from test_ranking import DOCS, QRELS, QUERIES
+    toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
+    root = tmp_path / "runs"
+    assert main(["distill", "--task", "ranking", "--method", "contrastive", "--set", "student_from=tiny",
+                 "--data", str(toy), "--max-steps", "2", "--runs", str(root), "--quiet"]) == 0
+    run = Store(root).runs()[0]
+    folder = Store(root).artifact(run["id"], "model_dir")
+    st = pytest.importorskip("sentence_transformers")
+    got = st.SentenceTransformer(folder, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    assert torch.allclose(got.float(), BiEncoder.load(folder).encode(TEXTS, kind="doc"), atol=1e-5)
+    capsys.readouterr()
+    assert main(["compress", "--runs", str(root), "--run", run["id"], "--quantize", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kdlab: error:") and "\n" not in err and "bi-encoder" in err and "sentence-transformers" in err

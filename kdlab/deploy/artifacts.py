@@ -70,6 +70,11 @@ def check_request(store, run_id: str, *, prune_vocab=None, quantize=None, onnx=F
     if (prune_heads or 0) < 0 or (prune_ffn or 0) < 0:
         raise KdlabError("--prune-heads and --prune-ffn take a count >= 0 (removed from each layer)")
     src = run_model_dir(store, run)
+    from ..ranking.models import model_kind
+    if model_kind(src) == "bi-encoder":
+        raise KdlabError(f"run {run['id']} is a ranking bi-encoder: kdlab compress handles classifiers only; its folder "
+                         f"{src} is a sentence-transformers model, so export it with sentence-transformers "
+                         "(e.g. SentenceTransformer(folder, backend='onnx'))")
     name = name or default_name(bool(prune_vocab), quantize, onnx, prune_heads or 0, prune_ffn or 0)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or name in RESERVED:
         raise KdlabError(f"'{name}' is not a usable model name: use letters, digits, '.', '_' or '-' "
