@@ -240,3 +240,9 @@ def for_study(store, name: str) -> list[str]:
         if lines:
             return lines
     return []
+
+
+def split_warning(lines: list[str]) -> tuple[str, str | None]:
+    """(the rows as one text block, the warning line or None): for a page that shows the warning apart."""
+    warn = next((ln for ln in lines if ln.startswith("WARNING:")), None)
+    return "\n".join(ln for ln in lines if ln is not warn), warn

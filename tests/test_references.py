@@ -54,3 +54,9 @@ def test_block_and_for_run_from_a_store(tmp_path):
     assert any("MiniLM-L6xH384" in ln and "91.5" in ln for ln in lines)
     assert lines[-1].startswith("WARNING: weak teacher: 83.0")
     assert R.block("sentiment", "minilm-l6", 0.9, data="embedded") == []
+
+
+def test_split_warning_for_pages():
+    text, warn = R.split_warning(R.block("sst2", "minilm-l6", 0.83, "accuracy"))
+    assert warn.startswith("WARNING: weak teacher") and "WARNING" not in text and "91.5" in text
+    assert R.split_warning([]) == ("", None)

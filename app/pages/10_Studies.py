@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab import viz
+from kdlab import references, viz
 from kdlab.study import format_table, to_csv
 
 st.title("Studies")
@@ -53,6 +53,11 @@ with C.guard():
     undecided = [f"{r['group']} on {r['domain']}" for r in verdicts if r["verdict"] == "inconclusive"]
     if undecided:
         st.caption("inconclusive (the 95% interval contains 0): " + "; ".join(undecided))
+    text, warn = references.split_warning(references.for_study(store, name))   # published rows, the teacher's
+    if text:
+        st.code(text)
+    if warn:
+        st.warning(warn)
     st.download_button("results.csv (every row)", to_csv(rows), file_name=f"{name}.csv", key="studies_results_csv")
 
     st.subheader("Differences to the baseline")

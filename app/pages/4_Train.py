@@ -7,7 +7,7 @@ import streamlit as st
 
 import common as C
 import method_form
-from kdlab import viz
+from kdlab import references, viz
 from kdlab.tools import launch
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
@@ -139,6 +139,11 @@ def live():
     if ev:
         primary = C.primary_metric(run)
         st.markdown(" · ".join(f"{k}: {primary} **{v.get(primary, float('nan')):.3f}**" for k, v in ev.items()))
+        text, warn = references.split_warning(references.for_run(store, sel))   # published rows, the teacher's
+        if text:
+            st.code(text)
+        if warn:
+            st.warning(warn)
     loss = [(r["step"], r["value"]) for r in rows if r["name"] == "loss"]
     col1, col2 = st.columns([3, 2])
     if loss:

@@ -3,21 +3,12 @@ import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab import viz
+from kdlab.explain import config_diff
+from kdlab import references, viz
 
 st.title("Compare runs")
 C.sidebar()
 store = C.store()
-
-
-def flatten(d, pre=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{pre}{k}."))
-        else:
-            out[f"{pre}{k}"] = v if not isinstance(v, list) else str(v)
-    return out
 
 
 runs = store.runs()
@@ -32,14 +23,10 @@ if not sel:
     st.info("pick one or more runs")
     st.stop()
 
-flat = {by_id[i]["name"]: {"method": by_id[i]["method"], "kind": by_id[i]["kind"], **flatten(by_id[i]["config"])}
-        for i in sel}
-keys = sorted({k for d in flat.values() for k in d})
-diff = {k: [str(flat[n].get(k, "")) for n in flat] for k in keys}
-diff = {k: v for k, v in diff.items() if len(set(v)) > 1 and not k.endswith("name")}
+diff = config_diff([by_id[i] for i in sel])
 st.subheader("Config values that differ")
 if diff:
-    C.show(pd.DataFrame(diff, index=list(flat)).T, "cmp_diff")
+    C.show(pd.DataFrame(diff, index=[by_id[i]["name"] for i in sel]).T, "cmp_diff")
 else:
     st.caption("the selected runs share every config value")
 
@@ -69,5 +56,10 @@ for i in sel:
 if rows:
     C.show(pd.DataFrame(rows), "cmp_final")
     C.show(viz.domain_accuracy_bars(acc, metric=primary), "cmp_domains")
+    text, warn = references.split_warning(references.for_run(store, sel[0]))   # published rows, the teacher's
+    if text:
+        st.code(text)
+    if warn:
+        st.warning(warn)
 else:
     st.caption("no evaluations stored for these runs yet")
