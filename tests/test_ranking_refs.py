@@ -103,3 +103,27 @@ def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_
     assert main(["compress", "--runs", str(root), "--run", run["id"], "--quantize", "int8"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdlab: error:") and "\n" not in err and "bi-encoder" in err and "sentence-transformers" in err
+
+
+def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
+    from kdlab.cli import main
+    from kdlab.ranking.data import write_beir
+    from kdlab.store import Store
+    from test_ranking import DOCS, QRELS, QUERIES
+    toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
+    root = tmp_path / "runs"
+    common = ["--task", "ranking", "--data", str(toy), "--max-steps", "2", "--runs", str(root), "--quiet",
+              "--set", "teacher_kind=fused", "--set", "fused_dense=tiny", "--set", "student_from=tiny"]
+    assert main(["distill", "--method", "margin-mse", *common]) == 0
+    assert main(["distill", "--method", "listwise-kl", *common]) == 0
+    store = Store(root)
+    teachers = store.runs(kind="teacher")
+    assert [t["method"] for t in teachers] == ["fused"]   # one fused teacher, reused by the second student
+    t = teachers[0]
+    assert t["status"] == "finished" and 0.0 <= t["config"]["weight"] <= 1.0 and t["config"]["dev_queries"] == 1
+    assert store.final_evals(t["id"])["test"]["n"] == 3
+    students = store.runs(kind="student")
+    assert len(students) == 2 and all(s["parent"] == t["id"] and s["status"] == "finished" for s in students)
+    capsys.readouterr()
+    assert main(["distill", *common, "--method", "margin-mse", "--set", "teacher_kind=oracle"]) == 2
+    assert "teacher_kind" in capsys.readouterr().err

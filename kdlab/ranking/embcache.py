@@ -28,7 +28,10 @@ def weights_digest(folder) -> str:
     return h.hexdigest()[:16]
 
 
-def model_key(folder, bi: BiEncoder) -> str:
+def model_key(folder, bi: BiEncoder) -> str | None:
+    """The model half of the cache key; None (no caching) for a model built in code (no folder)."""
+    if not Path(str(folder)).is_dir():
+        return None
     return f"{weights_digest(folder)}-{bi.pooling}-{bi.score_fn}-d{bi.doc_len}"
 
 

@@ -94,13 +94,13 @@ class FusedTeacher:
         return ranking_metrics({q: self.data.qrels[split][q] for q in qids}, run)
 
 
-def build(data: RankingData, dev_qids, *, cache=None, log=None, bi=None, doc_emb=None):
+def build(data: RankingData, dev_qids, *, cache=None, log=None, bi=None, doc_emb=None, dense: str = "minilm-l6"):
     """The fused teacher of ``data``: BM25 + the pretrained bi-encoder, the weight chosen on ``dev_qids`` (train
     queries, judged by the train qrels). Returns (teacher, choice table)."""
     from .embcache import corpus_embeddings
     from .reference import dense_scores, pretrained_encoder
     if bi is None or doc_emb is None:
-        bi, key = pretrained_encoder()
+        bi, key = pretrained_encoder(dense)
         doc_emb = corpus_embeddings(bi, data.docs, key=key, identity=data.identity, cache=cache, log=log)
     scorer = BM25Scorer(data.docs)
     dev_qids = list(dev_qids)

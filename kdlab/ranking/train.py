@@ -17,7 +17,10 @@ Options (``--set key=value``): ``doc_len`` (128), ``query_len`` (32), ``negative
 ``tau`` (contrastive, 1 for dot, 0.05 for cosine), ``student_from`` (teacher|a model), ``eval_queries`` (all: the
 test queries a student is evaluated on), ``teacher_eval`` (50: the test queries, drawn with the seed, on which the
 teacher's reranking is evaluated when it is prepared; ``all``, or 0 for none: 300 queries x 100 candidates is
-30,000 cross-encoder passes, minutes on a CPU; the demo uses all).
+30,000 cross-encoder passes, minutes on a CPU; the demo uses all), ``teacher_kind`` (cross-encoder | fused: BM25 +
+the pretrained bi-encoder ``fused_dense``, default minilm-l6, each normalised per query, the weight chosen on a dev
+split carved from the training queries; ``kdlab.ranking.fused``; a student ``student_from=teacher`` then starts
+from that pretrained bi-encoder).
 """
 from __future__ import annotations
 
@@ -45,7 +48,9 @@ METHODS = {"margin-mse": "Margin-MSE on the cross-encoder's score differences (p
            "listwise-kl": "KL between the teacher's and the student's softmax over a query's candidates, with T",
            "contrastive": "in-batch negatives contrastive loss on the qrels: the no-teacher baseline"}
 DEFAULTS = dict(doc_len=128, query_len=32, negatives=3, depth=30, rerank=100, pooling="mean", score="dot",
-                temperature=1.0, tau=None, student_from="teacher", eval_queries=None, teacher_eval=50)
+                temperature=1.0, tau=None, student_from="teacher", eval_queries=None, teacher_eval=50,
+                teacher_kind="cross-encoder", fused_dense="minilm-l6")
+TEACHER_KINDS = ("cross-encoder", "fused")
 TEACHER_METHOD = "cross-encoder"
 
 
@@ -87,6 +92,8 @@ def options(cfg: RunConfig) -> dict:
         if int(hp[k]) < 1:
             raise KdlabError(f"--set {k} must be at least 1 (got {hp[k]})")
         hp[k] = int(hp[k])
+    if hp["teacher_kind"] not in TEACHER_KINDS:
+        raise KdlabError(f"--set teacher_kind must be {' or '.join(TEACHER_KINDS)} (got {hp['teacher_kind']!r})")
     if hp["tau"] is None:
         hp["tau"] = 0.05 if hp["score"] == "cosine" else 1.0
     return hp
@@ -316,6 +323,49 @@ def _adopt(store, folder, cfg, data, cands, hp, device, log):
     return _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log)
 
 
+def prepare_fused_teacher(cfg: RunConfig, store: Store, data: RankingData, cands: dict, hp: dict, *, log=print):
+    """The fused teacher (BM25 + the pretrained bi-encoder ``fused_dense``; its weight chosen on a dev split of
+    the training queries) and its teacher run, reused when this store has a finished one for the same data and
+    dense model; evaluated on every test query (cheap: no cross-encoder). Returns (teacher, run id)."""
+    from ..models import count_params
+    from . import baselines, fused
+    from .data import carve_dev
+    _, dev = carve_dev(data.split_queries("train"), baselines.DEV_FRAC, baselines.DEV_SEED)
+    teacher, table = fused.build(data, dev, cache=bm25_mod.cache_dir(store.root), log=log, dense=hp["fused_dense"])
+    key = f"fused-{data.identity}-{hp['fused_dense']}-{baselines.DEV_FRAC}-{baselines.DEV_SEED}"
+    for r in store.runs(kind="teacher"):
+        if r["status"] == "finished" and r["config"].get("key") == key:
+            return teacher, r["id"]
+    conf = {"teacher": f"fused:{hp['fused_dense']}", "data": cfg.data, "data_identity": data.identity,
+            "task_spec": get_task("ranking").to_dict(), "ranking": hp, "model": "fused", "key": key,
+            "weight": teacher.weight, "norm": teacher.norm, "dev_queries": len(dev)}
+    run_id = store.create_run("teacher", "fused", conf, name=f"teacher fused BM25 + {hp['fused_dense']} "
+                                                            f"(w={teacher.weight:.2f}, {teacher.norm})")
+    try:
+        qids = data.split_queries("test")
+        ev = teacher.evaluate(qids)
+        times = []
+        for q in qids[:16]:   # CPU ms per query: BM25 over the corpus + encode + one matrix product
+            teacher.rows.pop(q, None)
+            t0 = time.perf_counter()
+            teacher.full([q])
+            times.append((time.perf_counter() - t0) * 1000)
+        store.set_artifact(run_id, "size", {"params": float(count_params(teacher.bi)), "latency_ms": float(np.median(times)),
+                                            "layers": float(teacher.bi.config.num_hidden_layers),
+                                            "hidden": float(teacher.bi.config.hidden_size),
+                                            "latency": "ms/query: BM25 + encode + dot product over the corpus"})
+        store.set_artifact(run_id, "bm25", bm25_metrics(data, cands, qids=qids))
+        store.set_artifact(run_id, "fused", {"weight": teacher.weight, "norm": teacher.norm, "dev_queries": len(dev),
+                                             "choice": table})
+        store.log_eval(run_id, 0, 0, "test", "in-domain", ev)
+    except BaseException as e:
+        store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
+        raise
+    store.finish(run_id, "finished", summary={"test": ev["ndcg@10"]})
+    log(f"teacher: fused test nDCG@10 {ev['ndcg@10']:.3f} MRR@10 {ev['mrr@10']:.3f} on {len(qids)} queries")
+    return teacher, run_id
+
+
 def bm25_metrics(data: RankingData, cands: dict, split: str = "test", qids=None) -> dict:
     qids = qids or data.split_queries(split)
     run = {q: {data.doc_ids[i]: float(s) for i, s in zip(*cands[q])} for q in qids}
@@ -325,7 +375,9 @@ def bm25_metrics(data: RankingData, cands: dict, split: str = "test", qids=None)
 # ---------------------------------------------------------------------------------------------- student
 def build_bi_encoder(cfg: RunConfig, hp: dict, teacher, ttok) -> BiEncoder:
     from ..models import build_student
-    if hp["student_from"] == "teacher":
+    if hp["student_from"] == "teacher" and hp["teacher_kind"] == "fused":   # the fused teacher's own encoder
+        enc, tok = sentence_encoder(hp["fused_dense"])
+    elif hp["student_from"] == "teacher":
         seq = build_student(teacher, layers=cfg.student_layers, init=cfg.student_init,
                             layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)
         enc, tok = base_encoder(seq), ttok
@@ -355,9 +407,12 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
     cfg = apply_preset(cfg)
     store = store or Store()
     hp, data, cands, groups = _setup(cfg, store, log)
-    needs_teacher = cfg.method != "contrastive" or hp["student_from"] == "teacher"
+    fused_teacher = hp["teacher_kind"] == "fused"
+    needs_teacher = cfg.method != "contrastive" or (hp["student_from"] == "teacher" and not fused_teacher)
     teacher = tok = teacher_run = None
-    if needs_teacher:
+    if needs_teacher and fused_teacher:
+        teacher, teacher_run = prepare_fused_teacher(cfg, store, data, cands, hp, log=log)
+    elif needs_teacher:
         teacher, tok, teacher_run = prepare_cross_teacher(cfg, store, data, cands, groups, hp, log=log)
     device = _device(cfg.train.device)
     conf = cfg.to_dict()
@@ -371,14 +426,17 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
             if cfg.method == "contrastive":
                 return None
             new = [int(i) for i in b if int(i) not in t_scores]
-            if new:
+            if new and fused_teacher:
+                s = torch.tensor(teacher.pair_scores([groups[i] for i in new]), dtype=torch.float32)
+                t_scores.update(zip(new, s))
+            elif new:
                 teacher.eval()
                 qs, ds = _group_pairs(data, [groups[i] for i in new])
                 s = cross_scores(teacher, tok, qs, ds, max_len=clamp_len(teacher, hp["doc_len"]),
                                  device=next(teacher.parameters()).device).cpu().view(len(new), -1)
                 t_scores.update(zip(new, s))
             return torch.stack([t_scores[int(i)] for i in b])
-        bi = build_bi_encoder(cfg, hp, teacher, tok).to(device)
+        bi = build_bi_encoder(cfg, hp, None if fused_teacher else teacher, tok).to(device)
         tc = cfg.train
         size = max(1, tc.batch_size // (1 + hp["negatives"]))
         total = _total_steps(len(groups), size, tc)
@@ -462,4 +520,6 @@ def ranking_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
     if cfg.method not in METHODS:   # `kdlab teacher` has no --method: the teacher is the same for every method
         cfg = dataclasses.replace(cfg, method="margin-mse")
     hp, data, cands, groups = _setup(cfg, store, log)
+    if hp["teacher_kind"] == "fused":
+        return prepare_fused_teacher(cfg, store, data, cands, hp, log=log)[1]
     return prepare_cross_teacher(cfg, store, data, cands, groups, hp, log=log)[2]
