@@ -549,6 +549,22 @@ def cmd_doctor(a):
     return 0
 
 
+def _doctor_args(p):
+    p.add_argument("--run", required=True, help="a stored classification student run (id, a unique part of it, or "
+                                                "a method name: its latest run)")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    _store_option(p)
+
+
+@command("doctor", "why distillation did (not) help a run: ranked findings, each with its figure and a next step",
+         _doctor_args)
+def cmd_doctor(a):
+    from .doctor import diagnose, format_report
+    d = diagnose(_store(a), a.run)
+    print(json.dumps(d, indent=2, default=float) if a.json else format_report(d))
+    return 0
+
+
 CKA_WITHOUT_RUN = ("teacher", "preset", "student_layers", "student_init", "data")
 
 
