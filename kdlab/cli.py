@@ -257,19 +257,26 @@ def _print_run(store, run_id):
 
 
 # ----------------------------------------------------------------------------------------------- commands
-@command("distill", "distill a student from a teacher with one method", lambda p: run_options(p, resume=True))
+def _distill_args(p):
+    run_options(p, resume=True)
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep the resume checkpoint of a finished run (by default it is dropped: about 4x the "
+                        "model's size, and a finished run is never resumed)")
+
+
+@command("distill", "distill a student from a teacher with one method", _distill_args)
 def cmd_distill(a):
     from .pipeline import distill_run, resume_run
     from .speed.ddp import is_main, wrap_store
     if a.resume:
         _refuse(a, [*CHOICES, "config"], "--resume continues the run with its stored configuration")
         store = _store(a)
-        run_id = resume_run(store, a.resume, log=_log(a))
+        run_id = resume_run(store, a.resume, log=_log(a), keep_checkpoints=a.keep_checkpoints)
         _print_run(store, run_id)
         return 0 if store.run(run_id)["status"] == "finished" else 1
     cfg = config_from_args(a)
     store = wrap_store(_store(a))   # under torchrun: rank 0 writes, the other ranks read
-    run_id = distill_run(cfg, store, log=_log(a))
+    run_id = distill_run(cfg, store, log=_log(a), keep_checkpoints=a.keep_checkpoints)
     if is_main():
         _print_run(store, run_id)
     return 0 if store.run(run_id)["status"] == "finished" else 1
@@ -315,7 +322,8 @@ def cmd_demo(a):
 
 
 def _eval_args(p):
-    p.add_argument("--run", required=True, help="run id, a unique part of it, or a method name (its latest run)")
+    p.add_argument("--run", required=True, help="run id, its unique --name, a unique part of the id, or a method name (its latest "
+                                                   "run)")
     p.add_argument("--data", help="a labeled TSV/CSV/JSONL file, or a BEIR folder for a ranking run (with --model, default: the run's own in-domain and "
                                   "out-of-domain splits)")
     p.add_argument("--model", action="append", metavar="NAME",
@@ -358,7 +366,7 @@ def cmd_eval(a):
 
 
 def _compress_args(p):
-    p.add_argument("--run", required=True, help="run id (or a unique part of it) with a saved model")
+    p.add_argument("--run", required=True, help="run id (its unique --name, or a unique part of the id) with a saved model")
     p.add_argument("--prune-vocab", nargs="?", const=True, metavar="CORPUS",
                    help="keep only the tokens the run's training data (and CORPUS, a text file or a "
                         ".tsv/.csv/.jsonl file, when given) produce, plus the special tokens")
@@ -408,6 +416,7 @@ def _runs_args(p):
     g.add_argument("--json", action="store_true", help="print the runs as JSON")
     g.add_argument("--csv", action="store_true", help="print the runs as CSV: one row per run and evaluation split "
                                                      "with every metric, MB and latency")
+    p.add_argument("--prune", action="store_true", help="free what finished runs left (same as `kdlab gc`)")
 
 
 def _runs_csv(store, rows):
@@ -427,10 +436,15 @@ def _runs_csv(store, rows):
     w.writerows(out)
 
 
-@command("runs", "list the runs in the run store", _runs_args)
+@command("runs", "list the runs in the run store (with each run's name and disk use)", _runs_args)
 def cmd_runs(a):
     from .deploy.report import model_lines
+    from .disk import human, run_bytes
     from .tasks import run_primary_metric
+    if a.prune:
+        _refuse(a, ["json", "csv"], "--prune frees disk space and lists nothing")
+        a.failed, a.dry_run = False, False
+        return cmd_gc(a)
     store = _store(a)
     rows = store.runs()
     if a.csv:
@@ -439,7 +453,8 @@ def cmd_runs(a):
     if a.json:
         print(json.dumps([{**{k: r[k] for k in ("id", "kind", "method", "status", "summary")},
                            "size": store.artifact(r["id"], "size", {}) or {},
-                           "precision": (store.artifact(r["id"], "plan", {}) or {}).get("precision")}
+                           "precision": (store.artifact(r["id"], "plan", {}) or {}).get("precision"),
+                           "name": r["name"], "disk_bytes": run_bytes(store, r)}
                           for r in rows], indent=2))
         return 0
     if not rows:
@@ -452,7 +467,9 @@ def cmd_runs(a):
         size = store.artifact(r["id"], "size", {}) or {}
         mb = f"{size['mb']:6.1f} MB" if size.get("mb") is not None else " " * 9
         ms = f"{size['latency_ms']:5.1f} ms" if size.get("latency_ms") is not None else " " * 8
-        print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {mb} {ms}  {acc}")
+        print(f"{r['id']:40s} {r['kind']:8s} {r['status']:9s} {human(run_bytes(store, r)):>8s} disk {mb} {ms}  {acc}")
+        if r.get("name") and r["name"] != r["id"]:
+            print(f"  name: {r['name']}")
         plan = store.artifact(r["id"], "plan", {}) or {}
         if plan.get("precision") not in (None, "fp32"):   # mixed precision (the loop's plan records it)
             print(f"  precision: {plan['precision']} autocast on {plan.get('device', '?')}")
@@ -469,6 +486,27 @@ def cmd_runs(a):
                   + (", stopped early" if sel.get("stopped_early") else "") + ")")
         for line in model_lines(store, r["id"]):   # models made by `kdlab compress`
             print(line)
+    return 0
+
+
+def _gc_args(p):
+    _store_option(p)
+    p.add_argument("--failed", action="store_true", help="also the checkpoints of failed, cancelled and died runs "
+                                                         "(they can then not be resumed)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
+
+
+@command("gc", "free the disk space finished runs left: their resume checkpoints and half-written folders",
+         _gc_args)
+def cmd_gc(a):
+    from .disk import gc, human
+    store = _store(a)
+    store.check_writable("gc")
+    rows = gc(store, failed=a.failed, dry_run=a.dry_run)
+    for r in rows:
+        print(f"{r['run']:40s} {r['status']:9s} {human(r['bytes']):>9s}  {r['what']}")
+    total = sum(r["bytes"] for r in rows)
+    print(f"{'would free' if a.dry_run else 'freed'} {human(total)} in {len(rows)} folders of {store.root}")
     return 0
 
 
@@ -549,27 +587,11 @@ def cmd_doctor(a):
     return 0
 
 
-def _doctor_args(p):
-    p.add_argument("--run", required=True, help="a stored classification student run (id, a unique part of it, or "
-                                                "a method name: its latest run)")
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    _store_option(p)
-
-
-@command("doctor", "why distillation did (not) help a run: ranked findings, each with its figure and a next step",
-         _doctor_args)
-def cmd_doctor(a):
-    from .doctor import diagnose, format_report
-    d = diagnose(_store(a), a.run)
-    print(json.dumps(d, indent=2, default=float) if a.json else format_report(d))
-    return 0
-
-
 CKA_WITHOUT_RUN = ("teacher", "preset", "student_layers", "student_init", "data")
 
 
 def _cka_args(p):
-    p.add_argument("--run", help="a stored student run (id or a unique part of it)")
+    p.add_argument("--run", help="a stored student run (id, its unique --name, or a unique part of the id)")
     p.add_argument("--pool", default="mean", choices=["mean", "cls"],
                    help="per-layer example features: masked token mean (default) or [CLS]")
     p.add_argument("--max-examples", type=int, default=512, help="examples of the split to use (default 512)")
@@ -714,6 +736,21 @@ def cmd_workshop(a):
 
 
 # ----------------------------------------------------------------------------------------------- entry point
+def _how_to_continue(a, e: KeyboardInterrupt) -> str:
+    """What continues an interrupted command: the same command for a study or a workshop pack (they resume their
+    runs), ``distill --resume RUN`` for a run with a checkpoint."""
+    if a.cmd in ("study", "workshop"):
+        return ": run the same command again to continue where it stopped"
+    root, rid = getattr(e, "kdlab_run", (None, None))
+    if not rid:
+        return ""
+    from .checkpoint import find_checkpoint
+    from pathlib import Path
+    if find_checkpoint(Path(root) / rid / "checkpoint") is None:
+        return f" (run {rid} had no checkpoint yet: start it again; --checkpoint-every N checkpoints within an epoch)"
+    return f": continue it with `python -m kdlab distill --resume {rid} --runs {root}`"
+
+
 def build_parser() -> Parser:
     p = Parser(prog="kdlab", description="kdlab: knowledge distillation lab for transformer text classifiers")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
@@ -751,8 +788,8 @@ def main(argv=None) -> int:
     except KdlabError as e:
         print(f"kdlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("kdlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"kdlab: interrupted{_how_to_continue(a, e)}", file=sys.stderr)
         return 130
     except MemoryError:
         print("kdlab: error: out of memory: lower --batch-size or --max-len", file=sys.stderr)

@@ -14,6 +14,7 @@ from .checkpoint import checkpoint_position, find_checkpoint
 from .config import RunConfig, apply_preset, teacher_lr_for
 from .data.loaders import load_data
 from .data.transfer import extend_train
+from .disk import drop_checkpoint
 from .distill import train
 from .errors import KdlabError
 from .evaluate import size_report, summary
@@ -106,6 +107,7 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
             size = {**size, "mb": round(folder_mb(folder), 2)}
         store.set_artifact(run_id, "size", size)
         store.finish(run_id, "finished", summary=_summary(res.evals, bundle.task))
+        drop_checkpoint(store.folder(run_id) / "checkpoint")   # the model is in the cache; teachers never resume
     except BaseException as e:
         store.finish(run_id, "failed", message=_short(e))
         raise
@@ -212,8 +214,10 @@ def _short(e: BaseException) -> str:
 
 def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tokenizer=None, bundle=None,
                 teacher_run: str | None = None, kind: str = "student", log=print, student=None,
-                resume: str | None = None, on_create=None) -> str:
+                resume: str | None = None, on_create=None, keep_checkpoints: bool = False) -> str:
     """Build the student, distill it with ``cfg.method`` and store everything; returns the run id.
+
+    A finished run drops its resume checkpoint (nothing reads it again) unless ``keep_checkpoints``.
 
     ``student``: an already built student (hops of a chain, e.g. self-distillation into a fresh copy).
     ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then)."""
@@ -312,8 +316,11 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         store.set_artifact(run_id, "size", size)
         store.finish(run_id, res.status, res.message,
                      summary=_summary(res.evals, bundle.task))
-    except KeyboardInterrupt:
+        if res.status == "finished" and not keep_checkpoints:
+            drop_checkpoint(store.folder(run_id) / "checkpoint")
+    except KeyboardInterrupt as e:
         store.finish(run_id, "cancelled", "interrupted")
+        e.kdlab_run = (str(store.root), run_id)   # the CLI prints the command that resumes it
         raise
     except BaseException as e:
         store.finish(run_id, "failed", message=_short(e))
@@ -333,7 +340,7 @@ def _checkpoint_of(store: Store, run_id: str) -> Path:
     return ck
 
 
-def resume_run(store: Store, run_id: str, log=print) -> str:
+def resume_run(store: Store, run_id: str, log=print, keep_checkpoints: bool = False) -> str:
     """Resume a stopped, killed or failed run from its last checkpoint; returns the run id."""
     run = store.run(run_id)
     if run["kind"] == "teacher":
@@ -349,7 +356,7 @@ def resume_run(store: Store, run_id: str, log=print) -> str:
         _checkpoint_of(store, run["id"])
         cfg = StoredRun(run).config()
         cfg.train.progress = False
-        return distill_run(cfg, store, log=log, resume=run["id"])
+        return distill_run(cfg, store, log=log, resume=run["id"], keep_checkpoints=keep_checkpoints)
 
 
 def _task_of(spec):

@@ -219,6 +219,12 @@ class Store:
         with self._conn() as c:
             c.row_factory = sqlite3.Row
             r = c.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if r is None:   # a run's name (--name), where it is unique
+                named = c.execute("SELECT * FROM runs WHERE name=? ORDER BY created DESC", (run_id,)).fetchall()
+                if len(named) > 1:
+                    raise KdlabError(f"{len(named)} runs are named '{run_id}' in {self.root}: give one of their ids "
+                                     f"({', '.join(n['id'] for n in named[:5])})")
+                r = named[0] if named else None
             if r is None:   # a method name: that method's latest run
                 r = c.execute("SELECT * FROM runs WHERE method=? ORDER BY created DESC", (run_id,)).fetchone()
             if r is None:

@@ -41,8 +41,8 @@ def test_cka_help_has_only_cka_options():
 def test_every_command_is_registered_the_same_way():
     import importlib.util
     assert importlib.util.find_spec("kdlab.cli_extra") is None
-    assert set(cli.COMMANDS) == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench",
-                                 "compress", "study", "workshop"}
+    assert set(cli.COMMANDS) - {"doctor"} == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench",
+                                              "compress", "study", "workshop", "gc"}
     assert set(subparsers()) == set(cli.COMMANDS)
     for name, (f, help, add_args) in cli.COMMANDS.items():
         assert callable(f) and help and callable(add_args), name
@@ -88,8 +88,8 @@ def stubs(monkeypatch, tmp_path):
 
     matrix = {"run": "r", "teacher_run": "t", "n": 4, "pool": "mean", "linear": [[1.0]], "debiased": [[1.0]]}
     bundle = SimpleNamespace(train=[], eval_splits=lambda: {"dev": []}, num_labels=lambda: 2)
-    monkeypatch.setattr(kdlab.pipeline, "distill_run", lambda cfg, store, log: finished(store, cfg))
-    monkeypatch.setattr(kdlab.pipeline, "resume_run", lambda store, run_id, log: finished(store))
+    monkeypatch.setattr(kdlab.pipeline, "distill_run", lambda cfg, store, log, **k: finished(store, cfg))
+    monkeypatch.setattr(kdlab.pipeline, "resume_run", lambda store, run_id, log, **k: finished(store))
     monkeypatch.setattr(kdlab.pipeline, "prepare_teacher", lambda cfg, store, bundle, log, **k: (0, 0, finished(store, cfg)))
     monkeypatch.setattr(kdlab.pipeline, "load_bundle", lambda cfg: bundle)
     monkeypatch.setattr(kdlab.pipeline, "eval_run", lambda *a, **k: {"accuracy": 1.0})
@@ -119,14 +119,15 @@ def stubs(monkeypatch, tmp_path):
 
 # each command line of a command together takes every path of its handler
 VARIANTS = {
-    "distill": [[], ["--resume", "x"], ["--config", "{config}"]],
+    "distill": [["--keep-checkpoints"], ["--resume", "x"], ["--config", "{config}"]],
     "teacher": [[], ["--config", "{config}"]],
     "demo": [[], ["--config", "{config}"]],
     "eval": [["--run", "r", "--data", "x.tsv"], ["--run", "r", "--model", "student", "--json"]],
     "compress": [["--run", "r", "--prune-vocab", "c.txt", "--quantize", "int8", "--onnx", "--name", "n",
                   "--text-col", "t"]],
     "methods": [[]],
-    "runs": [[]],
+    "runs": [[], ["--prune"]],
+    "gc": [["--failed", "--dry-run"]],
     "cka": [[], ["--run", "r"]],
     "bench": [["--write", "{md}"]],
     "study": [["--methods", "ce,kd", "--seeds", "2", "--vary", "temperature=2,4", "--baseline", "ce", "--workers", "2",
