@@ -29,6 +29,7 @@ from .errors import KdlabError
 from .store import Store
 
 BASELINE = "ce"
+DIAGNOSE = ("inconclusive", "worse")   # verdicts that name the doctor command (kdlab.doctor)
 FIELDS = ["method", "options", "domain", "metric", "n", "mean", "std", "delta", "ci_low", "ci_high", "verdict", "model"]
 
 
@@ -322,6 +323,10 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
     label = f"selected by {select}" if model == "selected" else "last epoch"
     for r in rows:
         r["model"] = label
+        runs = {s: per[r["domain"]]["run"] for s, per in sorted(groups[r["group"]]["seeds"].items())
+                if r["domain"] in per}
+        if r["verdict"] in DIAGNOSE and runs:   # why KD did not help: kdlab.doctor on the first seed's run
+            r["doctor"] = doctor_command(next(iter(runs.values())))
     out = folder(store, name)
     out.mkdir(parents=True, exist_ok=True)
     stem = "results" if report == "auto" else f"results-{model}"
@@ -345,8 +350,13 @@ def to_csv(rows: list[dict]) -> str:
 
 def json_rows(rows: list[dict]) -> list[dict]:
     """The rows as ``--json`` prints them: method, options, domain, metric, n, mean, std, delta, ci_low, ci_high,
-    verdict (and the per-seed values)."""
-    return [{k: r.get(k) for k in FIELDS + ["seeds"]} for r in rows]
+    verdict (and the per-seed values; for an inconclusive or worse verdict, the doctor command)."""
+    return [{k: r.get(k) for k in FIELDS + ["seeds"] + (["doctor"] if r.get("doctor") else [])} for r in rows]
+
+
+def doctor_command(run_id: str) -> str:
+    from .doctor import command_line
+    return command_line(run_id)
 
 
 def _f(v, spec: str = ".3f") -> str:
@@ -375,6 +385,8 @@ def format_table(rows: list[dict]) -> str:
             delta = "" if r["verdict"] == "baseline" else _f(r["delta"], "+.3f")
             lines.append(f"  {r['group']:{width}s} {r['n']:>2d} {_f(r['mean']) + ' ± ' + _f(r['std']):>15s} "
                          f"{delta:>8s} {ci:>19s}  {r['verdict']}")
+            if r.get("doctor"):
+                lines.append(f"  {'':{width}s} why? {r['doctor']}")
         lines.append("")
     lines.append("delta: mean over seeds of (method - baseline), same seeds and student init; 95% CI: paired "
                  "bootstrap over seeds and examples")

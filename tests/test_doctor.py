@@ -182,3 +182,23 @@ def test_doctor_bad_input(runs, capsys):
         assert main(["doctor", "--run", run, "--runs", root]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("kdlab: error:") and msg in err and len(err.splitlines()) == 1
+
+
+def test_study_verdicts_name_the_doctor(runs):
+    from kdlab.study import aggregate, format_table, json_rows
+    store, ids = runs
+    cells = [{"key": "ce seed=0", "method": "ce", "options": {}, "seed": 0, "group": "ce"},
+             {"key": "kd seed=0", "method": "kd", "options": {}, "seed": 0, "group": "kd"}]
+    store.save_study("doc", {"setup": {}, "grid": {"baseline": "ce"}, "cells": cells, "config": {"train": {}}})
+    store.set_study_cell("doc", "ce seed=0", ids["ce"])
+    store.set_study_cell("doc", "kd seed=0", ids["noshares"])
+    rows = aggregate(store, "doc", n_boot=50)
+    kd = [r for r in rows if r["method"] == "kd"]
+    assert kd and all(r["verdict"] in ("inconclusive", "worse", "better") for r in kd)
+    for r in rows:
+        named = r["verdict"] in ("inconclusive", "worse")
+        assert (r.get("doctor") == f"python -m kdlab doctor --run {ids['noshares']}") == named, r
+    text = format_table(rows)
+    n = sum(r["verdict"] in ("inconclusive", "worse") for r in rows)
+    assert n and text.count("why? python -m kdlab doctor --run") == n
+    assert all(("doctor" in j) == (j["verdict"] in ("inconclusive", "worse")) for j in json_rows(rows))
