@@ -24,19 +24,42 @@ OOD_DEFAULTS = {"scitail_test": lambda t: any("entails" in dict(m).values() for 
                 "paws_qqp_dev_and_test": lambda t: t.name in ("mrpc", "qqp")}
 
 
+def num(x) -> str:
+    """A metric value as people read it: fixed-point, four decimals, and for a value below 0.01 three significant
+    digits (0.00178, not 1.7763e-03); thousands with separators."""
+    import math
+    x = float(x)
+    if not math.isfinite(x) or x == 0:
+        return f"{x:g}"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 0.01:
+        return f"{x:.4f}"
+    if abs(x) < 1e-9:
+        return f"{x:.2e}"
+    return f"{x:.{2 - math.floor(math.log10(abs(x)))}f}"
+
+
 def preset() -> str | None:
     p = os.environ.get("KDLAB_APP_PRESET", "").strip().lower()
     return p or None
 
 
+# The dashboard's own small budget under KDLAB_APP_PRESET=tiny (its tests and a quick look), beside the tiny preset
+TINY_BUDGET = dict(max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32, epochs=1)
+
+
 def defaults() -> dict:
-    """Setup defaults: the packaged teacher on the embedded data, or tiny ones (KDLAB_APP_PRESET=tiny)."""
+    """Setup defaults, derived from the run choices' defaults (``kdlab.config.CHOICES``, the tiny ``PRESETS``, the
+    quick ``BUDGETS``): the packaged teacher on the embedded data, or the tiny ones (KDLAB_APP_PRESET=tiny)."""
+    from kdlab.config import CHOICES, PRESETS
+    base = dict(teacher=CHOICES["teacher"], data="embedded", ood=[], student_layers=CHOICES["student_layers"],
+                student_init=CHOICES["student_init"], student_hidden=CHOICES["student_hidden"] or 0)
     if preset() == "tiny":
-        return dict(teacher="tiny", data="embedded", ood=[], student_layers=2, student_init="skip", student_hidden=0,
-                    max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, batch_size=16, max_len=32, epochs=1,
+        tiny = PRESETS["tiny"]
+        return dict(base, teacher=tiny["teacher"], student_layers=tiny["student_layers"], **TINY_BUDGET,
                     **TEACHER_DEFAULTS)
-    return dict(teacher="minilm-l6", data="embedded", ood=[], student_layers=3, student_init="skip", student_hidden=0,
-                max_steps=1000, **budget("quick"), **TEACHER_DEFAULTS)
+    return dict(base, max_steps=1000, **budget("quick"), **TEACHER_DEFAULTS)
 
 
 # The Setup choices beyond one teacher fine-tuned by kdlab (the names of kdlab.config.build_config, except
@@ -425,7 +448,8 @@ def fresh_student(t, key: str, tok=None):
         name = s["student"].strip()
         m, stok = base_teacher(name, bundle().num_labels())
         ttok = tok if tok is not None else teacher()[1]
-        if type(stok) is not type(ttok) or stok.get_vocab() != ttok.get_vocab():
+        from kdlab.models import same_tokenizer
+        if not same_tokenizer(stok, ttok):
             raise KdlabError(f"the pretrained student '{name}' tokenizes differently from the teacher: this view "
                              "feeds both the same tokens; train it (logit-level methods) and compare the runs")
         return m

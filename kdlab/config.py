@@ -10,6 +10,10 @@ from .errors import KdlabError
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# The learning rates when none is chosen, declared once: a run's student (the CLI's --lr, RunConfig.train, the
+# dashboard's full budget) and a pretrained teacher's fine-tuning (TEACHER_LR below: the tiny teacher's own).
+DEFAULT_STUDENT_LR = 1e-4
+DEFAULT_TEACHER_LR = 5e-5
 
 
 @dataclass
@@ -17,7 +21,7 @@ class TrainConfig:
     epochs: int = 3
     max_steps: int | None = None
     batch_size: int = 32
-    lr: float = 5e-5
+    lr: float = DEFAULT_TEACHER_LR   # RunConfig.train (the student) defaults to DEFAULT_STUDENT_LR
     weight_decay: float = 0.01
     warmup: float = 0.1
     grad_accum: int = 1
@@ -110,7 +114,7 @@ class RunConfig:
     student: str | None = None         # a pretrained student: built-in name, folder or hub name (kdlab.students)
     method: str = "kd"
     method_args: dict = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=DEFAULT_STUDENT_LR))
     teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=DEFAULT_TEACHER_LR))
     trust_remote_code: bool = False
     name: str | None = None
@@ -159,7 +163,7 @@ CHOICES = dict(
     ood_map=None, ood=(), max_train=None, max_eval=None, data_seed=None, transfer=None, augment=False,
     augment_args=None, tensorboard=False,
     method="kd", method_args=None, temperature=None,
-    epochs=3, max_steps=None, batch_size=32, lr=1e-4, grad_accum=1, max_len=64, seed=0, device="auto",
+    epochs=3, max_steps=None, batch_size=32, lr=DEFAULT_STUDENT_LR, grad_accum=1, max_len=64, seed=0, device="auto",
     precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
     cache_dtype="fp32", length_buckets="auto", select=None, patience=0, name=None, no_progress=False,
     grad_share_every=50, threads=0,
@@ -182,7 +186,6 @@ PRESETS = {
 # The teacher's fine-tuning learning rate when none is chosen: a pretrained model needs a small one, the tiny
 # random teacher a large one.
 TEACHER_LR = {"tiny": 1e-3}
-DEFAULT_TEACHER_LR = 5e-5
 STUDENT_INITS = ("skip", "uniform", "first", "last", "explicit", "fresh")
 
 

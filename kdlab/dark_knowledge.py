@@ -36,7 +36,7 @@ def dark_knowledge(logits, temperatures, labels=None, threshold: float = 0.05) -
     if y.shape != (n,) or y.min() < 0 or y.max() >= C:
         raise KdlabError(f"dark knowledge needs one class label in 0..{C - 1} per example")
     out = {"T": [], "entropy": [], "non_target_mass": [], "second_informative": [], "non_target_entropy": [],
-           "classes": C, "threshold": float(threshold)}
+           "classes": C, "threshold": float(threshold), "max_entropy": float(np.log(C))}   # of the uniform
     for T in temperatures:
         if not float(T) > 0:
             raise KdlabError(f"temperatures must be > 0, got {T}")

@@ -156,9 +156,10 @@ class Result:
     selection: dict | None = None   # with cfg.select: the selected epoch (kdlab.selection) and the last one
 
 
-def build_method(name: str, teacher, student, num_labels: int, total_steps: int, steps_per_epoch: int,
+def build_method(name: str | type[Method], teacher, student, num_labels: int, total_steps: int, steps_per_epoch: int,
                  seed: int, num_train: int, label_kind: str = "classes", **overrides) -> Method:
-    cls = get(name)
+    """The method ``name`` (a registered name, or the class the caller resolved already) built for this run."""
+    cls, name = (name, name.name) if isinstance(name, type) else (get(name), name)
     ctx = Context(teacher=ModelInfo.of(teacher) if teacher is not None else None, student=ModelInfo.of(student),
                   num_labels=num_labels, total_steps=total_steps, steps_per_epoch=steps_per_epoch, seed=seed,
                   num_train=num_train, teacher_model=teacher, label_kind=label_kind)

@@ -10,6 +10,7 @@ from .speed import buckets
 from .data.batching import encode_texts, make_loader, model_inputs
 from .features import Need, features
 from .models import count_params
+from .probs import mapped_probs, predicted, softened
 
 
 @torch.inference_mode()
@@ -33,9 +34,8 @@ def predict(model, split, tokenizer, *, batch_size: int = 64, max_len: int = 64,
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Class probabilities at T = 1 (``kdlab.probs.softened``)."""
+    return softened(logits)
 
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -126,14 +126,10 @@ def metrics(logits: np.ndarray, labels, num_labels: int, task=None, label_map=No
                 "subset_accuracy": float((pred == y).all(axis=1).mean()) if len(y) else float("nan")}
         return {**_ordered(vals, task), "n": float(len(y))}
     labels = np.asarray(labels)
-    probs = softmax(logits)
+    probs = mapped_probs(softmax(logits), label_map)   # summed per mapped class for ECE
+    pred = predicted(logits, label_map)                  # the model's class, mapped (the usual protocol)
     if label_map is not None:
-        lm = np.asarray(label_map)
-        num_labels = int(lm.max()) + 1
-        probs = probs @ np.eye(num_labels)[lm]     # [n, C_model] x [C_model, C_set]
-        pred = lm[softmax(logits).argmax(axis=1)]  # the model's class, mapped (the usual protocol)
-    else:
-        pred = probs.argmax(axis=1)
+        num_labels = int(np.max(label_map)) + 1
     vals = {"accuracy": accuracy(pred, labels), "macro_f1": macro_f1(pred, labels, num_labels)}
     if task is not None:
         if "f1" in task.metrics and num_labels == 2:

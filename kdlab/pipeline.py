@@ -88,7 +88,7 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
     set_problem_type(teacher, bundle.task)
     tconf = {"teacher": cfg.teacher, "data": cfg.data or "embedded", "data_identity": bundle.identity,
              "train": dataclasses.asdict(cfg.teacher_train), "key": key, "task_spec": bundle.task.to_dict()}
-    run_id = store.create_run("teacher", "ce", tconf, name=f"teacher {cfg.teacher}")
+    run_id = store.create_run("teacher", "ce", tconf, name=teacher_run_name(cfg.teacher))
     announce(store.root, run_id)
     log(f"teacher: fine-tuning {cfg.teacher} on {len(bundle.train)} examples ({run_id})")
     try:
@@ -112,6 +112,11 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
         store.finish(run_id, "failed", message=_short(e))
         raise
     return teacher, tok, run_id
+
+
+def teacher_run_name(teacher: str) -> str:
+    """The stored name of the run that fine-tunes ``teacher`` (how the Setup page follows its progress)."""
+    return f"teacher {teacher}"
 
 
 def teacher_members(cfg: RunConfig) -> list[RunConfig]:
@@ -297,7 +302,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
             on_create(run_id)
     log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
     try:
-        res = train(student, tokenizer, bundle, cfg.method, teacher=teacher, cfg=cfg.train,
+        res = train(student, tokenizer, bundle, method_cls, teacher=teacher, cfg=cfg.train,
                     method_args=cfg.method_args, store=store, run_id=run_id, resume=checkpoint)
         out = store.folder(run_id) / "student"
         if _main_rank():   # under torchrun only rank 0 writes

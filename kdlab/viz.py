@@ -19,6 +19,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .probs import entropy, softened  # noqa: F401  (entropy: re-exported for the pages and notebooks)
+
 __all__ = [
     "as_array", "soften", "entropy", "smooth", "cosine_matrix", "per_layer_series", "drop_table",
     "mapping_heatmap", "cka_heatmap", "softened_distributions", "entropy_curve", "per_layer_multiples",
@@ -40,20 +42,7 @@ def as_array(x, dtype=np.float64) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-def soften(logits, T: float = 1.0) -> np.ndarray:
-    """``softmax(z / T)`` along the last axis (float64)."""
-    z = as_array(logits) / float(T)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def entropy(p) -> np.ndarray | float:
-    """Shannon entropy in nats along the last axis (0·log 0 = 0)."""
-    p = as_array(p)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
-    return float(h) if np.ndim(h) == 0 else h
+soften = softened   # ``softmax(z / T)`` along the last axis (float64): kdlab.probs.softened
 
 
 def smooth(values: Sequence[float], weight: float = 0.6) -> list[float]:

@@ -34,3 +34,64 @@ def test_dashboard_refuses_a_data_path_that_climbs_out_with_one_line():
     assert "\n" not in str(e.value)
     common.check_data("embedded")           # the embedded corpus and hub names are not paths
     common.check_data("stanfordnlp/imdb")
+
+
+# what a page may not do itself: tokenize, or compute probabilities, a KL or a log-likelihood
+BANNED_MODULES = ("transformers", "tokenizers")
+BANNED_CALLS = {"softmax", "log_softmax", "sigmoid", "kl_div", "exp", "log", "logsumexp", "kd_kl",
+                "convert_ids_to_tokens", "AutoTokenizer"}
+TOKENIZER_NAMES = {"tok", "tokenizer", "ttok", "stok"}   # calling one, or one of its methods, is tokenizing
+
+
+def app_files():
+    files = sorted((ROOT / "app").rglob("*.py"))
+    assert len(files) >= 10
+    return files
+
+
+def test_the_dashboard_imports_no_tokenizer_and_computes_no_softmax_kl_or_metric():
+    bad = []
+    for f in app_files():
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                bad += [f"{f.name}: import {a.name}" for a in node.names if a.name.split(".")[0] in BANNED_MODULES]
+            elif isinstance(node, ast.ImportFrom):
+                if (node.module or "").split(".")[0] in BANNED_MODULES:
+                    bad.append(f"{f.name}: from {node.module}")
+                bad += [f"{f.name}: imports {a.name}" for a in node.names if a.name in BANNED_CALLS]
+            elif isinstance(node, ast.Call):
+                fn = node.func
+                name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+                receiver = fn.value.id if isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) else ""
+                if name in BANNED_CALLS or name in TOKENIZER_NAMES or receiver in TOKENIZER_NAMES:
+                    bad.append(f"{f.name}:{node.lineno}: {name}(...)")
+    assert not bad, "the dashboard computes what an engine function should (kdlab.explain, kdlab.probs):\n" + \
+        "\n".join(bad)
+
+
+def test_explain_numbers_by_hand():
+    import math
+
+    import numpy as np
+
+    from kdlab.explain import class_disagreements, config_diff, label_set_disagreements, temperature_terms
+    from kdlab.probs import softened
+    # teacher [0, ln 3] -> p = (1/4, 3/4) at T = 1; student [ln 3, 0] -> q = (3/4, 1/4)
+    t = temperature_terms([0.0, math.log(3)], [math.log(3), 0.0], 1.0)
+    kl = 0.25 * math.log(0.25 / 0.75) + 0.75 * math.log(0.75 / 0.25)
+    assert t["kl"] == np.float64(t["kd_loss"]) and abs(t["kl"] - kl) < 1e-6
+    t2 = temperature_terms([0.0, math.log(9)], [0.0, 0.0], 2.0)   # at T = 2 the teacher is (1/4, 3/4) again
+    assert abs(t2["top_teacher"] - 0.75) < 1e-12 and abs(t2["top_teacher_T1"] - 0.9) < 1e-12
+    assert abs(t2["kd_loss"] - 4 * t2["kl"]) < 1e-9 and abs(t2["entropy_student"] - math.log(2)) < 1e-12
+    assert np.allclose(softened(np.array([[0.0, 0.0, math.log(2)]]), 1.0), [[0.25, 0.25, 0.5]])
+    # a 3-class model scored on a 2-class set: classes 0 and 2 map to 0
+    z = {"student": np.log([[0.5, 0.2, 0.3], [0.1, 0.8, 0.1]]), "teacher": np.log([[0.1, 0.7, 0.2], [0.2, 0.7, 0.1]])}
+    cd = class_disagreements(z, [0, 1], label_map=[0, 1, 0])
+    assert np.allclose(cd["probs"]["student"], [[0.8, 0.2], [0.2, 0.8]])
+    assert cd["preds"]["student"].tolist() == [0, 1] and cd["preds"]["teacher"].tolist() == [1, 1]
+    assert cd["disagree"].tolist() == [0] and cd["agreement"] == 0.5
+    assert label_set_disagreements({"student": np.array([[1.0, -1.0], [1.0, 1.0]]),
+                                    "teacher": np.array([[2.0, -3.0], [1.0, -1.0]])}).tolist() == [1]
+    runs = [{"method": "kd", "kind": "distill", "config": {"name": "a", "train": {"lr": 1e-4, "seed": 0}}},
+            {"method": "ce", "kind": "distill", "config": {"name": "b", "train": {"lr": 1e-4, "seed": 1}}}]
+    assert config_diff(runs) == {"method": ["kd", "ce"], "train.seed": ["0", "1"]}

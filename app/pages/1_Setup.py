@@ -203,21 +203,16 @@ st.subheader("Prepare the teacher")
 def _prepare(cfg):
     """Fine-tune every teacher that is not prepared yet (``kdlab teacher`` in its own process: an ensemble's teachers
     one after the other), with a progress bar over all of them."""
+    from kdlab.explain import teacher_progress
     store = C.store()
     _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
     todo = [n for n, f in C.prepared_teacher_dirs(cfg) if f is None]
     job = launch.launch(cfg, store.root, launch.unique_name("teacher"), command="teacher")
     bar = st.progress(0.0, text="starting ...")
     while True:
-        started = [r for r in store.runs(kind="teacher") if r["created"] >= job.started - 1
-                   and r["name"] in {f"teacher {n}" for n in todo}]
-        if started:
-            cur = max(started, key=lambda r: r["created"])
-            step = max((r["step"] for r in store.metrics(cur["id"])), default=0)
-            i = len(started) - 1
-            frac = (i + min(1.0, step / max(1, total))) / len(todo)
-            text = f"step {step}/{total}" if len(todo) == 1 else f"teacher {i + 1}/{len(todo)} · step {step}/{total}"
-            bar.progress(min(1.0, frac), text=text)
+        prog = teacher_progress(store, job.started, todo, total)
+        if prog is not None:
+            bar.progress(prog[0], text=prog[1])
         if not job.alive():
             break
         time.sleep(0.5)

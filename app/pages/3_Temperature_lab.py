@@ -1,11 +1,10 @@
 """Temperature lab: softened teacher and student distributions on real dev examples."""
 import numpy as np
 import streamlit as st
-import torch
 
 import common as C
 from kdlab import viz
-from kdlab.losses import kd_kl
+from kdlab.explain import example_logits, temperature_terms
 
 st.title("Temperature lab")
 C.sidebar()
@@ -48,14 +47,9 @@ with C.guard():
     if pair:
         st.caption(f"pair input: {b.task.text_cols[0]} = _{dev.texts[idx]}_ · {b.task.text_cols[1]} = "
                    f"_{dev.texts_b[idx]}_ (encoded together: [CLS] a [SEP] b [SEP])")
-        enc = tok([dev.texts[idx]], [dev.texts_b[idx]], truncation="longest_first", max_length=int(s["max_len"]),
-                  return_tensors="pt")
-    else:
-        enc = tok([dev.texts[idx]], truncation=True, max_length=int(s["max_len"]), return_tensors="pt")
-    inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    with torch.inference_mode():
-        zt = t(**inputs).logits[0].float().numpy()
-        zs = stu(**inputs).logits[0].float().numpy()
+    z = example_logits({"teacher": t, "student": stu}, tok, dev.texts[idx],
+                       dev.texts_b[idx] if pair else None, int(s["max_len"]))
+    zt, zs = z["teacher"], z["student"]
 
 if zt is not None:
     T = st.slider("temperature T", 0.5, 10.0, 2.0, 0.5, key="temp_T")
@@ -64,23 +58,22 @@ if zt is not None:
     Ts = np.round(np.arange(0.5, 10.01, 0.25), 2)
     C.show(viz.entropy_curve({"teacher": zt, "student": zs}, Ts, current_T=T), "temp_entropy", c2)
 
-    pt, ps = viz.soften(zt, T), viz.soften(zs, T)
-    kl_raw = float(np.sum(pt * (np.log(pt) - np.log(ps))))
-    loss = float(kd_kl(torch.tensor(zs)[None], torch.tensor(zt)[None], T))
+    terms = temperature_terms(zt, zs, T)
+    kl_raw, loss = C.num(terms["kl"]), C.num(terms["kd_loss"])
     m = st.columns(4)
-    m[0].metric("teacher entropy (nats)", f"{viz.entropy(pt):.6f}")
-    m[1].metric("student entropy (nats)", f"{viz.entropy(ps):.6f}")
-    m[2].metric(f"KL(p_T || q_S) at T={T:g}", f"{kl_raw:.4e}")
-    m[3].metric("KD loss T² · KL", f"{loss:.4e}")
+    m[0].metric("teacher entropy (nats)", C.num(terms["entropy_teacher"]))
+    m[1].metric("student entropy (nats)", C.num(terms["entropy_student"]))
+    m[2].metric(f"KL(p_T || q_S) at T={T:g}", kl_raw)
+    m[3].metric("KD loss T² · KL", loss)
     st.markdown(
         f"""
 **What the numbers say.** Teacher logits `{np.round(zt, 3).tolist()}`, student logits `{np.round(zs, 3).tolist()}`.
 Dividing by T = {T:g} before the softmax flattens both distributions: the teacher's top probability is
-**{pt.max():.4f}** here (it is {viz.soften(zt, 1).max():.4f} at T = 1), so the smaller classes carry more of the
-teacher's "dark knowledge". The KL between the softened distributions is **{kl_raw:.4e}**.
+**{terms["top_teacher"]:.4f}** here (it is {terms["top_teacher_T1"]:.4f} at T = 1), so the smaller classes carry
+more of the teacher's "dark knowledge". The KL between the softened distributions is **{kl_raw}**.
 Its gradient with respect to the student logits scales like 1/T², so Hinton et al. multiply by T² = {T*T:g}
 to keep the soft-target term on the same scale as the hard-label loss when T changes:
-T² · KL = {T*T:g} × {kl_raw:.4e} = **{loss:.4e}** (`kdlab.losses.kd_kl`).
+T² · KL = {T*T:g} × {kl_raw} = **{loss}** (`kdlab.losses.kd_kl`).
 """)
 
 
@@ -126,5 +119,5 @@ if zt is not None:
             f"On **{n} dev examples**, the {'fine-tuned' if ttuned else '(not yet fine-tuned)'} teacher's soft "
             f"targets at T = {T:g} leave on average **{dk['non_target_mass'][i]:.1%}** of the probability off the "
             f"gold label. With **{C_} classes** {what} Raising T spreads the mass (the entropy rises towards "
-            f"log {C_} = {np.log(C_):.2f}). A second choice counts as informative when its softened probability is "
+            f"log {C_} = {dk['max_entropy']:.2f}). A second choice counts as informative when its softened probability is "
             "at least the threshold and the task has more than two classes (`kdlab.dark_knowledge`).")

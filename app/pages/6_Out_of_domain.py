@@ -7,7 +7,8 @@ import streamlit as st
 import common as C
 from kdlab import viz
 from kdlab.errors import KdlabError
-from kdlab.evaluate import calibration_bins, metrics, softmax
+from kdlab.evaluate import calibration_bins, metrics
+from kdlab.explain import class_disagreements, label_set_disagreements, score_differences
 
 st.title("Out of domain")
 C.sidebar()
@@ -97,13 +98,8 @@ with C.guard():
                    + ", ".join(f"{a} → {sp.label_names[j]}" for a, j in zip(b.label_names, lm))
                    + " (probabilities summed per mapped class for ECE)")
     if kind == "classes":
-        labels_ = np.asarray(sp.labels)
-        probs = {k: softmax(v) for k, v in logits.items()}
-        if lm is not None:
-            eye = np.eye(int(np.max(lm)) + 1)[np.asarray(lm)]
-            probs = {k: p @ eye for k, p in probs.items()}
-        preds = {k: (np.asarray(lm)[softmax(v).argmax(1)] if lm is not None else softmax(v).argmax(1))
-                 for k, v in logits.items()}
+        cd = class_disagreements(logits, sp.labels, lm)   # probabilities summed per mapped class, predictions mapped
+        labels_, probs, preds = cd["labels"], cd["probs"], cd["preds"]
         bins = {k: calibration_bins(p, labels_) for k, p in probs.items()}
         eces = {k: ms[k]["ece"] for k in probs}
         c1, c2 = st.columns([3, 2])
@@ -111,9 +107,8 @@ with C.guard():
         C.show(table, "ood_ece", c2)
         if "teacher" in logits:
             names = list(sp.label_names) if lm is not None else list(b.label_names)
-            sp_, tp_ = preds["student"], preds["teacher"]
-            dis = np.nonzero(sp_ != tp_)[0]
-            c2.metric("student-teacher agreement", f"{1 - len(dis) / max(1, len(labels_)):.3f}")
+            sp_, tp_, dis = preds["student"], preds["teacher"], cd["disagree"]
+            c2.metric("student-teacher agreement", C.num(cd["agreement"]))
             st.markdown(f"**{len(dis)} examples where student and teacher disagree** ({split_name})")
             C.show(pd.DataFrame([{**texts_of(i), "label": names[labels_[i]], "teacher": names[tp_[i]],
                                         "p_teacher": round(float(probs["teacher"][i].max()), 3),
@@ -129,7 +124,7 @@ with C.guard():
                                                f"Prediction vs gold score ({split_name})"), "ood_scatter", c1)
         C.show(table, "ood_ece", c2)
         if "teacher" in logits:
-            gap = np.abs(logits["student"][:, 0] - logits["teacher"][:, 0])
+            gap = score_differences(logits)
             order = np.argsort(-gap)[:200]
             st.markdown(f"**Largest student-teacher differences** ({split_name}; mean |difference| "
                         f"{gap.mean():.3f})")
@@ -146,7 +141,7 @@ with C.guard():
             def as_set(row):
                 return ", ".join(n for n, on in zip(names, row) if on) or "(none)"
             ps, pt = logits["student"] > 0, logits["teacher"] > 0
-            dis = np.nonzero((ps != pt).any(axis=1))[0]
+            dis = label_set_disagreements(logits)
             st.markdown(f"**{len(dis)} examples where the predicted label sets differ** ({split_name})")
             C.show(pd.DataFrame([{**texts_of(i), "labels": as_set(np.asarray(sp.labels[i]) > 0),
                                         "teacher": as_set(pt[i]), "student": as_set(ps[i])} for i in dis[:200]]),

@@ -1,12 +1,11 @@
 """Inspect one example of a run's data: attention maps and hidden-state similarity, teacher vs student; a sentence
 pair is encoded as the model sees it ([CLS] a [SEP] b [SEP]), so the separator shows in the maps."""
 import streamlit as st
-import torch
 
 import common as C
 from kdlab import viz
 from kdlab.errors import KdlabError
-from kdlab.features import Need, features
+from kdlab.explain import inspect_example, output_probs
 
 st.title("Inspect")
 C.sidebar()
@@ -42,17 +41,12 @@ with C.guard():
         ca, cb = st.columns(2)
         text = ca.text_area(f"text A ({task.text_cols[0]}; edit to try your own)", sp.texts[i], key=f"insp_text_{key}")
         text_b = cb.text_area(f"text B ({task.text_cols[1]})", sp.texts_b[i], key=f"insp_text_b_{key}")
-        enc = tok([text], [text_b], truncation="longest_first", max_length=C.run_max_len(run), return_tensors="pt")
     else:
         text = st.text_input("text (edit to try your own)", sp.texts[i], key=f"insp_text_{key}")
-        enc = tok([text], truncation=True, max_length=C.run_max_len(run), return_tensors="pt")
-    batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-    with torch.inference_mode():
-        ft = features(t, batch, Need(hidden=True, attentions=True))
-        fs = features(stu, batch, Need(hidden=True, attentions=True))
-    tokens = tok.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+        text_b = None
+    ex = inspect_example(t, stu, tok, text, text_b, C.run_max_len(run))
+    ft, fs, tokens, seps = ex.teacher, ex.student, ex.tokens, ex.separators
     if pair:
-        seps = [j for j, x in enumerate(tokens) if x == tok.sep_token]
         st.caption(f"{len(tokens)} tokens of the pair encoding; separator `{tok.sep_token}` at position(s) "
                    f"{', '.join(map(str, seps))} (text A before the first, text B after it)")
     N, M = len(ft.attentions), len(fs.attentions)
@@ -61,13 +55,12 @@ with C.guard():
     sl = c2.selectbox("student layer", list(range(1, M + 1)), index=M - 1, key="insp_sl")
     heads = min(ft.attentions[0].shape[1], fs.attentions[0].shape[1])
     h = c3.selectbox("head", list(range(heads)), key="insp_head")
+    pt, ps = output_probs(ft.logits[0], task.kind), output_probs(fs.logits[0], task.kind)
     if task.kind == "score":
-        st.caption(f"teacher score = {float(ft.logits[0, 0]):.3f} · student score = {float(fs.logits[0, 0]):.3f}")
+        st.caption(f"teacher score = {float(pt):.3f} · student score = {float(ps):.3f}")
     elif task.kind == "multi":
-        pt, ps = torch.sigmoid(ft.logits[0]), torch.sigmoid(fs.logits[0])
         st.caption(f"teacher p = {[round(float(x), 3) for x in pt]} · student p = {[round(float(x), 3) for x in ps]}")
     else:
-        pt, ps = torch.softmax(ft.logits[0], -1), torch.softmax(fs.logits[0], -1)
         st.caption(f"classes {list(b.label_names)} · teacher p = {[round(float(x), 3) for x in pt]} · "
                    f"student p = {[round(float(x), 3) for x in ps]}")
     C.show(viz.attention_heatmaps(ft.attentions[tl - 1][0, h], fs.attentions[sl - 1][0, h], tokens,
