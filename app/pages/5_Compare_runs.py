@@ -4,7 +4,6 @@ import streamlit as st
 
 import common as C
 from kdlab.explain import config_diff
-from kdlab.explain import config_diff
 from kdlab import references, viz
 
 st.title("Compare runs")
