@@ -24,5 +24,6 @@ PAGES = [
     st.Page("pages/8_Deploy.py", url_path="deploy", title="Deploy", icon=":material/rocket_launch:"),
     st.Page("pages/9_Ranking.py", url_path="ranking", title="Ranking", icon=":material/format_list_numbered:"),
     st.Page("pages/10_Studies.py", url_path="studies", title="Studies", icon=":material/science:"),
+    st.Page("pages/11_Doctor.py", url_path="doctor", title="Doctor", icon=":material/stethoscope:"),
 ]
 st.navigation(PAGES).run()

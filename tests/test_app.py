@@ -282,6 +282,26 @@ def test_compare_runs(app, store_root):
     assert bars[0]["y"][0] == pytest.approx(ev["dev"]["accuracy"])
 
 
+def test_doctor_page(app, store_root):
+    from kdlab.doctor import diagnose
+    from kdlab.store import Store
+    at = app
+    at.switch_page("pages/11_Doctor.py").run()
+    no_errors(at)
+    root, rid = store_root
+    at.selectbox(key="doctor_run").set_value(rid).run()
+    no_errors(at)
+    d = diagnose(Store(root), rid)   # the page shows the command's findings, in its order
+    table = at.dataframe[0].value
+    assert list(table["finding"]) == [f["title"] for f in d["findings"]]
+    assert list(table["figure"]) == [f["figure"] for f in d["findings"]]
+    shares = at.dataframe[1].value   # the fixture's run measured its terms at step 0 (every 50 steps)
+    by = {f["key"]: f for f in d["findings"]}["grad_share"]["data"]["shares"]
+    assert set(shares["term"]) == {"kd", "ce", "hidden"} == set(by)
+    assert shares["mean share"].sum() == pytest.approx(1.0, abs=1e-3)
+    assert any(f"doctor --run {rid}" in c.value for c in at.caption)
+
+
 def test_out_of_domain(app, store_root):
     from kdlab.evaluate import ece, softmax
     from kdlab.store import Store
