@@ -135,8 +135,9 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
     g.add_argument("--ood", nargs="*", help="labeled files evaluated as out-of-domain sets")
     g.add_argument("--ood-map", help="score OOD sets with other labels: model_label=ood_label,... (default: the task's "
                                      "built-in mapping, e.g. entailment=entails,not_entailment=neutral for SciTail)")
-    g.add_argument("--max-train", type=int, help="use at most this many training examples")
-    g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set")
+    g.add_argument("--max-train", type=int, help="use at most this many training examples (0: all, the default)")
+    g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set (0: all, the "
+                                                "default)")
     if student:
         g.add_argument("--transfer", metavar="FILE",
                        help="a transfer set: more texts the student learns the teacher's outputs on (.txt one per "
@@ -215,7 +216,11 @@ def _read_config(path: str) -> RunConfig:
         raise KdlabError(f"the config file '{path}' is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(d, dict):
         raise KdlabError(f"the config file '{path}' must hold a JSON object")
-    return apply_preset(RunConfig.from_dict(d))
+    from .config_check import check_types, check_values
+    check_types(d, path)
+    cfg = RunConfig.from_dict(d)
+    check_values(cfg, path)   # before a preset fills in its values, and before any work
+    return apply_preset(cfg)
 
 
 def config_from_args(a) -> RunConfig:
@@ -225,6 +230,9 @@ def config_from_args(a) -> RunConfig:
         _refuse(a, CHOICES, "--config holds the whole run configuration")
         return _read_config(a.config)
     return build_config(**{k: getattr(a, k) for k in CHOICES if getattr(a, k, None) is not None})
+    if getattr(a, "student_hidden", None) == 0:
+        raise KdlabError("--student-hidden 0 is no hidden size: give the narrower student's width (e.g. 192), or "
+                         "leave it out for the teacher's")
 
 
 def _store(a):
@@ -345,6 +353,10 @@ def _eval_args(p):
 def cmd_eval(a):
     from .pipeline import eval_run
     if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
+    if a.max_len < 1:
+        raise KdlabError(f"--max-len is the number of tokens per example: at least 1 (got {a.max_len})")
+    if a.threads < 1:
+        raise KdlabError(f"--threads is the number of CPU threads for the latency: at least 1 (got {a.threads})")
         from .run_record import StoredRun
         rec = StoredRun.load(_store(a), a.run)
         if rec.is_ranking:

@@ -234,6 +234,14 @@ def build_config(**choices) -> RunConfig:
                          "model) with it, not several")
     if c["student_init"] not in STUDENT_INITS:
         raise KdlabError(f"student-init must be one of {', '.join(STUDENT_INITS)} (got {c['student_init']})")
+    if c["student_layers"] is not None and c["student_layers"] < 1:
+        raise KdlabError(f"student-layers must be at least 1 (got {c['student_layers']})")
+    if c["student_hidden"] is not None and c["student_hidden"] < 0:   # 0 (the dashboard's): the teacher's width
+        raise KdlabError(f"student-hidden is the narrower student's hidden size, e.g. 192 (got {c['student_hidden']}); "
+                         "leave it out for the teacher's width")
+    for k in ("max_train", "max_eval"):
+        if c[k] is not None and c[k] < 0:
+            raise KdlabError(f"{k.replace('_', '-')} must be a number of examples, or 0 for all (got {c[k]})")
     init = "skip" if c["student_init"] == "uniform" else c["student_init"]
     if c["student_layer_list"] and init == "skip":
         init = "explicit"

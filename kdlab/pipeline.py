@@ -18,6 +18,7 @@ from .disk import drop_checkpoint
 from .distill import train
 from .errors import KdlabError
 from .evaluate import size_report, summary
+from .limits import check_max_len
 from .methods import get
 from .narrow import build_narrow
 from . import prep_lock
@@ -60,6 +61,7 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
     ``save_pretrained`` under ``<runs>/teachers/<key>`` where the key hashes the base model, the
     data identity and the fine-tuning settings.
     """
+    check_max_len(cfg.teacher_train.max_len, name=cfg.teacher)   # before the data is read or the model loaded
     bundle = bundle or load_bundle(cfg)
     if cfg.teacher_finetuned or is_kdlab_model(cfg.teacher):   # a fine-tuned classifier: used as is
         return ready_teacher(cfg, store, bundle, attentions=attentions, log=log)
@@ -228,6 +230,10 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then)."""
     cfg = apply_preset(cfg)
     store = store or Store()
+    if teacher is None and student is None:   # a --max-len the models' positions cannot take: before any work
+        for name in [*(cfg.teachers or [cfg.teacher]), *([cfg.student] if cfg.student else [])]:
+            for n in {cfg.train.max_len, cfg.teacher_train.max_len}:
+                check_max_len(n, name=name)
     if bundle is None and teacher is None and student is None and resume is None:
         from .ranking.train import distill_ranking, wants_ranking
         if wants_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder (kdlab.ranking)
@@ -387,12 +393,16 @@ def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_
         from .ranking.train import eval_ranking_run   # nDCG@10, MRR@10, Recall@100 on the folder's test qrels
         return eval_ranking_run(store, run, data_file)
     folder = store.artifact(run["id"], "model_dir")
-    if not folder or not Path(folder).exists():
+    if folder and not Path(folder).exists():
+        raise KdlabError(f"the model folder of run {run['id']} ({folder}) is gone: it was deleted or moved out of "
+                         f"the run store {store.root}")
+    if not folder:
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")
     model, tok = load_saved(folder)
     C = model.config.num_labels
     task = run_task(store, run, folder)
     if task is not None and task.kind != "score" and task.label_names:
+    check_max_len(max_len, model=model)
         names = list(task.label_names)
     else:
         names = ["negative", "positive"] if C == 2 else [str(i) for i in range(C)]

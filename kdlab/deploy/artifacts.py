@@ -30,7 +30,10 @@ LINEAGE = "kdlab.json"
 def run_model_dir(store, run: dict) -> Path:
     """The saved model of a run, or a KdlabError naming why there is none."""
     folder = store.artifact(run["id"], "model_dir")
-    if not folder or not Path(folder).exists() or not (Path(folder) / "config.json").exists():
+    if folder and not Path(folder).exists():
+        raise KdlabError(f"the model folder of run {run['id']} ({folder}) is gone: it was deleted or moved out of "
+                         f"the run store {store.root}")
+    if not folder or not (Path(folder) / "config.json").exists():
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): compress or evaluate a "
                          "finished run (`python -m kdlab runs` lists them)")
     return Path(folder)

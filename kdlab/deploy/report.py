@@ -56,6 +56,7 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
     "agreement" is the share of predictions on the first split equal to the teacher's."""
     from ..data.loaders import load_eval_file
     from ..evaluate import agreement, latency_side_by_side, metrics, predict_plain
+    from ..limits import check_max_len
     from ..models import count_params, quiet_hf
     from ..tasks import run_primary_metric
     quiet_hf()
@@ -78,6 +79,7 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
         loaded = {}
         for name, folder in folders.items():
             model, tok, info = load_artifact(folder)
+            check_max_len(max_len, model=model)
             if info.get("format") == "onnx":
                 from .onnx import OnnxModel
                 model = OnnxModel(folder, threads=threads)

@@ -89,9 +89,13 @@ def options(cfg: RunConfig) -> dict:
         raise KdlabError(f"unknown ranking option(s) {unknown}: the options are {', '.join(DEFAULTS)}")
     hp = {**DEFAULTS, **cfg.method_args}
     for k in ("doc_len", "query_len", "negatives", "depth", "rerank"):
-        if int(hp[k]) < 1:
-            raise KdlabError(f"--set {k} must be at least 1 (got {hp[k]})")
-        hp[k] = int(hp[k])
+        v = hp[k]
+        if isinstance(v, bool) or not (isinstance(v, int) or isinstance(v, float) and v == int(v)) or v < 1:
+            raise KdlabError(f"--set {k} must be a whole number of at least 1 (got {v!r})")
+        hp[k] = int(v)
+    for k in ("temperature", "tau"):
+        if hp[k] is not None and (isinstance(hp[k], bool) or not isinstance(hp[k], (int, float)) or not hp[k] > 0):
+            raise KdlabError(f"--set {k} must be a positive number (got {hp[k]!r})")
     if hp["teacher_kind"] not in TEACHER_KINDS:
         raise KdlabError(f"--set teacher_kind must be {' or '.join(TEACHER_KINDS)} (got {hp['teacher_kind']!r})")
     if hp["tau"] is None:
