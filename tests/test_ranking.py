@@ -168,7 +168,10 @@ def test_dashboard_ranking_page(toy, tmp_path, monkeypatch, capsys):
     at.run()
     at.switch_page("pages/9_Ranking.py").run()
     assert not at.exception and not at.error, [e.value for e in at.exception]
-    rows = at.dataframe[0].value
+    refs = at.dataframe[0].value   # reference rows (none measured in this store) and the run's own test row
+    assert len(refs) == 1 and refs["nDCG@10"].iloc[0] == pytest.approx(
+        Store(root).final_evals(Store(root).runs(kind="student")[0]["id"])["test"]["ndcg@10"], abs=1e-3)
+    rows = at.dataframe[1].value
     assert len(rows) == len(DOCS)   # the BM25 candidates of a toy query: every document
     assert set(rows["teacher"].str.split(":").str[0].str.lstrip("* ")) == set(DOCS)
     before = at.metric[2].value

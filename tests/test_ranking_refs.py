@@ -110,7 +110,7 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     from kdlab.ranking.data import write_beir
     from kdlab.store import Store
     from test_ranking import DOCS, QRELS, QUERIES
-    toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
+    toy = write_beir(tmp_path / "scifact", DOCS, QUERIES, QRELS)   # named like SciFact: its published rows
     root = tmp_path / "runs"
     common = ["--task", "ranking", "--data", str(toy), "--max-steps", "2", "--runs", str(root), "--quiet",
               "--set", "teacher_kind=fused", "--set", "fused_dense=tiny", "--set", "student_from=tiny"]
@@ -127,3 +127,11 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["distill", *common, "--method", "margin-mse", "--set", "teacher_kind=oracle"]) == 2
     assert "teacher_kind" in capsys.readouterr().err
+    from kdlab.ranking import baselines, bm25
+    from kdlab.ranking.data import load_beir
+    table = baselines.run_table(store, students)
+    assert [r["nDCG@10"] for r in table[:3]] == [0.665, 0.688, 0.643] and "2104.08663" in table[0]["source"]
+    assert len(table) == 5 and table[3]["source"] == "run " + students[0]["id"]
+    res = baselines.measure(load_beir(toy), bm25.cache_dir(root), log=lambda *_: None)   # BM25, MiniLM, fused
+    assert [r["label"].split(" ")[0] for r in res["rows"]] == ["BM25", "all-MiniLM-L6-v2,", "fused"]
+    assert len(baselines.run_table(store, students)) == 8

@@ -26,6 +26,13 @@ if not runs:
             "--data ../shared/data/retrieval/scifact` (or `python -m kdlab demo --task ranking --data ...`)")
     st.stop()
 by_id = {r["id"]: r for r in runs}
+st.subheader("Reference rows and the finished runs")
+with C.guard():
+    from kdlab.ranking.baselines import run_table
+    C.show(run_table(C.store(), runs), "rank_refs", hide_index=True, width="stretch")
+st.caption("BM25 and the pretrained all-MiniLM-L6-v2 (no training) are measured on every test query once "
+           "(`python -m kdlab.ranking.baselines BEIR_FOLDER RUNS/ranking-cache`, or the ranking demo); the published "
+           "rows come from the BEIR paper (Table 2).")
 with C.guard():
     run = by_id[st.selectbox("ranking student run", list(by_id), format_func=lambda i: C.run_label(by_id[i]),
                              key="rank_run")]

@@ -43,7 +43,7 @@ def measure(data: RankingData, cache, *, log=print, split: str = "test") -> dict
     teacher, table = fused.build(data, dev, bi=bi, doc_emb=doc_emb, log=log)
     ev = teacher.evaluate(qids, split)
     rows.append({"label": f"fused teacher (BM25 w={teacher.weight:.2f}, {teacher.norm})", **ev,
-                 "params": row["params"]})
+                 "params": row["params"], "latency_ms": teacher.latency_ms(qids[:16])})
     out = {"name": data.name, "split": split, "n": len(qids), "rows": rows,
            "fused": {"weight": teacher.weight, "norm": teacher.norm, "dev_queries": len(dev), "dev_frac": DEV_FRAC,
                      "dev_seed": DEV_SEED, "choice": table, "seconds": round(time.time() - t1, 1)},
@@ -54,6 +54,46 @@ def measure(data: RankingData, cache, *, log=print, split: str = "test") -> dict
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, p)
     return out
+
+
+def rows_for(data: RankingData, cache, *, measure_missing: bool = False, log=print) -> list[dict]:
+    """The measured reference rows of ``data`` (BM25, pretrained bi-encoder, fused teacher): read from the cache,
+    measured now when ``measure_missing`` (else [] when not measured yet)."""
+    res = load(cache, data)
+    if res is None and measure_missing:
+        res = measure(data, cache, log=log)
+    return res["rows"] if res else []
+
+
+def run_table(store, runs) -> list[dict]:
+    """Rows for a page or notebook: the reference rows of the runs' BEIR folder (measured when the store's ranking
+    cache has them, and the published ones) then each run's test row, as {model, nDCG@10, MRR@10, R@100, params (M),
+    ms/query, source}."""
+    from .reference import published_rows
+    runs = list(runs)
+    refs = []
+    if runs:
+        folder = (runs[0].get("config") or {}).get("data")
+        try:
+            data = load_beir(folder)
+            refs = [*rows_for(data, bm25_mod.cache_dir(store.root)), *published_rows(data.name)]
+        except Exception:   # the folder moved or is not readable: the runs' own rows only
+            refs = []
+    own = []
+    for r in runs:
+        ev = store.final_evals(r["id"]).get("test") or {}
+        size = store.artifact(r["id"], "size", {}) or {}
+        own.append({"label": r.get("name") or f"{r['method']} {r['id']}", **ev, "params": size.get("params"),
+                    "latency_ms": size.get("latency_ms"), "source": "run " + r["id"]})
+
+    def fmt(row, default_source):
+        def num(k, nd=3):
+            v = row.get(k)
+            return round(float(v), nd) if isinstance(v, (int, float)) else None
+        return {"model": row["label"], "nDCG@10": num("ndcg@10"), "MRR@10": num("mrr@10"), "R@100": num("recall@100"),
+                "params (M)": num("params") and round(row["params"] / 1e6, 1), "ms/query": num("latency_ms", 1),
+                "source": row.get("source", default_source)}
+    return [fmt(r, "measured here") for r in refs] + [fmt(r, "") for r in own]
 
 
 def table_lines(res: dict, width: int = 34) -> list[str]:

@@ -89,6 +89,17 @@ class FusedTeacher:
         full = self.full([q for q, _ in groups])
         return np.stack([full[i, ids] for i, (_, ids) in enumerate(groups)])
 
+    def latency_ms(self, qids) -> float:
+        """Median CPU ms per query at batch 1: BM25 over the corpus, encoding the query, one matrix product."""
+        import time
+        times = []
+        for q in qids:
+            self.rows.pop(q, None)
+            t0 = time.perf_counter()
+            self.full([q])
+            times.append((time.perf_counter() - t0) * 1000)
+        return float(np.median(times))
+
     def evaluate(self, qids, split: str = "test") -> dict:
         run = run_from_scores(qids, self.data.doc_ids, self.full(qids), k=100)
         return ranking_metrics({q: self.data.qrels[split][q] for q in qids}, run)

@@ -348,13 +348,8 @@ def prepare_fused_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     try:
         qids = data.split_queries("test")
         ev = teacher.evaluate(qids)
-        times = []
-        for q in qids[:16]:   # CPU ms per query: BM25 over the corpus + encode + one matrix product
-            teacher.rows.pop(q, None)
-            t0 = time.perf_counter()
-            teacher.full([q])
-            times.append((time.perf_counter() - t0) * 1000)
-        store.set_artifact(run_id, "size", {"params": float(count_params(teacher.bi)), "latency_ms": float(np.median(times)),
+        store.set_artifact(run_id, "size", {"params": float(count_params(teacher.bi)),
+                                            "latency_ms": teacher.latency_ms(qids[:16]),
                                             "layers": float(teacher.bi.config.num_hidden_layers),
                                             "hidden": float(teacher.bi.config.hidden_size),
                                             "latency": "ms/query: BM25 + encode + dot product over the corpus"})
@@ -504,7 +499,21 @@ def eval_ranking_run(store: Store, run: dict, data_folder, *, split: str = "test
         cands = bm25_mod.candidates(data, hp["rerank"], cache=bm25_mod.cache_dir(store.root))
         ev = eval_cross(model, tok, data, cands, split=split, rerank=hp["rerank"],
                         max_len=clamp_len(model, hp["doc_len"]))
-    return {"run": run["id"], "data": str(data_folder), "task": "ranking", "primary": "ndcg@10", **ev}
+    return {"run": run["id"], "data": str(data_folder), "task": "ranking", "primary": "ndcg@10", **ev,
+            "references": _references(store, data_folder, data.name) if split == "test" else []}
+
+
+def _references(store: Store, data_folder, name: str) -> list:
+    """The reference rows beside a test evaluation: measured ones when this store's cache has them (the demo or
+    ``python -m kdlab.ranking.baselines`` measures them), and the published rows of the dataset."""
+    from . import baselines
+    from .reference import published_rows
+    try:
+        rows = baselines.rows_for(load_beir(data_folder), bm25_mod.cache_dir(store.root))
+    except KdlabError:   # a folder without train qrels: no measured rows
+        rows = []
+    keys = ("label", "ndcg@10", "mrr@10", "recall@100", "source")
+    return [{k: r[k] for k in keys if k in r} for r in [*rows, *published_rows(name)]]
 
 
 def _setup(cfg: RunConfig, store: Store, log):

@@ -37,6 +37,9 @@ def load_run_models(store: Store, student_run: str):
     if not teacher_run:
         raise KdlabError(f"run {run['id']} has no teacher run (a contrastive student from a pretrained encoder): "
                          "choose a run distilled from a cross-encoder")
+    if store.run(teacher_run)["method"] == "fused":
+        raise KdlabError(f"run {run['id']} was distilled from the fused teacher (BM25 + a dense score), which has no "
+                         "cross-encoder to show beside the student: choose a run distilled from a cross-encoder")
     t_dir, s_dir = store.artifact(teacher_run, "model_dir"), store.artifact(run["id"], "model_dir")
     if not (t_dir and Path(t_dir).exists() and s_dir and Path(s_dir).exists()):
         raise KdlabError(f"run {run['id']} or its teacher has no saved model: choose a finished run")
