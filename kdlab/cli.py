@@ -229,10 +229,10 @@ def config_from_args(a) -> RunConfig:
     if a.config:
         _refuse(a, CHOICES, "--config holds the whole run configuration")
         return _read_config(a.config)
-    return build_config(**{k: getattr(a, k) for k in CHOICES if getattr(a, k, None) is not None})
     if getattr(a, "student_hidden", None) == 0:
         raise KdlabError("--student-hidden 0 is no hidden size: give the narrower student's width (e.g. 192), or "
                          "leave it out for the teacher's")
+    return build_config(**{k: getattr(a, k) for k in CHOICES if getattr(a, k, None) is not None})
 
 
 def _store(a):
@@ -352,11 +352,11 @@ def _eval_args(p):
                  "teacher (accuracy, MB, latency)", _eval_args)
 def cmd_eval(a):
     from .pipeline import eval_run
-    if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
     if a.max_len < 1:
         raise KdlabError(f"--max-len is the number of tokens per example: at least 1 (got {a.max_len})")
     if a.threads < 1:
         raise KdlabError(f"--threads is the number of CPU threads for the latency: at least 1 (got {a.threads})")
+    if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
         from .run_record import StoredRun
         rec = StoredRun.load(_store(a), a.run)
         if rec.is_ranking:

@@ -399,10 +399,10 @@ def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_
     if not folder:
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")
     model, tok = load_saved(folder)
+    check_max_len(max_len, model=model)
     C = model.config.num_labels
     task = run_task(store, run, folder)
     if task is not None and task.kind != "score" and task.label_names:
-    check_max_len(max_len, model=model)
         names = list(task.label_names)
     else:
         names = ["negative", "positive"] if C == 2 else [str(i) for i in range(C)]
