@@ -110,7 +110,8 @@ def run_options(p, *, student: bool = True, name: bool = True, resume: bool = Fa
                        help="a pretrained student from another checkpoint (built-in name, model folder or hub name) "
                             "instead of layers copied from the teacher; its layers map to the teacher's through the "
                             "method's mapping, with learned projections where widths differ; a student that "
-                            "tokenizes differently works with logit-level methods only")
+                            "tokenizes differently works with logit-level methods only; 'static': a token table "
+                            "read from the teacher (Model2Vec recipe), mean-pooled, with a linear head")
         g.add_argument("--student-layers", type=int, help=f"number of student layers (default {D['student_layers']}; "
                                                           f"{PRESETS['tiny']['student_layers']} with --preset tiny)")
         g.add_argument("--student-init", choices=["skip", "uniform", "first", "last", "explicit", "fresh"],

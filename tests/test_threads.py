@@ -110,3 +110,26 @@ def test_dashboard_keeps_one_thread_and_its_runs_do_not_inherit_it(monkeypatch):
     assert "OMP_NUM_THREADS" not in env and threads.DASHBOARD_MARK not in env
     # a user's own OMP_NUM_THREADS is kept for the runs
     assert threads.child_env({"OMP_NUM_THREADS": "4"}) == {"OMP_NUM_THREADS": "4"}
+
+
+def test_concurrent_bench_row_compares_with_one_run_alone(monkeypatch, tmp_path):
+    from kdlab.tools import bench_concurrent as bc
+    seen = []
+
+    def fake(n, env):
+        seen.append((n, env.get("KDLAB_THREADS")))
+        return {1: 10.0, 2: 21.0}[n] if env.get("KDLAB_THREADS") is None else 90.0
+    monkeypatch.setattr(bc, "timed", fake)
+    monkeypatch.setenv("KDLAB_THREADS", "1")   # the caller's own setting does not leak into the measured runs
+    res = bc.run_concurrent(2, every_core=True, log=lambda m: None)
+    assert seen == [(1, None), (2, None), (2, str(res["cores"]))]
+    assert res["ratio"] == pytest.approx(2.1) and res["every_core_ratio"] == pytest.approx(9.0)
+    md = tmp_path / "B.md"
+    md.write_text("# Benchmarks\n\nkept\n")
+    bc.write_markdown(res, md)
+    bc.write_markdown(res, md)   # a second write replaces the block
+    text = md.read_text()
+    assert text.count("<!-- bench-concurrent:start -->") == 1 and "kept" in text
+    assert "| 2 runs together, each its share of the cores (default) | 21.0 | 2.10 |" in text
+    with pytest.raises(KdlabError, match="at least 2"):
+        bc.run_concurrent(1)

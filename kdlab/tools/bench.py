@@ -6,6 +6,8 @@ hidden-state MSE on the uniformly mapped layers, the ``hidden`` method):
 * ``plain``: a student step with hard-label CE only (the floor);
 * ``kd_live``: kdlab's KD step with the teacher run live (inference mode, hidden states only);
 * ``kd_cached``: kdlab's KD step with the teacher's outputs served by the teacher cache (warm);
+* ``kd_live_shares``: ``kd_live`` measuring each loss term's gradient share (``kdlab.grad_share``) at every step;
+  ``grad_shares_every_50/kd_live`` is the cost at the loop's default (one measured step in 50);
 * ``textbrewer``: the same KD work through ``textbrewer.GeneralDistiller.train_on_batch``;
 * ``plain_padded`` / ``kd_live_padded`` / ``kd_cached_padded``: the same kdlab steps with length buckets off
   (every padded position computed, as TextBrewer does), so the figures show what skipping padding is worth
@@ -189,6 +191,14 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     # kd_fill is kdlab's first epoch: teacher live, its outputs stored in the cache (emptied before each round)
     variants = {"plain": step(plain), "kd_live": step(kd_live), "kd_fill": step(kd_cache),
                 "kd_cached": step(kd_cache)}
+    # the live KD step measuring every term's gradient share at every step (kdlab.grad_share; the loop's
+    # default measures every grad_share_every = 50 steps), its norms written to a throwaway run store
+    import tempfile
+    from ..store import Store
+    share_store = Store(tempfile.mkdtemp(prefix="kdlab-bench-"))
+    variants["kd_live_shares"] = step(dataclasses.replace(
+        kd_live, cfg=dataclasses.replace(cfg, grad_share_every=1), store=share_store, writes=True,
+        run_id=share_store.create_run("student", "hidden", {})))
     if bk:   # the same kdlab steps computing every padded position, to show what the buckets are worth
         variants["plain_padded"] = step(padded(plain))
         variants["kd_live_padded"] = step(padded(kd_live))
@@ -266,7 +276,11 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     # ratios are paired: computed within each round (same machine state), then the median over rounds
     pr = per_round
     by_round = {"kd_cached/plain": [c / p for c, p in zip(pr["kd_cached"], pr["plain"])],
-                "kd_live/plain": [lv / p for lv, p in zip(pr["kd_live"], pr["plain"])]}
+                "kd_live/plain": [lv / p for lv, p in zip(pr["kd_live"], pr["plain"])],
+                "kd_live_shares/kd_live": [s / lv for s, lv in zip(pr["kd_live_shares"], pr["kd_live"])]}
+    # with the default every 50 steps, one step in 50 pays the measured step's extra cost
+    every = TrainConfig().grad_share_every
+    by_round[f"grad_shares_every_{every}/kd_live"] = [1 + (x - 1) / every for x in by_round["kd_live_shares/kd_live"]]
     if amp is not None:   # the same ratios with both steps in mixed precision
         p = precision_name(amp)
         for kd in ("kd_cached", "kd_live"):
@@ -295,7 +309,7 @@ def _textbrewer_step(t_model, student, method, opt, dev):
     """A callable running one TextBrewer GeneralDistiller step (same models, losses, optimizer)."""
     import textbrewer
     from textbrewer import DistillationConfig, GeneralDistiller, TrainingConfig
-    N, M = t_model.config.num_hidden_layers, student.config.num_hidden_layers
+    M = student.config.num_hidden_layers
     W = method.W
     matches = []
     for i in range(M):
@@ -331,6 +345,7 @@ def _textbrewer_step(t_model, student, method, opt, dev):
 TARGETS = {
     "kd_cached/plain": ("<= 1.10", lambda v: v <= 1.10),
     "kd_live/plain": ("<= 1.55", lambda v: v <= 1.55),
+    "grad_shares_every_50/kd_live": ("<= 1.05", lambda v: v <= 1.05),
     "speedup_vs_textbrewer_1_epoch": (">= 1.0", lambda v: v >= 1.0),
     "speedup_vs_textbrewer_3_epochs": (">= 1.8", lambda v: v >= 1.8),
 }
@@ -368,7 +383,12 @@ def write_markdown(res: dict, path: str | os.PathLike = "BENCHMARKS.md", command
     if "textbrewer_error" in res:
         lines.append(f"TextBrewer could not run: {res['textbrewer_error']}")
     lines.append(f"<!-- {tag}:end -->")
-    block = "\n".join(lines)
+    return replace_block(path, tag, "\n".join(lines))
+
+
+def replace_block(path: str | os.PathLike, tag: str, block: str) -> Path:
+    """Put ``block`` (which starts with ``<!-- TAG:start -->`` and ends with ``<!-- TAG:end -->``) in place of
+    the file's block of that tag, or at its end when it has none."""
     p = Path(path)
     old = p.read_text() if p.exists() else "# Benchmarks\n\n"
     start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
