@@ -32,16 +32,6 @@ def words_of(text: str) -> list[str]:
     return WORD.findall(text)
 
 
-def mask_words(words: list[str], p: float, rng: random.Random, mask_token: str = "[MASK]") -> list[str]:
-    """Each word becomes ``mask_token`` with probability ``p``."""
-    return [mask_token if rng.random() < p else w for w in words]
-
-
-def replace_neighbours(words: list[str], p: float, rng: random.Random, neighbours: dict[str, str]) -> list[str]:
-    """Each word that has a neighbour is replaced by it with probability ``p``."""
-    return [neighbours[w] if w in neighbours and rng.random() < p else w for w in words]
-
-
 def ngram_sample(words: list[str], rng: random.Random, ng_max: int = 5) -> list[str]:
     """A random contiguous n-gram, n uniform in 1..ng_max (capped at the length)."""
     if not words:

@@ -206,11 +206,11 @@ def grouped(M: int, N: int) -> torch.Tensor:
     return W
 
 
-def alp_weights(teacher_hidden: Sequence[torch.Tensor], student_hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+def alp_weights(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor]) -> torch.Tensor:
     """ALP-KD attention weights as a mapping matrix ``W [M, N]`` (METHODS §8; ``kdlab.methods.alp``).
 
-    ``teacher_hidden`` / ``student_hidden`` are the hidden-state lists of one batch, embeddings first
-    (``Features.hidden``: N+1 and M+1 tensors ``[B, L, d]``). Row i is the batch mean of
+    ``student_hidden`` / ``teacher_hidden`` (student first, as every loss) are the hidden-state lists of one batch,
+    embeddings first (``Features.hidden``: M+1 and N+1 tensors ``[B, L, d]``). Row i is the batch mean of
     ``softmax_j <h^S_i[CLS], h^T_j[CLS]>`` over teacher layers 1..N, so every row sums to 1. The widths
     must match (a student copied from the teacher); a narrower student needs ALP-KD's learned projection.
     """

@@ -322,13 +322,6 @@ def same_tokenizer(a, b) -> bool:
     return a.get_vocab() == b.get_vocab()
 
 
-def check_compatible(teacher_tok, student_tok):
-    """Teacher and student must tokenise identically for token-level distillation."""
-    if not same_tokenizer(teacher_tok, student_tok):
-        raise KdlabError(f"teacher and student use different tokenizers (vocabularies of {len(teacher_tok)} and "
-                         f"{len(student_tok)} tokens): build the student from the teacher or use the same tokenizer")
-
-
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -122,15 +122,17 @@ def test_corrupted_store(tmp_path, capsys):
 
 def test_different_tokenizers():
     from kdlab.errors import KdlabError
-    from kdlab.models import check_compatible, tiny_model
+    from kdlab.models import same_tokenizer, tiny_model
+    from kdlab.teachers import check_same_tokenizer
     _, a = tiny_model()
     from transformers import BertTokenizerFast
     import tempfile, pathlib
     with tempfile.TemporaryDirectory() as t:
         (pathlib.Path(t) / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "x"]))
         b = BertTokenizerFast(vocab=str(pathlib.Path(t) / "vocab.txt"))
-        with pytest.raises(KdlabError, match="different tokenizers"):
-            check_compatible(a, b)
+        assert same_tokenizer(a, a) and not same_tokenizer(a, b)
+        with pytest.raises(KdlabError, match="tokenize differently"):
+            check_same_tokenizer([a, b], ["a", "b"])
 
 
 def test_confine(tmp_path):

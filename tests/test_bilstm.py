@@ -61,13 +61,17 @@ def test_student_defaults_and_errors(tiny):
 
 
 # ------------------------------------------------------------------------------------------------ augmentation
-def test_masking_rate():
+def test_masking_and_replacement_rates_of_the_sample_the_engine_draws():
+    # augment_words (what the transfer-set augmentation runs): one uniform draw per word, mask below p_mask, the
+    # neighbour below p_mask + p_replace, no n-gram cut at p_ng = 0
     words = [f"w{i}" for i in range(20000)]
-    out = augment.mask_words(words, 0.1, random.Random(0), "[MASK]")
-    rate = sum(w == "[MASK]" for w in out) / len(words)
-    assert abs(rate - 0.1) < 0.01
-    assert all(o == w for o, w in zip(out, words) if o != "[MASK]") and len(out) == len(words)
-    assert augment.mask_words(words[:50], 0.0, random.Random(0)) == words[:50]
+    nb = {w: w.upper() for w in words}
+    out = augment.augment_words(words, random.Random(0), p_mask=0.1, p_replace=0.2, p_ng=0.0, neighbours=nb)
+    assert len(out) == len(words)
+    assert abs(sum(w == "[MASK]" for w in out) / len(words) - 0.1) < 0.01
+    assert abs(sum(o == nb[w] for o, w in zip(out, words)) / len(words) - 0.2) < 0.01
+    assert all(o in ("[MASK]", w, nb[w]) for o, w in zip(out, words))
+    assert augment.augment_words(words[:50], random.Random(0), p_mask=0.0, p_replace=0.0, p_ng=0.0) == words[:50]
 
 
 def test_ngram_lengths_are_one_to_five_and_contiguous():
@@ -92,7 +96,8 @@ def test_neighbour_replacement_picks_the_cosine_nearest_token():
     # never itself, even if it is the only candidate it is skipped
     assert augment.nearest_neighbours(E, [0], [0]) == {}
     rng = random.Random(0)
-    assert augment.replace_neighbours(["good", "film"], 1.0, rng, {"good": "great"}) == ["great", "film"]
+    assert augment.augment_words(["good", "film"], rng, p_mask=0.0, p_replace=1.0, p_ng=0.0,
+                                 neighbours={"good": "great"}) == ["great", "film"]
 
 
 def test_word_neighbours_through_a_tokenizer(tiny):

@@ -145,14 +145,14 @@ def test_alp_weights_are_the_batch_mean_attention_over_teacher_cls():
     g = torch.Generator().manual_seed(0)
     th = [torch.randn(5, 7, 8, generator=g) for _ in range(5)]  # embeddings + 4 teacher layers
     sh = [torch.randn(5, 7, 8, generator=g) for _ in range(3)]  # embeddings + 2 student layers
-    W = mp.alp_weights(th, sh)
+    W = mp.alp_weights(sh, th)
     assert W.shape == (2, 4) and W.dtype == torch.float32
     assert torch.allclose(W.sum(1), torch.ones(2), atol=1e-6) and (W > 0).all()
     # row 2 by hand: softmax_j <s_b, t_bj> per example, then the mean over the batch
     eps = torch.stack([(sh[2][:, 0] * th[j][:, 0]).sum(-1) for j in range(1, 5)], dim=1)
     assert torch.allclose(W[1], torch.softmax(eps, dim=1).mean(0), atol=1e-6)
     with pytest.raises(KdlabError, match="project the student"):
-        mp.alp_weights(th, [torch.randn(5, 7, 4) for _ in range(3)])
+        mp.alp_weights([torch.randn(5, 7, 4) for _ in range(3)], th)
 
 
 def test_round_half_up_and_one_hot_layers():
@@ -206,5 +206,5 @@ def test_alp_weights_of_two_models_is_alp_weights_of_their_features():
     with torch.no_grad():
         ft, fs = features(teacher, batch, Need(hidden=True)), features(student, batch, Need(hidden=True))
     assert W.shape == (2, teacher.config.num_hidden_layers) and not W.requires_grad
-    assert torch.allclose(W, mp.alp_weights(ft.hidden, fs.hidden), atol=1e-6)
+    assert torch.allclose(W, mp.alp_weights(fs.hidden, ft.hidden), atol=1e-6)
     assert torch.allclose(W.sum(1), torch.ones(2), atol=1e-5)

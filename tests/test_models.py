@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
-from kdlab.models import (ModelInfo, build_student, check_compatible, fresh_student, load_saved, load_teacher,
+from kdlab.models import (ModelInfo, build_student, fresh_student, load_saved, load_teacher,
                           save_model, student_from_teacher, tiny_model)
 
 
@@ -108,6 +108,7 @@ def test_model_loading_errors(tmp_path, tiny):
 
 def test_different_tokenizers_are_refused(tiny):
     from kdlab.models import load_tokenizer
+    from kdlab.teachers import check_same_tokenizer
     _, tok = tiny
-    with pytest.raises(KdlabError, match="different tokenizers"):
-        check_compatible(tok, load_tokenizer("minilm-l6"))
+    with pytest.raises(KdlabError, match="tokenize differently"):
+        check_same_tokenizer([tok, load_tokenizer("minilm-l6")], ["tiny", "minilm-l6"])

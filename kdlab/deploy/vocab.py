@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -189,8 +188,3 @@ def prune(model, tokenizer, texts):
     prune_model(model, keep)
     return model, new_tok, keep
 
-
-def copy_tokenizer_files(src: Path, dst: Path):
-    for f in Path(src).iterdir():
-        if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
-            shutil.copy2(f, Path(dst) / f.name)

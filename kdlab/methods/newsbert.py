@@ -83,7 +83,7 @@ class NewsBERT(Method):
     @classmethod
     def make_student(cls, teacher, tokenizer, cfg):
         """Student layer i = copy of teacher layer iK (0-based iK-1); pooler and classifier shared."""
-        t_base = _shared_head(teacher)
+        _shared_head(teacher)   # a BERT-style sequence classifier, or one line why not
         K = block_size(teacher.config.num_hidden_layers, cfg.student_layers)
         student = student_from_teacher(teacher, [i * K - 1 for i in range(1, cfg.student_layers + 1)])
         share_head(student, teacher)

@@ -148,4 +148,4 @@ def alp_weights_of(teacher, student, batch) -> torch.Tensor:
     for this student. Runs both models in inference mode, [M, N], every row sums to 1."""
     with torch.inference_mode():
         ft, fs = features(teacher, batch, Need(hidden=True)), features(student, batch, Need(hidden=True))
-        return mapping.alp_weights(ft.hidden, fs.hidden)
+        return mapping.alp_weights(fs.hidden, ft.hidden)

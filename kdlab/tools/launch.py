@@ -122,12 +122,6 @@ def wait_for_run(store: Store, launched: Launch, timeout: float = 120.0, poll: f
         time.sleep(poll)
 
 
-def start_run(cfg: RunConfig, runs: str | os.PathLike, name: str, timeout: float = 120.0) -> str:
-    """Launch a distillation run and return its run id once the store has it."""
-    launched = launch(cfg, runs, name)
-    return wait_for_run(Store(runs), launched, timeout=timeout)
-
-
 def cancel(store: Store, run_id: str):
     """Ask a running run to stop after its current step (the loop marks it ``cancelled``)."""
     store.request_cancel(run_id)
