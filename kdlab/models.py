@@ -358,7 +358,7 @@ def quiet_hf():
 def load_saved(folder: str | os.PathLike, attentions: bool = False):
     """Load a model saved by kdlab (teacher or student) with its tokenizer."""
     from transformers import AutoModelForSequenceClassification
-    from . import bilstm  # noqa: F401  (registers the BiLSTM/CNN student with the Auto classes)
+    from . import bilstm, static  # noqa: F401  (register the BiLSTM/CNN and static students with the Auto classes)
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise KdlabError(f"'{folder}' holds no saved model (no config.json): was the run finished?")

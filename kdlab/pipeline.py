@@ -237,13 +237,16 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     if bundle is None and teacher is None and student is None and resume is None:
         from .ranking.train import distill_ranking, wants_ranking
         if wants_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder (kdlab.ranking)
+            if str(cfg.student or "") == "static":
+                raise KdlabError("the static student is a classifier: a ranking run trains a bi-encoder; drop "
+                                 "--student static")
             return distill_ranking(cfg, store, log=log)
     bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
     s_tok, retokenize = None, False
     if getattr(cfg, "student", None) and student is None:   # a pretrained student (kdlab.students)
         from .students import check_student_choice, check_tokenizers, student_tokenizer
-        check_student_choice(cfg, method_cls)
+        check_student_choice(cfg, method_cls, bundle.task)
         s_tok = student_tokenizer(cfg)
         retokenize = check_tokenizers(cfg, method_cls, s_tok)   # before minutes of teacher fine-tuning
     method_cls.check_label_kind(bundle.task.kind, bundle.task.name)   # before minutes of teacher fine-tuning
@@ -270,7 +273,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                          bundle=bundle, teacher_run=teacher_run, log=log)
     if s_tok is not None:
         from .students import load_student
-        student, s_tok = load_student(cfg, bundle, attentions=needs_attn)
+        student, s_tok = load_student(cfg, bundle, attentions=needs_attn, teacher=teacher, tokenizer=tokenizer)
     if student is None:   # the method's own student, or None for the default one
         student = method_cls.make_student(teacher, tokenizer, cfg)
     base = base if base is not None else teacher
@@ -284,6 +287,9 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                                     seed=cfg.train.seed)
     bundle = method_cls.augment_train(bundle, tokenizer, teacher, cfg)   # e.g. bilstm enlarges the transfer set
     bundle = extend_train(bundle, cfg, tokenizer, teacher, method_cls, log=log)   # --transfer FILE, --augment
+    if (cfg.method_args or {}).get("mapping") == "cka" and not cfg.method_args.get("mapping_cka"):
+        from .cka_mapping import with_cka_scores   # each student layer <- its most similar teacher layer
+        cfg = with_cka_scores(cfg, teacher, student, s_tok or tokenizer, bundle, retokenize, log=log)
     if retokenize:   # the teacher reads every text of the run through its own tokenizer (kdlab.retokenize)
         from .retokenize import RetokenizedTeacher
         teacher = RetokenizedTeacher(teacher, tokenizer, s_tok, [bundle.train, *bundle.eval_splits().values()],

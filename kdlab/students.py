@@ -15,8 +15,17 @@ from __future__ import annotations
 from .errors import KdlabError
 
 
-def check_student_choice(cfg, method_cls) -> None:
+def check_student_choice(cfg, method_cls, task=None) -> None:
     """Refuse, before any teacher is fine-tuned, settings that build the student another way."""
+    from .static import check, is_static
+    if is_static(cfg.student):   # the static-embedding student (kdlab.static): logits only
+        from .teachers import _logits_only
+        check(cfg, method_cls, task)
+        why = _logits_only(method_cls) if method_cls.uses_teacher else None
+        if why:
+            raise KdlabError(f"method '{method_cls.name}' cannot train the static student: {why}, and the static "
+                             "student has only a token table and logits; use kd, kd-mse or ce")
+        return None
     if method_cls.defines("make_student"):
         raise KdlabError(f"method '{method_cls.name}' builds its own student: drop --student")
     if method_cls.chain:
@@ -29,12 +38,14 @@ def check_student_choice(cfg, method_cls) -> None:
 
 def student_tokenizer(cfg):
     from .models import load_tokenizer
-    return load_tokenizer(str(cfg.student))
+    from .static import is_static
+    return load_tokenizer(str(cfg.teacher if is_static(cfg.student) else cfg.student))
 
 
 def tokenizes_differently(cfg, s_tok) -> bool:
     """Does the pretrained student read text differently from the teacher? (a soft-label teacher has no tokens)"""
-    if cfg.teacher_logits:
+    from .static import is_static
+    if cfg.teacher_logits or is_static(cfg.student):   # the static student reads the teacher's tokens
         return False
     from .models import load_tokenizer
     from .models import same_tokenizer
@@ -53,12 +64,18 @@ def check_tokenizers(cfg, method_cls, s_tok) -> bool:
     return True
 
 
-def load_student(cfg, bundle, *, attentions: bool = False):
-    """(student model, its tokenizer) for ``cfg.student``, with a head of ``bundle.num_labels()`` outputs."""
+def load_student(cfg, bundle, *, attentions: bool = False, teacher=None, tokenizer=None):
+    """(student model, its tokenizer) for ``cfg.student``, with a head of ``bundle.num_labels()`` outputs
+    (``static``: a table read from ``teacher``, with the teacher's ``tokenizer``; ``kdlab.static``)."""
     from . import families
     from .models import load_saved, load_teacher, resolve
     from .ready_teacher import is_kdlab_model
+    from .static import build_student, is_static
     n = bundle.num_labels()
+    if is_static(cfg.student):
+        if teacher is None or tokenizer is None:
+            raise KdlabError("the static student is built from the teacher: it needs a teacher model")
+        return build_student(teacher, tokenizer, n, seed=cfg.train.seed), tokenizer
     if is_kdlab_model(cfg.student):
         model, tok = load_saved(resolve(cfg.student), attentions=attentions)
         if model.config.num_labels != n:

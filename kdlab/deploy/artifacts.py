@@ -121,6 +121,9 @@ def _compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None 
     model.eval()
     if onnx:
         onnx_mod.check_exportable(model)
+    if quantize and not onnx and getattr(model.config, "model_type", "") == "kdlab-static":
+        raise KdlabError("int8 quantizes linear layers; the static student is a token table and one small linear "
+                         "head, so int8 leaves its size as it is and makes it slower: use --onnx (or --prune-vocab)")
     if prune_vocab:
         vocab.check_prunable(tok)
     if prune_heads or prune_ffn:

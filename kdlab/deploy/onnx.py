@@ -29,6 +29,8 @@ OPSET = 17
 
 def check_exportable(model):
     mt = getattr(model.config, "model_type", "")
+    if mt == "kdlab-static":   # a token table, a mean and a linear head (kdlab.static): Gather, ReduceSum, Gemm
+        return
     if mt == "kdlab-bilstm":
         raise KdlabError("ONNX export of the BiLSTM/CNN student is not supported (kdlab exports BERT-family "
                          "transformers only): drop --onnx, or use --prune-vocab / --quantize int8 on it")
