@@ -5,8 +5,9 @@ The table is built from the teacher's own contextual embeddings of its vocabular
 (``[CLS] t [SEP]``, or the tokenizer's own special tokens), its last hidden states are mean-pooled over those
 positions, the vocabulary's vectors are reduced with PCA (``sklearn.decomposition.PCA``) to ``dim`` components, and
 row ``t`` is multiplied by ``log(1 + t)`` (Zipf weighting: token ids stand for frequency ranks, as in Model2Vec, so
-frequent tokens weigh less in the sentence mean). The ``model2vec`` package would pull its own dependency set for
-these few lines; the recipe is written here with scikit-learn.
+frequent tokens weigh less in the sentence mean). The ``model2vec`` package (0.10.0 on PyPI) was not used: its
+``distill`` extra pins ``transformers<5.4`` (kdlab runs transformers 5.x) and adds ``skeletoken``; the recipe is
+these few lines with scikit-learn.
 
 The student averages the table rows of a sentence's real tokens (padding never read; the special tokens count like
 any token) and applies dropout and one ``Linear(dim, C)``. Trained like any student: by logit KD from the teacher
