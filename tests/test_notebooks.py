@@ -125,6 +125,7 @@ for form, rid in ens_runs.items():
 assert set(ens_table["kd, ensemble mean-kl"]) == set(S.store().final_evals(ens_runs["mean-kl"]))
 """,
     "08_ranking": """
+assert ref_table[-1]["source"] == "run " + run_id and (not S.FAST or len(ref_table) == 4)   # BM25, MiniLM, fused
 r = w.result
 assert r["qid"] == qids[0] and r["T"] == 1.0 and len(r["rows"]) == min(10, K, len(data.docs))
 w.children[1].value = 4.0
