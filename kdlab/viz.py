@@ -26,7 +26,7 @@ __all__ = [
     "mapping_heatmap", "cka_heatmap", "softened_distributions", "entropy_curve", "per_layer_multiples",
     "run_curves", "domain_accuracy_bars", "reliability_diagram", "attention_heatmaps",
     "hidden_similarity", "prediction_scatter", "size_metric_scatter", "metric_title", "PAIR_RE", "study_forest",
-    "seed_deltas",
+    "seed_deltas", "frontier_models", "deploy_frontier",
 ]
 
 PAIR_RE = re.compile(r"^(?P<term>.+)/s(?P<s>\d+)-t(?P<t>\d+)$")
@@ -372,6 +372,48 @@ def size_metric_scatter(rows: Mapping[str, Mapping], splits: Sequence[str], metr
     fig.update_layout(title=f"{metric_title(metric)} vs size on disk", xaxis_title="size (MB)", yaxis_title=metric,
                       height=420, margin=dict(l=50, r=20, t=50, b=40))
     fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
+def frontier_models(rows: Mapping[str, Mapping], split: str, latency: str = "ms_b1") -> list[str]:
+    """The models no other model beats on both counts (at most as slow and at least as accurate, one of them
+    strictly), fastest first: the size/latency/accuracy frontier of ``deploy_frontier``."""
+    pts = {n: (float(r[latency]), float(r[split])) for n, r in rows.items()
+           if r.get(split) is not None and r.get(latency) is not None}
+    keep = [n for n, (t, a) in pts.items()
+            if not any(t2 <= t and a2 >= a and (t2 < t or a2 > a) for m, (t2, a2) in pts.items() if m != n)]
+    return sorted(keep, key=lambda n: (pts[n][0], -pts[n][1]))
+
+
+def deploy_frontier(rows: Mapping[str, Mapping], split: str, metric: str = "accuracy", latency: str = "ms_b1",
+                    teacher: str = "teacher") -> go.Figure:
+    """Accuracy (``split``'s metric) against CPU latency (``latency``: ``ms_b1`` or ``ms_b32``, log axis), one point
+    per model of ``rows`` (``kdlab.deploy.report.eval_models``' rows), marker area proportional to its size on
+    disk, the teacher drawn as a star, and the frontier (``frontier_models``) joined by a line."""
+    names = [n for n in rows if rows[n].get(split) is not None and rows[n].get(latency) is not None]
+    fig = go.Figure()
+    front = frontier_models({n: rows[n] for n in names}, split, latency)
+    if len(front) > 1:
+        fig.add_scatter(x=[float(rows[n][latency]) for n in front], y=[float(rows[n][split]) for n in front],
+                        mode="lines", name="frontier", line=dict(dash="dot", color="gray"), hoverinfo="skip")
+    biggest = max([float(rows[n].get("mb") or 0) for n in names] + [1e-9])
+    for group, symbol in (([n for n in names if n != teacher], "circle"), ([n for n in names if n == teacher], "star")):
+        if not group:
+            continue
+        fig.add_scatter(
+            x=[float(rows[n][latency]) for n in group], y=[float(rows[n][split]) for n in group],
+            mode="markers+text", text=group, textposition="top center", name="teacher" if symbol == "star" else "models",
+            marker=dict(symbol=symbol, size=[10 + 30 * math.sqrt(float(rows[n].get("mb") or 0) / biggest)
+                                             for n in group],
+                        color="crimson" if symbol == "star" else "steelblue", line=dict(width=1, color="black")),
+            customdata=[[float(rows[n].get("mb") or 0), int(rows[n].get("params") or 0)] for n in group],
+            hovertemplate="%{text}: %{y:.3f} at %{x:.3f} ms/example, %{customdata[0]:.2f} MB, "
+                          "%{customdata[1]:,} parameters<extra></extra>")
+    batch = "batch 32" if latency == "ms_b32" else "batch 1"
+    fig.update_layout(title=f"{metric_title(metric)} ({split}) vs CPU latency ({batch}); marker area: MB on disk",
+                      xaxis_title=f"ms per example ({batch}, log)", yaxis_title=metric, height=440,
+                      margin=dict(l=50, r=20, t=50, b=40))
+    fig.update_xaxes(type="log")
     return fig
 
 

@@ -600,6 +600,8 @@ def test_deploy_compresses_measures_and_offers_a_download(pair_store):
     sc = charts(at)["Accuracy vs size on disk"]["data"]
     assert [t["name"] for t in sc] == ["dev (in domain)", "scitail_test"] and sc[0]["text"] == list(table.index)
     assert sc[0]["x"] == pytest.approx(list(table["MB"]))
+    fr = {t["name"]: t for t in charts(at)["Accuracy (dev) vs CPU latency (batch 1); marker area: MB on disk"]["data"]}
+    assert fr["teacher"]["marker"]["symbol"] == "star" and fr["models"]["text"] == ["student", "int8"]
     assert at.selectbox(key="dep_dl_model").options == ["student", "int8", "teacher"]
     at.selectbox(key="dep_dl_model").set_value("int8").run()
     dl = [d for d in at.get("download_button") if d.key == "dep_download"]   # besides the table's CSV, the figure's

@@ -41,7 +41,14 @@ onnx = c[2].checkbox("ONNX", key="dep_onnx", help="export to ONNX, run with onnx
                                                   "quantized by onnxruntime)")
 name = c[3].text_input("name of the compressed model (optional)", "", key="dep_name",
                        placeholder="from the steps, e.g. pruned-int8")
-go = c[4].button("Compress", key="dep_compress", disabled=not (prune or int8 or onnx),
+p = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+heads = p[0].number_input("heads removed per layer", 0, 64, 0, key="dep_heads",
+                          help="the least important attention heads (gradient importance on the run's training data)")
+ffn = p[1].number_input("FFN neurons removed per layer", 0, 16384, 0, step=64, key="dep_ffn",
+                        help="the least important FFN neurons (activation x gradient)")
+recover = p[2].number_input("recovery steps (KD)", 0, 10000, 0, step=50, key="dep_recover",
+                            help="after head/FFN pruning: logit KD from the unpruned model")
+go = c[4].button("Compress", key="dep_compress", disabled=not (prune or int8 or onnx or heads or ffn),
                  help="kdlab compress: the new model is stored next to the run (models/<name>/)")
 if task.pair and prune:
     st.caption("sentence pair: vocabulary pruning keeps the tokens of both texts of every training pair; words "
@@ -49,7 +56,8 @@ if task.pair and prune:
 if go:
     with C.guard(), st.spinner("compressing (kdlab compress) ..."):
         info = compress_run(store, rid, prune_vocab=True if prune else None, quantize="int8" if int8 else None,
-                            onnx=onnx, name=name.strip() or None, log=lambda m: None)
+                            onnx=onnx, name=name.strip() or None, prune_heads=int(heads), prune_ffn=int(ffn),
+                            recover_steps=int(recover), log=lambda m: None)
         st.success(f"made **{info['name']}** ({info['format']}, {folder_mb(info['folder']):.2f} MB): "
                    + " → ".join(s["step"] for s in info["steps"]) + ". Measure to compare it.")
 m = st.columns([1, 1, 3], vertical_alignment="bottom")
@@ -80,6 +88,11 @@ if measured:
                f"'{ind}' in domain and the others out of domain; ms per example on {measured['threads']} CPU "
                f"thread(s) at batch 1 and 32, models timed side by side in interleaved rounds; MB on disk.")
     C.show(viz.size_metric_scatter(rows, splits, metric, ind), "dep_scatter")
+    lat = st.radio("latency", ["ms_b1", "ms_b32"], horizontal=True, key="dep_frontier_batch",
+                   format_func=lambda k: "batch 1" if k == "ms_b1" else "batch 32")
+    C.show(viz.deploy_frontier(rows, ind, metric, latency=lat), "dep_frontier")
+    st.caption("the frontier: models that no other model beats on both latency and "
+               f"{metric} ({ind}); the teacher is the star")
     new = [n for n in made if n not in rows]
     if new:
         st.warning(f"not measured yet: {', '.join(new)}: press Measure")
