@@ -178,13 +178,21 @@ def _read_rows(path: Path, text_cols, label_col: str, *, columns=None, aliases: 
     else:
         import io
         reader = csv.reader(io.StringIO(content, newline=""))
+    spans = []   # (first line, last line, fields) of each record: a quoted field may run over several lines
     try:
-        rows = list(reader)
+        for r in reader:
+            first = spans[-1][1] + 1 if spans else 1
+            spans.append((first, reader.line_num, r))
     except csv.Error as e:
         raise KdlabError(f"{path}: cannot parse the file ({e}). Check the quoting and the "
                          f"delimiter (.tsv = tab, .csv = comma).") from None
     # skip fully blank lines
-    rows = [(i, r) for i, r in enumerate(rows, 1) if r and any(c.strip() for c in r)]
+    rows = [(i, r) for i, end, r in spans if r and any(c.strip() for c in r)]
+    for i, end, r in spans:
+        if end > i and r and any(c.strip() for c in r):
+            raise KdlabError(f"{path}: the row starting on line {i} runs on to line {end}: a quote opened on line {i} "
+                             "is not closed (or a quoted text holds a line break), which would merge rows. Close the "
+                             "quote, double a quote inside a text (\"\"), or remove the line break.")
     if not rows:
         raise _empty_error(path)
     _, header = rows[0]
@@ -200,6 +208,10 @@ def _read_rows(path: Path, text_cols, label_col: str, *, columns=None, aliases: 
             raise KdlabError(f"{path}: row {row} (line {lineno}) has {len(r)} fields but the "
                              f"header has {len(header)}; the text probably contains the "
                              f"delimiter. Remove stray tabs/commas or quote the field (.csv).")
+        if len(r) < len(header) and max(*tis, li) >= len(r):
+            raise KdlabError(f"{path}: row {row} (line {lineno}) has {len(r)} field(s) but the header has "
+                             f"{len(header)}; its text or label is missing (a line break inside the text splits a "
+                             "row in two). Put each example on one line with every field.")
         ts = [r[ti] if ti < len(r) else None for ti in tis]
         lab = r[li] if li < len(r) else None
         for t, c in zip(ts, text_cols):
