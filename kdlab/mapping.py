@@ -33,10 +33,11 @@ __all__ = [
     "round_half_up",
     "teacher_layers_for_student_init",
     "build",
+    "from_cka",
     "STRATEGIES",
 ]
 
-STRATEGIES = ("uniform", "skip", "first", "last", "explicit", "random", "rail", "grouped", "ckd", "matrix")
+STRATEGIES = ("uniform", "skip", "first", "last", "explicit", "random", "rail", "grouped", "ckd", "matrix", "cka")
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -246,6 +247,23 @@ def from_matrix(W, M: int, N: int) -> torch.Tensor:
     return t
 
 
+def from_cka(scores, M: int, N: int) -> torch.Tensor:
+    """The ``cka`` strategy: each student layer i <- the teacher layer of highest linear CKA with it, from
+    ``scores`` [M, N] (student layer x teacher layer, embeddings left out; ``kdlab.cka_mapping.cka_scores``
+    computes them on a sample before training). Ties go to the lower teacher layer; NaN scores (a constant
+    layer) never win. Two student layers may take the same teacher layer."""
+    _check_sizes(M, N)
+    try:
+        t = torch.as_tensor(scores if not isinstance(scores, torch.Tensor) else scores.detach(), dtype=torch.float64)
+    except Exception as exc:
+        raise KdlabError(f"the CKA scores could not be read as a numeric [M, N] = [{M}, {N}] array: {exc}")
+    if tuple(t.shape) != (M, N):
+        raise KdlabError(f"the CKA scores have shape {tuple(t.shape)} but must be [M, N] = [{M}, {N}] (one row per "
+                         "student layer, one column per teacher layer)")
+    t = torch.nan_to_num(t, nan=-float("inf"))
+    return _from_rows([int(r.argmax()) + 1 for r in t], M, N)
+
+
 def pairs(W: torch.Tensor) -> list[tuple[int, int, float]]:
     """Non-zero entries of ``W`` as ``(student_layer, teacher_layer, weight)``, 1-based, row-major order."""
     W = torch.as_tensor(W)
@@ -342,7 +360,8 @@ def build(
     k: int | None = None,
 ) -> torch.Tensor:
     """Dispatch by name: "uniform"/"skip", "first", "last", "explicit" (needs ``layers``, 1-based),
-    "random"/"rail" (uses ``seed``, ``epoch``, ``k``), "grouped"/"ckd", "matrix" (needs ``matrix``)."""
+    "random"/"rail" (uses ``seed``, ``epoch``, ``k``), "grouped"/"ckd", "matrix" (needs ``matrix``), "cka"
+    (needs ``matrix``: the CKA scores, ``from_cka``)."""
     name = str(strategy).lower()
     if name in ("uniform", "skip"):
         return uniform(M, N)
@@ -362,4 +381,9 @@ def build(
         if matrix is None:
             raise KdlabError("mapping 'matrix' needs a weight matrix of shape [M, N]")
         return from_matrix(matrix, M, N)
+    if name == "cka":
+        if matrix is None:
+            raise KdlabError("mapping 'cka' needs the student x teacher CKA scores [M, N]: a distillation run "
+                             "computes them on a sample of its training data before training")
+        return from_cka(matrix, M, N)
     raise KdlabError(f"unknown mapping strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")

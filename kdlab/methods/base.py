@@ -116,7 +116,7 @@ def weight(help: str) -> Option:
     return Option("float", help, lo=0.0)
 
 
-MAPPINGS = ("uniform", "first", "last", "grouped", "random", "explicit", "matrix")
+MAPPINGS = ("uniform", "first", "last", "grouped", "random", "explicit", "matrix", "cka")
 # options shared by many methods, declared once; a method's own ``options`` override these
 COMMON_OPTIONS = dict(
     temperature=Option("float", "softmax temperature T of the soft targets (higher = softer)", lo=0.0, lo_open=True),
@@ -130,6 +130,9 @@ COMMON_OPTIONS = dict(
                           optional=True),
     mapping_matrix=Option("matrix", "with mapping=matrix: the weight matrix W [student layers x teacher layers]",
                           optional=True),
+    mapping_cka=Option("matrix", "with mapping=cka: the linear CKA scores [student layers x teacher layers] each "
+                       "student layer takes its best teacher layer from (computed before training when empty)",
+                       optional=True),
     projection=Option("choice", "student->teacher width map: auto (linear only when widths differ) or always linear"),
     head_average=Option("bool", "compare attention maps averaged over heads (allows different head counts)"),
     mask_padding=Option("bool", "leave padded positions out of the loss"),
@@ -265,6 +268,8 @@ class Method(nn.Module):
     def option_names(cls) -> list[str]:
         """Every option the method accepts: its defaults plus ``X_end`` / ``X_schedule`` for scheduled ``X``."""
         names = set(cls.all_defaults())
+        if "mapping" in names:   # mapping=cka reads its scores (kdlab.cka_mapping) from this option
+            names.add("mapping_cka")
         for key in cls.scheduled_keys():
             names |= {f"{key}_end", f"{key}_schedule"}
         return sorted(names)
@@ -318,9 +323,10 @@ class Method(nn.Module):
     def build_mapping(self) -> torch.Tensor:
         """W [M, N] from the options ``mapping`` (a ``kdlab.mapping`` strategy), ``mapping_layers`` (for
         ``explicit``) and ``mapping_matrix`` (for ``matrix``), for the context's student and teacher depths."""
+        cka = self.hp["mapping"] == "cka"
         return mapping_strategies.build(self.hp["mapping"], self.ctx.student.layers, self.ctx.teacher.layers,
                                         layers=self.hp.get("mapping_layers"), seed=self.ctx.seed,
-                                        matrix=self.hp.get("mapping_matrix"))
+                                        matrix=self.hp.get("mapping_cka" if cka else "mapping_matrix"))
 
     # -- what the loop asks, per step ----------------------------------------------------------
     def need(self, state: State) -> tuple[Need, Need]:
