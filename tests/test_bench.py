@@ -22,6 +22,10 @@ def test_bench_tiny(tmp_path, capsys):
     live = sorted(a / b for a, b in zip(rounds["kd_live"], rounds["plain"]))   # paired within each round
     assert abs(res["ratios"]["kd_live/plain"] - statistics.median(live)) < 1e-9
     assert res["ratio_ranges"]["kd_live/plain"] == [live[0], live[-1]]
+    # grad-share logging on vs off, paired per round; the loop's default pays it one step in 50
+    shares = sorted(a / b for a, b in zip(rounds["kd_live_shares"], rounds["kd_live"]))
+    assert abs(res["ratios"]["kd_live_shares/kd_live"] - statistics.median(shares)) < 1e-9
+    assert abs(res["ratios"]["grad_shares_every_50/kd_live"] - (1 + (statistics.median(shares) - 1) / 50)) < 1e-9
     assert len(res["kdlab_epochs_s"]) == 2 == len(res["textbrewer_epochs_s"])
     text = md.read_text()
     assert "intro kept" in text and "| kd_cached |" in text and "<!-- bench:end -->" in text
