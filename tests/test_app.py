@@ -163,6 +163,28 @@ def test_layer_mapping_page(app, store_root):
     assert C[0, 0] == pytest.approx(1.0) and C[2, 1] > 0.9
 
 
+def test_layer_mapping_suggest_from_cka(app, store_root):
+    from kdlab.cka_mapping import cka_scores
+    from kdlab.data.loaders import load_data
+    from kdlab.models import build_student, load_saved
+    from kdlab.store import Store
+    at = app
+    at.switch_page("pages/2_Layer_mapping.py").run()
+    at.button(key="map_cka_suggest").click().run()   # one click: scores, and the strategy switched to them
+    no_errors(at)
+    assert at.selectbox(key="map_strategy").value == "cka (suggested)"
+    root, rid = store_root
+    store = Store(root)
+    t, tok = load_saved(store.artifact(store.run(rid)["config"]["teacher_run"], "model_dir"))
+    scores = cka_scores(t, build_student(t, layers=2, init="skip"), tok,
+                        load_data(None, max_train=96, max_eval=48, seed=0).train, max_len=32)
+    np.testing.assert_allclose(at.session_state["map_cka_scores"], scores, atol=1e-4)
+    z = np.array(spec(at.get("plotly_chart")[0])["data"][0]["z"])
+    assert [int(r.argmax()) + 1 for r in z] == [int(np.argmax(r)) + 1 for r in scores] and z.sum() == 2
+    assert any(c.value == "--set mapping=cka" for c in at.code)
+    at.selectbox(key="map_strategy").set_value("uniform").run()
+
+
 def test_temperature_lab(app):
     at = app
     at.switch_page("pages/3_Temperature_lab.py").run()

@@ -18,13 +18,40 @@ with C.guard():
 if N is None:
     st.stop()
 
+SUGGESTED = "cka (suggested)"
+
+
+def suggest_from_cka():
+    """One click: the linear CKA of the untrained student against the teacher on the training rows a run with
+    --set mapping=cka reads (kdlab.cka_mapping), and the strategy switched to the mapping it gives."""
+    with C.guard():
+        from kdlab.cka_mapping import cka_scores
+        stu0 = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok)
+        st.session_state["map_cka_scores"] = cka_scores(t, stu0, tok, C.bundle().train, max_len=int(s["max_len"]))
+        st.session_state["map_strategy"] = SUGGESTED
+
+
 left, right = st.columns(2)
 with left:
-    strategies = ["uniform", "first", "last", "explicit", "random (RAIL-KD)", "grouped (CKD)", "ALP weights (ALP-KD)"]
+    strategies = ["uniform", "first", "last", "explicit", "random (RAIL-KD)", "grouped (CKD)", "ALP weights (ALP-KD)",
+                  SUGGESTED]
+    st.button("Suggest from CKA", key="map_cka_suggest", on_click=suggest_from_cka,
+              help="each student layer <- the teacher layer of highest linear CKA with it before training, on the "
+                   "training rows a run with --set mapping=cka uses")
     strat = st.selectbox("strategy", strategies, key="map_strategy")
     W = None
     with C.guard():
-        if strat == "explicit":
+        if strat == SUGGESTED:
+            scores = st.session_state.get("map_cka_scores")
+            if scores is None:
+                st.info("click 'Suggest from CKA' to compute it")
+            else:
+                W = mapping.build("cka", M, N, matrix=scores)
+                st.caption("linear CKA of each student layer (rows) with each teacher layer: " + "; ".join(
+                    f"S{i + 1}: " + ", ".join(f"{v:.2f}" for v in row) for i, row in enumerate(scores))
+                    + ". A run picks the same layers with:")
+                st.code("--set mapping=cka", language="bash")
+        elif strat == "explicit":
             default = ",".join(map(str, mapping.one_hot_layers(mapping.uniform(M, N))))
             txt = st.text_input(f"teacher layer (1..{N}) for each of the {M} student layers", default, key="map_explicit")
             W = mapping.build("explicit", M, N, layers=mapping.parse_layers(txt, example=default))
