@@ -102,6 +102,12 @@ def sidebar():
                             help="where runs are stored (env KDLAB_RUNS sets the default)")
         if val and val != cur:
             st.session_state["kd_runs_root"] = val
+        try:
+            if not store().writable:   # read-only: every page shows its runs; training needs a writable folder
+                st.warning("This run store is read-only: its runs can be viewed and evaluated; new runs need a "
+                           "writable run store folder.")
+        except Exception:   # an unreadable store is reported by the page itself
+            pass
         ph = st.empty()
         running_status()
     setup_caption(ph)
