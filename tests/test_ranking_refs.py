@@ -135,3 +135,16 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     res = baselines.measure(load_beir(toy), bm25.cache_dir(root), log=lambda *_: None)   # BM25, MiniLM, fused
     assert [r["label"].split(" ")[0] for r in res["rows"]] == ["BM25", "all-MiniLM-L6-v2,", "fused"]
     assert len(baselines.run_table(store, students)) == 8
+
+
+@pytest.mark.parametrize("flag", [["--select", "dev:ndcg@10"], ["--precision", "bf16"], ["--tensorboard"],
+                                  ["--grad-accum", "2"]])
+def test_flags_a_ranking_run_would_ignore_are_refused(tmp_path, capsys, flag):
+    from kdlab.cli import main
+    from kdlab.ranking.data import write_beir
+    from test_ranking import DOCS, QRELS, QUERIES
+    toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
+    assert main(["distill", "--task", "ranking", "--method", "contrastive", "--set", "student_from=tiny",
+                 "--data", str(toy), "--runs", str(tmp_path / "runs"), "--quiet", *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kdlab: error:") and "\n" not in err and flag[0] in err and "ranking" in err

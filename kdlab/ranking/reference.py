@@ -39,14 +39,15 @@ def bm25_row(data: RankingData, cands: dict, qids, split: str = "test") -> dict:
     return {"label": "BM25 (bm25s, measured)", **ev}
 
 
-def pretrained_encoder(name: str = PRETRAINED):
-    """The pretrained bi-encoder (mean pooling, cosine) and its cache key."""
+def pretrained_encoder(name: str = PRETRAINED, doc_len: int | None = None):
+    """The pretrained bi-encoder (mean pooling, cosine; documents cut at ``doc_len``, default 256) and its cache
+    key."""
     from ..models import resolve
     from .embcache import model_key
     from .models import BiEncoder, clamp_len, sentence_encoder
     enc, tok = sentence_encoder(name)
     bi = BiEncoder(enc, tok, pooling="mean", score="cosine", query_len=clamp_len(enc, PRETRAINED_LENS["query_len"]),
-                   doc_len=clamp_len(enc, PRETRAINED_LENS["doc_len"])).eval()
+                   doc_len=clamp_len(enc, doc_len or PRETRAINED_LENS["doc_len"])).eval()
     return bi, model_key(resolve(name), bi)
 
 
@@ -56,13 +57,14 @@ def dense_scores(bi, doc_emb, data: RankingData, qids) -> np.ndarray:
     return (q @ doc_emb.T).numpy()
 
 
-def pretrained_row(data: RankingData, qids, *, cache=None, log=None, split: str = "test", name: str = PRETRAINED):
+def pretrained_row(data: RankingData, qids, *, cache=None, log=None, split: str = "test", name: str = PRETRAINED,
+                   doc_len: int | None = None):
     """The pretrained bi-encoder over the whole corpus: its metrics, params and CPU ms/query; also returns the
     model and the corpus matrix for reuse (the fused teacher)."""
     from ..models import count_params
     from .embcache import corpus_embeddings
     from .models import query_latency
-    bi, key = pretrained_encoder(name)
+    bi, key = pretrained_encoder(name, doc_len)
     doc_emb = corpus_embeddings(bi, data.docs, key=key, identity=data.identity, cache=cache, log=log)
     run = run_from_scores(qids, data.doc_ids, dense_scores(bi, doc_emb, data, qids), k=100)
     ev = ranking_metrics({q: data.qrels[split][q] for q in qids}, run)
@@ -70,7 +72,8 @@ def pretrained_row(data: RankingData, qids, *, cache=None, log=None, split: str 
     ms = query_latency(bi=bi, doc_emb=doc_emb, queries=[data.queries[q] for q in qids[:16]], rounds=1)
     if log:
         log(f"pretrained bi-encoder: nDCG@10 {ev['ndcg@10']:.3f} ({time.time() - t0:.1f} s for latency)")
-    row = {"label": PRETRAINED_LABEL, **ev, "params": float(count_params(bi)), "latency_ms": ms}
+    label = PRETRAINED_LABEL + ("" if doc_len in (None, PRETRAINED_LENS["doc_len"]) else f" ({bi.doc_len} tokens)")
+    row = {"label": label, **ev, "params": float(count_params(bi)), "latency_ms": ms}
     return row, bi, doc_emb
 
 

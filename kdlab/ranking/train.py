@@ -81,6 +81,27 @@ def check_ranking(cfg: RunConfig) -> None:
     if cfg.task and str(cfg.task).lower() != "ranking":
         raise KdlabError(f"method '{cfg.method}' is a ranking method but --task is '{cfg.task}': drop --task or use "
                          "--task ranking")
+    refuse_unsupported(cfg)
+
+
+# training settings the ranking loop does not apply yet (it has no dev evaluation, checkpoints or autocast):
+# refused when set, never silently ignored
+UNSUPPORTED = {"select": "--select", "patience": "--patience", "tensorboard": "--tensorboard",
+               "grad_accum": "--grad-accum", "checkpoint_every": "--checkpoint-every", "teacher_cache": "--teacher-cache",
+               "cache_dtype": "--cache-dtype", "length_buckets": "--length-buckets"}
+
+
+def refuse_unsupported(cfg: RunConfig) -> None:
+    """One line for a training flag a ranking run would ignore (``precision`` other than auto/fp32 included)."""
+    from ..config import TrainConfig
+    default = TrainConfig()
+    for field, flag in UNSUPPORTED.items():
+        if getattr(cfg.train, field) != getattr(default, field):
+            raise KdlabError(f"{flag} does not apply to a ranking run yet (the ranking loop has no dev evaluation, "
+                             "checkpoints, autocast or teacher cache): drop it")
+    if cfg.train.precision not in ("auto", "fp32"):
+        raise KdlabError(f"--precision {cfg.train.precision} does not apply to a ranking run yet (it trains in "
+                         "fp32): drop it")
 
 
 def options(cfg: RunConfig) -> dict:
