@@ -120,19 +120,26 @@ def _clone_all(x):
 
 def param_groups(modules, weight_decay: float):
     decay, no_decay, seen = [], [], set()
+    scaled: dict[float, tuple[list, list]] = {}   # a module with ``lr_scale`` (the static student) learns at a multiple
     for mod in modules:
+        scale = float(getattr(mod, "lr_scale", 1.0))
+        d, nd = (decay, no_decay) if scale == 1.0 else scaled.setdefault(scale, ([], []))
         for n, p in mod.named_parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (no_decay if p.ndim < 2 or "LayerNorm" in n or "norm" in n.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (nd if p.ndim < 2 or "LayerNorm" in n or "norm" in n.lower() else d).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}] + [
+        {"params": ps, "weight_decay": wd, "lr_scale": k} for k, (d, nd) in scaled.items()
+        for ps, wd in ((d, weight_decay), (nd, 0.0)) if ps]
 
 
 def make_optimizer(groups: list[dict], lr: float) -> torch.optim.AdamW:
     """AdamW, fused (one kernel over all tensors) when every parameter is a float tensor on the CPU or a
     GPU: the same update as the per-tensor loop, about 4x faster on a 17M-parameter student on CPU."""
     params = [p for g in groups for p in g["params"]]
+    groups = [{k: v for k, v in g.items() if k != "lr_scale"} | ({"lr": lr * g["lr_scale"]} if "lr_scale" in g else {})
+              for g in groups]
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) \
         and len({p.device for p in params}) == 1
     return torch.optim.AdamW(groups, lr=lr, fused=fused or None)

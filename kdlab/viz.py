@@ -402,7 +402,8 @@ def deploy_frontier(rows: Mapping[str, Mapping], split: str, metric: str = "accu
             continue
         fig.add_scatter(
             x=[float(rows[n][latency]) for n in group], y=[float(rows[n][split]) for n in group],
-            mode="markers+text", text=group, textposition="top center", name="teacher" if symbol == "star" else "models",
+            mode="markers+text", text=group, textposition="top center",
+            name="teacher" if symbol == "star" else "models",
             marker=dict(symbol=symbol, size=[10 + 30 * math.sqrt(float(rows[n].get("mb") or 0) / biggest)
                                              for n in group],
                         color="crimson" if symbol == "star" else "steelblue", line=dict(width=1, color="black")),

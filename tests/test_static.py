@@ -82,7 +82,8 @@ def test_refusals_are_one_line(tmp_path):
     with pytest.raises(KdlabError, match="sentence pair"):
         check_student_choice(cfg, get("kd"), Task("rte", text_cols=("a", "b")))
     with pytest.raises(KdlabError, match="cannot train the static student"):
-        check_student_choice(build_config(preset="tiny", method="pkd-skip", student="static"), get("pkd-skip"), Task("x"))
+        check_student_choice(build_config(preset="tiny", method="pkd-skip", student="static"), get("pkd-skip"),
+                             Task("x"))
     with pytest.raises(KdlabError, match="builds its own student"):
         check_student_choice(build_config(preset="tiny", method="bilstm", student="static"), get("bilstm"), Task("x"))
     check_student_choice(build_config(preset="tiny", method="ce", student="static"), get("ce"), Task("x"))
@@ -99,7 +100,7 @@ def test_distill_static_then_onnx_and_eval(tmp_path):
     from kdlab.pipeline import distill_run
     from kdlab.store import Store
     store = Store(tmp_path / "runs")
-    cfg = build_config(preset="tiny", method="kd", student="static", max_train=200, max_steps=20, lr=1e-2,
+    cfg = build_config(preset="tiny", method="kd", student="static", max_train=200, max_steps=20,
                        teacher_epochs=1, no_progress=True)
     rid = distill_run(cfg, store, **QUIET)
     info = compress_run(store, rid, onnx=True, **QUIET)
@@ -109,3 +110,12 @@ def test_distill_static_then_onnx_and_eval(tmp_path):
     res = eval_models(store, rid, ["onnx"], rounds=1, **QUIET)
     rows = res["models"]
     assert rows["onnx"]["dev"] == rows["student"]["dev"] and rows["student"]["params"] < rows["teacher"]["params"]
+
+
+def test_the_optimiser_gives_the_static_student_its_learning_rate_scale(teacher, student):
+    from kdlab.distill import make_optimizer, param_groups
+    opt = make_optimizer(param_groups([student, teacher[0]], 0.01), 1e-4)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(student.embeddings.weight)] == pytest.approx(1e-4 * student.lr_scale) == pytest.approx(1e-2)
+    assert lr_of[id(student.classifier.bias)] == pytest.approx(1e-2)
+    assert lr_of[id(teacher[0].classifier.weight)] == pytest.approx(1e-4)
