@@ -148,3 +148,11 @@ def test_flags_a_ranking_run_would_ignore_are_refused(tmp_path, capsys, flag):
                  "--data", str(toy), "--runs", str(tmp_path / "runs"), "--quiet", *flag]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdlab: error:") and "\n" not in err and flag[0] in err and "ranking" in err
+
+
+def test_study_of_ranking_methods_refused_in_one_line(tmp_path, capsys):
+    from kdlab.cli import main
+    assert main(["study", "--task", "ranking", "--methods", "contrastive,margin-mse", "--seeds", "2",
+                 "--runs", str(tmp_path / "runs"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kdlab: error:") and "\n" not in err and "ranking method" in err and "--seed" in err

@@ -44,9 +44,7 @@ from .losses import group_ce, in_batch_contrastive, listwise_kl, margin_mse_grou
 from .metrics import ranking_metrics, run_from_scores
 from .models import BiEncoder, base_encoder, clamp_len, cross_scores, model_kind, query_latency, sentence_encoder
 
-METHODS = {"margin-mse": "Margin-MSE on the cross-encoder's score differences (positive - negative)",
-           "listwise-kl": "KL between the teacher's and the student's softmax over a query's candidates, with T",
-           "contrastive": "in-batch negatives contrastive loss on the qrels: the no-teacher baseline"}
+from .names import METHODS   # the ranking objectives: margin-mse, listwise-kl, contrastive
 DEFAULTS = dict(doc_len=128, query_len=32, negatives=3, depth=30, rerank=100, pooling="mean", score="dot",
                 temperature=1.0, tau=None, student_from="teacher", eval_queries=None, teacher_eval=50,
                 teacher_kind="cross-encoder", fused_dense="minilm-l6")
