@@ -362,6 +362,10 @@ def cmd_eval(a):
         rec = StoredRun.load(_store(a), a.run)
         if rec.is_ranking:
             a.data = rec.data
+        if rec.task_kind == "lm":   # a causal LM run: perplexity per domain, token KL, top-1 agreement (kdlab.lm)
+            from .lm.train import eval_lm_run
+            print(json.dumps(eval_lm_run(_store(a), rec.row), indent=2))
+            return 0
     if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)
         from .deploy.report import eval_models, format_table
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")
@@ -420,6 +424,9 @@ def cmd_methods(a):
         print(f"{n}\t{REGISTRY[n].summary}" if a.verbose else n)
     for n, summary in RANKING.items():   # the ranking task's objectives (--task ranking)
         print(f"{n}\tranking: {summary}" if a.verbose else n)
+    from .lm.train import METHODS as LM
+    for n, summary in LM.items():   # the causal LM objectives (--task lm)
+        print(f"{n}\tlm: {summary}" if a.verbose else n)
     return 0
 
 

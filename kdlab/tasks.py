@@ -105,6 +105,8 @@ BUILTIN: dict[str, Task] = {t.name: t for t in (
          ("accuracy", "macro_f1")),
     # queries, a corpus and qrels (a BEIR folder): a cross-encoder teacher, a bi-encoder student (kdlab.ranking)
     Task("ranking", ("query", "document"), "qrels", "ranking", None, ("ndcg@10", "mrr@10", "recall@100")),
+    # a prompt/completion or plain-text corpus: a causal LM teacher, a causal LM student (kdlab.lm)
+    Task("lm", ("prompt", "completion"), "completion", "lm", None, ("perplexity", "token_kl", "top1_agreement")),
 )}
 ALIASES = {"embedded-nli": "mnli", "stsb": "sts-b", "sts_b": "sts-b", "sst-2": "sst2", "mnli-m": "mnli", "mnli_matched": "mnli"}
 # other names the same two fields go by in evaluation files (an OOD set need not use the task's column names)
