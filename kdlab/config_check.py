@@ -71,4 +71,8 @@ def check_values(cfg: RunConfig, path: str):
     if cfg.student_init not in STUDENT_INITS:
         raise KdlabError(f"the config file '{path}': student_init must be one of {', '.join(STUDENT_INITS)} "
                          f"(got {cfg.student_init!r})")
-    get(cfg.method)   # an unknown method: one line naming the known ones
+    try:
+        method = get(cfg.method)
+    except KdlabError:   # a ranking or LM method (routed by the pipeline, which names an unknown one at once)
+        return
+    method.check_options(cfg.method_args)

@@ -244,8 +244,9 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                 raise KdlabError("the static student is a classifier: a ranking run trains a bi-encoder; drop "
                                  "--student static")
             return distill_ranking(cfg, store, log=log)
-    bundle = bundle or load_bundle(cfg)
     method_cls = get(cfg.method)
+    method_cls.check_options(cfg.method_args)   # before the data is read and minutes of teacher fine-tuning
+    bundle = bundle or load_bundle(cfg)
     s_tok, retokenize = None, False
     if getattr(cfg, "student", None) and student is None:   # a pretrained student (kdlab.students)
         from .students import check_student_choice, check_tokenizers, student_tokenizer

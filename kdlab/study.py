@@ -194,6 +194,8 @@ def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary:
     if cfg.data_seed is None:   # one data sample and one teacher for every seed
         cfg = dataclasses.replace(cfg, data_seed=cfg.train.seed)
     cells = plan_cells(methods, seeds, vary, baseline)
+    for c in cells:   # an option a method does not have: before the teacher is fine-tuned
+        get(c["method"]).check_options(c["options"])
     setup = base_setup(cfg)
     old = store.study(name)
     if old is not None and old["spec"].get("setup") != json.loads(json.dumps(setup, default=str)):

@@ -35,6 +35,8 @@ CASES = {
     "preset keeps a bad max_len": ({"preset": "tiny", "train": {"max_len": 0}}, "train: max-len must be at least 1"),
     "config unknown method": ({"preset": "tiny", "method": "nope"}, "nope"),
     "config student_layers 0": ({"preset": "tiny", "student_layers": 0}, "student_layers must be at least 1"),
+    "config method option": ({"preset": "tiny", "method_args": {"nonsense": 1}}, "method 'kd' has no option(s)"),
+    "--set method option": (TINY + ["--set", "nonsense=1"], "method 'kd' has no option(s) ['nonsense']"),
 }
 
 
