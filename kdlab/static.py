@@ -137,9 +137,10 @@ def token_vectors(teacher, tokenizer, *, batch: int = 512) -> np.ndarray:
     n = len(tokenizer)
     for i in range(0, n, batch):
         x, m = _token_inputs(tokenizer, list(range(i, min(n, i + batch))))
-        h = enc(input_ids=x, attention_mask=m).last_hidden_state
+        dev = next(enc.parameters()).device
+        h = enc(input_ids=x.to(dev), attention_mask=m.to(dev)).last_hidden_state.float().cpu()
         mf = m.unsqueeze(-1).to(h.dtype)
-        out.append(((h * mf).sum(1) / mf.sum(1)).float().numpy())
+        out.append(((h * mf).sum(1) / mf.sum(1)).numpy())
     return np.concatenate(out)
 
 
