@@ -287,7 +287,7 @@ def run_config(s: dict | None = None, **choices):
 
 
 def is_tiny(name: str) -> bool:
-    from kdlab.models import is_tiny as _tiny
+    from kdlab.families import is_tiny as _tiny
     return _tiny(name)
 
 
@@ -316,13 +316,13 @@ def soft_labels_path(p: str) -> Path:
 
 def is_ready(cfg, name: str | None = None) -> bool:
     """A teacher used as is (``teacher_finetuned``, or a folder kdlab saved): nothing to fine-tune."""
-    from kdlab.ready_teacher import is_kdlab_model
+    from kdlab.packaged import is_kdlab_model
     return bool(cfg.teacher_finetuned) or is_kdlab_model(name or cfg.teacher)
 
 
 def teacher_members(cfg) -> list:
     """One single-teacher RunConfig per teacher of ``cfg``, as the pipeline prepares them."""
-    from kdlab.pipeline import teacher_members as members
+    from kdlab.config import teacher_members as members
     return members(cfg)
 
 
@@ -362,7 +362,7 @@ def bundle():
 def teacher_folder(cfg=None, b=None) -> Path:
     """Where the fine-tuned teacher of a run configuration and its data bundle (default: the Setup's) is (or will
     be) cached: its preparation lock's key."""
-    from kdlab.pipeline import teacher_cache_root
+    from kdlab.store import teacher_cache_root
     cfg, b = cfg or run_config(), b or bundle()
     return teacher_cache_root(store()) / cfg.teacher_key(b.identity)
 
@@ -379,11 +379,11 @@ def prepared_teacher_dir(cfg=None) -> Path | None:
 def prepared_teacher_dirs(cfg=None) -> list[tuple[str, Path | None]]:
     """(name, folder of the prepared teacher or None) for every teacher of the Setup choices (an ensemble: each).
     A ready teacher (used as is) counts as prepared: its own folder (None for a hub name)."""
-    from kdlab.models import resolve
     cfg = cfg or run_config()
     out = []
     for one in teacher_members(cfg):
         if is_ready(one):
+            from kdlab.models import resolve
             path = resolve(one.teacher)
             out.append((one.teacher, path if isinstance(path, Path) else None))
             continue

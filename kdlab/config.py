@@ -195,6 +195,21 @@ def teacher_lr_for(teacher: str) -> float:
     return TEACHER_LR.get(teacher, DEFAULT_TEACHER_LR)
 
 
+def teacher_members(cfg: RunConfig) -> list[RunConfig]:
+    """One single-teacher ``RunConfig`` per teacher of ``cfg`` (``cfg.teachers``, else ``cfg.teacher``): a name
+    given again gets the next seed (a seed ensemble), each teacher its own default learning rate. The pipeline
+    prepares these; the dashboard finds their folders without loading the engine."""
+    out, seen = [], {}
+    for name in cfg.teachers or [cfg.teacher]:
+        k = seen[name] = seen.get(name, -1) + 1
+        lr = cfg.teacher_train.lr
+        if name != cfg.teacher and lr == teacher_lr_for(cfg.teacher):   # the default: each teacher's own
+            lr = teacher_lr_for(name)
+        out.append(dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
+            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr)))
+    return out
+
+
 def tiny_teacher_of(arch: str | None, teacher: str) -> str:
     """``--arch FAMILY``: the tiny random teacher of that family (``tiny-FAMILY``; ``tiny`` for bert). Only the
     tiny teacher is built by family; a model folder or name has its own family (its config's model_type)."""

@@ -37,7 +37,7 @@ def features(model, batch: dict, need: Need = Need(), bucketed: bool = False) ->
                 output_hidden_states=need.hidden or need.qkv, output_attentions=need.attentions)
     qkv = maps = None
     if need.qkv:
-        with families.capture(model, scores=True) as rec:
+        with families.capture_attention(model, scores=True) as rec:
             out = model(**args)
         if len(rec.layers) != model.config.num_hidden_layers:
             raise KdlabError(f"captured the attention of {len(rec.layers)} of {model.config.num_hidden_layers} layers "

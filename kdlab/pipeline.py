@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .chains import run_chain
 from .checkpoint import checkpoint_position, find_checkpoint
-from .config import RunConfig, apply_preset, teacher_lr_for
+from .config import RunConfig, apply_preset, teacher_lr_for, teacher_members  # noqa: F401  (re-exported)
 from .data.loaders import load_data
 from .data.transfer import extend_train
 from .disk import drop_checkpoint
@@ -119,20 +119,6 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
 def teacher_run_name(teacher: str) -> str:
     """The stored name of the run that fine-tunes ``teacher`` (how the Setup page follows its progress)."""
     return f"teacher {teacher}"
-
-
-def teacher_members(cfg: RunConfig) -> list[RunConfig]:
-    """One single-teacher ``RunConfig`` per teacher of ``cfg`` (``cfg.teachers``, else ``cfg.teacher``): a name
-    given again gets the next seed (a seed ensemble), each teacher its own default learning rate."""
-    out, seen = [], {}
-    for name in cfg.teachers or [cfg.teacher]:
-        k = seen[name] = seen.get(name, -1) + 1
-        lr = cfg.teacher_train.lr
-        if name != cfg.teacher and lr == teacher_lr_for(cfg.teacher):   # the default: each teacher's own
-            lr = teacher_lr_for(name)
-        out.append(dataclasses.replace(cfg, teacher=name, teachers=[], teacher_train=dataclasses.replace(
-            cfg.teacher_train, seed=cfg.teacher_train.seed + k, lr=lr)))
-    return out
 
 
 def prepare_teachers(cfg: RunConfig, store: Store, bundle=None, *, attentions: bool = False, log=print):

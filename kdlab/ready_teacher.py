@@ -21,10 +21,7 @@ from .store import Store
 GENERIC = re.compile(r"^LABEL_\d+$")
 
 
-def is_kdlab_model(name_or_path) -> bool:
-    """A local folder that kdlab saved (it holds ``kdlab.json`` next to ``config.json``)."""
-    p = Path(str(name_or_path)).expanduser()
-    return p.is_dir() and (p / "kdlab.json").is_file() and (p / "config.json").is_file()
+from .packaged import is_kdlab_model  # noqa: E402,F401  (re-exported: a folder kdlab saved)
 
 
 def load_ready(name_or_path, *, trust_remote_code: bool = False, attentions: bool = False):

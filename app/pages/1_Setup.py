@@ -7,10 +7,8 @@ import streamlit as st
 
 import common as C
 from kdlab import families
-from kdlab.models import tiny_name
-from kdlab.tools import launch
-from kdlab.distill import plan_steps
 from kdlab.errors import KdlabError
+from kdlab.families import tiny_name
 
 st.title("Setup")
 side = C.sidebar()
@@ -203,7 +201,9 @@ st.subheader("Prepare the teacher")
 def _prepare(cfg):
     """Fine-tune every teacher that is not prepared yet (``kdlab teacher`` in its own process: an ensemble's teachers
     one after the other), with a progress bar over all of them."""
+    from kdlab.distill import plan_steps
     from kdlab.explain import teacher_progress
+    from kdlab.tools import launch
     store = C.store()
     _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
     todo = [n for n, f in C.prepared_teacher_dirs(cfg) if f is None]

@@ -1,15 +1,18 @@
-"""Data layer: the embedded synthetic corpus, loaders for user data, tokenising and batching."""
+"""Data layer: the embedded synthetic corpus, loaders for user data, tokenising and batching.
 
-from kdlab.data.batching import TextDataset, collate, encode_split, make_loader
-from kdlab.data.loaders import DataBundle, Split, load_data
+The names below load with their module on first use, so that reading data (``kdlab.data.loaders``) does not
+import torch (``kdlab.data.batching``): the dashboard's first page reads data only."""
+
+_FROM = {"TextDataset": "batching", "collate": "batching", "encode_split": "batching", "make_loader": "batching",
+         "DataBundle": "loaders", "Split": "loaders", "load_data": "loaders", "generate": "synth"}
 
 __all__ = ["DataBundle", "Split", "load_data", "TextDataset", "encode_split", "collate",
            "make_loader", "generate"]
 
 
 def __getattr__(name):
-    # lazy, so that `python -m kdlab.data.synth` does not import synth twice
-    if name == "generate":
-        from kdlab.data.synth import generate
-        return generate
+    # lazy (also so that `python -m kdlab.data.synth` does not import synth twice)
+    if name in _FROM:
+        import importlib
+        return getattr(importlib.import_module(f"kdlab.data.{_FROM[name]}"), name)
     raise AttributeError(name)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from ..errors import KdlabError
 from . import table  # noqa: F401  (registers the built-in families)
 from .family import FAMILIES, Family, register  # noqa: F401
@@ -21,6 +19,20 @@ from .family import FAMILIES, Family, register  # noqa: F401
 
 def names() -> list[str]:
     return list(FAMILIES)
+
+
+def is_tiny(name) -> bool:
+    """``tiny`` or ``tiny-FAMILY``: a tiny random model built in code."""
+    return str(name) == "tiny" or str(name).startswith("tiny-")
+
+
+def tiny_name(arch: str | None) -> str:
+    """The tiny random teacher of a family: ``tiny`` for bert, ``tiny-FAMILY`` otherwise (an unknown family: one
+    line naming the known ones)."""
+    if arch in (None, "", "bert"):
+        return "tiny"
+    get(arch)
+    return f"tiny-{arch}"
 
 
 def get(name: str) -> Family:
@@ -73,6 +85,7 @@ def embeddings(model) -> torch.nn.Module:
 def set_layers(model, modules: list):
     parent_path, _, name = of(model).layers.rpartition(".")
     parent = _path(base(model), parent_path) if parent_path else base(model)
+    import torch
     setattr(parent, name, torch.nn.ModuleList(modules))
 
 
@@ -130,14 +143,16 @@ def resize_config(config, n: int):
     return config
 
 
-def capture(model, scores: bool = False):
-    """``kdlab.families.capture.capture`` for ``model``'s family: a context that records each layer's attention."""
+def capture_attention(model, scores: bool = False):
+    """``kdlab.families.capture.capture`` for ``model``'s family: a context that records each layer's attention.
+    (Not named ``capture``: the submodule ``kdlab.families.capture`` loads on first use and takes that name.)"""
     from .capture import capture as run
     return run(model, of(model), layers(model), scores)
 
 
 def tiny(name: str, *, vocab_size: int, pad_token_id: int, num_labels: int, seed: int = 0, **sizes):
     """A tiny random classifier of family ``name`` (config built in code), in eager attention."""
+    import torch
     import transformers
     fam = get(name)
     cfg_cls = getattr(transformers, fam.config_class)

@@ -8,7 +8,18 @@ whose attention does not run through transformers' attention interface also name
 from __future__ import annotations
 
 from .family import Family, register
-from .capture import deberta_hook, mpnet_hook
+
+
+def deberta_hook(stack, rec):
+    """``kdlab.families.capture.deberta_hook``, imported when used (torch and transformers load then)."""
+    from .capture import deberta_hook as hook
+    return hook(stack, rec)
+
+
+def mpnet_hook(stack, rec):
+    """``kdlab.families.capture.mpnet_hook``, imported when used."""
+    from .capture import mpnet_hook as hook
+    return hook(stack, rec)
 
 
 def _modernbert_layer_types(config):
