@@ -95,7 +95,8 @@ def read_rows(path) -> list:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise KdlabError(f"{p.name} line {i} is not JSON ({e.msg}): a .jsonl corpus has one object per line") from None
+            raise KdlabError(f"{p.name} line {i} is not JSON ({e.msg}): a .jsonl corpus has one object per "
+                             "line") from None
         if not isinstance(obj, dict) or not ("text" in obj or "completion" in obj):
             raise KdlabError(f"{p.name} line {i} has neither 'completion' nor 'text': give {{\"prompt\": ..., "
                              "\"completion\": ...}} or {\"text\": ...} per line")

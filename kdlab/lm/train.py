@@ -235,7 +235,8 @@ def prepare_lm_teacher(cfg: RunConfig, store: Store, corpus, *, log=print):
     tc = cfg.teacher_train
     from .models import TINY_LM
     key_src = json.dumps({"teacher": "tiny-lm", "config": TINY_LM, "data": corpus.identity, "n": len(corpus.train),
-                          "epochs": max(tc.epochs, TINY_TEACHER_EPOCHS), "lr": tc.lr, "seed": tc.seed, "max_len": cfg.train.max_len},
+                          "epochs": max(tc.epochs, TINY_TEACHER_EPOCHS), "lr": tc.lr, "seed": tc.seed,
+                          "max_len": cfg.train.max_len},
                          sort_keys=True)
     key = "lm-tiny-" + hashlib.sha256(key_src.encode()).hexdigest()[:12]
     folder = teacher_cache_root(store) / key
@@ -262,6 +263,7 @@ def prepare_lm_teacher(cfg: RunConfig, store: Store, corpus, *, log=print):
             from ..models import save_model
             save_model(model, tok, folder, extra={"run_id": run_id, "key": key, "kind": "lm"})
             store.set_artifact(run_id, "model_dir", str(folder))
+            store.set_artifact(run_id, "size", _size(model, folder, evals))
             store.finish(run_id, "finished", summary={s: m["perplexity"] for s, m in evals.items()})
         except BaseException as e:
             store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
@@ -346,12 +348,11 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
         evals = _evaluate(store, run_id, student, teacher if same_vocab else None, s_tok, corpus, tc.max_len,
                           hp["eval_batch"], steps, epochs)
         out = store.folder(run_id) / "student"
-        from ..models import count_params, folder_mb, save_model
+        from ..models import count_params, save_model
         save_model(student.cpu(), s_tok, out, extra={"run_id": run_id, "method": cfg.method, "kind": "lm",
                                                      "task_spec": task_spec()})
         store.set_artifact(run_id, "model_dir", str(out))
-        store.set_artifact(run_id, "size", {"params": float(count_params(student)), "mb": round(folder_mb(out), 2),
-                                            "layers": float(student.config.num_hidden_layers),
+        store.set_artifact(run_id, "size", {**_size(student, out, evals),
                                             "teacher_params": float(count_params(teacher))})
         store.finish(run_id, "finished", summary={s: m["perplexity"] for s, m in evals.items()})
         log(f"{cfg.method}: " + ", ".join(f"{s} perplexity {m['perplexity']:.2f}" for s, m in evals.items()))
@@ -364,6 +365,14 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
             (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
         raise
     return run_id
+
+
+def _size(model, folder, evals: dict) -> dict:
+    """Parameters, MB on disk, layers and the measured tokens per second (in-domain evaluation, forward only)."""
+    from ..models import count_params, folder_mb
+    return {"params": float(count_params(model)), "mb": round(folder_mb(folder), 2),
+            "layers": float(model.config.num_hidden_layers),
+            "tokens_per_s": float((evals.get("dev") or {}).get("tokens_per_s", float("nan")))}
 
 
 def _teacher_targets(teacher, t_tok, s_tok, train, corpus, hp, tc, device, log):
