@@ -62,6 +62,7 @@ def prepare_teacher(cfg: RunConfig, store: Store, bundle=None, *, attentions: bo
     data identity and the fine-tuning settings.
     """
     check_max_len(cfg.teacher_train.max_len, name=cfg.teacher)   # before the data is read or the model loaded
+    store.check_writable("preparing a teacher")
     bundle = bundle or load_bundle(cfg)
     if cfg.teacher_finetuned or is_kdlab_model(cfg.teacher):   # a fine-tuned classifier: used as is
         return ready_teacher(cfg, store, bundle, attentions=attentions, log=log)
@@ -216,6 +217,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then)."""
     cfg = apply_preset(cfg)
     store = store or Store()
+    store.check_writable()   # a read-only store: one line now, not a permission error inside the teacher's folder
     if teacher is None and student is None:   # a --max-len the models' positions cannot take: before any work
         for name in [*(cfg.teachers or [cfg.teacher]), *([cfg.student] if cfg.student else [])]:
             for n in {cfg.train.max_len, cfg.teacher_train.max_len}:

@@ -104,6 +104,10 @@ def test_a_readonly_store_lists_and_evaluates_and_refuses_new_runs_with_one_line
     rc = cli.main(["compress", "--run", rid, "--quantize", "int8", "--runs", str(tmp_path / "ro")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "writable store" in err
+    for argv in (["distill", "--preset", "tiny", "--quiet"], ["teacher", "--preset", "tiny", "--quiet"], ["gc"]):
+        rc = cli.main([*argv, "--runs", str(tmp_path / "ro")])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "needs a writable store" in err, (argv, err)
     assert (db.read_bytes(), sorted(p.name for p in (tmp_path / "ro").iterdir()
                                     if not p.name.startswith("kdlab.db-"))) == before
 
