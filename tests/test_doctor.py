@@ -59,6 +59,19 @@ def test_loop_logs_grad_norms(runs):
     assert store.grad_norms(ids["noshares"]) == []               # --grad-share-every 0: off
 
 
+@pytest.mark.parametrize("method, terms", [("pkd-skip", {"ce", "kd", "pt"}), ("distilbert", {"kd", "ce", "cos"}),
+                                            ("internal-all", {"kd", "ce", "att_kl", "cls_cos"})])
+def test_methods_name_their_terms(runs, method, terms):
+    """Each method's named terms add up to its loss (else the loop logs nothing): a 2-step run logs them."""
+    from kdlab.pipeline import distill_run
+    store, _ = runs
+    rid = distill_run(_cfg(method, every=1, steps=2), store, log=lambda *a, **k: None)
+    rows = store.grad_norms(rid)
+    assert {r["step"] for r in rows} == {0, 1}
+    got = {r["term"] for r in rows}
+    assert len(got) >= 2 and got <= terms, got
+
+
 # ----------------------------------------------------------------------------------------------- each finding
 def test_teacher_finding():
     f = doctor.teacher_finding(0.80, [0.794, 0.798], "accuracy")

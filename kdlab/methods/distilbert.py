@@ -82,5 +82,8 @@ class DistilBERT(Method):
         cos, parts = self.match(s.hidden, t.hidden, s.mask, self.W.to(s.logits.device))
         total = (self.w("alpha_ce", state) * kd + self.w("alpha_hard", state) * ce
                  + self.w("alpha_cos", state) * cos)
+        if self.terms is not None:
+            self.record_terms(kd=self.w("alpha_ce", state) * kd, ce=self.w("alpha_hard", state) * ce,
+                              cos=self.w("alpha_cos", state) * cos)
         parts.update(kd=kd.detach(), ce=ce.detach(), cos=cos.detach(), temperature=torch.tensor(T))
         return total, parts

@@ -112,6 +112,7 @@ class InternalKD(LogitKD):
             ce = self.hard_loss(s.logits, batch)
             parts["ce"] = ce.detach()
             total = total + self.w("alpha_hard", state) * ce
+            self.record_terms(ce=self.w("alpha_hard", state) * ce)
         att_sum = cls_sum = None
         for i in active:
             j = self.pairs.get(i)
@@ -131,6 +132,9 @@ class InternalKD(LogitKD):
             parts["att_kl"] = att_sum.detach()
             parts["cls_cos"] = cls_sum.detach()
             total = total + self.w("att_weight", state) * att_sum + self.w("cls_weight", state) * cls_sum
+            if self.terms is not None:
+                self.record_terms(att_kl=self.w("att_weight", state) * att_sum,
+                                  cls_cos=self.w("cls_weight", state) * cls_sum)
         return total, parts
 
     def extra_state(self):

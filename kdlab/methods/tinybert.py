@@ -110,6 +110,9 @@ class TinyBERT(Method):
             parts[f"attn/s{i}-t{j}"] = a.detach()
             att = att + a
         total = self.w("w_embd", state) * embd + self.w("w_hidn", state) * hid + self.w("w_attn", state) * att
+        if self.terms is not None:
+            self.record_terms(embd=self.w("w_embd", state) * embd, hidn=self.w("w_hidn", state) * hid,
+                              attn=self.w("w_attn", state) * att)
         parts.update(embd=embd.detach(), hidn=hid.detach(), attn=att.detach())
         return total, parts
 
