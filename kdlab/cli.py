@@ -357,15 +357,16 @@ def cmd_eval(a):
         raise KdlabError(f"--max-len is the number of tokens per example: at least 1 (got {a.max_len})")
     if a.threads < 1:
         raise KdlabError(f"--threads is the number of CPU threads for the latency: at least 1 (got {a.threads})")
+    from .run_record import StoredRun
+    if StoredRun.load(_store(a), a.run).task_kind == "lm":   # perplexity per domain, token KL, top-1 agreement
+        from .lm.train import eval_lm_run
+        _refuse(a, ["model", "ood_map"], "an LM run is evaluated by perplexity: `kdlab eval --run RUN [--data FILE]`")
+        print(json.dumps(eval_lm_run(_store(a), StoredRun.load(_store(a), a.run).row, a.data), indent=2))
+        return 0
     if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
-        from .run_record import StoredRun
         rec = StoredRun.load(_store(a), a.run)
         if rec.is_ranking:
             a.data = rec.data
-        if rec.task_kind == "lm":   # a causal LM run: perplexity per domain, token KL, top-1 agreement (kdlab.lm)
-            from .lm.train import eval_lm_run
-            print(json.dumps(eval_lm_run(_store(a), rec.row), indent=2))
-            return 0
     if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)
         from .deploy.report import eval_models, format_table
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")

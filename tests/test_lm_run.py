@@ -31,6 +31,11 @@ def test_every_lm_method_runs_and_evaluates(tmp_path, capsys, method):
     assert res["perplexity"]["in-domain"] == pytest.approx(run["summary"]["dev"], rel=1e-4)   # same model, same set
     assert 0.0 <= res["top1_agreement"]["in-domain"] <= 1.0 and res["token_kl"]["in-domain"] >= 0.0
     assert res["teacher_perplexity"]["in-domain"] < res["teacher_perplexity"]["weather"]   # trained in domain
+    if method == "lm-fkl":   # any text file as one more domain
+        f = tmp_path / "probe.txt"
+        f.write_text("to make soup you need salt , water and onions .\n")
+        assert main(["eval", "--run", run["id"], "--data", str(f), "--runs", str(tmp_path)]) == 0
+        assert set(json.loads(capsys.readouterr().out)["perplexity"]) == {"probe"}
     size = Store(tmp_path).artifact(run["id"], "size")
     assert size["layers"] == 2 and 0 < size["params"] < size["teacher_params"] and size["mb"] > 0
     rows = Store(tmp_path).metrics(run["id"])

@@ -391,8 +391,9 @@ def _teacher_targets(teacher, t_tok, s_tok, train, corpus, hp, tc, device, log):
     return encode(rows, s_tok, tc.max_len, what="the teacher's continuations")
 
 
-def eval_lm_run(store: Store, run: dict) -> dict:
-    """A stored LM run's model, per domain: perplexity, and against its teacher token KL and top-1 agreement."""
+def eval_lm_run(store: Store, run: dict, data_file=None) -> dict:
+    """A stored LM run's model, per domain (the run's own, or ``data_file`` alone, named by its stem): perplexity,
+    and against its teacher token KL and top-1 agreement."""
     from .models import load_lm_folder
     from ..run_record import StoredRun
     folder = store.artifact(run["id"], "model_dir")
@@ -400,7 +401,11 @@ def eval_lm_run(store: Store, run: dict) -> dict:
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")
     cfg = StoredRun(run).config()
     model, tok = load_lm_folder(folder)
-    corpus = load_corpus(cfg.data, ood=cfg.ood, max_eval=cfg.max_eval, seed=cfg.train.seed)
+    if data_file:
+        from .data import read_rows
+        domains = {Path(str(data_file)).stem: read_rows(data_file)}
+    else:
+        domains = load_corpus(cfg.data, ood=cfg.ood, max_eval=cfg.max_eval, seed=cfg.train.seed).eval_splits()
     teacher = None
     tdir = store.artifact(run["id"], "teacher_dir")
     if run["kind"] == "student" and tdir:
@@ -408,9 +413,10 @@ def eval_lm_run(store: Store, run: dict) -> dict:
         teacher, t_tok = (load_lm_folder(tdir) if Path(str(tdir)).is_dir() else load_lm(tdir))
         if t_tok.get_vocab() != tok.get_vocab():
             teacher = None
-    res = {"run": run["id"], "task": TASK, "method": run["method"], "perplexity": {}, "token_kl": {},
+    res = {"run": run["id"], "task": TASK, "method": run["method"], "data": str(data_file or cfg.data or "embedded"),
+           "perplexity": {}, "token_kl": {},
            "top1_agreement": {}, "teacher_perplexity": {}}
-    for domain, rows in corpus.eval_splits().items():
+    for domain, rows in domains.items():
         ex = encode(rows, tok, cfg.train.max_len, what=f"the {domain} evaluation set")
         m = evaluate_lm(model, ex, tok.pad_token_id, teacher=teacher)
         res["perplexity"][domain] = m["perplexity"]
