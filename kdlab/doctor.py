@@ -367,9 +367,14 @@ def diagnose(store: Store, run_id: str) -> dict:
         notes.append(f"the teacher run {trun['id']} has no dev evaluation: no teacher-quality finding")
     preds = load_predictions(store.folder(rid) / PREDICTIONS)
     if preds:
-        teacher = teacher_outputs(store, run, trun, preds)
-        findings.append(dark_knowledge_finding(teacher, T))
-        findings.append(agreement_finding({s: preds[s]["logits"] for s in teacher}, teacher))
+        try:
+            teacher = teacher_outputs(store, run, trun, preds)
+        except KdlabError as e:   # e.g. a teacher given as soft labels: no model to run on the evaluation sets
+            teacher = None
+            notes.append(f"no teacher outputs on the evaluation sets ({e}): no dark-knowledge or agreement finding")
+        if teacher:
+            findings.append(dark_knowledge_finding(teacher, T))
+            findings.append(agreement_finding({s: preds[s]["logits"] for s in teacher}, teacher))
     else:
         notes.append(f"run {rid} kept no evaluation outputs ({PREDICTIONS}): no dark-knowledge or agreement finding")
     rows = store.grad_norms(rid)

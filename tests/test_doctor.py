@@ -215,3 +215,16 @@ def test_study_verdicts_name_the_doctor(runs):
     n = sum(r["verdict"] in ("inconclusive", "worse") for r in rows)
     assert n and text.count("why? python -m kdlab doctor --run") == n
     assert all(("doctor" in j) == (j["verdict"] in ("inconclusive", "worse")) for j in json_rows(rows))
+
+
+def test_doctor_without_teacher_outputs(runs, monkeypatch):
+    """A teacher with no model and no stored outputs (soft labels): a note, and the other findings."""
+    store, ids = runs
+
+    def none(*a, **k):
+        raise KdlabError("the teacher run kept no model and no evaluation outputs")
+    monkeypatch.setattr(doctor, "teacher_outputs", none)
+    d = doctor.diagnose(store, ids["hidden"])
+    keys = {f["key"] for f in d["findings"]}
+    assert "agreement" not in keys and "dark_knowledge" not in keys and {"teacher", "grad_share"} <= keys
+    assert len(d["notes"]) == 1 and "no teacher outputs" in d["notes"][0]
