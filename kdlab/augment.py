@@ -1,4 +1,4 @@
-"""Transfer-set augmentation for logit distillation (Distilled BiLSTM, Tang et al. 2019; METHODS §1).
+"""Transfer-set augmentation for logit distillation (Distilled BiLSTM, Tang et al. 2019; docs/METHODS.md: bilstm).
 
 Per example and per sample, word by word (words = ``\\w+`` runs and single punctuation marks): draw
 ``u ~ U(0, 1)``; ``u < p_mask`` -> the tokenizer's mask token; ``p_mask <= u < p_mask + p_replace`` -> the word's

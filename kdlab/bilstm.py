@@ -1,4 +1,4 @@
-"""Small non-transformer students for logit distillation (Distilled BiLSTM, Tang et al. 2019; METHODS §1).
+"""Small non-transformer students for logit distillation (Distilled BiLSTM, Tang et al. 2019; docs/METHODS.md: bilstm).
 
 ``BiLSTMForSequenceClassification`` has its own word embeddings over the *teacher tokenizer's ids* (so the
 teacher's batches are shared as they are) and one of two encoders:

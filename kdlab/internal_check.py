@@ -1,6 +1,6 @@
 """How close a student's internals are to its teacher's at matched layers: the two terms of KD from internal
-representations (attention KL ``losses.attention_kl`` and [CLS] cosine distance ``losses.cls_cosine``, METHODS.md
-§10), measured on evaluation texts for any pair of models. Notebook 4 and ``scripts/internal_check.py`` (the
+representations (attention KL ``losses.attention_kl`` and [CLS] cosine distance ``losses.cls_cosine``, docs/METHODS.md:
+internal-all), measured on evaluation texts for any pair of models. Notebook 4 and ``scripts/internal_check.py`` (the
 published study's check in docs/RESULTS.md) use it.
 
 Pairs are (student layer, teacher layer), 1-based; by default the uniform mapping ``g(i) = round(i*N/M)`` that

@@ -1,6 +1,6 @@
 """Pure loss functions for knowledge distillation (one definition each).
 
-Conventions (docs/ARCHITECTURE.md, METHODS.md §0):
+Conventions (docs/ARCHITECTURE.md, docs/METHODS.md: conventions):
 
 * argument order: the student's tensor first, then the teacher's (or the target), then the mask.
 * shapes: logits ``[B, C]``; hidden states ``[B, L, d]``; attention probabilities / scores ``[B, h, L, L]``
@@ -86,7 +86,7 @@ def hard_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def kd_kl(s_logits: torch.Tensor, t_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
-    """Hinton KD, canonical form (METHODS §0/§1).
+    """Hinton KD, canonical form (docs/METHODS.md: conventions / kd).
 
     ``L = T² · (1/B) Σ_b KL( softmax(z_T,b/T) ‖ softmax(z_S,b/T) )``
     with ``KL(p‖q) = Σ_c p_c (log p_c − log q_c)``; reduction = batchmean (sum over classes, mean over batch).
@@ -205,7 +205,7 @@ def hidden_cosine(s_h: torch.Tensor, t_h: torch.Tensor, mask: torch.Tensor | Non
 
 
 def cls_cosine(s_cls: torch.Tensor, t_cls: torch.Tensor, squared: bool = False) -> torch.Tensor:
-    """[CLS] cosine distance (KD from internal representations, METHODS §10).
+    """[CLS] cosine distance (KD from internal representations, docs/METHODS.md: internal-all).
 
     ``L = (1/B) Σ_b (1 − cos(s_b, t_b))``, or ``(1/B) Σ_b (1 − cos(s_b, t_b))²`` when ``squared``.
     """
@@ -228,7 +228,7 @@ def l2_normalized_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def pkd_pt(s_cls_list: Sequence[torch.Tensor], t_cls_list: Sequence[torch.Tensor]) -> torch.Tensor:
-    """BERT-PKD patient loss (METHODS §2, "our spec").
+    """BERT-PKD patient loss (docs/METHODS.md: pkd-skip, "our spec").
 
     ``L_PT = (1/B) Σ_b Σ_j ‖ s_bj/‖s_bj‖₂ − t_bj/‖t_bj‖₂ ‖²₂`` over the paired [CLS] vectors ``[B, d]``
     (sum over layers and d, mean over the batch). The official code's ``F.mse_loss`` = this / (k·d).
@@ -246,7 +246,7 @@ def pkd_pt(s_cls_list: Sequence[torch.Tensor], t_cls_list: Sequence[torch.Tensor
 
 
 def feature_map_mse(s_h: torch.Tensor, t_h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """MobileBERT feature-map transfer (release-code form, METHODS §5).
+    """MobileBERT feature-map transfer (release-code form, docs/METHODS.md: mobilebert).
 
     Both states are standardised per token by a non-trainable LayerNorm (``F.layer_norm`` without weight/bias,
     eps 1e-5), then ``hidden_mse`` is applied: ``Σ_{real tokens} Σ_k (LN(s) − LN(t))² / (Σm · d)``.
@@ -352,7 +352,7 @@ def value_relation(v: torch.Tensor, mask: torch.Tensor | None, heads: int) -> to
 
 # ----------------------------------------------------------------------------------------------- ALP-KD
 def alp_attention(s_cls: torch.Tensor, t_cls_stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ALP-KD attention over teacher layers (METHODS §8).
+    """ALP-KD attention over teacher layers (docs/METHODS.md: alp-kd).
 
     ``ε_bj = ⟨s_b, t_bj⟩``, ``α_bj = softmax_j(ε_bj)`` -> ``alpha [B, N]``; ``f_b = Σ_j α_bj t_bj`` -> ``[B, d]``.
     No 1/√d scaling (GLMKD form).
@@ -390,7 +390,7 @@ def alp_loss(s_cls_list: Sequence[torch.Tensor], t_cls_stack: torch.Tensor) -> t
 
 # ----------------------------------------------------------------------------------------------- contrastive
 def crd_nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.Tensor:
-    """CRD's NCE loss with the critic ``h(P) = P / (P + K/n)`` (METHODS §12, RepDistiller ``ContrastLoss``).
+    """CRD's NCE loss with the critic ``h(P) = P / (P + K/n)`` (docs/METHODS.md: crd, RepDistiller ``ContrastLoss``).
 
     ``scores [B, 1+K]`` holds the normalised scores ``P = exp(<v, g(x)>/τ) / Z``; column 0 is the positive, the
     K other columns the negatives. ``L = −(1/B) Σ_b [log h(P_b0) + Σ_{k=1..K} log(1 − h(P_bk))]`` with
@@ -414,7 +414,7 @@ def crd_nce_loss(scores: torch.Tensor, n_data: int, eps: float = 1e-7) -> torch.
 # ----------------------------------------------------------------------------------------------- teacher-free,
 # mutual learning, self-attention distillation
 def label_smoothing_targets_others(labels: torch.Tensor, C: int, eps: float) -> torch.Tensor:
-    """Label smoothing spread over the other classes (TF-KD's baseline, METHODS §16): ``[B, C]`` with
+    """Label smoothing spread over the other classes (TF-KD's baseline, docs/METHODS.md: tf-kd): ``[B, C]`` with
     ``1 − eps`` on the true class and ``eps/(C − 1)`` on each other class (rows sum to 1)."""
     if C < 2:
         raise KdlabError(f"label smoothing needs at least 2 classes, got {C}")
@@ -425,7 +425,7 @@ def label_smoothing_targets_others(labels: torch.Tensor, C: int, eps: float) -> 
 
 
 def tfkd_reg_targets(labels: torch.Tensor, C: int, a: float = 0.99, tau: float = 20.0) -> torch.Tensor:
-    """Tf-KD_reg's hand-made teacher (METHODS §16, reference-code form): ``p^d = a`` on the true class and
+    """Tf-KD_reg's hand-made teacher (docs/METHODS.md: tf-kd, reference-code form): ``p^d = a`` on the true class and
     ``(1 − a)/(C − 1)`` elsewhere, then ``softmax(p^d / tau)`` over the classes (the code softmaxes the
     *probabilities* divided by tau, which gives a very flat target). Returns ``[B, C]``."""
     if C < 2:
@@ -451,7 +451,7 @@ def kl_to_targets(logits: torch.Tensor, target_probs: torch.Tensor, reduction: s
 
 
 def dml_losses(logits_list: Sequence[torch.Tensor], labels: torch.Tensor, T: float = 1.0) -> list[torch.Tensor]:
-    """Deep mutual learning (METHODS §14): per peer k,
+    """Deep mutual learning (docs/METHODS.md: dml): per peer k,
     ``L_k = CE(y, z_k) + (1/(K − 1)) Σ_{l≠k} kd_kl(z_k, z_l.detach(), T)`` (peer targets detached; at T = 1 the
     KD term is ``KL(p_l ‖ p_k)`` with batchmean reduction). Returns the K per-peer losses."""
     K = len(logits_list)

@@ -157,7 +157,7 @@ def _rail_seed(seed: int, epoch: int) -> int:
 def rail_random(
     M: int, N: int, seed: int = 0, epoch: int = 0, k: int | None = None, exclude_last: bool = True
 ) -> torch.Tensor:
-    """RAIL-KD random layer selection (METHODS §9).
+    """RAIL-KD random layer selection (docs/METHODS.md: rail-kd).
 
     Draw ``k`` (default M−1) distinct teacher layers uniformly without replacement from 1..N−1
     (1..N when ``exclude_last`` is false), sort them ascending and pair them with student layers 1..k; the remaining
@@ -208,7 +208,7 @@ def grouped(M: int, N: int) -> torch.Tensor:
 
 
 def alp_weights(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor]) -> torch.Tensor:
-    """ALP-KD attention weights as a mapping matrix ``W [M, N]`` (METHODS §8; ``kdlab.methods.alp``).
+    """ALP-KD attention weights as a mapping matrix ``W [M, N]`` (docs/METHODS.md: alp-kd; ``kdlab.methods.alp``).
 
     ``student_hidden`` / ``teacher_hidden`` (student first, as every loss) are the hidden-state lists of one batch,
     embeddings first (``Features.hidden``: M+1 and N+1 tensors ``[B, L, d]``). Row i is the batch mean of

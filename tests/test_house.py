@@ -95,3 +95,32 @@ def test_explain_numbers_by_hand():
     runs = [{"method": "kd", "kind": "distill", "config": {"name": "a", "train": {"lr": 1e-4, "seed": 0}}},
             {"method": "ce", "kind": "distill", "config": {"name": "b", "train": {"lr": 1e-4, "seed": 1}}}]
     assert config_diff(runs) == {"method": ["kd", "ce"], "train.seed": ["0", "1"]}
+
+
+def test_architecture_names_every_module_and_docs_cite_no_outside_spec():
+    arch = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    mods = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kdlab").rglob("*.py")
+                  if p.name not in ("__init__.py", "__main__.py"))
+    assert len(mods) > 80
+    missing = [m for m in mods if f"`{m}`" not in arch]
+    assert not missing, f"add a row to docs/ARCHITECTURE.md's module table for {missing}"
+    import re
+    cited = [str(p.relative_to(ROOT)) for p in [*ROOT.glob("kdlab/**/*.py"), *ROOT.glob("docs/*.md"), ROOT / "README.md"]
+             if re.search(r"METHODS(\.md| spec)? §", p.read_text())]
+    assert not cited, f"'METHODS §N' cites a spec outside the repository: point at docs/METHODS.md in {cited}"
+
+
+def test_the_dashboards_first_page_needs_no_torch(tmp_path):
+    # the Setup page renders from the config, the data and the store: torch and transformers load when a page needs
+    # a model (first page ready in a few seconds; BENCHMARKS.md)
+    import os
+    import subprocess
+    import sys
+    code = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file(sys.argv[1], "
+            "default_timeout=120); at.run(); assert not at.exception, at.exception; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    env = dict(os.environ, KDLAB_APP_PRESET="tiny", KDLAB_RUNS=str(tmp_path / "runs"))
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "app" / "main.py")], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

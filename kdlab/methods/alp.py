@@ -1,4 +1,4 @@
-"""ALP-KD: attention-based layer projection (Passban et al. 2021, arXiv 2012.14022; METHODS.md §8).
+"""ALP-KD: attention-based layer projection (Passban et al. 2021, arXiv 2012.14022; docs/METHODS.md: alp-kd).
 
 Each student layer i attends over the [CLS] vectors of ALL teacher layers 1..N, per example:
 ``alpha_ij = softmax_j <h^S_i, h^T_j>``, ``f_i = sum_j alpha_ij h^T_j``, ``L_ALP = sum_i MSE(h^S_i, f_i)``

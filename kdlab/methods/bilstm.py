@@ -1,4 +1,4 @@
-"""Distilled BiLSTM (Tang et al. 2019, arXiv 1903.12136; METHODS §1): a BiLSTM (or CNN) student regresses the
+"""Distilled BiLSTM (Tang et al. 2019, arXiv 1903.12136; docs/METHODS.md: bilstm): a BiLSTM (or CNN) student regresses the
 transformer teacher's logits on a transfer set enlarged by augmentation.
 
 * student: ``kdlab.bilstm`` (own embeddings over the teacher tokenizer's ids; ``arch`` bilstm | cnn;

@@ -1,4 +1,4 @@
-"""CKD, "Why Skip If You Can Combine" (Wu et al. 2020, arXiv 2010.03034; METHODS.md §7).
+"""CKD, "Why Skip If You Can Combine" (Wu et al. 2020, arXiv 2010.03034; docs/METHODS.md: ckd).
 
 Teacher layers 1..N are split into M contiguous buckets (``kdlab.mapping.grouped``; 12->6: {1,2},{3,4},...).
 For bucket i the teacher states are concatenated along the hidden dimension and mapped to the student width

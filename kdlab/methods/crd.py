@@ -1,4 +1,4 @@
-"""CRD: contrastive representation distillation (Tian et al., ICLR 2020; METHODS §12).
+"""CRD: contrastive representation distillation (Tian et al., ICLR 2020; docs/METHODS.md: crd).
 
 Features are the last layer's [CLS] vectors ``f_S = H^S_M[:, 0]`` and ``f_T = H^T_N[:, 0]`` (before the
 pooler). Heads ``g_S(x) = norm(W_S x)`` and ``g_T(x) = norm(W_T x)`` map them to ``dim`` (128) and

@@ -1,4 +1,4 @@
-"""DistilBERT (Sanh et al. 2019, arXiv 1910.01108; METHODS.md §3), kdlab's task-stage adaptation.
+"""DistilBERT (Sanh et al. 2019, arXiv 1910.01108; docs/METHODS.md: distilbert), kdlab's task-stage adaptation.
 
 ``L = α_ce·T²·KL(softmax(z_T/T) ‖ softmax(z_S/T)) + α_hard·CE(y, z_S) + α_cos·L_cos``
 

@@ -1,4 +1,4 @@
-"""Deep mutual learning (METHODS §14): K peers learn together from the labels and from each other.
+"""Deep mutual learning (docs/METHODS.md: dml): K peers learn together from the labels and from each other.
 
 ``L_k = CE(y, z_k) + (1/(K-1)) Σ_{l≠k} KL(p_l ‖ p_k)`` with the other peers' predictions detached
 (``kdlab.losses.dml_losses``). Update: simultaneous, i.e. one optimiser step over ``Σ_k L_k`` (the cheap

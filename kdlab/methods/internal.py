@@ -1,4 +1,4 @@
-"""KD from internal representations (Aguilar et al. 2020, arXiv 1910.03723; METHODS.md §10).
+"""KD from internal representations (Aguilar et al. 2020, arXiv 1910.03723; docs/METHODS.md: internal-all).
 
 Per mapped pair (student layer i <- teacher layer g(i), uniform mapping g(i) = round(i*N/M)):
 ``L_att = (1/(h*L)) sum_heads sum_real_queries KL(P^T || P^S)`` over all heads (``losses.attention_kl``)

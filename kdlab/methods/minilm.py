@@ -1,4 +1,4 @@
-"""MiniLM deep self-attention distillation (Wang et al. 2020, arXiv 2002.10957; METHODS.md §6).
+"""MiniLM deep self-attention distillation (Wang et al. 2020, arXiv 2002.10957; docs/METHODS.md: minilm).
 
 Only the **last** self-attention module is distilled: teacher layer N → student layer M.
 
@@ -8,7 +8,7 @@ Only the **last** self-attention module is distilled: teacher layer N → studen
 * ``L_VR = (1/(A_h·|x|)) Σ_a Σ_t KL(VR^T_{N,a,t,:} ‖ VR^S_{M,a,t,:})``, ``VR_a = softmax(V_a V_aᵀ/√d_k)``, each model
   with its own ``d_k = d/A_h`` (so the widths may differ).
 
-Padding (METHODS §0/§6): padded keys are masked (−inf) in both P and VR and the average runs over real query
+Padding (docs/METHODS.md: conventions / minilm): padded keys are masked (−inf) in both P and VR and the average runs over real query
 tokens only, ``|x|`` = the true length (``losses.attention_kl`` with the mask). Maps are recomputed from the
 pre-dropout Q, K, V captured in ``Features.qkv``.
 

@@ -1,4 +1,4 @@
-"""MobileBERT layer-wise knowledge transfer (Sun et al. 2020, arXiv 2004.02984; METHODS.md §5), progressive.
+"""MobileBERT layer-wise knowledge transfer (Sun et al. 2020, arXiv 2004.02984; docs/METHODS.md: mobilebert), progressive.
 
 Per mapped layer pair (student l, teacher g(l)):
 

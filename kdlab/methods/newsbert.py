@@ -1,4 +1,4 @@
-"""NewsBERT (METHODS §11): teacher and student learn together and share the top pooler and classifier;
+"""NewsBERT (docs/METHODS.md: newsbert): teacher and student learn together and share the top pooler and classifier;
 momentum distillation mixes the teacher's layer gradients into the student's.
 
 * Shared head: the student's ``pooler`` and ``classifier`` ARE the teacher's module objects (one set of

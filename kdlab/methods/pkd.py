@@ -1,4 +1,4 @@
-"""BERT-PKD, Patient Knowledge Distillation (Sun et al. 2019, arXiv 1908.09355; METHODS.md §2).
+"""BERT-PKD, Patient Knowledge Distillation (Sun et al. 2019, arXiv 1908.09355; docs/METHODS.md: pkd-skip).
 
 ``L = (1−α)·CE(y, z_S) + α·T²·KL(p_T^T ‖ q_S^T) + β·L_PT`` with the patient loss on L2-normalised [CLS] states
 

@@ -1,4 +1,4 @@
-"""RAIL-KD: random intermediate layer KD (Haidar et al. 2022, arXiv 2109.10164; METHODS.md §9).
+"""RAIL-KD: random intermediate layer KD (Haidar et al. 2022, arXiv 2109.10164; docs/METHODS.md: rail-kd).
 
 At the start of every epoch (every ``resample_epochs`` epochs) k = M-1 distinct teacher layers are drawn
 from 1..N-1 without replacement, sorted and paired with student layers 1..k

@@ -1,4 +1,4 @@
-"""SRRD: softmax regression representation distillation (Yang et al., ICLR 2021; METHODS §13).
+"""SRRD: softmax regression representation distillation (Yang et al., ICLR 2021; docs/METHODS.md: srrd).
 
 A connector ``r`` (Linear d_S -> d_T + ReLU) maps the student's last-layer [CLS] vector ``h_S =
 H^S_M[:, 0]`` (before the pooler) to the teacher's width; ``h_T = H^T_N[:, 0]``.

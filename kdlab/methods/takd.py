@@ -1,4 +1,4 @@
-"""Teacher-assistant KD (METHODS §15): teacher -> assistant -> student, every hop plain Hinton KD (method ``kd``).
+"""Teacher-assistant KD (docs/METHODS.md: takd): teacher -> assistant -> student, every hop plain Hinton KD (method ``kd``).
 
 The assistant has ``assistant_layers`` layers (default: halfway between the teacher's and the student's layer
 counts), is copied from the teacher like any student and distilled from it; the student is then copied from the

@@ -1,4 +1,4 @@
-"""Teacher-free KD (METHODS §16): self-distillation, a hand-made regularising teacher, and label smoothing.
+"""Teacher-free KD (docs/METHODS.md: tf-kd): self-distillation, a hand-made regularising teacher, and label smoothing.
 
 * ``tf-kd-self``: hop 1 trains the student normally (method ``ce``); hop 2 freezes that model and distils it
   into a fresh copy of the same initial student with ``(1-alpha)·CE + alpha·T²·KL(p^T ‖ q^T)`` (method ``kd``,

@@ -1,4 +1,4 @@
-"""TinyBERT task distillation (Jiao et al. 2020, arXiv 1909.10351; METHODS.md §4), two stages in order.
+"""TinyBERT task distillation (Jiao et al. 2020, arXiv 1909.10351; docs/METHODS.md: tinybert), two stages in order.
 
 Stage 1 (intermediate layers, the first ``intermediate_fraction`` of the steps, default half):
 

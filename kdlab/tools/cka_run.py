@@ -1,4 +1,4 @@
-"""CKA between a teacher and a student on a held-out split (METHODS.md §17).
+"""CKA between a teacher and a student on a held-out split (docs/METHODS.md: CKA).
 
 Per layer j (0 = embeddings), each example is one row: the masked token mean of ``H_j`` (``pool="mean"``)
 or its [CLS] vector (``pool="cls"``). ``kdlab.cka.cka_matrix`` turns the teacher's N+1 and the student's
