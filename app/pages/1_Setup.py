@@ -14,7 +14,7 @@ st.title("Setup")
 side = C.sidebar()
 s = C.setup()
 
-BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch at lr 2e-4, "
+BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch at lr 4e-4, "
                     "1 student epoch at lr 3e-4)",
            "full": "full: every example, 2 teacher epochs, 3 student epochs"}
 
