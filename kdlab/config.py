@@ -170,9 +170,10 @@ CHOICES = dict(
 )
 # Budgets of the dashboard and of `kdlab workshop prepare` (build_config names): quick reaches a first result in
 # about two minutes on a 2-core CPU with the packaged teacher on the embedded data. Its one epoch of 25 steps needs
-# larger learning rates (teacher: 5e-5 left it at 0.63 dev accuracy; 2e-4 reaches 0.895 / 0.92 with a mean
-# top-class probability at T = 1 of only 0.898 / 0.897 on dev (seeds 0 / 1); 4e-4, at the same 25 steps and time,
-# reaches 0.915 / 0.93 with 0.955 / 0.941, a teacher confident enough to teach (docs/RESULTS.md); the KD student: 0.74 at
+# larger learning rates (teacher: 5e-5 left it at 0.63 dev accuracy; 2e-4 reaches 0.895 with a mean top-class
+# probability at T = 1 of only 0.898 on dev (seed 0), 3e-4 0.91 / 0.92 with 0.950 / 0.897 (seeds 0 / 1); 4e-4, at the
+# same 25 steps and time, 0.915 / 0.93 with 0.955 / 0.941, confident enough to teach (docs/RESULTS.md); the KD
+# student: 0.74 at
 # 1e-4, 0.78 at 3e-4). full uses every example and the default learning rates (None: 5e-5 for a pretrained
 # teacher, 1e-4 for the student).
 BUDGETS = {
