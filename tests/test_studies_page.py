@@ -42,6 +42,9 @@ def test_studies_page(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(APP))
     store = Store(tmp_path)
     rows = json.loads(json.dumps(_rows(), default=float))
+    for r in rows:   # as kdlab.study.aggregate names the doctor for inconclusive and worse verdicts
+        if r["verdict"] in ("inconclusive", "worse"):
+            r["doctor"] = f"python -m kdlab doctor --run run-{r['group']}"
     store.save_study("s1", {"grid": {"methods": ["ce", "kd", "pkd-skip"], "seeds": [0, 1], "baseline": "ce"},
                             "cells": [{"key": f"{m} seed={s}"} for m in ("ce", "kd", "pkd-skip") for s in (0, 1)]})
     store.set_study_result("s1", {"rows": rows})
@@ -56,6 +59,7 @@ def test_studies_page(tmp_path, monkeypatch):
     assert list(table["verdict"]) == [r["verdict"] for r in rows]
     assert set(table["verdict"]) >= {"baseline", "better"}
     assert any("better than ce: kd on dev; kd on ood_imdb" in s.value for s in at.success)
+    assert any(c.value == "python -m kdlab doctor --run run-pkd-skip" for c in at.code)   # pkd-skip: inconclusive
     forest = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert forest["layout"]["title"]["text"].startswith("Difference to ce (accuracy)")
     assert at.dataframe[1].value.shape == (6, 2)   # per seed: 3 methods x 2 domains, 2 seeds

@@ -53,6 +53,11 @@ with C.guard():
     undecided = [f"{r['group']} on {r['domain']}" for r in verdicts if r["verdict"] == "inconclusive"]
     if undecided:
         st.caption("inconclusive (the 95% interval contains 0): " + "; ".join(undecided))
+    why = sorted({r["doctor"] for r in verdicts if r.get("doctor")})   # inconclusive / worse (kdlab.study)
+    if why:
+        st.caption("why did distillation not help? the doctor's findings for a run of each such row (also on the "
+                   "Doctor page):")
+        st.code("\n".join(why), language="bash")
     text, warn = references.split_warning(references.for_study(store, name))   # published rows, the teacher's
     if text:
         st.code(text)
