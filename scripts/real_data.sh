@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's real-data tables, measured on a 2-core CPU: RTE -> SciTail and MRPC -> PAWS-QQP (teacher, student
+# The real-data tables of docs/RESULTS.md and docs/deploy.md, measured on a 2-core CPU: RTE -> SciTail and MRPC -> PAWS-QQP (teacher, student
 # alone, kd, pkd-skip), the narrow-student study on SST-2 -> IMDB/Yelp, and the SST-2 deploy table.
 # Usage: bash scripts/real_data.sh [OUT]   (OUT default /tmp/kdlab-real; ../shared/data must exist)
 set -euo pipefail
