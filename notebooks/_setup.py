@@ -205,3 +205,19 @@ def describe() -> str:
     mode = "FAST (tiny teacher, a few steps)" if FAST else "normal (packaged teacher minilm-l6)"
     return (f"mode: {mode}\ndata: {what}\nrun store: {store().root}\n"
             f"max_train={MAX_TRAIN}, max_eval={MAX_EVAL}, steps per run={STEPS or 'full epochs'}")
+
+
+def references(run_id: str) -> None:
+    """Print the published reference rows for the teacher of ``run_id`` (itself when a teacher run) and the
+    weak-teacher warning (``kdlab.references``), or one line saying why there is none."""
+    from kdlab.references import for_run
+    lines = for_run(store(), run_id)
+    print("\n".join(lines) if lines else "published reference rows: none for this data (the embedded synthetic corpus "
+          "and custom tasks have no published figure)")
+
+
+def study_references(name: str) -> None:
+    """``references`` for a study (the teacher of its first finished cell)."""
+    from kdlab.references import for_study
+    lines = for_study(store(), name)
+    print("\n".join(lines) if lines else "published reference rows: none for this data")
