@@ -149,3 +149,24 @@ def test_hidden_mse_through_the_mapping():
     m = mask.bool()
     want = 3.0 * ((s[1][m] - t[3][m]) ** 2).mean().item() / 4.0
     assert hidden_mse(s, t, W, mask).item() == pytest.approx(want, rel=1e-6) and want > 0
+
+
+def test_student_with_another_vocabulary_refused_for_token_kd_and_trained_by_seq_kd(tmp_path, capsys):
+    from transformers import BertTokenizerFast, LlamaConfig, LlamaForCausalLM
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789,.")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *("##" + c for c in chars)]))
+    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, bos_token="[CLS]", eos_token="[SEP]")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                                         pad_token_id=0, bos_token_id=2, eos_token_id=3))
+    folder = tmp_path / "char-student"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    capsys.readouterr()
+    runs = ["--runs", str(tmp_path / "runs")]
+    _refused(capsys, ["distill", *SMALL, "--method", "lm-fkl", "--student", str(folder), *runs], "seq-kd",
+             "vocabulary")
+    assert main(["distill", *SMALL, "--method", "seq-kd", "--student", str(folder), "--max-len", "128", *runs]) == 0
+    run = Store(tmp_path / "runs").runs(kind="student")[0]
+    assert run["status"] == "finished" and run["summary"]["dev"] > 1.0
