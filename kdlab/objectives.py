@@ -14,14 +14,17 @@ from .errors import KdlabError
 
 
 def logit_kd(s_logits, t_logits, form: str, T: float):
-    """The three logit-KD forms: ``kl`` (T^2 batchmean KL), ``soft-ce`` (T^2 soft CE), ``mse``."""
+    """The logit-KD forms: ``kl`` (T^2 batchmean KL), ``soft-ce`` (T^2 soft CE), ``soft-ce-unscaled`` (soft CE
+    without the T^2 factor, NewsBERT's), ``mse``."""
     if form == "kl":
         return losses.kd_kl(s_logits, t_logits, T)
     if form == "soft-ce":
         return losses.kd_soft_ce(s_logits, t_logits, T)
+    if form == "soft-ce-unscaled":
+        return losses.kd_soft_ce(s_logits, t_logits, T, scale_t2=False)
     if form == "mse":
         return losses.kd_mse(s_logits, t_logits)
-    raise KdlabError(f"unknown logit-KD form '{form}': use kl, soft-ce or mse")
+    raise KdlabError(f"unknown logit-KD form '{form}': use kl, soft-ce, soft-ce-unscaled or mse")
 
 
 def sum_terms(terms) -> tuple[torch.Tensor | None, dict]:

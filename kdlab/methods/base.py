@@ -397,12 +397,13 @@ class Method(nn.Module):
         return self.soft_loss(s_logits, ensemble_target(ens["logits"], T, self.label_kind, form), form, T)
 
     def kd_term(self, s: Features, t: Features, state: State, parts: dict, form: str = "kl",
-                log_temperature: bool = True) -> torch.Tensor:
-        """The logit-KD term (``soft_loss``: ``kdlab.objectives.logit_kd`` at this step's temperature for classes),
-        recorded in ``parts`` as ``kd`` (and ``temperature``; a score task has none)."""
+                log_temperature: bool = True, key: str = "kd") -> torch.Tensor:
+        """The logit-KD term, the one way a method reaches it (``teacher_soft_loss``: ``kdlab.objectives.logit_kd``
+        at this step's temperature for classes, the task's own loss for scores and several labels, a teacher
+        ensemble's form), recorded in ``parts`` as ``key`` (and ``temperature``; a score task has none)."""
         T = self.temperature(state)
         kd = self.teacher_soft_loss(s.logits, t, form, T)
-        parts["kd"] = kd.detach()
+        parts[key] = kd.detach()
         if log_temperature and self.label_kind != "score":
             parts["temperature"] = torch.tensor(T)
         return kd

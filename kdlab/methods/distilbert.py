@@ -76,14 +76,13 @@ class DistilBERT(Method):
         return build_student(teacher, init="explicit", layer_list=init_layers(cfg.student_layers, n))
 
     def loss(self, s, t, batch, state):
-        T = self.temperature(state)
-        kd = self.soft_loss(s.logits, t.logits, "kl", T)
-        ce = self.hard_loss(s.logits, batch)
         cos, parts = self.match(s.hidden, t.hidden, s.mask, self.W.to(s.logits.device))
+        kd = self.kd_term(s, t, state, parts)
+        ce = self.hard_loss(s.logits, batch)
         total = (self.w("alpha_ce", state) * kd + self.w("alpha_hard", state) * ce
                  + self.w("alpha_cos", state) * cos)
         if self.terms is not None:
             self.record_terms(kd=self.w("alpha_ce", state) * kd, ce=self.w("alpha_hard", state) * ce,
                               cos=self.w("alpha_cos", state) * cos)
-        parts.update(kd=kd.detach(), ce=ce.detach(), cos=cos.detach(), temperature=torch.tensor(T))
+        parts.update(ce=ce.detach(), cos=cos.detach())
         return total, parts

@@ -109,17 +109,14 @@ class NewsBERT(Method):
             parts[f"hidden_mse/s{i}-t{j}"] = v.detach()
             hid = hid + v
         pool = losses.hidden_mse(pooler(s.hidden[-1]), pooler(td.hidden[-1]).detach())  # [B, d] rows
-        T = self.temperature(state)
-        soft = (losses.kd_soft_ce(s.logits, td.logits, T, scale_t2=False) if self.label_kind == "classes"
-                else self.soft_loss(s.logits, td.logits, "soft-ce", T))
+        soft = self.kd_term(s, td, state, parts, "soft-ce-unscaled", key="soft_ce")
         ce = self.hard_loss(s.logits, batch)
         t_ce = self.hard_loss(t.logits, batch)
         w = lambda key: self.w(key, state)
         student_loss = (w("w_emb") * emb + w("w_hidden") * hid + w("w_pool") * pool + w("w_soft") * soft
                         + w("w_hard") * ce)
-        parts.update(emb_mse=emb.detach(), hidden=hid.detach(), pool_mse=pool.detach(), soft_ce=soft.detach(),
-                     ce=ce.detach(), student_loss=student_loss.detach(), teacher_ce=t_ce.detach(),
-                     temperature=torch.tensor(T))
+        parts.update(emb_mse=emb.detach(), hidden=hid.detach(), pool_mse=pool.detach(), ce=ce.detach(),
+                     student_loss=student_loss.detach(), teacher_ce=t_ce.detach())
         return student_loss + w("w_teacher") * t_ce, parts
 
     @torch.no_grad()

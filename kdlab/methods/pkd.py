@@ -21,8 +21,6 @@ code's ``KLDivLoss('mean')`` divides additionally by the number of classes C); L
 """
 from __future__ import annotations
 
-import torch
-
 from .. import losses, mapping
 from ..errors import KdlabError
 from ..features import Need
@@ -72,15 +70,14 @@ class PKD(Method):
         return losses.pkd_pt(s_cls, t_cls), parts
 
     def loss(self, s, t, batch, state):
-        T = self.temperature(state)
         a = self.w("alpha", state)
-        kd = self.soft_loss(s.logits, t.logits, "kl", T)
-        ce = self.hard_loss(s.logits, batch)
         pt, parts = self.pt_terms(s, t)
+        kd = self.kd_term(s, t, state, parts)
+        ce = self.hard_loss(s.logits, batch)
         total = (1 - a) * ce + a * kd + self.w("beta", state, start=self.beta) * pt
         if self.terms is not None:
             self.record_terms(ce=(1 - a) * ce, kd=a * kd, pt=self.w("beta", state, start=self.beta) * pt)
-        parts.update(kd=kd.detach(), ce=ce.detach(), pt=pt.detach(), temperature=torch.tensor(T))
+        parts.update(ce=ce.detach(), pt=pt.detach())
         return total, parts
 
 

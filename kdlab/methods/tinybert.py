@@ -121,9 +121,8 @@ class TinyBERT(Method):
         if stage == 1:
             total, parts = self.intermediate(s, t, state)
         else:
-            T = self.temperature(state)
-            pred = self.soft_loss(s.logits, t.logits, "soft-ce", T)
+            parts = {}
+            pred = self.kd_term(s, t, state, parts, "soft-ce", key="pred")
             total = self.w("w_pred", state) * pred
-            parts = {"pred": pred.detach(), "temperature": torch.tensor(T)}
         parts["stage"] = torch.tensor(float(stage))
         return total, parts
