@@ -95,7 +95,9 @@ TINY = ["--preset", "tiny", "--max-steps", "3", "--max-train", "48", "--max-eval
         "--batch-size", "16", "--quiet"]
 
 
-def test_tiny_study_end_to_end_and_resume(tmp_path, capsys):
+def test_tiny_study_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
+    import kdlab.pipeline   # a killed cell never gets to drop its checkpoint: keep them, to kill one below
+    monkeypatch.setattr(kdlab.pipeline, "drop_checkpoint", lambda folder: 0)
     runs = str(tmp_path / "runs")
     cmd = ["study", "--methods", "ce,kd", "--seeds", "2", "--runs", runs, "--name", "s1", *TINY]
     assert main(cmd) == 0

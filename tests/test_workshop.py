@@ -192,7 +192,9 @@ def test_a_run_waiting_for_its_teacher_shows_the_preparation_and_how_to_cancel(e
 
 
 # ----------------------------------------------------------------------------------------------- class pack
-def test_workshop_prepare_runs_the_class_pack_then_skips_and_resumes(tmp_path, capsys):
+def test_workshop_prepare_runs_the_class_pack_then_skips_and_resumes(tmp_path, capsys, monkeypatch):
+    import kdlab.pipeline   # an interrupted run never gets to drop its checkpoint: keep them, to interrupt one below
+    monkeypatch.setattr(kdlab.pipeline, "drop_checkpoint", lambda folder: 0)
     from kdlab.cli import main
     from kdlab.store import Store
     from kdlab.tools.workshop import PLAN, prepare, run_name
