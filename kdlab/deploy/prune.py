@@ -299,7 +299,7 @@ def importance(model, tok, texts, texts_b, labels, *, heads: bool, ffn: bool, ma
     tt = families.takes_token_types(model)
     try:
         for enc, y in batches(tok, texts, texts_b, labels, max_len=max_len, batch=batch, token_types=tt):
-            if y is not None and y.dtype.is_floating_point:
+            if y is not None and (y.dtype.is_floating_point or y.ndim == 2):   # scores, multi-hot rows
                 y = y.float()
             out = model(**enc, labels=y)
             grads = torch.autograd.grad(out.loss, masks.head + masks.ffn, allow_unused=True)
@@ -384,8 +384,8 @@ def recover(model, teacher, tok, data: dict, *, steps: int, max_len: int = 64, b
         with torch.no_grad():
             t = teacher(**enc).logits
         s = model(**enc).logits
-        if s.shape[-1] == 1:   # regression: match the teacher's value
-            loss = F.mse_loss(s, t)
+        if s.shape[-1] == 1 or model.config.problem_type == "multi_label_classification":
+            loss = F.mse_loss(s, t)   # a score or independent labels: match the teacher's logits
         else:
             loss = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1),
                             log_target=True, reduction="batchmean") * temperature ** 2
