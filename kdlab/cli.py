@@ -298,6 +298,10 @@ def cmd_teacher(a):
     cfg = config_from_args(a)
     store = _store(a)
     from .ranking.train import ranking_teacher, wants_ranking
+    from .lm.train import lm_teacher, wants_lm
+    if wants_lm(cfg):   # a causal LM teacher: the tiny one trained on the corpus, or a named/folder one checked
+        _print_run(store, lm_teacher(cfg, store, log=_log(a)))
+        return 0
     if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
         _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
         return 0
@@ -321,6 +325,10 @@ def cmd_demo(a):
     from .tools.demo import run_demo
     from .ranking.train import wants_ranking
     cfg = config_from_args(a)
+    from .lm.train import wants_lm
+    if wants_lm(cfg):   # causal LMs: no KD, forward KL, reverse KL (and --also) from the same copied layers
+        from .lm.demo import run_lm_demo
+        return run_lm_demo(cfg, _store(a), also=a.also, log=_log(a))
     if wants_ranking(cfg):   # BM25, the cross-encoder, the bi-encoder without KD, with margin-mse and listwise-kl
         from .ranking.demo import run_ranking_demo
         _refuse(a, ["also"], "demo --task ranking runs contrastive, margin-mse and listwise-kl")

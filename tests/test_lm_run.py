@@ -170,3 +170,16 @@ def test_student_with_another_vocabulary_refused_for_token_kd_and_trained_by_seq
     assert main(["distill", *SMALL, "--method", "seq-kd", "--student", str(folder), "--max-len", "128", *runs]) == 0
     run = Store(tmp_path / "runs").runs(kind="student")[0]
     assert run["status"] == "finished" and run["summary"]["dev"] > 1.0
+
+
+def test_lm_teacher_and_demo_commands(tmp_path, capsys):
+    runs = ["--runs", str(tmp_path)]
+    assert main(["teacher", "--task", "lm", "--preset", "tiny", "--max-train", "32", "--max-eval", "8", *runs]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "finished" and set(out["evals"]) == {"dev", "weather"}
+    assert main(["demo", *SMALL, "--also", "lm-tvd", *runs]) == 0
+    text = capsys.readouterr().out
+    for row in ("teacher", "no KD (lm-ce)", "forward KL", "reverse KL", "lm-tvd", "ppl weather"):
+        assert row in text, text
+    assert len(Store(tmp_path).runs(kind="student")) == 4
+    _refused(capsys, ["demo", *SMALL, "--also", "kd", *runs], "--also takes LM methods")

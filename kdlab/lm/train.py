@@ -323,6 +323,32 @@ def _reuse(store: Store, folder: Path, log):
     return model, tok, run_id if run_id in known else None, str(folder)
 
 
+def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
+    """``kdlab teacher --task lm``: the tiny teacher trained on the corpus (or reused), or a named/folder teacher
+    evaluated as it is; returns its teacher run (made for a teacher this store has no run of)."""
+    cfg = apply_preset(cfg)
+    if cfg.method not in METHODS:   # `kdlab teacher` has no --method: the teacher is the same for every method
+        cfg = dataclasses.replace(cfg, method="lm-fkl")
+    check_lm(cfg)
+    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed)
+    teacher, tok, run_id, tdir = prepare_lm_teacher(cfg, store, corpus, log=log)
+    if run_id is not None:
+        return run_id
+    conf = {"teacher": cfg.teacher, "teacher_dir": tdir, "data": cfg.data or "embedded", "ood": list(cfg.ood),
+            "max_eval": cfg.max_eval, "data_identity": corpus.identity, "task_spec": task_spec(),
+            "train": dataclasses.asdict(cfg.train)}
+    run_id = store.create_run("teacher", "lm-as-is", conf, name=f"teacher {cfg.teacher} (as is)")
+    try:
+        teacher.to(_device(cfg.train.device))
+        evals = _evaluate(store, run_id, teacher, None, tok, corpus, cfg.train.max_len, DEFAULTS["eval_batch"], 0, 0)
+        store.set_artifact(run_id, "model_dir", str(tdir) if Path(str(tdir)).is_dir() else None)
+        store.finish(run_id, "finished", "used as it is", summary={s: m["perplexity"] for s, m in evals.items()})
+    except BaseException as e:
+        store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
+        raise
+    return run_id
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 def _evaluate(store, run_id, student, teacher, tok, corpus, max_len, batch, step, epoch) -> dict:
     device = next(student.parameters()).device
