@@ -329,6 +329,8 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
                 if r["domain"] in per}
         if r["verdict"] in DIAGNOSE and runs:   # why KD did not help: kdlab.doctor on the first seed's run
             r["doctor"] = doctor_command(next(iter(runs.values())))
+    if not store.writable:   # a read-only store: the table is shown, not kept
+        return rows
     out = folder(store, name)
     out.mkdir(parents=True, exist_ok=True)
     stem = "results" if report == "auto" else f"results-{model}"

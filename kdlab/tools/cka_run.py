@@ -138,8 +138,9 @@ def cka_for_run(store, run_id: str, pool: str = "mean", max_examples: int = 512,
                       max_len=cfg.train.max_len, device=device)
     res.update(run=run_id, teacher_run=teacher_run, split=split)
     record = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in res.items()}
-    store.set_artifact(run_id, f"cka:{split}:{pool}", record)
-    store.set_artifact(run_id, "cka", record)
+    if store.writable:   # a read-only store: computed and printed, not kept
+        store.set_artifact(run_id, f"cka:{split}:{pool}", record)
+        store.set_artifact(run_id, "cka", record)
     return res
 
 
