@@ -631,6 +631,12 @@ def test_deploy_compresses_measures_and_offers_a_download(pair_store):
     folder = Path(store.artifact(ps["rid"], "models")["int8"])
     names = zipfile.ZipFile(io.BytesIO(load_common().zip_folder(folder))).namelist()
     assert {"int8/config.json", "int8/kdlab.json", "int8/model.int8.safetensors"} <= set(names)
+    # head pruning from the page, on the pair task (importance over both texts of the training pairs)
+    at.checkbox(key="dep_int8").uncheck().run()
+    at.number_input(key="dep_heads").set_value(1).run()
+    at.button(key="dep_compress").click().run()
+    no_errors(at)
+    assert any("made **h1** (hf," in m.value and "prune-structure" in m.value for m in at.success)
     # a run without a saved model: one line
     bare = store.create_run("student", "kd", {"train": {"max_len": 32}}, name="no-model")
     store.finish(bare, "finished")
