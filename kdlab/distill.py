@@ -296,7 +296,8 @@ def forward_backward(loop: Loop, batch: dict):
         if loop.writes:
             loop.store.log_mapping(loop.run_id, state.step, state.epoch, loop.last_W)
     s_need, t_need = method.need(state)
-    measure = loop.writes and grad_share.wants(loop.cfg.grad_share_every, state.step, loop.grad_share_step)
+    measure = loop.writes and grad_share.wants(loop.cfg.grad_share_every, state.step, loop.grad_share_step,
+                                               state.total_steps)
     method.terms = {} if measure else None
     with torch.autocast(loop.device.type, dtype=loop.amp, enabled=loop.amp is not None):
         t_feats = teacher_features(loop, batch, t_need)

@@ -292,8 +292,8 @@ def capacity_finding(s_params, t_params, s_layers, t_layers) -> dict:
 
 
 def budget_finding(steps: int, epochs: float, teacher_epochs) -> dict:
-    figure = f"{steps} steps, {epochs:.2g} epochs" + (f" (the teacher was fine-tuned {teacher_epochs:g})"
-                                                        if teacher_epochs else "")
+    figure = f"{steps} steps, {epochs:.2g} epoch{'s' * (epochs != 1)}" + (
+        f" (the teacher was fine-tuned {teacher_epochs:g} epoch{'s' * (teacher_epochs != 1)})" if teacher_epochs else "")
     if epochs < BUDGET_EPOCHS:
         return finding("budget", "warning", "a short training budget", figure,
                        f"train for more epochs (--epochs {max(BUDGET_EPOCHS, int(np.ceil(epochs * 2)))}): KD "

@@ -1,6 +1,6 @@
 """Each loss term's share of the student's gradient.
 
-Every ``TrainConfig.grad_share_every`` optimiser steps the loop asks the method to name the weighted terms whose
+Every ``TrainConfig.grad_share_every`` optimiser steps (and at the last step) the loop asks the method to name the weighted terms whose
 sum is its loss (``Method.record_terms``: ``kd``, ``ce``, a layer term ...) and measures, for each term ``k``,
 ``||d term_k / d theta_S||_2`` over the student's trainable parameters (``torch.autograd.grad`` with the graph
 kept, before the normal backward pass). The norms go to the run store (``Store.log_grad_norms``); a term's share
@@ -17,9 +17,10 @@ import torch
 LOW, HIGH = 0.05, 0.95
 
 
-def wants(every: int, step: int, last: int) -> bool:
-    """Measure at this optimiser step (once per step, also with gradient accumulation)."""
-    return bool(every) and step % every == 0 and step != last
+def wants(every: int, step: int, last: int, total: int = 0) -> bool:
+    """Measure at this optimiser step: every ``every`` steps from the first, and at the last step (``total - 1``)
+    so that a short run has its end too; once per step, also with gradient accumulation."""
+    return bool(every) and (step % every == 0 or step == total - 1) and step != last
 
 
 def term_norms(terms: dict, loss: torch.Tensor, params) -> dict | None:

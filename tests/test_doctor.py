@@ -43,6 +43,9 @@ def test_term_norms_by_hand():
     assert w.grad is None                           # measured aside: the loop's own backward is untouched
     assert grad_share.term_norms({"a": a, "b": b}, a + 2 * b, [w]) is None   # terms that do not add up: skipped
     assert grad_share.term_norms({"a": a}, a, [w]) is None                   # one term: nothing to share
+    assert grad_share.wants(50, 0, -1, 10) and grad_share.wants(50, 9, -1, 10)   # the first and the last step
+    assert not grad_share.wants(50, 5, -1, 10) and not grad_share.wants(0, 0, -1, 10)   # 0 = off
+    assert not grad_share.wants(50, 0, 0, 10)   # once per step (gradient accumulation: several micro-batches)
     rows = [dict(step=0, term="a", norm=6.0), dict(step=0, term="b", norm=4.0),
             dict(step=2, term="a", norm=1.0), dict(step=2, term="b", norm=3.0)]
     sh = grad_share.shares(rows)
@@ -53,7 +56,7 @@ def test_term_norms_by_hand():
 def test_loop_logs_grad_norms(runs):
     store, ids = runs
     rows = store.grad_norms(ids["hidden"])
-    assert sorted({r["step"] for r in rows}) == [0, 2]            # every 2 of the 4 steps
+    assert sorted({r["step"] for r in rows}) == [0, 2, 3]         # every 2 of the 4 steps, and the last
     assert {r["term"] for r in rows} == {"kd", "ce", "hidden"}    # alpha_soft*KD, alpha_hard*CE, beta*hidden
     assert all(r["norm"] > 0 for r in rows)
     assert store.grad_norms(ids["noshares"]) == []               # --grad-share-every 0: off
