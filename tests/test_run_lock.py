@@ -89,3 +89,35 @@ def test_study_bootstrap_is_checked_before_any_cell(tmp_path, capsys):
                    str(tmp_path / "runs"), "--quiet"])
     assert rc == 2 and "--bootstrap must be a positive" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "kdlab.db").exists() or Store(tmp_path / "runs").runs() == []
+
+
+
+
+def test_two_resumes_started_together_write_the_run_once(tmp_path, monkeypatch):
+    import kdlab.distill
+    runs = str(tmp_path / "runs")
+    real = kdlab.distill.log_step
+
+    def interrupted_at_step_3(loop, *a, **k):   # Ctrl-C after step 3: the run keeps its checkpoint of step 2
+        if loop.teacher is not None and loop.state.step == 3:   # the student's loop, not the teacher's
+            raise KeyboardInterrupt
+        return real(loop, *a, **k)
+    monkeypatch.setattr(kdlab.distill, "log_step", interrupted_at_step_3)
+    assert cli.main(["distill", "--preset", "tiny", "--no-progress", "--quiet", "--max-train", "32", "--max-eval", "8",
+                     "--teacher-epochs", "1", "--batch-size", "8", "--checkpoint-every", "2", "--runs", runs]) == 130
+    monkeypatch.undo()
+    store = Store(runs)
+    rid = store.runs(kind="student")[0]["id"]
+    assert store.run(rid)["status"] == "cancelled"
+    cmd = [sys.executable, "-m", "kdlab", "distill", "--resume", rid, "--runs", runs, "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], outs
+    err = next(e for (_, e), p in zip(outs, procs) if p.returncode == 2)
+    assert err.count("\n") == 1 and ("being written by another process (pid" in err or "is finished" in err), err
+    steps = [m["step"] for m in store.metrics(rid) if m["name"] == "loss"]
+    assert steps == list(range(1, 9))   # every step logged once
+    keys = [(e["step"], e["split"], e["metric"]) for e in store.evals(rid)]
+    assert len(keys) == len(set(keys)) and store.run(rid)["status"] == "finished"   # evaluated once
