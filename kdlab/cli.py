@@ -451,13 +451,15 @@ def _runs_args(p):
 def _runs_csv(store, rows):
     """One row per run and evaluation split: id, name, kind, method, status, seed, split, every metric, MB, ms."""
     import csv
+
+    from .run_record import StoredRun
     out, metrics = [], []
     for r in rows:
         size = store.artifact(r["id"], "size", {}) or {}
         for split, m in store.final_evals(r["id"]).items():
             metrics += [k for k in m if k not in metrics]
             out.append({"run": r["id"], "name": r["name"], "kind": r["kind"], "method": r["method"],
-                        "status": r["status"], "seed": ((r.get("config") or {}).get("train") or {}).get("seed"),
+                        "status": r["status"], "seed": StoredRun(r).seed,
                         "split": split, **m, "mb": size.get("mb"), "latency_ms": size.get("latency_ms")})
     w = csv.DictWriter(sys.stdout, fieldnames=["run", "name", "kind", "method", "status", "seed", "split", *metrics,
                                                "mb", "latency_ms"], lineterminator="\n")

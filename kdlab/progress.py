@@ -18,7 +18,8 @@ def run_progress(store, run: dict, now: float | None = None) -> dict:
     plan = store.artifact(run["id"], "plan", {}) or {}
     rows = store.metrics(run["id"])
     step = max((r["step"] for r in rows), default=0)
-    total = int(plan.get("total_steps") or run["config"].get("train", {}).get("max_steps") or 0) or None
+    from .run_record import StoredRun
+    total = int(plan.get("total_steps") or StoredRun(run).train.get("max_steps") or 0) or None
     phase = PHASES.get(run["kind"], run["kind"])
     if run["status"] == "running" and total and step >= total:
         phase = "evaluation"

@@ -69,6 +69,11 @@ class StoredRun:
         return self.stored.get("train") or {}
 
     @property
+    def data_identity(self) -> str | None:
+        """The identity (hash) of the data the run read (runs of the same data share it)."""
+        return self.stored.get("data_identity")
+
+    @property
     def seed(self):
         return self.train.get("seed")
 

@@ -272,7 +272,7 @@ if "setup_sizes" in st.session_state:
 st.subheader("Stored models on this data")
 with C.guard():
     b = C.bundle()
-    same = [r for r in C.store().runs() if r["status"] == "finished" and r["config"].get("data_identity") == b.identity]
+    same = [r for r in C.store().runs() if r["status"] == "finished" and C.record(r).data_identity == b.identity]
     if same:
         metric = b.task.primary
         C.show(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), "setup_stored_table")
