@@ -93,7 +93,7 @@ def test_study_bootstrap_is_checked_before_any_cell(tmp_path, capsys):
 
 
 
-def test_two_resumes_started_together_write_the_run_once(tmp_path, monkeypatch):
+def test_two_resumes_started_together_write_the_run_once(tmp_path, monkeypatch, capsys):
     import kdlab.distill
     runs = str(tmp_path / "runs")
     real = kdlab.distill.log_step
@@ -109,6 +109,8 @@ def test_two_resumes_started_together_write_the_run_once(tmp_path, monkeypatch):
     store = Store(runs)
     rid = store.runs(kind="student")[0]["id"]
     assert store.run(rid)["status"] == "cancelled"
+    assert f"kdlab: interrupted: continue it with `python -m kdlab distill --resume {rid} --runs {runs}`" in \
+        capsys.readouterr().err
     cmd = [sys.executable, "-m", "kdlab", "distill", "--resume", rid, "--runs", runs, "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
