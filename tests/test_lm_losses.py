@@ -103,3 +103,13 @@ def test_bad_input_one_line():
         generalized_jsd(_t(S), _t(T_), beta=1.5)
     with pytest.raises(KdlabError, match="temperature"):
         forward_kl(_t(S), _t(T_), temperature=0)
+
+
+def test_zero_teacher_probability_contributes_nothing():
+    t = torch.tensor([[0.0, float("-inf"), -1.0]], dtype=torch.float64)   # the middle token impossible
+    s = torch.tensor([[0.5, 0.2, -0.3]], dtype=torch.float64, requires_grad=True)
+    p, q = softmax(np.array([0.0, -np.inf, -1.0])), softmax(np.array([0.5, 0.2, -0.3]))
+    got = forward_kl(s, t)
+    assert got.item() == pytest.approx(rel_entr(p, q).sum(), rel=1e-12)
+    got.backward()
+    assert torch.isfinite(s.grad).all()

@@ -23,4 +23,6 @@ def batches(examples, pad_id: int, size: int, order=None):
     order = range(len(examples)) if order is None else order
     order = list(order)
     for i in range(0, len(order), size):
-        yield collate([examples[j] for j in order[i:i + size]], pad_id)
+        b = collate([examples[j] for j in order[i:i + size]], pad_id)
+        b["index"] = torch.tensor(order[i:i + size], dtype=torch.long)   # the examples' positions (top-k file rows)
+        yield b

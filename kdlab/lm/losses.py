@@ -32,8 +32,9 @@ DEFAULT_CHUNK = 1024
 
 
 def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    """KL(A || B) per row from log-probabilities."""
-    return (log_a.exp() * (log_a - log_b)).sum(-1)
+    """KL(A || B) per row from log-probabilities (a token A gives probability 0 contributes 0)."""
+    pa = log_a.exp()
+    return torch.where(pa > 0, pa * (log_a - log_b), torch.zeros_like(pa)).sum(-1)
 
 
 def _fkl_rows(s, t, T: float):

@@ -19,8 +19,10 @@ Methods (``--method``):
            the student from their prompts, then all are scored by the teacher with JSD(beta)
 Options (``--set key=value``): temperature (1), beta (0.5), chunk (1024 positions), ce_weight (0: an extra
 next-token cross-entropy term for the token-level methods), hidden_weight (0: an extra hidden-state MSE term
-through the mapping matrix, each copied student layer paired with its teacher layer), lmbda (0.5), gen_len (24 new tokens),
-prompt_tokens (4: the prompt of a plain-text example when generating), eval_batch (32).
+through the mapping matrix, each copied student layer paired with its teacher layer), lmbda (0.5),
+gen_len (24 new tokens), prompt_tokens (4: the prompt of a plain-text example when generating), eval_batch (32),
+topk (0: a live teacher; K: train from a file of the teacher's top-K log-probabilities, ``kdlab.lm.topk``, written
+once under the teacher cache) and topk_tail (uniform | renorm: how the dense teacher distribution is rebuilt).
 Only completion tokens are scored; a plain-text example is all completion.
 
 The teacher: ``tiny`` (``--preset tiny``) is a tiny random Llama-style model trained here with lm-ce on the
@@ -60,7 +62,8 @@ METHODS = {
 }
 TOKEN_LEVEL = ("lm-fkl", "lm-rkl", "lm-jsd", "lm-tvd", "gkd")
 DEFAULTS = dict(temperature=1.0, beta=0.5, chunk=1024, ce_weight=0.0, hidden_weight=0.0, lmbda=0.5, gen_len=24,
-                prompt_tokens=4, eval_batch=32)
+                prompt_tokens=4, eval_batch=32, topk=0, topk_tail="uniform")
+TOPK_METHODS = ("lm-fkl", "lm-rkl", "lm-jsd", "lm-tvd")
 TASK = "lm"
 TEACHER_METHOD = "lm-ce"
 TINY_TEACHER_EPOCHS = 10   # the tiny teacher trains at least this long (cached): a teacher worth distilling
@@ -111,6 +114,25 @@ def options(cfg: RunConfig) -> dict:
     t = hp["temperature"]
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
         raise KdlabError(f"--set temperature must be a positive number (got {t!r})")
+    k = hp["topk"]
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or k < 0:
+        raise KdlabError(f"--set topk is the number of teacher log-probabilities kept per token (0 = a live "
+                         f"teacher; got {k!r})")
+    hp["topk"] = int(k)
+    from .topk import TAILS
+    if hp["topk_tail"] not in TAILS:
+        raise KdlabError(f"--set topk_tail must be {' or '.join(TAILS)} (got {hp['topk_tail']!r})")
+    if hp["topk"] and cfg.method not in TOPK_METHODS:
+        raise KdlabError(f"--set topk trains from a file of the teacher's top-k log-probabilities on the training "
+                         f"set; method '{cfg.method}' needs "
+                         f"{'no teacher' if cfg.method == 'lm-ce' else 'the live teacher'}"
+                         f": use it with {', '.join(TOPK_METHODS)}")
+    if hp["topk"] and hp["hidden_weight"]:
+        raise KdlabError("--set hidden_weight compares hidden states of the live teacher: drop it with --set topk")
+    if hp["topk"] and hp["topk_tail"] == "renorm" and (cfg.method == "lm-rkl" or cfg.method == "lm-jsd"
+                                                         and float(hp["beta"]) == 1.0):
+        raise KdlabError("--set topk_tail=renorm gives every token outside the top-k zero teacher probability, so "
+                         "reverse KL is infinite: use --set topk_tail=uniform")
     return hp
 
 
@@ -206,7 +228,7 @@ def hidden_mse(s_layers, t_layers, W, mask) -> torch.Tensor:
     return total / max(weight, 1e-12)
 
 
-def token_kd_loss(method: str, teacher, hp: dict, W=None):
+def token_kd_loss(method: str, teacher, hp: dict, W=None, topk=None):
     fn = losses.OBJECTIVES["lm-jsd" if method == "gkd" else method]
     kw = {"temperature": hp["temperature"], "chunk": hp["chunk"]}
     if fn is losses.generalized_jsd:
@@ -217,8 +239,11 @@ def token_kd_loss(method: str, teacher, hp: dict, W=None):
         args = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
         with layer_outputs(model) if hidden else contextlib.nullcontext([]) as s_layers:
             s = model(**args).logits[:, :-1]
-        with torch.no_grad(), layer_outputs(teacher) if hidden else contextlib.nullcontext([]) as t_layers:
-            t = teacher(**args).logits[:, :-1]
+        if topk is not None:   # the top-k file's rows of these examples, as log-probabilities
+            t, t_layers = topk.batch_logprobs(b["index"], b["target_mask"]), []
+        else:
+            with torch.no_grad(), layer_outputs(teacher) if hidden else contextlib.nullcontext([]) as t_layers:
+                t = teacher(**args).logits[:, :-1]
         kd = fn(s, t, b["target_mask"], **kw)
         parts = {"kd": kd.item()}
         if hidden:
@@ -407,7 +432,8 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
         elif cfg.method == "gkd":
             loss_fn = gkd_loss(teacher, ids, hp, tc.max_len, tc.seed)
         else:
-            loss_fn = token_kd_loss(cfg.method, teacher, hp, _mapping(student, teacher, layers, hp))
+            topk = _topk_teacher(store, run_id, teacher, teacher_dir, train, hp, tc, log) if hp["topk"] else None
+            loss_fn = token_kd_loss(cfg.method, teacher, hp, _mapping(student, teacher, layers, hp), topk)
         log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student of the "
             f"{teacher.config.num_hidden_layers}-layer teacher on {len(train)} examples ({run_id})")
         steps, epochs = fit(student, train, loss_fn, tc, store=store, run_id=run_id, log=log, label=cfg.method)
@@ -432,6 +458,33 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
             (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
         raise
     return run_id
+
+
+def _topk_teacher(store, run_id, teacher, teacher_dir, train, hp, tc, log):
+    """The run's top-k file (written once per teacher, corpus, context and k under the teacher cache), as the
+    teacher the token-level objective reads; its size is the run's ``topk`` artifact."""
+    from .topk import TopKTeacher, key_of, summary, write_topk
+    key = key_of(teacher_dir, _identity(train), teacher.config.vocab_size, tc.max_len, len(train))
+    name = f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-k{hp['topk']}.safetensors"
+    path = teacher_cache_root(store) / "lm-topk" / name
+    if path.is_file():
+        info = summary(path)
+        log(f"topk: reusing {path.name} ({info['tokens']} tokens)")
+    else:
+        log(f"topk: writing the teacher's top-{hp['topk']} log-probabilities over {len(train)} examples ({path})")
+        info = write_topk(teacher, train, hp["topk"], path, pad_id=teacher.config.pad_token_id or 0, key=key)
+    info["tail"] = hp["topk_tail"]
+    store.set_artifact(run_id, "topk", info)
+    log(f"topk: {info['bytes_per_token']:.0f} bytes per token against {info['dense_bytes_per_token']} dense (fp32); "
+        f"the top-{info['k']} hold {info['topk_mass']:.3f} of the teacher's probability on average")
+    return TopKTeacher(path, hp["topk_tail"], key)
+
+
+def _identity(examples) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.ids, e.n_prompt]).encode())
+    return h.hexdigest()[:16]
 
 
 def _mapping(student, teacher, layers, hp: dict):
