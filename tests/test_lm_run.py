@@ -107,6 +107,7 @@ def test_bad_lm_inputs_refused(tmp_path, capsys):
     long = tmp_path / "long.jsonl"
     long.write_text(json.dumps({"prompt": "to make soup you need " * 20, "completion": " salt ."}) + "\n" * 2)
     _refused(capsys, [*base, "--method", "lm-fkl", "--data", str(long), "--max-len", "32"], "context is 32")
+    assert not Store(tmp_path).runs() if (tmp_path / "kdlab.db").exists() else True   # refused before any run
     _refused(capsys, [*base, "--method", "lm-jsd", "--set", "beta=2"], "beta")
 
 

@@ -312,13 +312,13 @@ def prepare_lm_teacher(cfg: RunConfig, store: Store, corpus, *, log=print):
         if (folder / "kdlab.json").exists():
             return _reuse(store, folder, log)
         model, tok = tiny_lm(seed=tc.seed)
+        train = encode(corpus.train, tok, cfg.train.max_len, what="the training corpus")   # bad input: before the run
         conf = {"teacher": "tiny", "data": cfg.data or "embedded", "data_identity": corpus.identity, "key": key,
                 "train": dataclasses.asdict(tc), "task_spec": task_spec()}
         run_id = store.create_run("teacher", TEACHER_METHOD, conf, name="teacher tiny (causal LM)")
         announce(store.root, run_id)
         try:
             model.to(_device(tc.device))
-            train = encode(corpus.train, tok, cfg.train.max_len, what="the training corpus")
             log(f"teacher: training the tiny causal LM on {len(train)} examples ({run_id})")
             tc = dataclasses.replace(tc, max_steps=None, epochs=max(tc.epochs, TINY_TEACHER_EPOCHS))
             steps, epochs = fit(model, train, ce_loss, tc, store=store,
@@ -417,6 +417,8 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
         p.requires_grad_(False)
     student.to(device)
     train = encode(corpus.train, s_tok, tc.max_len, what="the training corpus")
+    for domain, rows in corpus.eval_splits().items():   # a prompt too long for the context: now, not after training
+        encode(rows, s_tok, tc.max_len, what=f"the {domain} evaluation set")
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, teacher_dir=teacher_dir, data_identity=corpus.identity,
                 task_spec=task_spec(), lm=hp, student_layers_from=layers)
