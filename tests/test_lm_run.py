@@ -184,3 +184,9 @@ def test_lm_teacher_and_demo_commands(tmp_path, capsys):
         assert row in text, text
     assert len(Store(tmp_path).runs(kind="student")) == 4
     _refused(capsys, ["demo", *SMALL, "--also", "kd", *runs], "--also takes LM methods")
+
+
+def test_methods_lists_the_lm_objectives(capsys):
+    assert main(["methods"]) == 0
+    names = set(capsys.readouterr().out.split())
+    assert {"lm-ce", "lm-fkl", "lm-rkl", "lm-jsd", "lm-tvd", "seq-kd", "gkd"} <= names
