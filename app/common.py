@@ -512,7 +512,7 @@ def record(run: dict):
     return StoredRun(run, store())
 
 
-def run_task(run: dict):
+def task_of(run: dict):
     """The task a stored run was trained on (sentiment for runs from before tasks)."""
     from kdlab.tasks import BUILTIN
     rec = record(run)

@@ -373,12 +373,6 @@ def _task_of(spec):
     return Task.from_dict(spec) if isinstance(spec, dict) else None
 
 
-def run_task(store: Store, run: dict, folder=None):
-    """The task a stored run was trained on (stored with its configuration and its model), or None (runs from
-    before tasks: sentiment)."""
-    return StoredRun(run, store).task(folder)
-
-
 def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_col=None,
              max_len: int = 64, ood_map=None) -> dict:
     """Evaluate a stored student (or teacher) on any labeled file with the run's task; returns {metric: value},
@@ -399,7 +393,7 @@ def eval_run(store: Store, run_id: str, data_file: str, *, text_col=None, label_
     model, tok = load_saved(folder)
     check_max_len(max_len, model=model)
     C = model.config.num_labels
-    task = run_task(store, run, folder)
+    task = StoredRun(run, store).task(folder)   # None: a run from before tasks (sentiment)
     if task is not None and task.kind != "score" and task.label_names:
         names = list(task.label_names)
     else:

@@ -253,8 +253,8 @@ def _execute(store, name, cfg, todo, known, workers, progress, total, done) -> l
 
 # ----------------------------------------------------------------------------------------------- aggregation
 def _task(store: Store, run: dict):
-    from .pipeline import run_task
-    return run_task(store, run)
+    from .run_record import StoredRun
+    return StoredRun(run, store).task()
 
 
 REPORTS = ("auto", "last", "selected")

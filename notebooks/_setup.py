@@ -131,7 +131,7 @@ def _same(stored: dict, cfg: RunConfig) -> bool:
     return all(stored.get(k) == v for k, v in want.items())
 
 
-def find_run(cfg: RunConfig) -> str | None:
+def reusable_run(cfg: RunConfig) -> str | None:
     """A finished run of the store with exactly this configuration (same data, teacher and seed)."""
     for r in store().runs(kind="student"):
         if r["status"] == "finished" and r["method"] == cfg.method and _same(r["config"], cfg):
@@ -170,7 +170,7 @@ def run_own_teacher(method: str = "kd", reuse: bool = True, suite: str = "sentim
 
 def _reusable(cfg, method: str, reuse: bool) -> str | None:
     """An identical finished run of the store (None when there is none or ``reuse`` is off)."""
-    found = find_run(cfg) if reuse else None
+    found = reusable_run(cfg) if reuse else None
     if found:
         _log(f"{method}: reusing finished run {found}")
     return found

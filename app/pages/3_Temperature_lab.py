@@ -30,7 +30,7 @@ with C.guard():
     idx = st.selectbox("dev example" + (" (text A ‖ text B)" if pair else ""), list(range(min(50, len(dev)))),
                        format_func=show, key="temp_example")
     # stored students of the same task and classes as the Setup data (their logits line up with the teacher's)
-    runs = [r for r in C.student_runs() if (C.run_task(r).name, list(C.run_task(r).label_names or ())) ==
+    runs = [r for r in C.student_runs() if (C.task_of(r).name, list(C.task_of(r).label_names or ())) ==
             (b.task.name, list(b.label_names))]
     src = st.selectbox("student", ["untrained student (copied by the Setup strategy)"] + runs,
                        format_func=lambda r: r if isinstance(r, str) else C.run_label(r), key="temp_student")

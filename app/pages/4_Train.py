@@ -107,7 +107,7 @@ def live():
     job = _job()
     rid = st.session_state.get("train_run_id")
     if job and not rid:
-        rid = launch.find_run(store, job.name)
+        rid = launch.run_named(store, job.name)
         if rid:
             st.session_state["train_run_id"] = rid
         elif job.alive():

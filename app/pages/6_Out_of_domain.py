@@ -25,7 +25,7 @@ students = C.student_runs()
 if not students:
     st.info("no finished student runs yet: train one on the Train page")
     st.stop()
-tasks = {r["id"]: C.run_task(r) for r in students}
+tasks = {r["id"]: C.task_of(r) for r in students}
 task_names = list(dict.fromkeys(t.name for t in tasks.values()))
 if len(task_names) > 1:
     cur = C.resolved_task(C.setup()["data"]).name

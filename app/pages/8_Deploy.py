@@ -30,7 +30,7 @@ if src is None or not (src / "config.json").exists():
     st.info(f"run '{run['name']}' has no saved model (status {run['status']}): nothing to compress, measure or "
             "download.")
     st.stop()
-task = C.run_task(run)
+task = C.task_of(run)
 
 st.subheader("Compress and measure")
 c = st.columns([1, 1, 1, 2, 1], vertical_alignment="bottom")

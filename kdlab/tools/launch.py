@@ -2,7 +2,7 @@
 
 The dashboard uses this so that a page rerun never blocks or kills a run: ``launch`` writes the run's
 ``RunConfig`` (named NAME) to ``<runs>/launches/NAME.json`` and starts ``python -m kdlab <command> --config
-that.json --runs DIR`` in its own session (``start_new_session``), ``find_run`` polls the store for the named
+that.json --runs DIR`` in its own session (``start_new_session``), ``run_named`` polls the store for the named
 run, and ``cancel`` asks the loop to stop through ``Store.request_cancel`` (the loop checks it after every step).
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def launch(cfg: RunConfig, runs: str | os.PathLike, name: str, command: str = "d
     """Start ``python -m kdlab <command> --config <runs>/launches/<name>.json --runs runs`` detached.
 
     The config file holds ``cfg`` named ``name``, without progress bars; output goes to
-    ``<runs>/launches/<name>.log``. Returns at once (the run id comes later: ``find_run``).
+    ``<runs>/launches/<name>.log``. Returns at once (the run id comes later: ``run_named``).
     """
     runs = Path(runs).resolve()
     folder = runs / "launches"
@@ -94,7 +94,7 @@ def launch(cfg: RunConfig, runs: str | os.PathLike, name: str, command: str = "d
                   config=str(conf))
 
 
-def find_run(store: Store, name: str, kind: str | None = None) -> str | None:
+def run_named(store: Store, name: str, kind: str | None = None) -> str | None:
     """Id of the newest run called ``name`` (optionally of one kind), or None."""
     for r in store.runs(kind):
         if r["name"] == name:
@@ -108,11 +108,11 @@ def wait_for_run(store: Store, launched: Launch, timeout: float = 120.0, poll: f
     ends first or the timeout passes."""
     deadline = time.time() + timeout
     while True:
-        rid = find_run(store, launched.name, kind)
+        rid = run_named(store, launched.name, kind)
         if rid:
             return rid
         if not launched.alive():
-            rid = find_run(store, launched.name, kind)
+            rid = run_named(store, launched.name, kind)
             if rid:
                 return rid
             raise KdlabError(f"the run '{launched.name}' stopped before it started:\n{launched.log_tail()}")
