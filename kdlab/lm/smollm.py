@@ -65,6 +65,12 @@ def converted_dir(*, log=print) -> Path:
         log(f"teacher: converting {src.name} to a safetensors folder once ({out}); this takes minutes on a CPU")
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        # the weights are dequantised to fp32 already: drop the GGUF quantizer that refuses save_pretrained
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if getattr(model, "is_quantized", False):
+            model.is_quantized = False
         tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
