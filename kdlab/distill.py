@@ -525,6 +525,8 @@ def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, 
             if cfg.checkpoint_each_epoch or every:
                 save_state(loop, 0)
         if not evals:
+            if resume is not None and loop.writes:   # resumed from the final checkpoint: its last evaluation
+                store.drop_evals(run_id, state.step)       # is made again here, and stored once
             evals = evaluate_epoch(loop)
     except Cancelled:
         status, message = "cancelled", "cancelled by the user"

@@ -197,6 +197,12 @@ class Store:
                       (os.getpid(), time.time(), run_id))
         (self.folder(run_id) / "CANCEL").unlink(missing_ok=True)
 
+    def drop_evals(self, run_id: str, from_step: int):
+        """Delete the evaluations logged at ``from_step`` and later (a run resumed from its final checkpoint makes
+        its last evaluation again)."""
+        with self._conn() as c:
+            c.execute("DELETE FROM evals WHERE run_id=? AND step>=?", (run_id, from_step))
+
     def request_cancel(self, run_id: str):
         (self.folder(run_id) / "CANCEL").touch()
 

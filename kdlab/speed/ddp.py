@@ -100,7 +100,8 @@ def any_rank(flag: bool) -> bool:
 class DistStore:
     """The run store seen from one rank: rank 0 writes, the others only read."""
 
-    _WRITES = ("log_metrics", "log_mapping", "log_eval", "set_artifact", "request_cancel", "reopen", "truncate")
+    _WRITES = ("log_metrics", "log_mapping", "log_eval", "set_artifact", "request_cancel", "reopen", "truncate",
+               "drop_evals")
 
     def __init__(self, store):
         self._s = store
