@@ -35,7 +35,7 @@ def test_record_answers_from_the_stored_form():
 def test_student_of_a_two_teacher_ensemble_compresses_and_evaluates(tmp_path, capsys):
     runs = str(tmp_path / "runs")
     assert main(["distill", "--preset", "tiny", "--teacher", "tiny", "--teacher", "tiny", "--max-steps", "2",
-                 "--max-train", "200", "--teacher-epochs", "1", "--no-progress", "--quiet",
+                 "--max-train", "64", "--max-eval", "32", "--teacher-epochs", "1", "--no-progress", "--quiet",
                  "--runs", runs]) == 0
     run = Store(runs).run(json.loads(capsys.readouterr().out)["run"])
     assert len(run["config"]["teacher_runs"]) == 2
