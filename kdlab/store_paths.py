@@ -3,15 +3,19 @@
 Model folders inside a store are recorded relative to it, so a store that is moved or copied (a workshop pack
 handed to a class) finds its own models where it lands. Stores written before that recorded absolute paths:
 ``resolve`` looks such a path up inside this store first (the longest tail of it that exists here, e.g.
-``<run>/student``), so a moved store finds its models and a copied one reads its own, not the original's; a path
-outside the store (``$KDLAB_TEACHERS``) is used as recorded.
+``<run>/student``), so a moved store finds its models and a copied one reads its own, not the original's (a run
+folder deleted in the copy is reported gone, never read from the original); a path outside any store
+(``$KDLAB_TEACHERS``) is used as recorded.
 """
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
+
+RUN_FOLDER = re.compile(r"^\d{8}-\d{6}-")   # a run's folder name (Store.create_run: date-time-method-hex)
 
 # artifacts that hold paths: name -> the keys of a dict value that are paths ("*": every value; None: the value)
 PATH_ARTIFACTS = {"model_dir": None, "selection": ("model_dir", "last_model_dir"), "models": "*"}
@@ -47,7 +51,10 @@ def resolve(root, recorded) -> str:
         cand = root.joinpath(*parts[i:])
         if cand.exists():
             return str(cand)
-    return str(p)
+    for i in reversed(range(len(parts) - 1)):   # a run's folder of the store this one was copied from: this
+        if RUN_FOLDER.match(parts[i]):           # store's own, even where it is gone (never the original's model)
+            return str(root.joinpath(*parts[i:]))
+    return str(p)   # outside any store (a shared teacher cache): as recorded
 
 
 def writable(root: Path, db: Path) -> bool:

@@ -62,6 +62,12 @@ def test_old_absolute_paths_resolve_through_the_moved_or_copied_store(tmp_path):
     assert Store(tmp_path / "old").artifact(rid, "model_dir") == old_abs
     shutil.move(tmp_path / "old", tmp_path / "moved")
     assert Store(tmp_path / "moved").artifact(rid, "model_dir") == str(tmp_path / "moved" / rid / "student")
+    # the copy's own model deleted: reported gone, never read from the original
+    shutil.rmtree(tmp_path / "copy" / rid / "student")
+    assert copy.artifact(rid, "model_dir") == str(tmp_path / "copy" / rid / "student")
+    with pytest.raises(KdlabError, match="is gone"):
+        from kdlab.pipeline import eval_run
+        eval_run(copy, rid, "unused.tsv")
     # a path outside the store (a shared teacher cache) is used as recorded
     assert store_paths.resolve(tmp_path / "copy", "/elsewhere/teachers/abc") == "/elsewhere/teachers/abc"
 
