@@ -48,6 +48,10 @@ def test_model_folders_are_recorded_relative_and_a_moved_store_finds_them(tmp_pa
     rc = cli.main(["eval", "--run", rid, "--data", _tsv(tmp_path / "x.tsv"), "--runs", str(tmp_path / "b"),
                    "--max-len", "16"])
     assert rc == 0 and '"accuracy"' in capsys.readouterr().out
+    assert cli.main(["compress", "--run", rid, "--quantize", "int8", "--runs", str(tmp_path / "b"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert moved.artifact(rid, "models") == {"int8": str(tmp_path / "b" / rid / "models" / "int8")}
+    assert (tmp_path / "b" / rid / "models" / "int8" / "kdlab.json").exists() and not (tmp_path / "a").exists()
 
 
 def test_old_absolute_paths_resolve_through_the_moved_or_copied_store(tmp_path):
