@@ -282,10 +282,16 @@ class Store:
         return [dict(step=s, epoch=e, label=l, matrix=json.loads(m)) for s, e, l, m in rows]
 
     def grad_norms(self, run_id: str) -> list[dict]:
-        """Rows {step, epoch, term, norm} written by ``log_grad_norms``, in step order."""
-        with self._conn() as c:
-            rows = c.execute("SELECT step, epoch, term, norm FROM grad_norms WHERE run_id=? ORDER BY step, rowid",
-                             (run_id,)).fetchall()
+        """Rows {step, epoch, term, norm} written by ``log_grad_norms``, in step order ([] for a read-only store made
+        before the table existed)."""
+        try:
+            with self._conn() as c:
+                rows = c.execute("SELECT step, epoch, term, norm FROM grad_norms WHERE run_id=? ORDER BY step, rowid",
+                                 (run_id,)).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):
+                raise
+            rows = []
         return [dict(step=s, epoch=e, term=t, norm=n) for s, e, t, n in rows]
 
     def evals(self, run_id: str) -> list[dict]:

@@ -231,3 +231,14 @@ def test_doctor_without_teacher_outputs(runs, monkeypatch):
     keys = {f["key"] for f in d["findings"]}
     assert "agreement" not in keys and "dark_knowledge" not in keys and {"teacher", "grad_share"} <= keys
     assert len(d["notes"]) == 1 and "no teacher outputs" in d["notes"][0]
+
+
+def test_grad_norms_of_an_older_store(tmp_path, monkeypatch):
+    """A store made before the grad_norms table, opened read-only: no rows, not an error."""
+    import sqlite3
+    store = Store(tmp_path / "old")
+    with sqlite3.connect(store.path) as c:
+        c.execute("DROP TABLE grad_norms")
+    monkeypatch.setattr("kdlab.store_paths.writable", lambda root, db: False)   # as for a user who cannot write
+    ro = Store(tmp_path / "old")
+    assert not ro.writable and ro.grad_norms("any") == []
