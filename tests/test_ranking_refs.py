@@ -156,3 +156,21 @@ def test_study_of_ranking_methods_refused_in_one_line(tmp_path, capsys):
                  "--runs", str(tmp_path / "runs"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdlab: error:") and "\n" not in err and "ranking method" in err and "--seed" in err
+
+
+def test_cosine_student_margins_scaled_by_tau():
+    """Margin-MSE of a cosine student compares its cosine / tau with the teacher's margins: one query, a positive
+    at cosine 1 and a negative at cosine 0 -> student margin 1 / 0.05 = 20; teacher margin 4 -> (20 - 4)^2."""
+    from types import SimpleNamespace
+    from kdlab.ranking.train import student_loss
+    vecs = {"q": [1.0, 0.0], "pos": [1.0, 0.0], "neg": [0.0, 1.0]}
+
+    class Stub:
+        def encode(self, texts, **kw):
+            return torch.tensor([vecs[t] for t in texts])
+    data = SimpleNamespace(queries={"q1": "q"}, docs=["pos", "neg"])
+    t = torch.tensor([[5.0, 1.0]])
+    loss = student_loss("margin-mse", Stub(), data, [("q1", [0, 1])], t, {"score": "cosine", "tau": 0.05}, "cpu")
+    assert loss.item() == pytest.approx((20.0 - 4.0) ** 2)
+    dot = student_loss("margin-mse", Stub(), data, [("q1", [0, 1])], t, {"score": "dot", "tau": 1.0}, "cpu")
+    assert dot.item() == pytest.approx((1.0 - 4.0) ** 2)   # a dot-product student: unscaled

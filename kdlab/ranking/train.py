@@ -14,7 +14,8 @@
 
 Options (``--set key=value``): ``doc_len`` (128), ``query_len`` (32), ``negatives`` (3), ``depth`` (30),
 ``rerank`` (100), ``pooling`` (mean|cls), ``score`` (dot|cosine), ``temperature`` (listwise, 1),
-``tau`` (contrastive, 1 for dot, 0.05 for cosine), ``student_from`` (teacher|a model), ``eval_queries`` (all: the
+``tau`` (1 for dot, 0.05 for cosine: the contrastive temperature, and a cosine student's scores are divided by it
+in margin-mse and listwise-kl so that its margins can reach the teacher's), ``student_from`` (teacher|a model), ``eval_queries`` (all: the
 test queries a student is evaluated on), ``teacher_eval`` (50: the test queries, drawn with the seed, on which the
 teacher's reranking is evaluated when it is prepared; ``all``, or 0 for none: 300 queries x 100 candidates is
 30,000 cross-encoder passes, minutes on a CPU; the demo uses all), ``teacher_kind`` (cross-encoder | fused: BM25 +
@@ -414,6 +415,8 @@ def student_loss(method: str, bi: BiEncoder, data: RankingData, groups, t_scores
     if method == "contrastive":   # positives first (row i = query i), then every hard negative of the batch
         return in_batch_contrastive(q, torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])]), hp["tau"])
     s = (q.unsqueeze(1) * d).sum(-1)
+    if hp["score"] == "cosine":   # a cosine lies in [-1, 1]: divided by tau (as in the contrastive loss) its margins
+        s = s / float(hp["tau"])  # can reach the teacher's (SciFact's fused teacher: mean 3.5, the cosine's 0.27)
     t = t_scores.to(s.device)
     if method == "margin-mse":
         return margin_mse_groups(s, t)
