@@ -111,6 +111,9 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(kdlab.deploy.report, "eval_models", lambda *a, **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "run_bench", lambda **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "write_markdown", lambda *a, **k: None)
+    import kdlab.tools.bench_concurrent
+    monkeypatch.setattr(kdlab.tools.bench_concurrent, "run_concurrent", lambda n, every_core, log: {})
+    monkeypatch.setattr(kdlab.tools.bench_concurrent, "write_markdown", lambda *a, **k: None)
     monkeypatch.setenv("KDLAB_RUNS", str(tmp_path / "runs"))
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"preset": "tiny"}))
@@ -130,7 +133,7 @@ VARIANTS = {
     "runs": [[], ["--prune"]],
     "gc": [["--failed", "--dry-run"]],
     "cka": [[], ["--run", "r"]],
-    "bench": [["--write", "{md}"]],
+    "bench": [["--write", "{md}"], ["--concurrent", "2", "--every-core", "--write", "{md}"]],
     "study": [["--methods", "ce,kd", "--seeds", "2", "--vary", "temperature=2,4", "--baseline", "ce", "--workers", "2",
                "--bootstrap", "10", "--name", "s", "--json"], ["--name", "s", "--csv"], ["--list"]],
     "workshop": [["prepare", "--profile", "full", "--preset", "tiny", "--teacher", "tiny", "--data", "x",
@@ -167,6 +170,7 @@ SAMPLES = {
     "teacher_cache": ["on"], "cache_dtype": ["fp16"], "length_buckets": ["off"],
     "select": ["dev:accuracy"], "patience": ["2", "--select", "dev:accuracy"], "name": ["x"], "no_progress": [],
     "data_seed": [], "transfer": [__file__], "student": ["tiny"], "augment": [], "augment_args": [], "tensorboard": [],
+    "threads": ["2"], "grad_share_every": ["5"],
 }
 
 
