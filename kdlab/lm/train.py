@@ -93,7 +93,15 @@ def check_lm(cfg: RunConfig) -> None:
         raise KdlabError(f"method '{cfg.method}' trains a causal language model on a .txt or .jsonl corpus, but "
                          f"'{cfg.data}' is a classification dataset: use a classification method such as kd for it")
     if cfg.teacher_logits or cfg.teachers:
-        raise KdlabError("--task lm takes one live teacher: --teacher-logits and several --teacher are not supported")
+        raise KdlabError("--task lm takes one live teacher: --teacher-logits and several --teacher are not supported "
+                         "(a top-k teacher file: --set topk=K)")
+    unused = [flag for flag, given in (("--select", cfg.train.select), ("--transfer", cfg.transfer),
+                                       ("--augment", cfg.augment), ("--checkpoint-every", cfg.train.checkpoint_every),
+                                       ("--text-col", cfg.text_col), ("--label-col", cfg.label_col),
+                                       ("--label-kind", cfg.label_kind), ("--ood-map", cfg.ood_map)) if given]
+    if unused:
+        raise KdlabError(f"--task lm does not use {', '.join(unused)} (classification options): drop "
+                         f"{'it' if len(unused) == 1 else 'them'}")
 
 
 def options(cfg: RunConfig) -> dict:
