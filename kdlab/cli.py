@@ -366,15 +366,14 @@ def cmd_eval(a):
     if a.threads < 1:
         raise KdlabError(f"--threads is the number of CPU threads for the latency: at least 1 (got {a.threads})")
     from .run_record import StoredRun
-    if StoredRun.load(_store(a), a.run).task_kind == "lm":   # perplexity per domain, token KL, top-1 agreement
+    rec = StoredRun.load(_store(a), a.run)
+    if rec.task_kind == "lm":   # perplexity per domain, token KL, top-1 agreement
         from .lm.train import eval_lm_run
         _refuse(a, ["model", "ood_map"], "an LM run is evaluated by perplexity: `kdlab eval --run RUN [--data FILE]`")
-        print(json.dumps(eval_lm_run(_store(a), StoredRun.load(_store(a), a.run).row, a.data), indent=2))
+        print(json.dumps(eval_lm_run(_store(a), rec.row, a.data), indent=2))
         return 0
-    if not a.model and not a.data:   # a ranking run without --data: its own BEIR folder
-        rec = StoredRun.load(_store(a), a.run)
-        if rec.is_ranking:
-            a.data = rec.data
+    if not a.model and not a.data and rec.is_ranking:   # a ranking run without --data: its own BEIR folder
+        a.data = rec.data
     if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)
         from .deploy.report import eval_models, format_table
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")

@@ -41,8 +41,8 @@ def test_cka_help_has_only_cka_options():
 def test_every_command_is_registered_the_same_way():
     import importlib.util
     assert importlib.util.find_spec("kdlab.cli_extra") is None
-    assert set(cli.COMMANDS) - {"doctor"} == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench",
-                                              "compress", "study", "workshop", "gc"}
+    assert set(cli.COMMANDS) == {"distill", "teacher", "demo", "eval", "methods", "runs", "cka", "bench",
+                                 "compress", "study", "workshop", "gc", "doctor"}
     assert set(subparsers()) == set(cli.COMMANDS)
     for name, (f, help, add_args) in cli.COMMANDS.items():
         assert callable(f) and help and callable(add_args), name
@@ -111,6 +111,12 @@ def stubs(monkeypatch, tmp_path):
     monkeypatch.setattr(kdlab.deploy.report, "eval_models", lambda *a, **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "run_bench", lambda **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "write_markdown", lambda *a, **k: None)
+    import kdlab.run_record
+    monkeypatch.setattr(kdlab.run_record.StoredRun, "load", staticmethod(lambda store, run: SimpleNamespace(
+        task_kind="classes", is_ranking=False, data=None, row={})))
+    import kdlab.doctor
+    monkeypatch.setattr(kdlab.doctor, "diagnose", lambda store, run: {})
+    monkeypatch.setattr(kdlab.doctor, "format_report", lambda d: "")
     import kdlab.tools.bench_concurrent
     monkeypatch.setattr(kdlab.tools.bench_concurrent, "run_concurrent", lambda n, every_core, log: {})
     monkeypatch.setattr(kdlab.tools.bench_concurrent, "write_markdown", lambda *a, **k: None)
@@ -132,6 +138,7 @@ VARIANTS = {
     "methods": [[]],
     "runs": [[], ["--prune"]],
     "gc": [["--failed", "--dry-run"]],
+    "doctor": [["--run", "r"], ["--run", "r", "--json"]],
     "cka": [[], ["--run", "r"]],
     "bench": [["--write", "{md}"], ["--concurrent", "2", "--every-core", "--write", "{md}"]],
     "study": [["--methods", "ce,kd", "--seeds", "2", "--vary", "temperature=2,4", "--baseline", "ce", "--workers", "2",
