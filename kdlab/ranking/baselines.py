@@ -96,7 +96,7 @@ def run_table(store, runs) -> list[dict]:
     return [fmt(r, "measured here") for r in refs] + [fmt(r, "") for r in own]
 
 
-def table_lines(res: dict, width: int = 34) -> list[str]:
+def table_lines(res: dict, width: int = 36) -> list[str]:
     head = f"{'model':{width}s} {'nDCG@10':>8s} {'MRR@10':>7s} {'R@100':>6s} {'params':>8s} {'ms/query':>9s}"
     return [head, "-" * len(head), *reference_lines(res["rows"], res["name"], width)]
 
