@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import traceback
 from pathlib import Path
 
 from .chains import run_chain
@@ -327,14 +326,8 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                      summary=_summary(res.evals, bundle.task))
         if res.status == "finished" and not keep_checkpoints:
             drop_checkpoint(store.folder(run_id) / "checkpoint")
-    except KeyboardInterrupt as e:
-        store.finish(run_id, "cancelled", "interrupted")
-        e.kdlab_run = (str(store.root), run_id)   # the CLI prints the command that resumes it
-        raise
     except BaseException as e:
-        store.finish(run_id, "failed", message=_short(e))
-        if not isinstance(e, KdlabError):
-            (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
+        store.record_stop(run_id, e)
         raise
     finally:
         lock.close()

@@ -178,6 +178,21 @@ class Store:
             c.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?)", (run_id, name, json.dumps(d, default=str)))
         return True
 
+    def record_stop(self, run_id: str, e: BaseException, resumable: bool = True) -> None:
+        """A run stopped by the exception ``e`` (call it from the ``except`` block, then re-raise): Ctrl-C marks it
+        cancelled (a ``resumable`` run's exception then names it, so the CLI prints the command that resumes it),
+        anything else failed with the error's line, and the traceback goes to ``error.txt`` unless it is a
+        KdlabError (a mistake the message already explains)."""
+        if isinstance(e, KeyboardInterrupt):
+            self.finish(run_id, "cancelled", "interrupted")
+            if resumable:
+                e.kdlab_run = (str(self.root), run_id)
+            return
+        self.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
+        if not isinstance(e, KdlabError):
+            import traceback
+            (self.folder(run_id) / "error.txt").write_text(traceback.format_exc())
+
     def finish(self, run_id: str, status: str = "finished", message: str = "", summary: dict | None = None):
         assert status in FINAL, status
         with self._conn() as c:

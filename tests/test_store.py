@@ -88,3 +88,23 @@ def test_unknown_run_and_corrupt_database(tmp_path):
     (bad / "kdlab.db").write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(KdlabError, match="not a kdlab database"):
         Store(bad)
+
+
+def test_a_stopped_run_is_recorded_once_the_same_way_by_every_loop(tmp_path):
+    from kdlab.errors import KdlabError
+    from kdlab.store import Store
+    store = Store(tmp_path / "runs")
+    ids = [store.create_run("student", "kd", {}) for _ in range(4)]
+    stops = [(ids[0], KdlabError("bad option"), True), (ids[1], ValueError("boom"), True),
+             (ids[2], KeyboardInterrupt(), True), (ids[3], KeyboardInterrupt(), False)]
+    for rid, e, resumable in stops:
+        try:
+            raise e
+        except BaseException as caught:
+            store.record_stop(rid, caught, resumable=resumable)
+    assert store.run(ids[0])["status"] == "failed" and store.run(ids[0])["message"] == "KdlabError: bad option"
+    assert not (store.folder(ids[0]) / "error.txt").exists()      # the message already explains it
+    assert "ValueError: boom" in (store.folder(ids[1]) / "error.txt").read_text()
+    assert stops[2][1].kdlab_run == (str(store.root), ids[2])     # the CLI prints the command that resumes it
+    assert getattr(stops[3][1], "kdlab_run", None) is None         # a loop without checkpoints: no such command
+    assert [store.run(i)["status"] for i in ids[2:]] == ["cancelled", "cancelled"]

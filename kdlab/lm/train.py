@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -459,13 +458,8 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
                                             "teacher_params": float(count_params(teacher))})
         store.finish(run_id, "finished", summary={s: m["perplexity"] for s, m in evals.items()})
         log(f"{cfg.method}: " + ", ".join(f"{s} perplexity {m['perplexity']:.2f}" for s, m in evals.items()))
-    except KeyboardInterrupt:
-        store.finish(run_id, "cancelled", "interrupted")
-        raise
     except BaseException as e:
-        store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
-        if not isinstance(e, KdlabError):
-            (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
+        store.record_stop(run_id, e, resumable=False)   # this loop keeps no checkpoint to resume from
         raise
     return run_id
 

@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -494,13 +493,8 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
         store.finish(run_id, "finished", summary={"test": ev["ndcg@10"]})
         log(f"{cfg.method}: test nDCG@10 {ev['ndcg@10']:.3f} MRR@10 {ev['mrr@10']:.3f} R@100 {ev['recall@100']:.3f}, "
             f"{ms:.1f} ms/query")
-    except KeyboardInterrupt:
-        store.finish(run_id, "cancelled", "interrupted")
-        raise
     except BaseException as e:
-        store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
-        if not isinstance(e, KdlabError):
-            (store.folder(run_id) / "error.txt").write_text(traceback.format_exc())
+        store.record_stop(run_id, e, resumable=False)   # this loop keeps no checkpoint to resume from
         raise
     return run_id
 
