@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import KdlabError
-from .records import Features
+from .records import LogitsOnly
 
 
 class BiLSTMConfig(PretrainedConfig):
@@ -54,7 +54,9 @@ def check_config(arch: str, embed_dim: int, hidden: int, layers: int):
             raise KdlabError(f"the BiLSTM student's {name} must be at least 1 (got {v})")
 
 
-class BiLSTMForSequenceClassification(PreTrainedModel):
+class BiLSTMForSequenceClassification(LogitsOnly, PreTrainedModel):
+    KIND = "BiLSTM/CNN student"
+    METHODS = "bilstm, kd, kd-mse"
     config_class = BiLSTMConfig
     base_model_prefix = "bilstm"
     main_input_name = "input_ids"
@@ -117,13 +119,6 @@ class BiLSTMForSequenceClassification(PreTrainedModel):
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.float(), labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
-
-    def kd_features(self, batch: dict, need=None) -> Features:
-        if need is not None and (need.hidden or need.attentions or need.qkv):
-            raise KdlabError("the BiLSTM/CNN student has no hidden states or attention maps: use a logit-level "
-                             "method (bilstm, kd, kd-mse)")
-        out = self(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return Features(logits=out.logits, mask=batch["attention_mask"], heads=0)
 
 
 AutoConfig.register(BiLSTMConfig.model_type, BiLSTMConfig, exist_ok=True)

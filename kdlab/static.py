@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import KdlabError
-from .records import Features
+from .records import LogitsOnly
 
 NAME = "static"
 DIM = 256
@@ -45,7 +45,9 @@ class StaticConfig(PretrainedConfig):
         self.dropout = dropout
 
 
-class StaticForSequenceClassification(PreTrainedModel):
+class StaticForSequenceClassification(LogitsOnly, PreTrainedModel):
+    KIND = "static student"
+    METHODS = "kd, kd-mse, or ce"
     config_class = StaticConfig
     base_model_prefix = "static"
     main_input_name = "input_ids"
@@ -79,13 +81,6 @@ class StaticForSequenceClassification(PreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
         logits = self.classifier(self.dropout(self.encode(input_ids, attention_mask)))
         return SequenceClassifierOutput(logits=logits)
-
-    def kd_features(self, batch: dict, need=None) -> Features:
-        if need is not None and (need.hidden or need.attentions or need.qkv):
-            raise KdlabError("the static student has no hidden states or attention maps: use a logit-level method "
-                             "(kd, kd-mse) or ce")
-        out = self(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return Features(logits=out.logits, mask=batch["attention_mask"], heads=0)
 
 
 AutoConfig.register(StaticConfig.model_type, StaticConfig, exist_ok=True)
