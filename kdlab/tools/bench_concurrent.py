@@ -2,7 +2,7 @@
 
 ``python -m kdlab bench --concurrent 2 [--write]``. Each run is a separate ``python -m kdlab distill --preset tiny
 --method kd --max-steps 3`` process with its own fresh run store and teacher folder (so each fine-tunes its own
-tiny teacher, as a new user's first run does). Measured: one run alone, then N together, with the default thread
+tiny teacher, as a new user's first run does). After an uncounted warm-up run, measured: one run alone, then N together, with the default thread
 choice (kdlab.threads: each process's share of the cores); with ``every_core=True`` also N together with every
 process on every core (``KDLAB_THREADS=<cores>``: torch's own default, what kdlab did before it shared).
 """
@@ -48,6 +48,8 @@ def run_concurrent(n: int = 2, every_core: bool = False, log=print) -> dict:
         raise KdlabError(f"--concurrent needs at least 2 runs to compare with one (got {n})")
     env = {k: v for k, v in os.environ.items() if k not in ("KDLAB_THREADS", "OMP_NUM_THREADS")}
     c = cores()
+    log("bench: a warm-up run (one-time caches and the page cache; not counted)")
+    timed(1, env)
     log(f"bench: one run alone ({' '.join(RUN)})")
     alone = timed(1, env)
     log(f"bench: {alone:.1f} s; {n} runs together, each its share of {c} core(s)")
