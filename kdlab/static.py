@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import KdlabError
-from .records import LogitsOnly
+from .logits_only import LogitsOnly
 
 NAME = "static"
 DIM = 256
