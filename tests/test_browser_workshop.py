@@ -12,10 +12,11 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian Chromium is not installed (apt-get install -y chromium)")
 
 SIDEBAR = '[data-testid="stSidebar"]'
-# remembers whether the sidebar ever listed a run in progress (it refreshes itself every 2 s)
-WATCH = """() => { window.__sawRunning = false;
+# remembers, for the whole tab (sessionStorage: kept across page switches and reloads), whether the sidebar ever
+# listed a run or a preparation in progress (it refreshes itself every 2 s; a tiny run can be over in less)
+WATCH = """() => {
   const check = () => { const s = document.querySelector('%s');
-                        if (s && s.innerText.includes('⏳')) window.__sawRunning = true; };
+                        if (s && s.innerText.includes('⏳')) sessionStorage.setItem('kdlabSawRunning', '1'); };
   new MutationObserver(check).observe(document.body, {subtree: true, childList: true, characterData: true});
   check(); }""" % SIDEBAR
 
@@ -33,11 +34,14 @@ def test_prepare_then_start_run_fine_tunes_the_teacher_once(tmp_path):
         open_page(pg, url, "Train")
         pg.evaluate(WATCH)
         pg.get_by_label("temperature", exact=True).fill("3.5")
+        # long enough (a few seconds) for the sidebar, which refreshes every 2 s, to list it while it trains
+        pg.get_by_label("max steps", exact=True).fill("600")
+        pg.get_by_label("epochs", exact=True).fill("30")
         pg.get_by_role("button", name="Start run").click()
         pg.get_by_text("status: finished").first.wait_for(timeout=120_000)
         pg.wait_for_function(f"() => !document.querySelector('{SIDEBAR}').innerText.includes('⏳')",
                              timeout=30_000)   # the sidebar status is gone once nothing runs
-        saw = pg.evaluate("() => window.__sawRunning")
+        saw = pg.evaluate("() => sessionStorage.getItem('kdlabSawRunning') === '1'")
         assert pg.locator('[data-testid="stException"]').count() == 0
         assert pg.external_requests == [], sorted(set(pg.external_requests))
     store = Store(runs)
