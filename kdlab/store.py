@@ -63,6 +63,23 @@ def teacher_cache_root(store: "Store") -> Path:
     return Path(env) if env else store.root / "teachers"
 
 
+@contextmanager
+def _creating(root: Path):
+    """An exclusive lock on ``<root>/.locks/schema.lock`` while the schema is made (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    (root / ".locks").mkdir(exist_ok=True)
+    with open(root / ".locks" / "schema.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Store:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
@@ -83,9 +100,14 @@ class Store:
                 raise KdlabError(f"'{self.root}' holds no run store and is read-only: choose another folder with "
                                  "--runs")
             return   # an older store without the newest tables: what it has can be read
-        with self._conn() as c:
-            c.execute("PRAGMA journal_mode=WAL")
-            c.executescript(SCHEMA)
+        # two processes that open a new store at once (two runs started together) take turns: switching a
+        # database to WAL does not wait on SQLite's busy timeout, so the second would fail with "locked"
+        with _creating(self.root):
+            if self.path.exists() and self._has_schema():
+                return
+            with self._conn() as c:
+                c.execute("PRAGMA journal_mode=WAL")
+                c.executescript(SCHEMA)
 
     def _has_schema(self) -> bool:
         with self._conn() as c:

@@ -108,3 +108,20 @@ def test_a_stopped_run_is_recorded_once_the_same_way_by_every_loop(tmp_path):
     assert stops[2][1].kdlab_run == (str(store.root), ids[2])     # the CLI prints the command that resumes it
     assert getattr(stops[3][1], "kdlab_run", None) is None         # a loop without checkpoints: no such command
     assert [store.run(i)["status"] for i in ids[2:]] == ["cancelled", "cancelled"]
+
+
+def test_new_store_opened_by_many_processes_at_once(tmp_path):
+    """Runs started together on a fresh --runs folder: each one opens the store, none fails with 'locked'."""
+    import subprocess
+    import sys
+    import time
+    code = ("import sys, time; from kdlab.store import Store; t = float(sys.argv[2])\n"
+            "while time.time() < t: time.sleep(0.001)\n"
+            "s = Store(sys.argv[1]); print(s.path.exists())")
+    root = tmp_path / "fresh"
+    start = time.time() + 3   # every process past its imports, then all open the store in the same millisecond
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(start)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [o[1][-300:] for o in outs]
+    assert all(o[0].strip() == "True" for o in outs)
