@@ -13,6 +13,7 @@ import numpy as np
 import streamlit as st
 
 from kdlab.errors import KdlabError
+from kdlab.number_format import num  # noqa: F401  (pages write C.num: one formatter for every number shown)
 from kdlab.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,22 +23,6 @@ EMBEDDED = ("", "embedded")
 # built-in mapping, e.g. entailment -> entails), PAWS-QQP for the paraphrase tasks
 OOD_DEFAULTS = {"scitail_test": lambda t: any("entails" in dict(m).values() for m in t.ood_maps),
                 "paws_qqp_dev_and_test": lambda t: t.name in ("mrpc", "qqp")}
-
-
-def num(x) -> str:
-    """A metric value as people read it: fixed-point, four decimals, and for a value below 0.01 three significant
-    digits (0.00178, not 1.7763e-03); thousands with separators."""
-    import math
-    x = float(x)
-    if not math.isfinite(x) or x == 0:
-        return f"{x:g}"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 0.01:
-        return f"{x:.4f}"
-    if abs(x) < 1e-9:
-        return f"{x:.2e}"
-    return f"{x:.{2 - math.floor(math.log10(abs(x)))}f}"
 
 
 def preset() -> str | None:
@@ -50,28 +35,30 @@ TINY_BUDGET = dict(max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, bat
 
 
 def defaults() -> dict:
-    """Setup defaults, derived from the run choices' defaults (``kdlab.config.CHOICES``, the tiny ``PRESETS``, the
-    quick ``BUDGETS``): the packaged teacher on the embedded data, or the tiny ones (KDLAB_APP_PRESET=tiny)."""
-    from kdlab.config import CHOICES, PRESETS
-    base = dict(teacher=CHOICES["teacher"], data="embedded", ood=[], student_layers=CHOICES["student_layers"],
-                student_init=CHOICES["student_init"], student_hidden=CHOICES["student_hidden"] or 0)
+    """Setup defaults, derived from the run choices' table (``kdlab.choices``: its defaults, the tiny ``PRESETS``,
+    the quick ``BUDGETS``): the packaged teacher on the embedded data, or the tiny ones (KDLAB_APP_PRESET=tiny)."""
+    from kdlab.choices import DEFAULTS, PRESETS
+    base = dict(teacher=DEFAULTS["teacher"], data="embedded", ood=[], student_layers=DEFAULTS["student_layers"],
+                student_init=DEFAULTS["student_init"], student_hidden=DEFAULTS["student_hidden"] or 0)
     if preset() == "tiny":
         tiny = PRESETS["tiny"]
         return dict(base, teacher=tiny["teacher"], student_layers=tiny["student_layers"], **TINY_BUDGET,
-                    **TEACHER_DEFAULTS)
-    return dict(base, max_steps=1000, **budget("quick"), **TEACHER_DEFAULTS)
+                    **teacher_defaults())
+    return dict(base, max_steps=1000, **budget("quick"), **teacher_defaults())
 
 
-# The Setup choices beyond one teacher fine-tuned by kdlab (the names of kdlab.config.build_config, except
-# teachers_extra: the teachers of an ensemble besides the first): a tiny teacher's family, a ready teacher used as
-# is, an ensemble and its loss, soft labels from a file, a pretrained student.
-TEACHER_DEFAULTS = dict(arch=None, teacher_finetuned=False, teachers_extra=[], ensemble="mean-probs",
-                        teacher_logits=None, student=None)
+def teacher_defaults() -> dict:
+    """The Setup choices beyond one teacher fine-tuned by kdlab (the names of kdlab.config.build_config, except
+    teachers_extra: the teachers of an ensemble besides the first): a tiny teacher's family, a ready teacher used as
+    is, an ensemble and its loss, soft labels from a file, a pretrained student."""
+    from kdlab.choices import DEFAULTS
+    return dict({k: DEFAULTS[k] for k in ("arch", "teacher_finetuned", "ensemble", "teacher_logits", "student")},
+                teachers_extra=[])
 
 
 def budget(name: str) -> dict:
-    """The Setup values of a budget (``kdlab.config.BUDGETS``: quick, the default, or full); 0 = all examples."""
-    from kdlab.config import BUDGETS
+    """The Setup values of a budget (``kdlab.choices.BUDGETS``: quick, the default, or full); 0 = all examples."""
+    from kdlab.choices import BUDGETS
     b = BUDGETS[name]
     return dict(budget=name, max_train=b["max_train"] or 0, max_eval=b["max_eval"] or 0, max_len=b["max_len"],
                 teacher_epochs=b["teacher_epochs"], teacher_lr=b["teacher_lr"], epochs=b["epochs"], lr=b["lr"],
@@ -135,7 +122,7 @@ def setup_caption(ph):
         names = teacher_names(s)
     except KdlabError:   # an unknown family: the Setup page says so
         names = [str(s["teacher"])]
-    who = (f"teachers **{' + '.join(names)}** ({s.get('ensemble') or 'mean-probs'})" if len(names) > 1 else
+    who = (f"teachers **{' + '.join(names)}** ({s.get('ensemble') or teacher_defaults()['ensemble']})" if len(names) > 1 else
            f"teacher **{names[0]}**" + (" (as is)" if s.get("teacher_finetuned") else ""))
     if s.get("teacher_logits"):
         who = f"teacher **soft labels {Path(s['teacher_logits']).name}** (base {names[0]})"
@@ -598,6 +585,15 @@ def _png_export() -> bool:
         "chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")))
 
 
+def readable(df):
+    """The table as shown: its float columns written by ``num`` (0.0018, not 1.7763e-03); the values (and the CSV
+    download) stay the numbers themselves."""
+    floats = [c for c in df.columns if df[c].dtype.kind == "f"]
+    if not floats or not (df.index.is_unique and df.columns.is_unique) or df.size > 100_000:
+        return df
+    return df.style.format(num, subset=floats, na_rep="")
+
+
 def show(obj, key: str, where=None, name: str | None = None, **kw):
     """Draw a table (DataFrame, or a list of row dicts) or a plotly figure in ``where`` (default the page) with
     its downloads below it: the table as CSV, the figure as HTML (plotly.js inlined: opens offline) and as PNG
@@ -607,7 +603,7 @@ def show(obj, key: str, where=None, name: str | None = None, **kw):
     name = name or key
     if isinstance(obj, (pd.DataFrame, list)):
         df = obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
-        where.dataframe(df, key=key, **kw)
+        where.dataframe(readable(df), key=key, **kw)
         where.download_button("CSV", lambda: df.to_csv().encode(), f"{name}.csv", "text/csv", key=f"{key}_csv",
                               icon=":material/download:", type="tertiary", on_click="ignore")
         return

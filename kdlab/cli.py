@@ -14,8 +14,8 @@ import json
 import sys
 import time
 
-from .config import (CHOICES, DEFAULT_TEACHER_LR, PRECISIONS, PRESETS, TEACHER_LR, RunConfig, apply_preset,
-                     build_config)
+from .choices import BY_NAME, GROUPS, TABLE, help_text
+from .config import BUDGETS, CHOICES, PRESETS, RunConfig, apply_preset, build_config
 from .errors import KdlabError
 
 COMMANDS: dict = {}
@@ -78,133 +78,51 @@ def _refuse(a, dests, why: str):
         raise KdlabError(f"{why}: drop {', '.join(given)}")
 
 
+PARSERS = {"layers": _layers, "key=value": _kv}   # the table's named parsers (kdlab.choices.Choice.type)
+GROUP_TITLES = {"training": lambda student: "training (teacher and student)" if student else "training"}
+
+
+def add_choice(g, name: str, **override):
+    """The option of the run choice ``name`` as the table declares it (kdlab.choices.TABLE), its default None (so
+    that ``build_config`` applies the default, or a preset's); ``override``: argparse settings of a command that
+    takes the choice differently (e.g. a narrower ``choices``)."""
+    c = BY_NAME[name]
+    kw = dict(help=help_text(c), dest=c.name)
+    if c.action:
+        kw["action"] = c.action
+        if c.action == "store_true":
+            kw["default"] = None
+    if c.type is not None:
+        kw["type"] = PARSERS.get(c.type, c.type)
+    for k in ("choices", "metavar", "nargs"):
+        if getattr(c, k) is not None:
+            kw[k] = list(getattr(c, k)) if k == "choices" else getattr(c, k)
+    kw.update(override)
+    return g.add_argument(c.option, **kw)
+
+
 def run_options(p, *, student: bool = True, name: bool = True, resume: bool = False):
-    """The options ``build_config`` takes (None = its default, or the preset's). ``student``: the student, the
-    method and the student's training; ``name``: the run's name; ``resume``: ``--resume RUN``."""
-    D = CHOICES
-    g = p.add_argument_group("models")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: a tiny random teacher, runs in seconds")
-    g.add_argument("--teacher", action="append",
-                   help=f"built-in name (minilm-l6, mpnet-base, tiny, tiny-FAMILY), model folder, or hub name (default "
-                        f"{D['teacher']}); given several times: a teacher ensemble for logit KD (each prepared as "
-                        "usual; a name given twice is prepared again with the next seed)")
-    if student:
-        g.add_argument("--ensemble", choices=["mean-probs", "mean-kl"],
-                       help="several teachers: KD to the mean of their softened distributions (mean-probs, the "
-                            "default) or the mean of the per-teacher KD losses (mean-kl)")
-        g.add_argument("--teacher-logits", metavar="FILE",
-                       help="a teacher given only as soft labels: a .npy array [N, C] with one row of logits (or "
-                            "probabilities) per training example in kdlab's order, or a .csv/.tsv with a 'text' "
-                            "column (and 'text_b' for pairs) and one column per class, matched by text; drives "
-                            "logit-level methods (kd, kd-mse, ...); --teacher then names the student's base model")
-    g.add_argument("--arch", metavar="FAMILY",
-                   help="model family of the tiny random teacher (with --preset tiny): bert (default), roberta, "
-                        "electra, distilbert, deberta-v2, modernbert, mpnet")
-    g.add_argument("--teacher-finetuned", action="store_true", default=None,
-                   help="the teacher is already a fine-tuned classifier for this task: use it as is (evaluated, "
-                        "never fine-tuned); a folder kdlab saved is recognised without this flag")
-    g.add_argument("--trust-remote-code", action="store_true", default=None,
-                   help="allow custom model code from the hub (off by default)")
-    if student:
-        g.add_argument("--student", metavar="NAME_OR_FOLDER",
-                       help="a pretrained student from another checkpoint (built-in name, model folder or hub name) "
-                            "instead of layers copied from the teacher; its layers map to the teacher's through the "
-                            "method's mapping, with learned projections where widths differ; a student that "
-                            "tokenizes differently works with logit-level methods only; 'static': a token table "
-                            "read from the teacher (Model2Vec recipe), mean-pooled, with a linear head")
-        g.add_argument("--student-layers", type=int, help=f"number of student layers (default {D['student_layers']}; "
-                                                          f"{PRESETS['tiny']['student_layers']} with --preset tiny)")
-        g.add_argument("--student-init", choices=["skip", "uniform", "first", "last", "explicit", "fresh"],
-                       help="copy teacher layers by strategy (default skip), or 'fresh' random init")
-        g.add_argument("--student-layer-list", type=_layers,
-                       help="explicit teacher layers to copy, 0-based, e.g. 0,2,4,7,9,11")
-        g.add_argument("--student-hidden", type=int, help="a narrower student (hidden size; random init unless "
-                                                          "--student-narrow-init)")
-        g.add_argument("--student-narrow-init", choices=["random", "pca", "select"],
-                       help="a narrower student: random (default), or projected from the teacher's layers: pca "
-                            "(principal directions of its hidden states) or select (its strongest channels)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", help="embedded (default), a TSV/CSV/JSONL file, a GLUE-style folder, or a hub dataset name")
-    g.add_argument("--task", help="a built-in task: sentiment (the default), cola, sst2, mrpc, qqp, sts-b, mnli, qnli, "
-                                  "rte, wnli (a GLUE folder names its task itself), or ranking (a BEIR folder: "
-                                  "--method margin-mse, listwise-kl or contrastive; options via --set, see "
-                                  "kdlab.ranking.train)")
-    g.add_argument("--text-col", help="text column, or two for a sentence pair: a,b (default: the task's; sentence)")
-    g.add_argument("--label-col", help="label column (default: the task's; label)")
-    g.add_argument("--label-kind", choices=["classes", "score", "multi"],
-                   help="classes (default), score (regression) or multi (several labels per row, comma-separated)")
-    g.add_argument("--ood", nargs="*", help="labeled files evaluated as out-of-domain sets")
-    g.add_argument("--ood-map", help="score OOD sets with other labels: model_label=ood_label,... (default: the task's "
-                                     "built-in mapping, e.g. entailment=entails,not_entailment=neutral for SciTail)")
-    g.add_argument("--max-train", type=int, help="use at most this many training examples (0: all, the default)")
-    g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set (0: all, the "
-                                                "default)")
-    if student:
-        g.add_argument("--transfer", metavar="FILE",
-                       help="a transfer set: more texts the student learns the teacher's outputs on (.txt one per "
-                            "line, or .tsv/.csv/.jsonl with the text column and an optional label column); hard "
-                            "labels only where a row has one. With --max-train N: the few-labels setting")
-        g.add_argument("--augment", action="store_true", default=None,
-                       help="add augmented copies of the training texts (masking, nearest-neighbour word "
-                            "replacement, n-grams; kdlab.augment), learned from the teacher's outputs only")
-    if student:
-        g = p.add_argument_group("method")
-        g.add_argument("--method", help=f"a registered method (python -m kdlab methods; default {D['method']})")
-        g.add_argument("--set", dest="method_args", type=_kv, action="append", metavar="KEY=VALUE",
-                       help="method option, e.g. --set temperature=4 --set alpha_soft=0.7")
-        g.add_argument("--temperature", type=float, help="shortcut for --set temperature=T")
-        g = p.add_argument_group("student training")
-        g.add_argument("--epochs", type=int, help=f"default {D['epochs']} ({PRESETS['tiny']['epochs']} with --preset tiny)")
-        g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-        g.add_argument("--lr", type=float, help=f"default {D['lr']} ({PRESETS['tiny']['lr']} with --preset tiny)")
-        g.add_argument("--grad-accum", type=int, help=f"default {D['grad_accum']}")
-        g.add_argument("--checkpoint-every", type=int, metavar="N",
-                       help="also checkpoint every N steps for exact resume (default: each epoch)")
-        g.add_argument("--teacher-cache", choices=["auto", "on", "off"],
-                       help="reuse teacher outputs per example after the first epoch (auto, the default: only "
-                            "when exact)")
-        g.add_argument("--cache-dtype", choices=["fp32", "fp16"], help="teacher-cache storage (default fp32)")
-        g.add_argument("--select", metavar="SPLIT:METRIC",
-                       help="keep the model of the best epoch by this metric on this split (e.g. dev:accuracy, "
-                            "scitail_test:macro_f1); the run reports both the last and the selected model")
-        g.add_argument("--patience", type=int, help="with --select: stop after this many epochs without improvement")
-        g.add_argument("--length-buckets", choices=["auto", "on", "off"],
-                       help="skip padding: rows of similar length run together, trimmed (auto, the default: on "
-                            "for CPU)")
-        g.add_argument("--grad-share-every", type=int, metavar="N",
-                       help=f"every N steps, log the gradient norm each loss term puts on the student (read by "
-                            f"`kdlab doctor`; default {D['grad_share_every']}, 0 = off)")
-    g = p.add_argument_group("teacher fine-tuning")
-    g.add_argument("--teacher-epochs", type=int, help=f"epochs to fine-tune the teacher (default "
-                                                      f"{D['teacher_epochs']}; {PRESETS['tiny']['teacher_epochs']} "
-                                                      "with --preset tiny)")
-    g.add_argument("--teacher-lr", type=float, help=f"default {DEFAULT_TEACHER_LR} ({TEACHER_LR['tiny']} for the tiny "
-                                                    "teacher)")
-    g = p.add_argument_group("training (teacher and student)" if student else "training")
-    g.add_argument("--batch-size", type=int, help=f"default {D['batch_size']}")
-    g.add_argument("--max-len", type=int, help=f"tokens per example (default {D['max_len']}; "
-                                               f"{PRESETS['tiny']['max_len']} with --preset tiny)")
-    g.add_argument("--seed", type=int, help=f"default {D['seed']}")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads (default 0: this process's share of the cores among the kdlab runs computing on "
-                        "this machine, adjusted as runs start and end; also $KDLAB_THREADS)")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    g.add_argument("--precision", choices=list(PRECISIONS),
-                   help="default auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 autocast with a gradient scaler "
-                        "where the GPU has no bf16 (T4-class)")
-    g = p.add_argument_group("output")
-    _store_option(g)
-    if name:
-        g.add_argument("--name", help="a name for the run")
-    g.add_argument("--config", help="a JSON file with a whole run configuration (instead of the options above)")
-    g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
-    if student:
-        g.add_argument("--tensorboard", action="store_true", default=None,
-                       help="also write TensorBoard event files into the run's folder (tensorboard --logdir RUNS)")
-    _quiet_option(g)
-    if resume:
-        g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "
-                       "with its stored configuration")
+    """The options ``build_config`` takes, one per declared run choice (kdlab.choices.TABLE; None = its default, or
+    the preset's). ``student``: the student, the method and the student's training; ``name``: the run's name;
+    ``resume``: ``--resume RUN``."""
+    scopes = {"run"} | ({"student"} if student else set()) | ({"named"} if name else set())
+    for group in GROUPS:
+        mine = [c for c in TABLE if c.group == group and c.scope in scopes]
+        if not mine and group != "output":
+            continue
+        title = GROUP_TITLES.get(group, lambda _: group)(student)
+        g = p.add_argument_group(title)
+        if group == "output":
+            _store_option(g)
+        for c in mine:
+            add_choice(g, c.name)
+        if group == "output":
+            g.add_argument("--config", help="a JSON file with a whole run configuration (instead of the options "
+                                            "above)")
+            _quiet_option(g)
+            if resume:
+                g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last "
+                               "checkpoint with its stored configuration")
 
 
 def _read_config(path: str) -> RunConfig:
@@ -631,11 +549,12 @@ def _cka_args(p):
     _store_option(p)
     _quiet_option(p)
     g = p.add_argument_group("without --run: the teacher against a student copied from its layers")
-    g.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher")
-    g.add_argument("--student-layers", type=int, help="default 3 (2 with --preset tiny)")
-    g.add_argument("--student-init", choices=["skip", "first", "last"], help="default skip")
-    g.add_argument("--data", help="embedded (default), a file, a folder or a hub dataset name")
+    g.add_argument("--teacher", help=f"teacher name or folder (default {CHOICES['teacher']})")
+    add_choice(g, "preset", help="tiny: the tiny random teacher")
+    add_choice(g, "student_layers", help=f"default {CHOICES['student_layers']} "
+                                         f"({PRESETS['tiny']['student_layers']} with --preset tiny)")
+    add_choice(g, "student_init", choices=["skip", "first", "last"], help=f"default {CHOICES['student_init']}")
+    add_choice(g, "data", help="embedded (default), a file, a folder or a hub dataset name")
 
 
 @command("cka", "teacher x student CKA (linear and debiased) per layer; stored with the run", _cka_args)
@@ -681,28 +600,29 @@ def _cka_without_run(a):
 
 
 def _bench_args(p):
-    p.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--teacher", help=f"teacher name or folder (default {CHOICES['teacher']})")
+    add_choice(p, "preset", help="tiny: the tiny random teacher (seconds)")
     p.add_argument("--teacher-config", metavar="LAYERSxHIDDEN",
                    help="a random BERT teacher of this size built in code, for speed only (e.g. 12x768)")
-    p.add_argument("--student-layers", type=int, default=3)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=64)
+    add_choice(p, "student_layers", default=CHOICES["student_layers"], help=f"default {CHOICES['student_layers']}")
+    p.add_argument("--batch", type=int, default=CHOICES["batch_size"], help=f"default {CHOICES['batch_size']}")
+    p.add_argument("--seq", type=int, default=CHOICES["max_len"], help=f"tokens per example (default "
+                                                                         f"{CHOICES['max_len']})")
     p.add_argument("--steps", type=int, default=10, help="batches per epoch (default 10)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved timing rounds; the median round is reported (default 3)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                   help="also time the loop's mixed-precision steps (auto: on CUDA bf16, or fp16 with a gradient "
+    add_choice(p, "precision", default=CHOICES["precision"],
+               help="also time the loop's mixed-precision steps (auto: on CUDA bf16, or fp16 with a gradient "
                         "scaler where the GPU has no bf16; none on CPU)")
     p.add_argument("--peak-tflops", type=float,
                    help="the device's dense bf16/fp16 peak TFLOP/s for model-FLOPs utilisation on CUDA (default: "
                         "the datasheet figure of a known GPU, e.g. 989 for H100 SXM)")
     p.add_argument("--compile", action="store_true", help="also measure the student under torch.compile")
     p.add_argument("--no-textbrewer", action="store_true")
-    p.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
-                   help="kdlab's steps skip padding (auto: on for CPU); on also adds the padded steps")
+    add_choice(p, "length_buckets", default=CHOICES["length_buckets"],
+               help="kdlab's steps skip padding (auto: on for CPU); on also adds the padded steps")
     p.add_argument("--concurrent", type=int, metavar="N",
                    help="instead: the wall time of N tiny runs started together against one alone (each process "
                         "takes its share of the cores, kdlab.threads)")
@@ -737,14 +657,14 @@ def cmd_bench(a):
 
 def _workshop_args(p):
     p.add_argument("action", choices=["prepare"], help="prepare: the teacher and the teaching runs (resumable)")
-    p.add_argument("--profile", choices=["quick", "full"], default="quick",
+    p.add_argument("--profile", choices=list(BUDGETS), default="quick",
                    help="quick (default): the dashboard's default budget; full: all embedded examples, more epochs")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
-    p.add_argument("--teacher", help="built-in name (minilm-l6, tiny), model folder, or hub name")
-    p.add_argument("--data", help="embedded (default), a file, a GLUE-style folder, or a hub dataset name")
-    p.add_argument("--max-train", type=int, help="at most this many training examples (default: the profile's)")
-    p.add_argument("--max-eval", type=int, help="at most this many examples per evaluation set")
-    p.add_argument("--max-steps", type=int, help="stop every student run after this many steps")
+    add_choice(p, "preset", help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--teacher", help=f"built-in name ({CHOICES['teacher']}, tiny), model folder, or hub name")
+    add_choice(p, "data", help="embedded (default), a file, a GLUE-style folder, or a hub dataset name")
+    add_choice(p, "max_train", help="at most this many training examples (default: the profile's)")
+    add_choice(p, "max_eval", help="at most this many examples per evaluation set (default: the profile's)")
+    add_choice(p, "max_steps", help="stop every student run after this many steps")
     _store_option(p)
     _quiet_option(p)
 

@@ -219,7 +219,8 @@ class Loop:
     pending: list = field(default_factory=list)    # metric rows not yet written
 
 
-def setup(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, cfg: TrainConfig | None = None,
+def setup(student, tokenizer, bundle, method_name: str | type[Method] = "kd", *, teacher=None,
+          cfg: TrainConfig | None = None,
           method_args: dict | None = None, store=None, run_id: str | None = None, method: Method | None = None,
           resume=None) -> Loop:
     """Setup: seed, device (and the DDP process group), the method, which models train, the optimizer and
@@ -441,10 +442,14 @@ def epoch_batches(loop: Loop):
     yield from enumerate(batches, start=skip + 1)
 
 
-def train(student, tokenizer, bundle, method_name: str = "kd", *, teacher=None, cfg: TrainConfig | None = None,
+def train(student, tokenizer, bundle, method_name: str | type[Method] = "kd", *, teacher=None,
+          cfg: TrainConfig | None = None,
           method_args: dict | None = None, store=None, run_id: str | None = None, method: Method | None = None,
           on_step=None, resume=None) -> Result:
-    """Train ``student`` on ``bundle.train`` with the named method; evaluate on every eval split.
+    """Train ``student`` on ``bundle.train`` with the method ``method_name``; evaluate on every eval split.
+
+    ``method_name``: the method class the caller resolved already (the pipeline resolves ``cfg.method`` once and
+    passes the class down), or a registered name; ``method``: a method built already.
 
     ``resume``: a checkpoint folder written by this loop; training continues exactly where it stopped
     (weights, optimizer, scheduler, RNG, data position). Under torchrun the student is data-parallel

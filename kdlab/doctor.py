@@ -23,6 +23,7 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 
 from .errors import KdlabError
+from .number_format import num, plain
 from .store import Store
 
 KEYS = ("teacher", "dark_knowledge", "agreement", "grad_share", "capacity", "budget", "labels")
@@ -223,7 +224,7 @@ def agreement_finding(student: dict, teacher: dict) -> dict:
         lp_t, lp_s = log_softmax(z_t, axis=1), log_softmax(z_s, axis=1)
         kl = float((softmax(z_t, axis=1) * (lp_t - lp_s)).sum(1).mean())
         per[split] = {"agreement": agree, "kl": kl}
-    figure = "; ".join(f"{s} top-1 agreement {v['agreement']:.3f}, KL(teacher||student) {v['kl']:.3f}"
+    figure = "; ".join(f"{s} top-1 agreement {num(v['agreement'])}, KL(teacher||student) {num(v['kl'])}"
                        for s, v in per.items())
     dev = per.get("dev")
     if dev is not None and dev["agreement"] < AGREE_LOW:
@@ -267,11 +268,11 @@ def grad_share_finding(shares: dict, method: str, method_args: dict | None = Non
         s = shares[k]["mean_share"]
         factor = (1 - s) / s if s > 0 else float("inf")   # scales the term's norm so it gives half the gradient
         opt = _weight_option(k, options)
-        how = f"multiply {opt} by about {factor:.2g}" if opt and np.isfinite(factor) else \
+        how = f"multiply {opt} by about {plain(factor, 2)}" if opt and np.isfinite(factor) else \
             f"change the weight of {k}"
         v = current.get(opt) if opt else None
         if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(factor) and opt != "alpha":
-            how += f" (--set {opt}={v * factor:.3g})"
+            how += f" (--set {opt}={plain(v * factor)})"
         which = "drowns the other terms" if high else "contributes almost nothing"
         return finding("grad_share", "warning", f"the {k} term {which}", figure,
                        f"{how} to bring it near half the gradient", shares=shares, high=high, low=low)

@@ -94,7 +94,7 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
     announce(store.root, run_id)
     log(f"teacher: fine-tuning {cfg.teacher} on {len(bundle.train)} examples ({run_id})")
     try:
-        res = train(teacher, tok, bundle, "ce", cfg=cfg.teacher_train, store=store, run_id=run_id)
+        res = train(teacher, tok, bundle, get("ce"), cfg=cfg.teacher_train, store=store, run_id=run_id)
         if res.status != "finished":
             store.finish(run_id, res.status, res.message)
             raise KdlabError(f"teacher fine-tuning was {res.status}")

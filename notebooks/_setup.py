@@ -37,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = os.environ.get("KDLAB_FAST", "").strip().lower() not in ("", "0", "false", "no", "off")
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-# The choices of every notebook run (kdlab.config.build_config, the CLI's option names).
+# The choices of every notebook run (kdlab.config.build_config, the CLI's option names); the others, the learning
+# rates among them, are the run choices' defaults (kdlab.choices), the same as the CLI's and the dashboard's.
 # fast mode: tiny everything; normal mode: a workshop-sized run on a laptop CPU
 CHOICES = (dict(preset="tiny", max_train=64, max_eval=24, max_steps=3, epochs=1, batch_size=16, teacher_epochs=1)
            if FAST else
-           dict(max_train=2000, max_eval=400, max_steps=None, epochs=2, batch_size=32, lr=5e-5, teacher_epochs=2))
+           dict(max_train=2000, max_eval=400, max_steps=None, epochs=2))
 MAX_TRAIN, MAX_EVAL = CHOICES["max_train"], CHOICES["max_eval"]
 STEPS = CHOICES["max_steps"]          # optimisation steps per student run (None = full epochs)
 EPOCHS = CHOICES["epochs"]

@@ -46,6 +46,18 @@ def test_teacher_is_reused_for_the_same_data_and_settings(store):
     assert len(store.runs(kind="teacher")) == 1
 
 
+def test_the_method_name_is_resolved_once_and_the_class_handed_down(store, monkeypatch):
+    import kdlab.distill
+    import kdlab.pipeline
+    calls = []
+    real = kdlab.pipeline.get
+    monkeypatch.setattr(kdlab.pipeline, "get", lambda name: calls.append(name) or real(name))
+    monkeypatch.setattr(kdlab.distill, "get", lambda name: pytest.fail(f"the loop resolved '{name}' again"))
+    run_id = distill_run(tiny_cfg("kd", max_steps=2), store, log=lambda *_: None)
+    # once for the student's method (and once for the teacher's fine-tuning, 'ce', where the teacher is trained here)
+    assert store.run(run_id)["status"] == "finished" and calls[0] == "kd" and calls.count("kd") == 1
+
+
 def test_hidden_state_kd_logs_per_layer_values_and_mapping(store):
     run_id = distill_run(tiny_cfg("hidden", max_steps=3), store, log=lambda *_: None)
     cols = store.metrics_frame(run_id).columns

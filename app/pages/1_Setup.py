@@ -7,6 +7,7 @@ import streamlit as st
 
 import common as C
 from kdlab import families
+from kdlab.choices import BUDGETS as RUN_BUDGETS, DEFAULTS, allowed
 from kdlab.errors import KdlabError
 from kdlab.families import tiny_name
 
@@ -14,9 +15,10 @@ st.title("Setup")
 side = C.sidebar()
 s = C.setup()
 
-BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch at lr 4e-4, "
-                    "1 student epoch at lr 3e-4)",
-           "full": "full: every example, 2 teacher epochs, 3 student epochs"}
+_q, _f = RUN_BUDGETS["quick"], RUN_BUDGETS["full"]
+BUDGETS = {"quick": f"quick: a first result in about two minutes ({_q['max_train']} examples, {_q['teacher_epochs']} "
+                    f"teacher epoch at lr {_q['teacher_lr']:g}, {_q['epochs']} student epoch at lr {_q['lr']:g})",
+           "full": f"full: every example, {_f['teacher_epochs']} teacher epochs, {_f['epochs']} student epochs"}
 
 
 def _apply_budget():
@@ -76,8 +78,8 @@ with col1:
                                value=", ".join(x for x in had if x not in offered), key="setup_ensemble_text",
                                help="added to the ensemble after the ones picked above")
         extra = picked + [x.strip() for x in others.split(",") if x.strip()]
-        ens = ["mean-probs", "mean-kl"]
-        ensemble = st.radio("ensemble loss", ens, index=ens.index(s.get("ensemble") or "mean-probs"),
+        ens = list(allowed("ensemble"))
+        ensemble = st.radio("ensemble loss", ens, index=ens.index(s.get("ensemble") or DEFAULTS["ensemble"]),
                             horizontal=True, key="setup_ensemble", disabled=not extra,
                             help="`--ensemble`: mean-probs = KD to the mean of the teachers' softened distributions; "
                                  "mean-kl = the mean of the per-teacher KD losses")

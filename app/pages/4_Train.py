@@ -8,6 +8,7 @@ import streamlit as st
 import common as C
 import method_form
 from kdlab import references, viz
+from kdlab.choices import DEFAULTS
 from kdlab.tools import launch
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
@@ -21,13 +22,14 @@ s = C.setup()
 store = C.store()
 
 methods = names()
-method = st.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
+method = st.selectbox("method", methods, index=methods.index(DEFAULTS["method"]) if DEFAULTS["method"] in methods else 0,
+                      key="train_method")
 st.caption(get(method).summary)
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     max_steps = c1.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
-    epochs = c2.number_input("epochs", 1, 100, int(s.get("epochs", 1 if C.preset() == "tiny" else 3)),
-                             key="train_epochs")
+    epochs = c2.number_input("epochs", 1, 100, int(s.get("epochs", 1 if C.preset() == "tiny" else
+                                                          DEFAULTS["epochs"])), key="train_epochs")
     name = c3.text_input("run name (optional)", "", key="train_name", placeholder="the method's name")
     st.markdown(f"**options of `{method}`** (hover a name for what it does; the method checks the values)")
     form_args = method_form.render(get(method))

@@ -58,7 +58,7 @@ pt = viz.soften(v.teacher, T)
 m = st.columns(3)
 m[0].metric("teacher top probability", f"{pt.max():.3f}")
 m[1].metric("teacher entropy (nats)", f"{viz.entropy(pt):.3f}")
-m[2].metric(f"listwise KL loss T²·KL at T={T:g}", f"{loss:.4f}")
+m[2].metric(f"listwise KL loss T²·KL at T={T:g}", C.num(loss))
 st.caption(f"Candidates in BM25 order (rank·doc id). The listwise-kl method distils these softmaxes "
            f"(`kdlab.ranking.losses.listwise_kl`); Margin-MSE fits score differences instead, so the scale of the "
            f"student's scores ({np.ptp(v.student):.2f} range here vs the teacher's {np.ptp(v.teacher):.2f}) is free.")
