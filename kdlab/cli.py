@@ -266,6 +266,9 @@ def _eval_args(p):
                         "reports accuracy, MB, parameters and ms/example at batch 1 and 32 beside the teacher's")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the --model latency (default 1)")
     p.add_argument("--json", action="store_true", help="with --model: print JSON instead of the table")
+    p.add_argument("--compare", action="append", metavar="A:B",
+                   help="with --model: model A against model B (names of the table, e.g. h6-f768-kd:h6-f768), the "
+                        "paired bootstrap over each split's examples: the difference, its 95%% interval, a verdict")
     _quiet_option(p)
     p.add_argument("--text-col", help="text column(s) a or a,b (default: those of the run's task)")
     p.add_argument("--label-col", help="label column (default: the run's task's)")
@@ -273,6 +276,16 @@ def _eval_args(p):
                                      "built-in mapping)")
     p.add_argument("--max-len", type=int, default=CHOICES["max_len"])
     _store_option(p)
+
+
+def _compare_pairs(values) -> list[tuple[str, str]]:
+    pairs = []
+    for v in values or []:
+        a, sep, b = v.partition(":")
+        if not sep or not a or not b:
+            raise KdlabError(f"--compare takes two model names as A:B (e.g. h6-f768-kd:h6-f768), got {v!r}")
+        pairs.append((a, b))
+    return pairs
 
 
 @command("eval", "evaluate a stored run's model on a labeled file (JSON); with --model: a run's models beside the "
@@ -287,7 +300,7 @@ def cmd_eval(a):
     rec = StoredRun.load(_store(a), a.run)
     if rec.task_kind == "lm":   # perplexity per domain, token KL, top-1 agreement
         from .lm.train import eval_lm_run
-        _refuse(a, ["model", "ood_map"], "an LM run is evaluated by perplexity: `kdlab eval --run RUN [--data FILE]`")
+        _refuse(a, ["model", "ood_map", "compare"], "an LM run is evaluated by perplexity: `kdlab eval --run RUN [--data FILE]`")
         print(json.dumps(eval_lm_run(_store(a), rec.row, a.data), indent=2))
         return 0
     if not a.model and not a.data and rec.is_ranking:   # a ranking run without --data: its own BEIR folder
@@ -297,11 +310,12 @@ def cmd_eval(a):
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")
         res = eval_models(_store(a), a.run, a.model or ["student"], data=a.data, text_col=a.text_col or "sentence",
                           label_col=a.label_col or "label", max_len=a.max_len, threads=a.threads,
-                          log=_log(a))
+                          compare=_compare_pairs(a.compare), log=_log(a))
         print(json.dumps(res, indent=2) if a.json else format_table(res))
         if not a.json:
             _print_references(_store(a), res.get("run"))
         return 0
+    _refuse(a, ["compare"], "--compare compares models of the run's table: give them with --model (e.g. --model all)")
     res = eval_run(_store(a), a.run, a.data, text_col=a.text_col, label_col=a.label_col, max_len=a.max_len,
                    ood_map=a.ood_map)
     print(json.dumps(res, indent=2))

@@ -179,3 +179,19 @@ def test_eval_compare_on_a_stored_run(tmp_path):
     assert "h1-f32 vs teacher: dev" in format_table(res)
     with pytest.raises(KdlabError, match="not among the evaluated models"):
         eval_models(store, rid, ["h1-f32"], rounds=1, compare=[("h1-f32", "nope")], **QUIET)
+
+
+def test_eval_compare_flag(tmp_path, capsys):
+    from kdlab.cli import main
+    from kdlab.deploy.artifacts import compress_run
+    from kdlab.store import Store
+    store = Store(tmp_path / "runs")
+    rid = _teacher_run(store)
+    compress_run(store, rid, prune_heads=1, prune_ffn=32, prune_sample=32, **QUIET)
+    runs = ["--runs", str(tmp_path / "runs"), "--quiet"]
+    assert main(["eval", "--run", rid, "--model", "all", "--compare", "h1-f32:teacher", *runs]) == 0
+    assert "h1-f32 vs teacher: dev" in capsys.readouterr().out
+    assert main(["eval", "--run", rid, "--model", "all", "--compare", "h1-f32", *runs]) == 2
+    assert "A:B" in capsys.readouterr().err
+    assert main(["eval", "--run", rid, "--data", "x.tsv", "--compare", "a:b", *runs]) == 2
+    assert capsys.readouterr().err.strip().endswith("drop --compare")
