@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import streamlit as st
 
 from kdlab.errors import KdlabError
 from kdlab.number_format import num  # noqa: F401  (pages write C.num: one formatter for every number shown)
 from kdlab.store import Store
+
+if TYPE_CHECKING:   # numpy loads with the first page that needs it, not with the first page
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"

@@ -110,16 +110,20 @@ def test_architecture_names_every_module_and_docs_cite_no_outside_spec():
     assert not cited, f"'METHODS §N' cites a spec outside the repository: point at docs/METHODS.md in {cited}"
 
 
-def test_the_dashboards_first_page_needs_no_torch(tmp_path):
+HEAVY = ("torch", "transformers", "pandas", "numpy", "pyarrow", "scipy", "sklearn")
+
+
+@pytest.mark.parametrize("preset", ["tiny", ""])
+def test_the_dashboards_first_page_needs_no_torch(tmp_path, preset):
     # the Setup page renders from the config, the data and the store: torch and transformers load when a page needs
-    # a model (first page ready in a few seconds; BENCHMARKS.md)
+    # a model, pandas, numpy and pyarrow when a page shows a table (first page ready in a few seconds; BENCHMARKS.md)
     import os
     import subprocess
     import sys
     code = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file(sys.argv[1], "
             "default_timeout=120); at.run(); assert not at.exception, at.exception; "
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    env = dict(os.environ, KDLAB_APP_PRESET="tiny", KDLAB_RUNS=str(tmp_path / "runs"))
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    env = dict(os.environ, KDLAB_APP_PRESET=preset, KDLAB_RUNS=str(tmp_path / "runs"))
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "app" / "main.py")], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

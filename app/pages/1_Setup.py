@@ -2,7 +2,6 @@
 import time
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 import common as C
@@ -262,6 +261,7 @@ if st.button("Measure teacher and student", key="setup_measure"):
                 "student": size_report(stu, tok, texts, int(s["max_len"]), texts_b=texts_b)}
         st.session_state["setup_sizes"] = rows
 if "setup_sizes" in st.session_state:
+    import pandas as pd   # here, not at the top: the first page draws without pandas until it shows a table
     rows = st.session_state["setup_sizes"]
     df = pd.DataFrame(rows).T.rename(columns={"latency_ms": "ms/example", "params": "parameters"})
     df["parameters"] = df["parameters"].astype(int)
@@ -276,6 +276,7 @@ with C.guard():
     b = C.bundle()
     same = [r for r in C.store().runs() if r["status"] == "finished" and C.record(r).data_identity == b.identity]
     if same:
+        import pandas as pd
         metric = b.task.primary
         C.show(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), "setup_stored_table")
         st.caption(f"{metric} (the task's primary metric) per evaluation set beside the size on disk of the model "
