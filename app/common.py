@@ -14,7 +14,7 @@ import streamlit as st
 
 from kdlab.errors import KdlabError
 from kdlab.number_format import num  # noqa: F401  (pages write C.num: one formatter for every number shown)
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 if TYPE_CHECKING:   # numpy loads with the first page that needs it, not with the first page
     import numpy as np
@@ -108,7 +108,7 @@ def sidebar():
 def running_status():
     """A line per run in progress (phase, step of total, ETA), shown in the sidebar of every page and refreshed
     every 2 s on its own (a fragment), so it appears when a run starts and goes when it ends."""
-    from kdlab.progress import progress_line
+    from kdlab.runs.progress import progress_line
     try:
         running = [r for r in store().runs() if r["status"] == "running"]
     except Exception:   # an unreadable store is reported by the page itself
@@ -277,7 +277,7 @@ def run_config(s: dict | None = None, **choices):
 
 
 def is_tiny(name: str) -> bool:
-    from kdlab.families import is_tiny as _tiny
+    from kdlab.models.families import is_tiny as _tiny
     return _tiny(name)
 
 
@@ -300,13 +300,13 @@ def soft_labels_path(p: str) -> Path:
     path = check_path(p)
     if not path.is_file() or path.suffix.lower() not in SOFT_LABEL_SUFFIXES:
         raise KdlabError(f"the soft labels file '{p}' is not a .npy, .csv or .tsv file: give one row of logits or "
-                         "probabilities per training example (kdlab.teachers)")
+                         "probabilities per training example (kdlab.models.teachers)")
     return path
 
 
 def is_ready(cfg, name: str | None = None) -> bool:
     """A teacher used as is (``teacher_finetuned``, or a folder kdlab saved): nothing to fine-tune."""
-    from kdlab.packaged import is_kdlab_model
+    from kdlab.models.packaged import is_kdlab_model
     return bool(cfg.teacher_finetuned) or is_kdlab_model(name or cfg.teacher)
 
 
@@ -321,20 +321,20 @@ def check_ensemble(cfg) -> None:
     the tokenizers alone, before a run loads the models."""
     if not cfg.teachers:
         return
-    from kdlab.teachers import check_same_tokenizer
+    from kdlab.models.teachers import check_same_tokenizer
     check_same_tokenizer([_tokenizer(n) for n in cfg.teachers], cfg.teachers)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _tokenizer(name: str):
-    from kdlab.models import load_tokenizer
+    from kdlab.models.core import load_tokenizer
     return load_tokenizer(name)
 
 
 # ----------------------------------------------------------------------------------------------- cached heavy objects
 @st.cache_resource(show_spinner="loading data ...", max_entries=8)
 def bundle_for(data: str, max_train: int, max_eval: int, ood: tuple = ()):
-    """The data of a Setup choice, read as ``kdlab.pipeline.load_bundle`` reads a run's (same seed, same OOD
+    """The data of a Setup choice, read as ``kdlab.engine.pipeline.load_bundle`` reads a run's (same seed, same OOD
     files: the same identity, so the prepared teacher is found)."""
     from kdlab.data.loaders import load_data
     return load_data(None if data in EMBEDDED else data, ood=list(ood) or None, max_train=max_train or None,
@@ -352,7 +352,7 @@ def bundle():
 def teacher_folder(cfg=None, b=None) -> Path:
     """Where the fine-tuned teacher of a run configuration and its data bundle (default: the Setup's) is (or will
     be) cached: its preparation lock's key."""
-    from kdlab.store import teacher_cache_root
+    from kdlab.runs.store import teacher_cache_root
     cfg, b = cfg or run_config(), b or bundle()
     return teacher_cache_root(store()) / cfg.teacher_key(b.identity)
 
@@ -373,7 +373,7 @@ def prepared_teacher_dirs(cfg=None) -> list[tuple[str, Path | None]]:
     out = []
     for one in teacher_members(cfg):
         if is_ready(one):
-            from kdlab.models import resolve
+            from kdlab.models.core import resolve
             path = resolve(one.teacher)
             out.append((one.teacher, path if isinstance(path, Path) else None))
             continue
@@ -384,7 +384,7 @@ def prepared_teacher_dirs(cfg=None) -> list[tuple[str, Path | None]]:
 
 @st.cache_resource(show_spinner="loading model ...", max_entries=6)
 def saved_model(folder: str, attentions: bool = False):
-    from kdlab.models import load_saved
+    from kdlab.models.core import load_saved
     m, tok = load_saved(folder, attentions=attentions)
     m.eval()
     return m, tok
@@ -392,7 +392,7 @@ def saved_model(folder: str, attentions: bool = False):
 
 @st.cache_resource(show_spinner="loading teacher ...", max_entries=4)
 def base_teacher(name: str, num_labels: int, attentions: bool = False):
-    from kdlab.models import load_teacher
+    from kdlab.models.core import load_teacher
     m, tok = load_teacher(name, num_labels, attentions=attentions)
     m.eval()
     return m, tok
@@ -400,7 +400,7 @@ def base_teacher(name: str, num_labels: int, attentions: bool = False):
 
 @st.cache_resource(show_spinner="loading the fine-tuned teacher ...", max_entries=4)
 def ready_model(name: str, attentions: bool = False, trust_remote_code: bool = False):
-    from kdlab.ready_teacher import load_ready
+    from kdlab.models.ready_teacher import load_ready
     m, tok = load_ready(name, attentions=attentions, trust_remote_code=trust_remote_code)
     m.eval()
     return m, tok
@@ -423,13 +423,13 @@ def teacher(attentions: bool = False):
 
 
 def check_against_task(model, name: str) -> None:
-    from kdlab.ready_teacher import check_against_task as _check
+    from kdlab.models.ready_teacher import check_against_task as _check
     _check(model, bundle(), name)
 
 
 @st.cache_resource(show_spinner="building student ...", max_entries=4)
 def _student_from(_teacher, key: str, layers: int, init: str, hidden: int):
-    from kdlab.models import build_student
+    from kdlab.models.core import build_student
     st_ = build_student(_teacher, layers=layers, init=init, hidden=hidden or None)
     st_.eval()
     return st_
@@ -444,7 +444,7 @@ def fresh_student(t, key: str, tok=None):
         name = s["student"].strip()
         m, stok = base_teacher(name, bundle().num_labels())
         ttok = tok if tok is not None else teacher()[1]
-        from kdlab.models import same_tokenizer
+        from kdlab.models.core import same_tokenizer
         if not same_tokenizer(stok, ttok):
             raise KdlabError(f"the pretrained student '{name}' tokenizes differently from the teacher: this view "
                              "feeds both the same tokens; train it (logit-level methods) and compare the runs")
@@ -453,7 +453,7 @@ def fresh_student(t, key: str, tok=None):
 
 
 def _ranking(r: dict) -> bool:
-    from kdlab.run_record import StoredRun
+    from kdlab.runs.run_record import StoredRun
     return StoredRun(r).is_ranking
 
 
@@ -489,7 +489,7 @@ def run_models(run: dict, attentions: bool = False):
 def logits_for(folder: str, texts: tuple, max_len: int = 64, texts_b: tuple | None = None) -> np.ndarray:
     """Logits of the saved model in ``folder``; ``texts_b``: the second texts of a pair task."""
     from kdlab.data.loaders import Split
-    from kdlab.evaluate import predict
+    from kdlab.analysis.evaluate import predict
     m, tok = saved_model(folder)
     return predict(m, Split("x", list(texts), [0] * len(texts), "x", None if texts_b is None else list(texts_b)),
                    tok, max_len=max_len)
@@ -497,8 +497,8 @@ def logits_for(folder: str, texts: tuple, max_len: int = 64, texts_b: tuple | No
 
 # ----------------------------------------------------------------------------------------------- stored runs
 def record(run: dict):
-    """The stored run as a ``kdlab.run_record.StoredRun`` of this store."""
-    from kdlab.run_record import StoredRun
+    """The stored run as a ``kdlab.runs.run_record.StoredRun`` of this store."""
+    from kdlab.runs.run_record import StoredRun
     return StoredRun(run, store())
 
 
@@ -512,7 +512,7 @@ def task_of(run: dict):
 @st.cache_resource(show_spinner="loading the run's data ...", max_entries=6)
 def _run_data(root: str, run_id: str):
     from kdlab.deploy.artifacts import run_data
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     return run_data(Store(root).run(run_id))
 
 

@@ -107,7 +107,7 @@ TABLE: tuple[Choice, ...] = (
       "or .tsv/.csv/.jsonl with the text column and an optional label column); hard labels only where a row has "
       "one. With --max-train N: the few-labels setting", group="data", metavar="FILE", scope="student"),
     C("augment", False, "add augmented copies of the training texts (masking, nearest-neighbour word replacement, "
-      "n-grams; kdlab.augment), learned from the teacher's outputs only", group="data", action="store_true",
+      "n-grams; kdlab.data.augment), learned from the teacher's outputs only", group="data", action="store_true",
       scope="student"),
     C("augment_args", None, "the augmentation's settings (n_samples, p_mask, p_replace, p_ng, ng_max)", group="data",
       scope=None),

@@ -36,7 +36,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _layers(s: str) -> list[int]:
-    from .mapping import parse_layers
+    from .kd.mapping import parse_layers
     try:
         return parse_layers(s, example="0,2,4")
     except KdlabError as e:
@@ -155,7 +155,7 @@ def config_from_args(a) -> RunConfig:
 
 
 def _store(a):
-    from .store import Store
+    from .runs.store import Store
     return Store(a.runs) if a.runs else Store()
 
 
@@ -170,8 +170,8 @@ def _print_lines(lines):
 
 def _print_references(store, run_id):
     """The published reference rows and the weak-teacher warning for the teacher of ``run_id``
-    (kdlab.references)."""
-    from .references import for_run
+    (kdlab.analysis.references)."""
+    from .analysis.references import for_run
     if run_id:
         _print_lines(for_run(store, run_id))
 
@@ -193,7 +193,7 @@ def _distill_args(p):
 
 @command("distill", "distill a student from a teacher with one method", _distill_args)
 def cmd_distill(a):
-    from .pipeline import distill_run, resume_run
+    from .engine.pipeline import distill_run, resume_run
     from .speed.ddp import is_main, wrap_store
     if a.resume:
         _refuse(a, [*CHOICES, "config"], "--resume continues the run with its stored configuration")
@@ -212,7 +212,7 @@ def cmd_distill(a):
 @command("teacher", "fine-tune (or reuse) the teacher on the training data",
          lambda p: run_options(p, student=False, name=False))
 def cmd_teacher(a):
-    from .pipeline import load_bundle, prepare_teachers
+    from .engine.pipeline import load_bundle, prepare_teachers
     cfg = config_from_args(a)
     store = _store(a)
     from .ranking.train import ranking_teacher, wants_ranking
@@ -223,7 +223,7 @@ def cmd_teacher(a):
     if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
         _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
         return 0
-    from .references import for_run
+    from .analysis.references import for_run
     for _, _, run_id in prepare_teachers(cfg, store, load_bundle(cfg), log=_log(a)):
         _print_run(store, run_id)
         for line in ([] if a.quiet else for_run(store, run_id)):   # stderr: stdout stays one JSON per teacher
@@ -291,12 +291,12 @@ def _compare_pairs(values) -> list[tuple[str, str]]:
 @command("eval", "evaluate a stored run's model on a labeled file (JSON); with --model: a run's models beside the "
                  "teacher (accuracy, MB, latency)", _eval_args)
 def cmd_eval(a):
-    from .pipeline import eval_run
+    from .engine.pipeline import eval_run
     if a.max_len < 1:
         raise KdlabError(f"--max-len is the number of tokens per example: at least 1 (got {a.max_len})")
     if a.threads < 1:
         raise KdlabError(f"--threads is the number of CPU threads for the latency: at least 1 (got {a.threads})")
-    from .run_record import StoredRun
+    from .runs.run_record import StoredRun
     rec = StoredRun.load(_store(a), a.run)
     if rec.task_kind == "lm":   # perplexity per domain, token KL, top-1 agreement
         from .lm.train import eval_lm_run
@@ -383,7 +383,7 @@ def _runs_csv(store, rows):
     """One row per run and evaluation split: id, name, kind, method, status, seed, split, every metric, MB, ms."""
     import csv
 
-    from .run_record import StoredRun
+    from .runs.run_record import StoredRun
     out, metrics = [], []
     for r in rows:
         size = store.artifact(r["id"], "size", {}) or {}
@@ -401,7 +401,7 @@ def _runs_csv(store, rows):
 @command("runs", "list the runs in the run store (with each run's name and disk use)", _runs_args)
 def cmd_runs(a):
     from .deploy.report import model_lines
-    from .disk import human, run_bytes
+    from .runs.disk import human, run_bytes
     from .tasks import run_primary_metric
     if a.prune:
         _refuse(a, ["json", "csv"], "--prune frees disk space and lists nothing")
@@ -461,7 +461,7 @@ def _gc_args(p):
 @command("gc", "free the disk space finished runs left: their resume checkpoints and half-written folders",
          _gc_args)
 def cmd_gc(a):
-    from .disk import gc, human
+    from .runs.disk import gc, human
     store = _store(a)
     store.check_writable("gc")
     rows = gc(store, failed=a.failed, dry_run=a.dry_run)
@@ -499,7 +499,7 @@ def _study_args(p):
 @command("study", "a grid of methods x option values x seeds, each a stored run; mean ± std, the paired difference "
                   "to the baseline with a 95% bootstrap CI and a verdict per domain", _study_args)
 def cmd_study(a):
-    from .study import aggregate, check_bootstrap, format_table, json_rows, parse_seeds, parse_vary, run_study, to_csv
+    from .engine.study import aggregate, check_bootstrap, format_table, json_rows, parse_seeds, parse_vary, run_study, to_csv
     check_bootstrap(a.bootstrap)   # before any cell trains
     store = _store(a)
     if a.list:
@@ -528,7 +528,7 @@ def cmd_study(a):
         sys.stdout.write(to_csv(rows))
     else:
         print(format_table(rows))
-        from .references import for_study
+        from .analysis.references import for_study
         _print_lines(for_study(store, a.name))
     return 1 if res["failed"] else 0
 
@@ -543,7 +543,7 @@ def _doctor_args(p):
 @command("doctor", "why distillation did (not) help a run: ranked findings, each with its figure and a next step",
          _doctor_args)
 def cmd_doctor(a):
-    from .doctor import diagnose, format_report
+    from .analysis.doctor import diagnose, format_report
     d = diagnose(_store(a), a.run)
     print(json.dumps(d, indent=2, default=float) if a.json else format_report(d))
     return 0
@@ -594,8 +594,8 @@ def cmd_cka(a):
 
 def _cka_without_run(a):
     """No run: the (not fine-tuned) teacher against a student copied from its layers."""
-    from .models import build_student, load_teacher
-    from .pipeline import load_bundle
+    from .models.core import build_student, load_teacher
+    from .engine.pipeline import load_bundle
     from .tools.cka_run import cka_between
     cfg = build_config(teacher=a.teacher, data=a.data, student_layers=a.student_layers, preset=a.preset,
                        max_eval=a.max_examples)
@@ -708,7 +708,7 @@ def _how_to_continue(a, e: KeyboardInterrupt) -> str:
     root, rid = getattr(e, "kdlab_run", (None, None))
     if not rid:
         return ""
-    from .checkpoint import find_checkpoint
+    from .runs.checkpoint import find_checkpoint
     from pathlib import Path
     if find_checkpoint(Path(root) / rid / "checkpoint") is None:
         return f" (run {rid} had no checkpoint yet: start it again; --checkpoint-every N checkpoints within an epoch)"
@@ -735,7 +735,7 @@ def _claim_threads(a):
     share of the cores. ``eval --threads`` is the latency measurement's own setting, not this."""
     if a.cmd in LIGHT_COMMANDS or (a.cmd == "study" and (getattr(a, "workers", 1) or 1) > 1) or (
             a.cmd == "bench" and getattr(a, "concurrent", None)):
-        return   # a study's workers (kdlab.study._share_cores) and the benchmark's runs each take their share
+        return   # a study's workers (kdlab.engine.study._share_cores) and the benchmark's runs each take their share
     from .threads import use
     use(getattr(a, "threads", None) if a.cmd != "eval" else None)
 

@@ -27,7 +27,7 @@ class TrainConfig:
     seed: int = D["seed"]
     device: str = D["device"]
     precision: str = D["precision"]   # auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 + a gradient scaler where the GPU
-                                 # has no bf16 (kdlab.distill.autocast_dtype); or fp32 / bf16 / fp16
+                                 # has no bf16 (kdlab.engine.distill.autocast_dtype); or fp32 / bf16 / fp16
     threads: int = D["threads"]  # CPU threads; 0 = this process's share of the cores (kdlab.threads)
     eval_each_epoch: bool = True
     log_every: int = 1
@@ -38,11 +38,11 @@ class TrainConfig:
     cache_dtype: str = D["cache_dtype"]       # fp32 (exact) | fp16 (half the memory; used with teacher_cache=on)
     cache_max_mb: float = 2048   # stop adding to the teacher cache past this size
     length_buckets: str = D["length_buckets"]   # auto (CPU) | on | off: skip padding, rows of similar length run together
-    select: str | None = D["select"]    # 'split:metric': keep the best epoch's model (kdlab.selection)
+    select: str | None = D["select"]    # 'split:metric': keep the best epoch's model (kdlab.engine.selection)
     patience: int = D["patience"]       # with select: stop after this many epochs without improvement; 0 = never
-    tensorboard: bool = D["tensorboard"]   # also write TensorBoard event files into the run's folder (kdlab.tensorboard)
+    tensorboard: bool = D["tensorboard"]   # also write TensorBoard event files into the run's folder (kdlab.engine.tensorboard)
     grad_share_every: int = D["grad_share_every"]   # every N optimiser steps, the gradient norm each loss term puts on the student
-                                 # (kdlab.grad_share, read by `kdlab doctor`); 0 = off
+                                 # (kdlab.analysis.grad_share, read by `kdlab doctor`); 0 = off
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -52,7 +52,7 @@ class TrainConfig:
             raise KdlabError(f"patience must be 0 (no early stopping) or a positive number of epochs "
                              f"(got {self.patience})")
         if self.select is not None or self.patience:
-            from .selection import parse_select
+            from .engine.selection import parse_select
             if parse_select(self.select) is None:
                 raise KdlabError("--patience stops when the selected metric stops improving: give it with "
                                  "--select split:metric (e.g. --select dev:accuracy)")
@@ -85,10 +85,10 @@ class TrainConfig:
 class RunConfig:
     """Everything a distillation run needs; ``preset='tiny'`` swaps in a tiny random teacher."""
     teacher: str = D["teacher"]
-    teacher_finetuned: bool = False    # the teacher is a fine-tuned classifier: used as is (kdlab.ready_teacher)
-    teachers: list[str] = field(default_factory=list)  # several teachers (an ensemble, kdlab.teachers); [] = one
+    teacher_finetuned: bool = False    # the teacher is a fine-tuned classifier: used as is (kdlab.models.ready_teacher)
+    teachers: list[str] = field(default_factory=list)  # several teachers (an ensemble, kdlab.models.teachers); [] = one
     ensemble: str = D["ensemble"]      # an ensemble's loss: mean-probs (KD to the mean distribution) | mean-kl
-    teacher_logits: str | None = None  # a teacher given as soft labels (a .npy/.csv/.tsv file, kdlab.teachers)
+    teacher_logits: str | None = None  # a teacher given as soft labels (a .npy/.csv/.tsv file, kdlab.models.teachers)
     data: str | None = None            # None = the embedded corpus; a file, folder or hub name
     text_col: str | None = None        # None = the task's ('sentence' for sentiment); 'a,b' = a sentence pair
     label_col: str | None = None       # None = the task's ('label' for sentiment)
@@ -101,14 +101,14 @@ class RunConfig:
     data_seed: int | None = None       # the seed of the data's subsampling and dev split; None = train.seed (a
                                        # study fixes it, so every seed's cell trains on the same data and teacher)
     transfer: str | None = None        # a file of extra texts the student learns from the teacher's outputs on
-    augment: bool = False              # enlarge the transfer set by augmentation (kdlab.augment)
+    augment: bool = False              # enlarge the transfer set by augmentation (kdlab.data.augment)
     augment_args: dict = field(default_factory=dict)   # n_samples, p_mask, p_replace, p_ng, ng_max
     student_layers: int = D["student_layers"]
     student_init: str = D["student_init"]   # skip | first | last | explicit | fresh
     student_layer_list: list[int] | None = None
     student_hidden: int | None = None
-    student_narrow_init: str = D["student_narrow_init"]  # a narrower student (student_hidden): random | pca | select (kdlab.narrow)
-    student: str | None = None         # a pretrained student: built-in name, folder or hub name (kdlab.students)
+    student_narrow_init: str = D["student_narrow_init"]  # a narrower student (student_hidden): random | pca | select (kdlab.models.narrow)
+    student: str | None = None         # a pretrained student: built-in name, folder or hub name (kdlab.models.students)
     method: str = D["method"]
     method_args: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=D["lr"]))   # DEFAULT_STUDENT_LR
@@ -183,7 +183,7 @@ def tiny_teacher_of(arch: str | None, teacher: str) -> str:
     tiny teacher is built by family; a model folder or name has its own family (its config's model_type)."""
     if not arch:
         return teacher
-    from .families import get
+    from .models.families import get
     get(arch)   # an unknown family: one clear line naming the known ones
     if teacher != "tiny" and not str(teacher).startswith("tiny-"):
         raise KdlabError(f"--arch {arch} builds a tiny random teacher of that family (with --preset tiny or "

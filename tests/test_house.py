@@ -65,7 +65,7 @@ def test_the_dashboard_imports_no_tokenizer_and_computes_no_softmax_kl_or_metric
                 receiver = fn.value.id if isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) else ""
                 if name in BANNED_CALLS or name in TOKENIZER_NAMES or receiver in TOKENIZER_NAMES:
                     bad.append(f"{f.name}:{node.lineno}: {name}(...)")
-    assert not bad, "the dashboard computes what an engine function should (kdlab.explain, kdlab.probs):\n" + \
+    assert not bad, "the dashboard computes what an engine function should (kdlab.analysis.explain, kdlab.analysis.probs):\n" + \
         "\n".join(bad)
 
 
@@ -74,8 +74,8 @@ def test_explain_numbers_by_hand():
 
     import numpy as np
 
-    from kdlab.explain import class_disagreements, config_diff, label_set_disagreements, temperature_terms
-    from kdlab.probs import softened
+    from kdlab.analysis.explain import class_disagreements, config_diff, label_set_disagreements, temperature_terms
+    from kdlab.analysis.probs import softened
     # teacher [0, ln 3] -> p = (1/4, 3/4) at T = 1; student [ln 3, 0] -> q = (3/4, 1/4)
     t = temperature_terms([0.0, math.log(3)], [math.log(3), 0.0], 1.0)
     kl = 0.25 * math.log(0.25 / 0.75) + 0.75 * math.log(0.75 / 0.25)

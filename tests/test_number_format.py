@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdlab import doctor
+from kdlab.analysis import doctor
 from kdlab.number_format import num, plain
 
 ROOT = Path(__file__).resolve().parents[1]

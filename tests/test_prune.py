@@ -4,10 +4,10 @@ the rounds, and the one-line refusals."""
 import pytest
 import torch
 
-from kdlab import families
+from kdlab.models import families
 from kdlab.deploy import prune
 from kdlab.errors import KdlabError
-from kdlab.models import load_saved, save_model, tiny_model
+from kdlab.models.core import load_saved, save_model, tiny_model
 
 TEXTS = ["a good film", "a bad movie it was", "fine fine fine", "terrible acting and a worse plot"] * 2
 LABELS = [1, 0, 1, 0] * 2
@@ -104,7 +104,7 @@ def test_refusals_are_one_line():
     mp, _ = tiny_model(arch="mpnet")
     with pytest.raises(KdlabError, match="cannot be pruned .*MPNet"):
         prune.check(mp, 1, 0)
-    from kdlab.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+    from kdlab.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
     with pytest.raises(KdlabError, match="family kdlab knows"):
         prune.check(BiLSTMForSequenceClassification(BiLSTMConfig(vocab_size=50, num_labels=2)), 1, 0)
 
@@ -124,7 +124,7 @@ def test_compress_prunes_records_the_kept_heads_and_eval_scores_it(tmp_path, cap
     from kdlab.cli import main
     from kdlab.deploy.artifacts import compress_run, load_artifact
     from kdlab.deploy.report import eval_models
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     store = Store(tmp_path / "runs")
     rid = _teacher_run(store)
     info = compress_run(store, rid, prune_heads=1, prune_ffn=32, prune_sample=32, **QUIET)
@@ -168,7 +168,7 @@ def test_compare_models_is_the_paired_bootstrap_over_examples():
 def test_eval_compare_on_a_stored_run(tmp_path):
     from kdlab.deploy.artifacts import compress_run
     from kdlab.deploy.report import eval_models, format_table
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     store = Store(tmp_path / "runs")
     rid = _teacher_run(store)
     compress_run(store, rid, prune_heads=1, prune_ffn=32, prune_sample=32, **QUIET)
@@ -184,7 +184,7 @@ def test_eval_compare_on_a_stored_run(tmp_path):
 def test_eval_compare_flag(tmp_path, capsys):
     from kdlab.cli import main
     from kdlab.deploy.artifacts import compress_run
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     store = Store(tmp_path / "runs")
     rid = _teacher_run(store)
     compress_run(store, rid, prune_heads=1, prune_ffn=32, prune_sample=32, **QUIET)

@@ -48,7 +48,7 @@ def test_published_rows_with_source():
 
 
 def _tiny_bi(pooling="mean", score="cosine"):
-    from kdlab.models import tiny_model
+    from kdlab.models.core import tiny_model
     from kdlab.ranking.models import BiEncoder, base_encoder
     model, tok = tiny_model(1, num_hidden_layers=2)
     return BiEncoder(base_encoder(model), tok, pooling=pooling, score=score, query_len=16, doc_len=32).eval()
@@ -88,7 +88,7 @@ def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_
     from kdlab.cli import main
     from kdlab.ranking.data import write_beir
     from kdlab.ranking.models import BiEncoder
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     from test_ranking import DOCS, QRELS, QUERIES
     toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
     root = tmp_path / "runs"
@@ -108,7 +108,7 @@ def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_
 def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     from kdlab.cli import main
     from kdlab.ranking.data import write_beir
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     from test_ranking import DOCS, QRELS, QUERIES
     toy = write_beir(tmp_path / "scifact", DOCS, QUERIES, QRELS)   # named like SciFact: its published rows
     root = tmp_path / "runs"

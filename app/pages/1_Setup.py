@@ -5,10 +5,10 @@ from pathlib import Path
 import streamlit as st
 
 import common as C
-from kdlab import families
+from kdlab.models import families
 from kdlab.choices import BUDGETS as RUN_BUDGETS, DEFAULTS, allowed
 from kdlab.errors import KdlabError
-from kdlab.families import tiny_name
+from kdlab.models.families import tiny_name
 
 st.title("Setup")
 side = C.sidebar()
@@ -54,7 +54,7 @@ with col1:
         fams = families.names()
         arch = st.selectbox("model family", fams, index=fams.index(s.get("arch") or "bert")
                             if (s.get("arch") or "bert") in fams else 0, key="setup_arch",
-                            help="the tiny random teacher's architecture (kdlab.families: tiny-FAMILY, as "
+                            help="the tiny random teacher's architecture (kdlab.models.families: tiny-FAMILY, as "
                                  "`--arch FAMILY`); every method runs on every family or refuses with one line")
     else:
         teacher = st.text_input("folder" if kind == "model folder" else "hub model name",
@@ -202,8 +202,8 @@ st.subheader("Prepare the teacher")
 def _prepare(cfg):
     """Fine-tune every teacher that is not prepared yet (``kdlab teacher`` in its own process: an ensemble's teachers
     one after the other), with a progress bar over all of them."""
-    from kdlab.distill import plan_steps
-    from kdlab.explain import teacher_progress
+    from kdlab.engine.distill import plan_steps
+    from kdlab.analysis.explain import teacher_progress
     from kdlab.tools import launch
     store = C.store()
     _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
@@ -251,7 +251,7 @@ else:
 st.subheader("Sizes and speeds")
 if st.button("Measure teacher and student", key="setup_measure"):
     with C.guard():
-        from kdlab.evaluate import size_report
+        from kdlab.analysis.evaluate import size_report
         t, tok, tuned = C.teacher()
         stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok)
         dev = C.bundle().dev

@@ -5,7 +5,7 @@ import streamlit as st
 import torch
 
 import common as C
-from kdlab import viz
+from kdlab.analysis import viz
 from kdlab.ranking.losses import listwise_kl
 from kdlab.ranking.view import load_run_models, query_view, side_by_side
 
@@ -16,7 +16,7 @@ C.sidebar()
 @st.cache_resource(show_spinner="loading the run's models")
 def _models(root: str, run_id: str):
     """The run's bi-encoder, its cross-encoder teacher and tokenizer, the test data and the BM25 candidates."""
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     return load_run_models(Store(root), run_id)
 
 

@@ -1,7 +1,7 @@
 """Evaluation of a run's models through one path (``kdlab eval --run RUN --model NAME``): the teacher, the run's
 own model and its compressed models, each on the run's in-domain and out-of-domain splits (or on one labeled
 file), with size on disk, parameters, and CPU latency per example at batch 1 and batch 32 measured in one process,
-side by side (``kdlab.evaluate.latency_side_by_side``). The rows are also stored on the run (artifact
+side by side (``kdlab.analysis.evaluate.latency_side_by_side``). The rows are also stored on the run (artifact
 ``deploy_eval``) for the dashboard."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .artifacts import folder_mb, load_artifact, models_of, run_data, run_model_
 
 def teacher_dir(store, run: dict) -> Path | None:
     """The model folder of the teacher the run was distilled from (None when unknown or gone)."""
-    from ..run_record import StoredRun
+    from ..runs.run_record import StoredRun
     return StoredRun(run, store).teacher_dir()
 
 
@@ -53,14 +53,14 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
                 with_teacher: bool = True, save: bool = True, compare=None, n_boot: int = 2000, log=print) -> dict:
     """{"run", "metric", "splits", "threads", "models": {name: {split: value, ..., "agreement", "mb", "params",
     "ms_b1", "ms_b32", "format", "steps"}}}. The value of a split is the task's primary metric (accuracy unless the
-    run's task names another that ``kdlab.evaluate.metrics`` computes); "dev" is in domain, the rest out of domain;
+    run's task names another that ``kdlab.analysis.evaluate.metrics`` computes); "dev" is in domain, the rest out of domain;
     "agreement" is the share of predictions on the first split equal to the teacher's. ``compare``: pairs of model
     names (A, B); each adds ``res["compare"]["A vs B"][split]`` = the paired bootstrap over the split's examples of
     metric(A) - metric(B) with its 95% interval and verdict (``compare_models``)."""
     from ..data.loaders import load_eval_file
-    from ..evaluate import agreement, latency_side_by_side, metrics, predict_plain
-    from ..limits import check_max_len
-    from ..models import count_params, quiet_hf
+    from ..analysis.evaluate import agreement, latency_side_by_side, metrics, predict_plain
+    from ..models.limits import check_max_len
+    from ..models.core import count_params, quiet_hf
     from ..tasks import run_primary_metric
     quiet_hf()
     run = store.run(run_id)
@@ -143,9 +143,9 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
 def compare_models(logits: dict, splits: dict, a: str, b: str, metric: str, kind: str = "classes",
                    num_labels: int | None = None, *, n_boot: int = 2000) -> dict:
     """{split: {"delta", "ci_low", "ci_high", "verdict"}}: model ``a`` against model ``b`` on the same examples, by
-    the paired bootstrap over examples (``kdlab.stats.paired_bootstrap`` with one seed each: a deterministic model,
+    the paired bootstrap over examples (``kdlab.analysis.stats.paired_bootstrap`` with one seed each: a deterministic model,
     e.g. a pruned one, has no seeds to resample)."""
-    from ..stats import example_outputs, paired_bootstrap, verdict
+    from ..analysis.stats import example_outputs, paired_bootstrap, verdict
     out = {}
     for sname, split in splits.items():
         lm = getattr(split, "label_map", None)

@@ -4,7 +4,7 @@
   and a negative document of the same query, so the two models' score scales need not match:
   ``L = mean_i ((s_pos,i - s_neg,i) - (t_pos,i - t_neg,i))²``.
 * ``listwise_kl``: Hinton's KD over a query's candidate list, ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` averaged over
-  queries (``kdlab.losses.kd_kl`` with the candidates as the classes).
+  queries (``kdlab.kd.losses.kd_kl`` with the candidates as the classes).
 * ``in_batch_contrastive``: the no-teacher baseline; each query's positive against every other document of the
   batch (the other queries' positives and all hard negatives), cross-entropy of ``scores / tau``.
 """
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import KdlabError
-from ..losses import kd_kl
+from ..kd.losses import kd_kl
 
 
 def margin_mse(s_pos: torch.Tensor, s_neg: torch.Tensor, t_pos: torch.Tensor, t_neg: torch.Tensor) -> torch.Tensor:

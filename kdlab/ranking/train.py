@@ -36,7 +36,7 @@ import torch
 
 from ..config import RunConfig, apply_preset
 from ..errors import KdlabError
-from ..store import Store, teacher_cache_root
+from ..runs.store import Store, teacher_cache_root
 from ..tasks import get_task
 from . import bm25 as bm25_mod
 from .data import RankingData, is_beir, load_beir, take_train_queries
@@ -221,8 +221,8 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     """A cross-encoder teacher: a ready folder used as is, the cached fine-tuned one, or fine-tuned now; its
     reranking evaluated on ``teacher_eval`` test queries (again when a cached one was evaluated on fewer).
     Returns (model, tokenizer, teacher run id)."""
-    from ..models import load_saved, load_teacher, save_model
-    from .. import prep_lock
+    from ..models.core import load_saved, load_teacher, save_model
+    from ..runs import prep_lock
     device = _device(cfg.teacher_train.device)
     base = {"teacher": cfg.teacher, "data": cfg.data, "data_identity": data.identity,
             "task_spec": get_task("ranking").to_dict(), "ranking": hp, "model": "cross-encoder"}
@@ -284,7 +284,7 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
 def _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log):
     """Size, CPU query latency (reranking BM25's top-``rerank``), the BM25 baseline and the teacher's test
     evaluation of a teacher run; marks it finished. Returns (model, tokenizer, run id)."""
-    from ..models import count_params, folder_mb
+    from ..models.core import count_params, folder_mb
     try:
         model.eval()
         qids = data.split_queries("test")[:3]
@@ -333,7 +333,7 @@ def teacher_eval(store, run_id, model, tok, data, cands, hp, seed, device="cpu",
 
 def _adopt(store, folder, cfg, data, cands, hp, device, log):
     """The cached cross-encoder and its finished teacher run in this store (made when missing)."""
-    from ..models import load_saved
+    from ..models.core import load_saved
     model, tok = load_saved(folder)
     model.to(device)
     info = json.loads((Path(folder) / "kdlab.json").read_text())
@@ -350,7 +350,7 @@ def prepare_fused_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     """The fused teacher (BM25 + the pretrained bi-encoder ``fused_dense``; its weight chosen on a dev split of
     the training queries) and its teacher run, reused when this store has a finished one for the same data and
     dense model; evaluated on every test query (cheap: no cross-encoder). Returns (teacher, run id)."""
-    from ..models import count_params
+    from ..models.core import count_params
     from . import baselines, fused
     from .data import carve_dev
     _, dev = carve_dev(data.split_queries("train"), baselines.DEV_FRAC, baselines.DEV_SEED)
@@ -392,7 +392,7 @@ def bm25_metrics(data: RankingData, cands: dict, split: str = "test", qids=None)
 
 # ---------------------------------------------------------------------------------------------- student
 def build_bi_encoder(cfg: RunConfig, hp: dict, teacher, ttok) -> BiEncoder:
-    from ..models import build_student
+    from ..models.core import build_student
     if hp["student_from"] == "teacher" and hp["teacher_kind"] == "fused":   # the fused teacher's own encoder
         enc, tok = sentence_encoder(hp["fused_dense"])
     elif hp["student_from"] == "teacher":
@@ -482,7 +482,7 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
         out = bi.save(store.folder(run_id) / "student", extra={"run_id": run_id, "method": cfg.method,
                                                                "task_spec": get_task("ranking").to_dict()})
         store.set_artifact(run_id, "model_dir", str(out))
-        from ..models import count_params, folder_mb
+        from ..models.core import count_params, folder_mb
         bi.cpu()
         qids = data.split_queries("test")[:16]
         ms = query_latency(bi=bi, doc_emb=doc_emb.cpu(), queries=[data.queries[q] for q in qids])
@@ -502,7 +502,7 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) ->
 def eval_ranking_run(store: Store, run: dict, data_folder, *, split: str = "test") -> dict:
     """A stored ranking run's model on a BEIR folder's ``split``: a bi-encoder over the whole corpus, a
     cross-encoder reranking BM25's top-``rerank``. Returns {run, data, task, primary, ndcg@10, mrr@10, recall@100, n}."""
-    from ..models import load_saved
+    from ..models.core import load_saved
     folder = store.artifact(run["id"], "model_dir")
     if not folder or not Path(folder).exists():
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")
