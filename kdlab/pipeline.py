@@ -221,16 +221,18 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         for name in [*(cfg.teachers or [cfg.teacher]), *([cfg.student] if cfg.student else [])]:
             for n in {cfg.train.max_len, cfg.teacher_train.max_len}:
                 check_max_len(n, name=name)
+    if bundle is None and teacher is None and student is None:
+        from .ranking.train import distill_ranking, wants_ranking
+        if wants_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder, through the one
+            if str(cfg.student or "") == "static":   # loop with the ranking adaptor (kdlab.ranking.adaptor)
+                raise KdlabError("the static student is a classifier: a ranking run trains a bi-encoder; drop "
+                                 "--student static")
+            return distill_ranking(cfg, store, log=log, resume=resume, on_create=on_create,
+                                   keep_checkpoints=keep_checkpoints)
     if bundle is None and teacher is None and student is None and resume is None:
         from .lm.train import distill_lm, wants_lm
         if wants_lm(cfg):   # a causal language model: a decoder teacher into a decoder student (kdlab.lm)
             return distill_lm(cfg, store, log=log)
-        from .ranking.train import distill_ranking, wants_ranking
-        if wants_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder (kdlab.ranking)
-            if str(cfg.student or "") == "static":
-                raise KdlabError("the static student is a classifier: a ranking run trains a bi-encoder; drop "
-                                 "--student static")
-            return distill_ranking(cfg, store, log=log)
     method_cls = get(cfg.method)
     method_cls.check_options(cfg.method_args)   # before the data is read and minutes of teacher fine-tuning
     bundle = bundle or load_bundle(cfg)

@@ -131,6 +131,20 @@ class BiEncoder(nn.Module):
             e = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
         return F.normalize(e, dim=-1) if self.score_fn == "cosine" else e
 
+    def kd_features(self, batch: dict, need=None):
+        """The loop's features of a batch of groups (``kdlab.ranking.adaptor``): the scores [B, 1 + K] of each
+        group's documents as ``logits``, the embeddings as ``extra['q']`` [B, H] and ``extra['d']`` [B, 1 + K, H]."""
+        from ..records import Features
+        q = self.embed({k[2:]: v for k, v in batch.items() if k.startswith("q_")})
+        shape = batch["d_input_ids"].shape
+        d = self.embed({k[2:]: v.reshape(shape[0] * shape[1], -1) for k, v in batch.items() if k.startswith("d_")})
+        d = d.view(shape[0], shape[1], -1)
+        return Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=batch["attention_mask"], extra={"q": q, "d": d})
+
+    def save_pretrained(self, folder, safe_serialization: bool = True):
+        """The loop's checkpoints and selected models: the same folder as ``save``."""
+        return self.save(folder)
+
     def encode(self, texts, *, kind: str = "doc", batch_size: int = 64, device="cpu", grad: bool = False):
         """Embeddings [n, H] of ``texts`` (queries or documents: their length limit)."""
         max_len = self.doc_len if kind == "doc" else self.query_len

@@ -1,0 +1,167 @@
+"""Ranking as a task of the one training loop (``kdlab.distill.train``): its batches, its models' outputs and its
+metrics. The losses are methods (``kdlab.methods.ranking``).
+
+* ``RankingBundle`` is what the loop reads as its data: ``train`` the training groups (one per (query, positive):
+  ``[positive, negative_1..K]``), the evaluation splits ``dev`` (training queries carved off with a fixed seed,
+  never trained on: ``--select dev:ndcg@10``) and ``test`` (the test qrels: reported, never selected on), and
+  ``adaptor``, the loop's task hooks.
+* ``RankingAdaptor``: a batch is ``B`` groups tokenised for the bi-encoder (``q_*`` [B, Lq], ``d_*`` [B, 1 + K, Ld],
+  ``idx`` the group ids, ``attention_mask`` the queries' mask, ``labels`` zeros: the positive is column 0), ``B`` =
+  ``--batch-size`` // (1 + K) (``--batch-size`` counts documents, as before); its evaluation ranks the whole corpus
+  for every dev and test query (the corpus encoded once per evaluation) and keeps the per-query metrics in
+  ``predictions.npz`` for a study's paired bootstrap over queries.
+* ``GroupTeacher``: a teacher (a cross-encoder, or the fused BM25 + dense scorer) as a module whose features are its
+  scores of each group's documents, looked up by ``idx`` (so the loop's per-example teacher cache keeps them).
+"""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..records import Features
+from ..tasks import get_task
+from .data import RankingData
+from .metrics import per_query_metrics, ranking_metrics, run_from_scores
+from .models import BiEncoder, clamp_len, cross_scores, text_ids
+
+
+# ---------------------------------------------------------------------------------------------- data
+class GroupSplit:
+    """The training groups [(qid, [doc indices])]; ``texts`` / ``labels`` describe each group for the teacher
+    cache's identity (the query's text, the group's document indices)."""
+
+    def __init__(self, data: RankingData, groups: list):
+        self.groups = groups
+        self.texts = [data.queries[q] for q, _ in groups]
+        self.labels = [",".join(map(str, ids)) for _, ids in groups]
+        self.texts_b = None
+
+    def __len__(self):
+        return len(self.groups)
+
+
+class RankingBundle:
+    """The loop's data for a ranking run (see the module docstring)."""
+
+    def __init__(self, data: RankingData, groups: list, dev: list, test: list, identity: str):
+        self.data, self.groups = data, groups
+        self.train = GroupSplit(data, groups)
+        self.splits = {"dev": dev, "test": test} if dev else {"test": test}
+        self.task = get_task("ranking")
+        self.identity = identity
+        self.adaptor = RankingAdaptor(self)
+        self.dev = SimpleNamespace(texts=[data.queries[q] for q in dev or test], texts_b=None)
+
+    def num_labels(self) -> int:
+        return 1
+
+    def eval_splits(self) -> dict:
+        return dict(self.splits)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def rank_bi(bi: BiEncoder, data: RankingData, qids, *, device="cpu", k: int = 100, doc_emb=None):
+    """{qid: {did: score}} of the bi-encoder's top-``k`` over the whole corpus, and the corpus matrix."""
+    bi.eval()
+    if doc_emb is None:
+        doc_emb = bi.encode(data.docs, kind="doc", device=device)
+    q_emb = bi.encode([data.queries[q] for q in qids], kind="query", device=device)
+    scores = BiEncoder.scores(q_emb, doc_emb).float().cpu().numpy()
+    return run_from_scores(qids, data.doc_ids, scores, k=k), doc_emb
+
+
+def eval_bi(bi: BiEncoder, data: RankingData, *, split="test", device="cpu", qids=None, doc_emb=None):
+    qids = qids or data.split_queries(split)
+    run, doc_emb = rank_bi(bi, data, qids, device=device, doc_emb=doc_emb)
+    return ranking_metrics({q: data.qrels[split][q] for q in qids}, run), doc_emb
+
+
+class RankingAdaptor:
+    """The loop's task hooks for ranking (``kdlab.distill.Adaptor`` is the classification one)."""
+
+    def __init__(self, bundle: RankingBundle):
+        self.bundle = bundle
+        self.doc_emb = None          # the last evaluation's corpus matrix (the run's latency is measured on it)
+
+    def batch_rows(self, cfg) -> int:
+        k1 = len(self.bundle.groups[0][1]) if self.bundle.groups else 1
+        return max(1, cfg.batch_size // k1)
+
+    def loader(self, loop, seed: int):
+        """The epoch's batches of groups, in an order seeded by ``seed``."""
+        b, bi = self.bundle, loop.student
+        rows = self.batch_rows(loop.cfg)
+        order = np.random.default_rng(seed).permutation(len(b.groups))
+        q_ids, d_ids = text_ids(bi.tokenizer, bi.query_len), text_ids(bi.tokenizer, bi.doc_len)
+        for i in range(0, len(order), rows):
+            idx = order[i:i + rows]
+            groups = [b.groups[j] for j in idx]
+            k1 = len(groups[0][1])
+            q = q_ids([b.data.queries[qid] for qid, _ in groups])
+            d = d_ids([b.data.docs[j] for _, ids in groups for j in ids])
+            batch = {"q_" + k: v for k, v in q.items()}
+            batch.update({"d_" + k: v.view(len(groups), k1, -1) for k, v in d.items()})
+            batch.update(attention_mask=q["attention_mask"], labels=torch.zeros(len(groups), dtype=torch.long),
+                         idx=torch.as_tensor(idx, dtype=torch.long))
+            yield batch
+
+    def teacher_outputs(self, loop):
+        return None   # no per-example agreement metric for ranking
+
+    def evaluate(self, loop):
+        """nDCG@10, MRR@10, Recall@100 on every evaluation split (the corpus encoded once); per-query values."""
+        b, bi = self.bundle, loop.student
+        evals, per = {}, {}
+        self.doc_emb = None
+        for split, qids in b.splits.items():
+            qrel_split = "train" if split == "dev" else "test"
+            run, self.doc_emb = rank_bi(bi, b.data, qids, device=loop.device, doc_emb=self.doc_emb)
+            qrels = {q: b.data.qrels[qrel_split][q] for q in qids}
+            evals[split] = ranking_metrics(qrels, run)
+            per[split] = (qids, per_query_metrics(qrels, run))
+        return evals, per
+
+    def save_predictions(self, path, loop, outputs):
+        """Per split ``<split>/<metric>`` [n queries] and ``<split>/labels`` (the query ids), written atomically."""
+        arrays = {}
+        for split, (qids, per) in outputs.items():
+            arrays[f"{split}/labels"] = np.asarray(qids, dtype=str)
+            for metric, values in per.items():
+                arrays[f"{split}/{metric}"] = np.asarray([values.get(q, 0.0) for q in qids], dtype=np.float64)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- the teacher
+class GroupTeacher(nn.Module):
+    """A teacher whose features are its scores [B, 1 + K] of the batch's groups (``batch['idx']``): a cross-encoder
+    (``model``, ``tok``: each (query, document) pair read together) or the fused teacher (``fused``)."""
+
+    def __init__(self, groups: list, data: RankingData, *, model=None, tok=None, doc_len: int = 128, fused=None):
+        super().__init__()
+        self.groups, self.data, self.tok, self.fused = groups, data, tok, fused
+        self.model = model
+        self.max_len = clamp_len(model, doc_len) if model is not None else doc_len
+        self.uncached = False
+
+    @property
+    def config(self):
+        return (self.model if self.model is not None else self.fused.bi).config
+
+    def kd_features(self, batch: dict, need) -> Features:
+        groups = [self.groups[int(i)] for i in batch["idx"].tolist()]
+        if self.fused is not None:
+            s = torch.tensor(self.fused.pair_scores(groups), dtype=torch.float32)
+        else:
+            qs = [self.data.queries[q] for q, ids in groups for _ in ids]
+            ds = [self.data.docs[i] for _, ids in groups for i in ids]
+            s = cross_scores(self.model, self.tok, qs, ds, max_len=self.max_len,
+                             device=next(self.model.parameters()).device).view(len(groups), -1)
+        mask = batch["attention_mask"]
+        return Features(logits=s.float().to(mask.device), mask=mask)
