@@ -117,3 +117,32 @@ def test_select_on_test_qrels_is_refused(toy, tmp_path, capsys):
                  str(tmp_path / "runs"), "--select", "test:ndcg@10"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdlab: error:") and "\n" not in err and "dev:ndcg@10" in err
+
+
+def test_ranking_study_prints_verdicts_over_queries(toy, tmp_path, capsys):
+    """kdlab study --task ranking: contrastive (the no-KD baseline) and margin-mse, two seeds each on the same data
+    and teacher; the table has a verdict per split from the paired bootstrap over seeds and queries."""
+    import numpy as np
+    root = tmp_path / "runs"
+    assert main(["study", "--task", "ranking", "--methods", "contrastive,margin-mse", "--seeds", "2", "--data",
+                 str(toy), "--teacher", "tiny", "--max-train", "4", "--max-steps", "2", "--batch-size", "4",
+                 "--teacher-epochs", "1", "--bootstrap", "200", "--runs", str(root), "--quiet", "--no-progress",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    store = Store(root)
+    assert len(store.runs(kind="teacher")) == 1 and len(store.runs(kind="student")) == 4
+    assert {(r["method"], r["domain"]) for r in rows} == {(m, d) for m in ("contrastive", "margin-mse")
+                                                          for d in ("dev", "test")}
+    for r in rows:
+        assert r["metric"] == "ndcg@10" and r["n"] == 2
+        if r["method"] == "contrastive":
+            assert r["verdict"] == "baseline"
+        else:
+            assert r["verdict"] in ("better", "worse", "inconclusive") and r["ci_low"] <= r["delta"] <= r["ci_high"]
+    # the observed difference is the mean over seeds of the per-query means' differences
+    test = next(r for r in rows if r["method"] == "margin-mse" and r["domain"] == "test")
+    base = next(r for r in rows if r["method"] == "contrastive" and r["domain"] == "test")
+    assert test["delta"] == pytest.approx(np.mean([test["seeds"][s] - base["seeds"][s] for s in ("0", "1")]), abs=1e-9)
+    assert main(["study", "--task", "ranking", "--methods", "kd", "--data", str(toy), "--teacher", "tiny",
+                 "--runs", str(root), "--quiet", "--name", "bad"]) == 2
+    assert "'kd' is a classification method" in capsys.readouterr().err

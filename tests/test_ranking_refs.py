@@ -152,14 +152,6 @@ def test_flags_that_do_not_apply_to_ranking_are_refused(tmp_path, capsys, flag):
     assert not (tmp_path / "runs" / "kdlab.db").exists() or not Store(tmp_path / "runs").runs()
 
 
-def test_study_of_ranking_methods_refused_in_one_line(tmp_path, capsys):
-    from kdlab.cli import main
-    assert main(["study", "--task", "ranking", "--methods", "contrastive,margin-mse", "--seeds", "2",
-                 "--runs", str(tmp_path / "runs"), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("kdlab: error:") and "\n" not in err and "ranking method" in err and "--seed" in err
-
-
 def test_cosine_student_margins_scaled_by_tau():
     """Margin-MSE of a cosine student compares its cosine / tau with the teacher's margins: one query, a positive
     at cosine 1 and a negative at cosine 0 -> student margin 1 / 0.05 = 20; teacher margin 4 -> (20 - 4)^2."""
