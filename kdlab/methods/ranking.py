@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ranking.losses import in_batch_contrastive, listwise_kl, margin_mse_groups
+from ..ranking.losses import group_ce, in_batch_contrastive, listwise_kl, margin_mse_groups
 from ..ranking.names import METHODS
 from .base import Method, Option, register
 
@@ -121,3 +121,15 @@ class Contrastive(RankingMethod):
         docs = torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])])
         loss = in_batch_contrastive(q, docs, float(self.hp["tau"]))
         return loss, {"contrastive": loss.detach()}
+
+
+class GroupCE(RankingMethod):
+    """The cross-encoder teacher's fine-tuning (not a student method, so not registered): the softmax cross-entropy
+    of each group's positive among its documents (``kdlab.ranking.losses.group_ce``)."""
+    name = "cross-encoder"
+    summary = "the cross-encoder teacher: cross-entropy of the positive among its group's documents"
+    uses_teacher = False
+
+    def loss(self, s, t, batch, state):
+        loss = group_ce(s.logits)
+        return loss, {"group_ce": loss.detach()}

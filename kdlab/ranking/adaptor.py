@@ -26,7 +26,7 @@ from ..records import Features
 from ..tasks import get_task
 from .data import RankingData
 from .metrics import per_query_metrics, ranking_metrics, run_from_scores
-from .models import BiEncoder, clamp_len, cross_scores, text_ids
+from .models import BiEncoder, CrossEncoder, clamp_len, cross_scores
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -45,16 +45,21 @@ class GroupSplit:
 
 
 class RankingBundle:
-    """The loop's data for a ranking run (see the module docstring)."""
+    """The loop's data for a ranking run (see the module docstring). ``splits``: {split: query ids}; ``dev``
+    queries are judged by the train qrels; ``cands`` (BM25's candidates) and ``rerank``: what a cross-encoder
+    reranks when it is evaluated."""
 
-    def __init__(self, data: RankingData, groups: list, dev: list, test: list, identity: str):
+    def __init__(self, data: RankingData, groups: list, splits: dict, identity: str, *, cands=None,
+                 rerank: int = 100):
         self.data, self.groups = data, groups
         self.train = GroupSplit(data, groups)
-        self.splits = {"dev": dev, "test": test} if dev else {"test": test}
+        self.splits = {k: v for k, v in splits.items() if v}
         self.task = get_task("ranking")
         self.identity = identity
+        self.cands, self.rerank = cands, rerank
         self.adaptor = RankingAdaptor(self)
-        self.dev = SimpleNamespace(texts=[data.queries[q] for q in dev or test], texts_b=None)
+        first = next(iter(self.splits.values()), [])
+        self.dev = SimpleNamespace(texts=[data.queries[q] for q in first], texts_b=None)
 
     def num_labels(self) -> int:
         return 1
@@ -80,6 +85,25 @@ def eval_bi(bi: BiEncoder, data: RankingData, *, split="test", device="cpu", qid
     return ranking_metrics({q: data.qrels[split][q] for q in qids}, run), doc_emb
 
 
+def eval_cross(model, tok, data: RankingData, cands: dict, *, split="test", rerank=100, max_len=128, device="cpu",
+               qids=None) -> dict:
+    """The cross-encoder reranking each query's BM25 top-``rerank``."""
+    return ranking_metrics(*_cross_run(model, tok, data, cands, split=split, rerank=rerank, max_len=max_len,
+                                       device=device, qids=qids))
+
+
+def _cross_run(model, tok, data, cands, *, split, rerank, max_len, device, qids=None):
+    model.eval()
+    qids = qids or data.split_queries(split)
+    run = {}
+    for q in qids:
+        idx = cands[q][0][:rerank]
+        s = cross_scores(model, tok, [data.queries[q]] * len(idx), [data.docs[i] for i in idx], max_len=max_len,
+                         batch_size=100, device=device).cpu().numpy()
+        run.update(run_from_scores([q], data.doc_ids, s[None], k=rerank, candidates=[idx]))
+    return {q: data.qrels[split][q] for q in qids}, run
+
+
 class RankingAdaptor:
     """The loop's task hooks for ranking (``kdlab.distill.Adaptor`` is the classification one)."""
 
@@ -92,21 +116,15 @@ class RankingAdaptor:
         return max(1, cfg.batch_size // k1)
 
     def loader(self, loop, seed: int):
-        """The epoch's batches of groups, in an order seeded by ``seed``."""
-        b, bi = self.bundle, loop.student
+        """The epoch's batches of groups, in an order seeded by ``seed``, tokenised by the model
+        (``group_batch``: a bi-encoder's queries and documents apart, a cross-encoder's pairs together)."""
+        b = self.bundle
         rows = self.batch_rows(loop.cfg)
         order = np.random.default_rng(seed).permutation(len(b.groups))
-        q_ids, d_ids = text_ids(bi.tokenizer, bi.query_len), text_ids(bi.tokenizer, bi.doc_len)
         for i in range(0, len(order), rows):
             idx = order[i:i + rows]
-            groups = [b.groups[j] for j in idx]
-            k1 = len(groups[0][1])
-            q = q_ids([b.data.queries[qid] for qid, _ in groups])
-            d = d_ids([b.data.docs[j] for _, ids in groups for j in ids])
-            batch = {"q_" + k: v for k, v in q.items()}
-            batch.update({"d_" + k: v.view(len(groups), k1, -1) for k, v in d.items()})
-            batch.update(attention_mask=q["attention_mask"], labels=torch.zeros(len(groups), dtype=torch.long),
-                         idx=torch.as_tensor(idx, dtype=torch.long))
+            batch = loop.student.group_batch(b.data, [b.groups[j] for j in idx])
+            batch.update(labels=torch.zeros(len(idx), dtype=torch.long), idx=torch.as_tensor(idx, dtype=torch.long))
             yield batch
 
     def teacher_outputs(self, loop):
@@ -114,13 +132,17 @@ class RankingAdaptor:
 
     def evaluate(self, loop):
         """nDCG@10, MRR@10, Recall@100 on every evaluation split (the corpus encoded once); per-query values."""
-        b, bi = self.bundle, loop.student
+        b, model = self.bundle, loop.student
         evals, per = {}, {}
         self.doc_emb = None
         for split, qids in b.splits.items():
             qrel_split = "train" if split == "dev" else "test"
-            run, self.doc_emb = rank_bi(bi, b.data, qids, device=loop.device, doc_emb=self.doc_emb)
-            qrels = {q: b.data.qrels[qrel_split][q] for q in qids}
+            if isinstance(model, CrossEncoder):   # reranking BM25's top-rerank
+                qrels, run = _cross_run(model.model, model.tokenizer, b.data, b.cands, split=qrel_split,
+                                        rerank=b.rerank, max_len=model.max_len, device=loop.device, qids=qids)
+            else:   # the whole corpus, encoded once
+                run, self.doc_emb = rank_bi(model, b.data, qids, device=loop.device, doc_emb=self.doc_emb)
+                qrels = {q: b.data.qrels[qrel_split][q] for q in qids}
             evals[split] = ranking_metrics(qrels, run)
             per[split] = (qids, per_query_metrics(qrels, run))
         return evals, per

@@ -39,11 +39,10 @@ from ..errors import KdlabError
 from ..store import Store, teacher_cache_root
 from ..tasks import get_task
 from . import bm25 as bm25_mod
-from .adaptor import GroupTeacher, RankingBundle, eval_bi, rank_bi  # noqa: F401  (rank_bi: re-exported)
+from .adaptor import GroupTeacher, RankingBundle, eval_bi, eval_cross, rank_bi  # noqa: F401  (re-exported)
 from .data import DEV_FRAC, DEV_SEED, RankingData, carve_dev, is_beir, load_beir, take_train_queries
-from .losses import group_ce
 from .metrics import ranking_metrics, run_from_scores
-from .models import BiEncoder, base_encoder, clamp_len, cross_scores, model_kind, query_latency, sentence_encoder
+from .models import BiEncoder, CrossEncoder, base_encoder, clamp_len, model_kind, query_latency, sentence_encoder
 
 from .names import METHODS   # the ranking objectives: margin-mse, listwise-kl, contrastive
 from ..methods.ranking import RANKING_DEFAULTS as DEFAULTS
@@ -154,51 +153,6 @@ def make_groups(data: RankingData, cands: dict, qids, negatives: int, depth: int
     return groups
 
 
-def _group_pairs(data: RankingData, groups) -> tuple[list, list]:
-    qs = [data.queries[q] for q, ids in groups for _ in ids]
-    ds = [data.docs[i] for _, ids in groups for i in ids]
-    return qs, ds
-
-
-def _batches(n: int, size: int, epochs: int, max_steps, seed: int):
-    """Shuffled index batches over ``epochs`` (stopping after ``max_steps``): yields (step, epoch, indices)."""
-    rng = np.random.default_rng(seed)
-    step = 0
-    for epoch in range(epochs if max_steps is None else 10 ** 9):
-        order = rng.permutation(n)
-        for i in range(0, n, size):
-            if max_steps is not None and step >= max_steps:
-                return
-            step += 1
-            yield step, epoch, order[i:i + size]
-
-
-def _optimiser(params, tc, total: int):
-    from transformers import get_linear_schedule_with_warmup
-    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
-    return opt, get_linear_schedule_with_warmup(opt, int(tc.warmup * total), max(1, total))
-
-
-def _total_steps(n: int, size: int, tc) -> int:
-    per_epoch = -(-n // size)
-    return min(tc.max_steps, per_epoch * tc.epochs) if tc.max_steps else per_epoch * tc.epochs
-
-
-# ---------------------------------------------------------------------------------------------- evaluation
-def eval_cross(model, tok, data: RankingData, cands: dict, *, split="test", rerank=100, max_len=128, device="cpu",
-               qids=None) -> dict:
-    """The cross-encoder reranking each query's BM25 top-``rerank``."""
-    model.eval()
-    qids = qids or data.split_queries(split)
-    run = {}
-    for q in qids:
-        idx = cands[q][0][:rerank]
-        s = cross_scores(model, tok, [data.queries[q]] * len(idx), [data.docs[i] for i in idx], max_len=max_len,
-                         batch_size=100, device=device).cpu().numpy()
-        run.update(run_from_scores([q], data.doc_ids, s[None], k=rerank, candidates=[idx]))
-    return ranking_metrics({q: data.qrels[split][q] for q in qids}, run)
-
-
 def _eval_qids(data: RankingData, hp: dict, seed: int, key: str = "eval_queries"):
     qids = data.split_queries("test")
     n = hp.get(key)
@@ -211,7 +165,7 @@ def _eval_qids(data: RankingData, hp: dict, seed: int, key: str = "eval_queries"
 
 # ---------------------------------------------------------------------------------------------- teacher
 def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands: dict, groups, hp: dict, *,
-                          log=print):
+                          dev=(), log=print):
     """A cross-encoder teacher: a ready folder used as is, the cached fine-tuned one, or fine-tuned now; its
     reranking evaluated on ``teacher_eval`` test queries (again when a cached one was evaluated on fewer).
     Returns (model, tokenizer, teacher run id)."""
@@ -245,34 +199,35 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
         model, tok = load_teacher(cfg.teacher, 1, trust_remote_code=cfg.trust_remote_code,
                                   seed=cfg.teacher_train.seed)
         model.config.problem_type = "regression"
-        model.to(device)
-        length = clamp_len(model, hp["doc_len"])
         conf = {**base, "train": tt, "key": key}
         run_id = store.create_run("teacher", TEACHER_METHOD, conf, name=f"teacher {cfg.teacher} (cross-encoder)")
         announce(store.root, run_id)
         try:
             log(f"teacher: fine-tuning the cross-encoder {cfg.teacher} on {len(groups)} groups of "
                 f"1 + {hp['negatives']} documents ({run_id})")
-            tc = cfg.teacher_train
-            size = max(1, tc.batch_size // (1 + hp["negatives"]))
-            opt, sched = _optimiser(model.parameters(), tc, _total_steps(len(groups), size, tc))
-            torch.manual_seed(tc.seed)
-            model.train()
-            for step, epoch, b in _batches(len(groups), size, tc.epochs, tc.max_steps, tc.seed):
-                qs, ds = _group_pairs(data, [groups[i] for i in b])
-                s = cross_scores(model, tok, qs, ds, max_len=length, batch_size=len(qs), device=device, grad=True)
-                loss = group_ce(s.view(len(b), -1))
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
-                opt.step()
-                sched.step()
-                store.log_metrics(run_id, step, epoch, {"loss": loss.item()})
+            res = fine_tune_cross(model, tok, data, cands, groups, dev, hp, cfg.teacher_train, store, run_id)
+            if res.status != "finished":
+                store.finish(run_id, res.status, res.message)
+                raise KdlabError(f"the cross-encoder teacher's fine-tuning was {res.status}")
             save_model(model, tok, folder, extra={"run_id": run_id, **conf})
         except BaseException as e:
-            store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
+            if store.run(run_id)["status"] == "running":
+                store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
             raise
         return _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log)
+
+
+def fine_tune_cross(model, tok, data: RankingData, cands: dict, groups, dev, hp: dict, tc, store, run_id):
+    """The cross-encoder's fine-tuning on the groups (softmax cross-entropy of the positive) by the one loop, its
+    dev queries reranked after each epoch (``kdlab.ranking.adaptor``); no resume checkpoints (a teacher is made
+    again by `kdlab teacher`). Returns the loop's ``Result``."""
+    from ..distill import train
+    from ..methods.ranking import GroupCE
+    ce = CrossEncoder(model, tok, hp["doc_len"])
+    bundle = RankingBundle(data, groups, {"dev": dev}, json.dumps({"data": data.identity, "teacher": "fine-tuning"}),
+                           cands=cands, rerank=hp["rerank"])
+    tc = dataclasses.replace(tc, checkpoint_each_epoch=False, checkpoint_every=0, select=None, patience=0)
+    return train(ce, tok, bundle, GroupCE, cfg=tc, store=store, run_id=run_id)
 
 
 def _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log):
@@ -419,14 +374,14 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, re
     if needs_teacher and fused_teacher:
         teacher, teacher_run = prepare_fused_teacher(cfg, store, data, cands, hp, log=log)
     elif needs_teacher:
-        teacher, tok, teacher_run = prepare_cross_teacher(cfg, store, data, cands, groups, hp, log=log)
+        teacher, tok, teacher_run = prepare_cross_teacher(cfg, store, data, cands, groups, hp, dev=dev, log=log)
     if method_cls.uses_teacher:
         group_teacher = GroupTeacher(groups, data, fused=teacher, doc_len=hp["doc_len"]) if fused_teacher else \
             GroupTeacher(groups, data, model=teacher, tok=tok, doc_len=hp["doc_len"])
     bi = build_bi_encoder(cfg, hp, None if fused_teacher else teacher, tok)
     ident = json.dumps({"data": data.identity, "teacher": teacher_run, "hp": hp, "dev": len(dev)}, sort_keys=True,
                        default=str)
-    bundle = RankingBundle(data, groups, dev, _eval_qids(data, hp, data_seed(cfg)), ident)
+    bundle = RankingBundle(data, groups, {"dev": dev, "test": _eval_qids(data, hp, data_seed(cfg))}, ident)
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, data_identity=data.identity, task_spec=get_task("ranking").to_dict(),
                 ranking=hp, dropped_train_queries=data.dropped, dev_queries=len(dev))
@@ -542,7 +497,7 @@ def ranking_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
     cfg = apply_preset(cfg)
     if cfg.method not in METHODS:   # `kdlab teacher` has no --method: the teacher is the same for every method
         cfg = dataclasses.replace(cfg, method="margin-mse")
-    hp, data, cands, groups, _ = _setup(cfg, store, log)
+    hp, data, cands, groups, dev = _setup(cfg, store, log)
     if hp["teacher_kind"] == "fused":
         return prepare_fused_teacher(cfg, store, data, cands, hp, log=log)[1]
-    return prepare_cross_teacher(cfg, store, data, cands, groups, hp, log=log)[2]
+    return prepare_cross_teacher(cfg, store, data, cands, groups, hp, dev=dev, log=log)[2]
