@@ -1,18 +1,20 @@
 """A ranking run: a cross-encoder teacher distilled into a bi-encoder student (``kdlab distill --task ranking``).
 
 1. Read the BEIR folder (``data.load_beir``) and the BM25 top-k of every query (``bm25.candidates``, cached).
-2. Training groups: for each (train query, positive) one group ``[positive, negative_1..K]``, the negatives drawn
-   (seeded) from the query's BM25 top-``depth`` without its judged positives.
-3. Teacher: a cross-encoder (one output) fine-tuned on the groups with a softmax cross-entropy of the positive
-   (cached under the teacher cache like a classification teacher), or a ready cross-encoder folder used as is.
-   Evaluated by reranking each test query's BM25 top-``rerank``.
+2. Dev queries: ``DEV_FRAC`` of the training queries (fixed seed), never trained on (``--select dev:ndcg@10``).
+   Training groups: for each other (train query, positive) one group ``[positive, negative_1..K]``, the negatives
+   drawn (seeded) from the query's BM25 top-``depth`` without its judged positives.
+3. Teacher: a cross-encoder (one output) fine-tuned on the groups with a softmax cross-entropy of the positive by the
+   one loop (``fine_tune_cross``; cached under the teacher cache like a classification teacher), or a ready
+   cross-encoder folder used as is. Evaluated by reranking each test query's BM25 top-``rerank``.
 4. Student: a bi-encoder copied from the teacher's layers (``student_from=teacher``, the default: the
    ``--student-layers`` / ``--student-init`` choice) or a pretrained encoder (``--set student_from=minilm-l6``).
-   Trained with ``margin-mse``, ``listwise-kl`` (teacher scores of each group, computed once) or ``contrastive``
-   (in-batch negatives, no teacher). Evaluated over the whole corpus: the corpus is encoded once, then one
-   matrix product per query batch.
+   Trained by the one loop (``kdlab.distill.train`` with ``kdlab.ranking.adaptor``: resume, cancel, select,
+   precision, tensorboard) with ``margin-mse``, ``listwise-kl`` (teacher scores of each group, kept by the loop's
+   teacher cache) or ``contrastive`` (in-batch negatives, no teacher): ``kdlab.methods.ranking``. Evaluated over
+   the whole corpus on the dev and test queries: the corpus is encoded once, then one matrix product.
 
-Options (``--set key=value``): ``doc_len`` (128), ``query_len`` (32), ``negatives`` (3), ``depth`` (30),
+Options (``--set key=value``, declared and checked in ``kdlab.methods.ranking``): ``doc_len`` (128), ``query_len`` (32), ``negatives`` (3), ``depth`` (30),
 ``rerank`` (100), ``pooling`` (mean|cls), ``score`` (dot|cosine), ``temperature`` (listwise, 1),
 ``tau`` (1 for dot, 0.05 for cosine: the contrastive temperature, and a cosine student's scores are divided by it
 in margin-mse and listwise-kl so that its margins can reach the teacher's), ``student_from`` (teacher|a model), ``eval_queries`` (all: the
