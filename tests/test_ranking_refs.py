@@ -163,7 +163,7 @@ def test_cosine_student_margins_scaled_by_tau():
     bi = BiEncoder(base_encoder(model), tok)
     s = Features(logits=torch.tensor([[1.0, 0.0]]), mask=torch.ones(1, 2))
     t = Features(logits=torch.tensor([[5.0, 1.0]]), mask=torch.ones(1, 2))
-    cos = build_method("margin-mse", None, bi, 1, 1, 1, 0, 1, label_kind="ranking", score="cosine")
+    cos = build_method("margin-mse", bi, bi, 1, 1, 1, 0, 1, label_kind="ranking", score="cosine")
     assert cos.hp["tau"] == 0.05 and cos.loss(s, t, {}, None)[0].item() == pytest.approx((20.0 - 4.0) ** 2)
-    dot = build_method("margin-mse", None, bi, 1, 1, 1, 0, 1, label_kind="ranking")
+    dot = build_method("margin-mse", bi, bi, 1, 1, 1, 0, 1, label_kind="ranking")
     assert dot.loss(s, t, {}, None)[0].item() == pytest.approx((1.0 - 4.0) ** 2)   # a dot-product student: unscaled
