@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import streamlit as st
 
 from kdlab.errors import KdlabError
-from kdlab.store import Store
+from kdlab.number_format import num  # noqa: F401  (pages write C.num: one formatter for every number shown)
+from kdlab.runs.store import Store
+
+if TYPE_CHECKING:   # numpy loads with the first page that needs it, not with the first page
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
@@ -22,22 +26,6 @@ EMBEDDED = ("", "embedded")
 # built-in mapping, e.g. entailment -> entails), PAWS-QQP for the paraphrase tasks
 OOD_DEFAULTS = {"scitail_test": lambda t: any("entails" in dict(m).values() for m in t.ood_maps),
                 "paws_qqp_dev_and_test": lambda t: t.name in ("mrpc", "qqp")}
-
-
-def num(x) -> str:
-    """A metric value as people read it: fixed-point, four decimals, and for a value below 0.01 three significant
-    digits (0.00178, not 1.7763e-03); thousands with separators."""
-    import math
-    x = float(x)
-    if not math.isfinite(x) or x == 0:
-        return f"{x:g}"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if abs(x) >= 0.01:
-        return f"{x:.4f}"
-    if abs(x) < 1e-9:
-        return f"{x:.2e}"
-    return f"{x:.{2 - math.floor(math.log10(abs(x)))}f}"
 
 
 def preset() -> str | None:
@@ -50,28 +38,30 @@ TINY_BUDGET = dict(max_train=96, max_eval=48, teacher_epochs=1, max_steps=4, bat
 
 
 def defaults() -> dict:
-    """Setup defaults, derived from the run choices' defaults (``kdlab.config.CHOICES``, the tiny ``PRESETS``, the
-    quick ``BUDGETS``): the packaged teacher on the embedded data, or the tiny ones (KDLAB_APP_PRESET=tiny)."""
-    from kdlab.config import CHOICES, PRESETS
-    base = dict(teacher=CHOICES["teacher"], data="embedded", ood=[], student_layers=CHOICES["student_layers"],
-                student_init=CHOICES["student_init"], student_hidden=CHOICES["student_hidden"] or 0)
+    """Setup defaults, derived from the run choices' table (``kdlab.choices``: its defaults, the tiny ``PRESETS``,
+    the quick ``BUDGETS``): the packaged teacher on the embedded data, or the tiny ones (KDLAB_APP_PRESET=tiny)."""
+    from kdlab.choices import DEFAULTS, PRESETS
+    base = dict(teacher=DEFAULTS["teacher"], data="embedded", ood=[], student_layers=DEFAULTS["student_layers"],
+                student_init=DEFAULTS["student_init"], student_hidden=DEFAULTS["student_hidden"] or 0)
     if preset() == "tiny":
         tiny = PRESETS["tiny"]
         return dict(base, teacher=tiny["teacher"], student_layers=tiny["student_layers"], **TINY_BUDGET,
-                    **TEACHER_DEFAULTS)
-    return dict(base, max_steps=1000, **budget("quick"), **TEACHER_DEFAULTS)
+                    **teacher_defaults())
+    return dict(base, max_steps=1000, **budget("quick"), **teacher_defaults())
 
 
-# The Setup choices beyond one teacher fine-tuned by kdlab (the names of kdlab.config.build_config, except
-# teachers_extra: the teachers of an ensemble besides the first): a tiny teacher's family, a ready teacher used as
-# is, an ensemble and its loss, soft labels from a file, a pretrained student.
-TEACHER_DEFAULTS = dict(arch=None, teacher_finetuned=False, teachers_extra=[], ensemble="mean-probs",
-                        teacher_logits=None, student=None)
+def teacher_defaults() -> dict:
+    """The Setup choices beyond one teacher fine-tuned by kdlab (the names of kdlab.config.build_config, except
+    teachers_extra: the teachers of an ensemble besides the first): a tiny teacher's family, a ready teacher used as
+    is, an ensemble and its loss, soft labels from a file, a pretrained student."""
+    from kdlab.choices import DEFAULTS
+    return dict({k: DEFAULTS[k] for k in ("arch", "teacher_finetuned", "ensemble", "teacher_logits", "student")},
+                teachers_extra=[])
 
 
 def budget(name: str) -> dict:
-    """The Setup values of a budget (``kdlab.config.BUDGETS``: quick, the default, or full); 0 = all examples."""
-    from kdlab.config import BUDGETS
+    """The Setup values of a budget (``kdlab.choices.BUDGETS``: quick, the default, or full); 0 = all examples."""
+    from kdlab.choices import BUDGETS
     b = BUDGETS[name]
     return dict(budget=name, max_train=b["max_train"] or 0, max_eval=b["max_eval"] or 0, max_len=b["max_len"],
                 teacher_epochs=b["teacher_epochs"], teacher_lr=b["teacher_lr"], epochs=b["epochs"], lr=b["lr"],
@@ -118,7 +108,7 @@ def sidebar():
 def running_status():
     """A line per run in progress (phase, step of total, ETA), shown in the sidebar of every page and refreshed
     every 2 s on its own (a fragment), so it appears when a run starts and goes when it ends."""
-    from kdlab.progress import progress_line
+    from kdlab.runs.progress import progress_line
     try:
         running = [r for r in store().runs() if r["status"] == "running"]
     except Exception:   # an unreadable store is reported by the page itself
@@ -135,7 +125,7 @@ def setup_caption(ph):
         names = teacher_names(s)
     except KdlabError:   # an unknown family: the Setup page says so
         names = [str(s["teacher"])]
-    who = (f"teachers **{' + '.join(names)}** ({s.get('ensemble') or 'mean-probs'})" if len(names) > 1 else
+    who = (f"teachers **{' + '.join(names)}** ({s.get('ensemble') or teacher_defaults()['ensemble']})" if len(names) > 1 else
            f"teacher **{names[0]}**" + (" (as is)" if s.get("teacher_finetuned") else ""))
     if s.get("teacher_logits"):
         who = f"teacher **soft labels {Path(s['teacher_logits']).name}** (base {names[0]})"
@@ -287,7 +277,7 @@ def run_config(s: dict | None = None, **choices):
 
 
 def is_tiny(name: str) -> bool:
-    from kdlab.families import is_tiny as _tiny
+    from kdlab.models.families import is_tiny as _tiny
     return _tiny(name)
 
 
@@ -310,13 +300,13 @@ def soft_labels_path(p: str) -> Path:
     path = check_path(p)
     if not path.is_file() or path.suffix.lower() not in SOFT_LABEL_SUFFIXES:
         raise KdlabError(f"the soft labels file '{p}' is not a .npy, .csv or .tsv file: give one row of logits or "
-                         "probabilities per training example (kdlab.teachers)")
+                         "probabilities per training example (kdlab.models.teachers)")
     return path
 
 
 def is_ready(cfg, name: str | None = None) -> bool:
     """A teacher used as is (``teacher_finetuned``, or a folder kdlab saved): nothing to fine-tune."""
-    from kdlab.packaged import is_kdlab_model
+    from kdlab.models.packaged import is_kdlab_model
     return bool(cfg.teacher_finetuned) or is_kdlab_model(name or cfg.teacher)
 
 
@@ -331,20 +321,20 @@ def check_ensemble(cfg) -> None:
     the tokenizers alone, before a run loads the models."""
     if not cfg.teachers:
         return
-    from kdlab.teachers import check_same_tokenizer
+    from kdlab.models.teachers import check_same_tokenizer
     check_same_tokenizer([_tokenizer(n) for n in cfg.teachers], cfg.teachers)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _tokenizer(name: str):
-    from kdlab.models import load_tokenizer
+    from kdlab.models.core import load_tokenizer
     return load_tokenizer(name)
 
 
 # ----------------------------------------------------------------------------------------------- cached heavy objects
 @st.cache_resource(show_spinner="loading data ...", max_entries=8)
 def bundle_for(data: str, max_train: int, max_eval: int, ood: tuple = ()):
-    """The data of a Setup choice, read as ``kdlab.pipeline.load_bundle`` reads a run's (same seed, same OOD
+    """The data of a Setup choice, read as ``kdlab.engine.pipeline.load_bundle`` reads a run's (same seed, same OOD
     files: the same identity, so the prepared teacher is found)."""
     from kdlab.data.loaders import load_data
     return load_data(None if data in EMBEDDED else data, ood=list(ood) or None, max_train=max_train or None,
@@ -362,7 +352,7 @@ def bundle():
 def teacher_folder(cfg=None, b=None) -> Path:
     """Where the fine-tuned teacher of a run configuration and its data bundle (default: the Setup's) is (or will
     be) cached: its preparation lock's key."""
-    from kdlab.store import teacher_cache_root
+    from kdlab.runs.store import teacher_cache_root
     cfg, b = cfg or run_config(), b or bundle()
     return teacher_cache_root(store()) / cfg.teacher_key(b.identity)
 
@@ -383,7 +373,7 @@ def prepared_teacher_dirs(cfg=None) -> list[tuple[str, Path | None]]:
     out = []
     for one in teacher_members(cfg):
         if is_ready(one):
-            from kdlab.models import resolve
+            from kdlab.models.core import resolve
             path = resolve(one.teacher)
             out.append((one.teacher, path if isinstance(path, Path) else None))
             continue
@@ -394,7 +384,7 @@ def prepared_teacher_dirs(cfg=None) -> list[tuple[str, Path | None]]:
 
 @st.cache_resource(show_spinner="loading model ...", max_entries=6)
 def saved_model(folder: str, attentions: bool = False):
-    from kdlab.models import load_saved
+    from kdlab.models.core import load_saved
     m, tok = load_saved(folder, attentions=attentions)
     m.eval()
     return m, tok
@@ -402,7 +392,7 @@ def saved_model(folder: str, attentions: bool = False):
 
 @st.cache_resource(show_spinner="loading teacher ...", max_entries=4)
 def base_teacher(name: str, num_labels: int, attentions: bool = False):
-    from kdlab.models import load_teacher
+    from kdlab.models.core import load_teacher
     m, tok = load_teacher(name, num_labels, attentions=attentions)
     m.eval()
     return m, tok
@@ -410,7 +400,7 @@ def base_teacher(name: str, num_labels: int, attentions: bool = False):
 
 @st.cache_resource(show_spinner="loading the fine-tuned teacher ...", max_entries=4)
 def ready_model(name: str, attentions: bool = False, trust_remote_code: bool = False):
-    from kdlab.ready_teacher import load_ready
+    from kdlab.models.ready_teacher import load_ready
     m, tok = load_ready(name, attentions=attentions, trust_remote_code=trust_remote_code)
     m.eval()
     return m, tok
@@ -433,13 +423,13 @@ def teacher(attentions: bool = False):
 
 
 def check_against_task(model, name: str) -> None:
-    from kdlab.ready_teacher import check_against_task as _check
+    from kdlab.models.ready_teacher import check_against_task as _check
     _check(model, bundle(), name)
 
 
 @st.cache_resource(show_spinner="building student ...", max_entries=4)
 def _student_from(_teacher, key: str, layers: int, init: str, hidden: int):
-    from kdlab.models import build_student
+    from kdlab.models.core import build_student
     st_ = build_student(_teacher, layers=layers, init=init, hidden=hidden or None)
     st_.eval()
     return st_
@@ -454,7 +444,7 @@ def fresh_student(t, key: str, tok=None):
         name = s["student"].strip()
         m, stok = base_teacher(name, bundle().num_labels())
         ttok = tok if tok is not None else teacher()[1]
-        from kdlab.models import same_tokenizer
+        from kdlab.models.core import same_tokenizer
         if not same_tokenizer(stok, ttok):
             raise KdlabError(f"the pretrained student '{name}' tokenizes differently from the teacher: this view "
                              "feeds both the same tokens; train it (logit-level methods) and compare the runs")
@@ -463,7 +453,7 @@ def fresh_student(t, key: str, tok=None):
 
 
 def _ranking(r: dict) -> bool:
-    from kdlab.run_record import StoredRun
+    from kdlab.runs.run_record import StoredRun
     return StoredRun(r).is_ranking
 
 
@@ -499,7 +489,7 @@ def run_models(run: dict, attentions: bool = False):
 def logits_for(folder: str, texts: tuple, max_len: int = 64, texts_b: tuple | None = None) -> np.ndarray:
     """Logits of the saved model in ``folder``; ``texts_b``: the second texts of a pair task."""
     from kdlab.data.loaders import Split
-    from kdlab.evaluate import predict
+    from kdlab.analysis.evaluate import predict
     m, tok = saved_model(folder)
     return predict(m, Split("x", list(texts), [0] * len(texts), "x", None if texts_b is None else list(texts_b)),
                    tok, max_len=max_len)
@@ -507,8 +497,8 @@ def logits_for(folder: str, texts: tuple, max_len: int = 64, texts_b: tuple | No
 
 # ----------------------------------------------------------------------------------------------- stored runs
 def record(run: dict):
-    """The stored run as a ``kdlab.run_record.StoredRun`` of this store."""
-    from kdlab.run_record import StoredRun
+    """The stored run as a ``kdlab.runs.run_record.StoredRun`` of this store."""
+    from kdlab.runs.run_record import StoredRun
     return StoredRun(run, store())
 
 
@@ -522,7 +512,7 @@ def task_of(run: dict):
 @st.cache_resource(show_spinner="loading the run's data ...", max_entries=6)
 def _run_data(root: str, run_id: str):
     from kdlab.deploy.artifacts import run_data
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     return run_data(Store(root).run(run_id))
 
 
@@ -598,6 +588,15 @@ def _png_export() -> bool:
         "chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")))
 
 
+def readable(df):
+    """The table as shown: its float columns written by ``num`` (0.0018, not 1.7763e-03); the values (and the CSV
+    download) stay the numbers themselves."""
+    floats = [c for c in df.columns if df[c].dtype.kind == "f"]
+    if not floats or not (df.index.is_unique and df.columns.is_unique) or df.size > 100_000:
+        return df
+    return df.style.format(num, subset=floats, na_rep="")
+
+
 def show(obj, key: str, where=None, name: str | None = None, **kw):
     """Draw a table (DataFrame, or a list of row dicts) or a plotly figure in ``where`` (default the page) with
     its downloads below it: the table as CSV, the figure as HTML (plotly.js inlined: opens offline) and as PNG
@@ -607,7 +606,7 @@ def show(obj, key: str, where=None, name: str | None = None, **kw):
     name = name or key
     if isinstance(obj, (pd.DataFrame, list)):
         df = obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
-        where.dataframe(df, key=key, **kw)
+        where.dataframe(readable(df), key=key, **kw)
         where.download_button("CSV", lambda: df.to_csv().encode(), f"{name}.csv", "text/csv", key=f"{key}_csv",
                               icon=":material/download:", type="tertiary", on_click="ignore")
         return

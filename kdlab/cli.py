@@ -14,8 +14,8 @@ import json
 import sys
 import time
 
-from .config import (CHOICES, DEFAULT_TEACHER_LR, PRECISIONS, PRESETS, TEACHER_LR, RunConfig, apply_preset,
-                     build_config)
+from .choices import BY_NAME, GROUPS, TABLE, help_text
+from .config import BUDGETS, CHOICES, PRESETS, RunConfig, apply_preset, build_config
 from .errors import KdlabError
 
 COMMANDS: dict = {}
@@ -36,7 +36,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _layers(s: str) -> list[int]:
-    from .mapping import parse_layers
+    from .kd.mapping import parse_layers
     try:
         return parse_layers(s, example="0,2,4")
     except KdlabError as e:
@@ -78,133 +78,51 @@ def _refuse(a, dests, why: str):
         raise KdlabError(f"{why}: drop {', '.join(given)}")
 
 
+PARSERS = {"layers": _layers, "key=value": _kv}   # the table's named parsers (kdlab.choices.Choice.type)
+GROUP_TITLES = {"training": lambda student: "training (teacher and student)" if student else "training"}
+
+
+def add_choice(g, name: str, **override):
+    """The option of the run choice ``name`` as the table declares it (kdlab.choices.TABLE), its default None (so
+    that ``build_config`` applies the default, or a preset's); ``override``: argparse settings of a command that
+    takes the choice differently (e.g. a narrower ``choices``)."""
+    c = BY_NAME[name]
+    kw = dict(help=help_text(c), dest=c.name)
+    if c.action:
+        kw["action"] = c.action
+        if c.action == "store_true":
+            kw["default"] = None
+    if c.type is not None:
+        kw["type"] = PARSERS.get(c.type, c.type)
+    for k in ("choices", "metavar", "nargs"):
+        if getattr(c, k) is not None:
+            kw[k] = list(getattr(c, k)) if k == "choices" else getattr(c, k)
+    kw.update(override)
+    return g.add_argument(c.option, **kw)
+
+
 def run_options(p, *, student: bool = True, name: bool = True, resume: bool = False):
-    """The options ``build_config`` takes (None = its default, or the preset's). ``student``: the student, the
-    method and the student's training; ``name``: the run's name; ``resume``: ``--resume RUN``."""
-    D = CHOICES
-    g = p.add_argument_group("models")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: a tiny random teacher, runs in seconds")
-    g.add_argument("--teacher", action="append",
-                   help=f"built-in name (minilm-l6, mpnet-base, tiny, tiny-FAMILY), model folder, or hub name (default "
-                        f"{D['teacher']}); given several times: a teacher ensemble for logit KD (each prepared as "
-                        "usual; a name given twice is prepared again with the next seed)")
-    if student:
-        g.add_argument("--ensemble", choices=["mean-probs", "mean-kl"],
-                       help="several teachers: KD to the mean of their softened distributions (mean-probs, the "
-                            "default) or the mean of the per-teacher KD losses (mean-kl)")
-        g.add_argument("--teacher-logits", metavar="FILE",
-                       help="a teacher given only as soft labels: a .npy array [N, C] with one row of logits (or "
-                            "probabilities) per training example in kdlab's order, or a .csv/.tsv with a 'text' "
-                            "column (and 'text_b' for pairs) and one column per class, matched by text; drives "
-                            "logit-level methods (kd, kd-mse, ...); --teacher then names the student's base model")
-    g.add_argument("--arch", metavar="FAMILY",
-                   help="model family of the tiny random teacher (with --preset tiny): bert (default), roberta, "
-                        "electra, distilbert, deberta-v2, modernbert, mpnet")
-    g.add_argument("--teacher-finetuned", action="store_true", default=None,
-                   help="the teacher is already a fine-tuned classifier for this task: use it as is (evaluated, "
-                        "never fine-tuned); a folder kdlab saved is recognised without this flag")
-    g.add_argument("--trust-remote-code", action="store_true", default=None,
-                   help="allow custom model code from the hub (off by default)")
-    if student:
-        g.add_argument("--student", metavar="NAME_OR_FOLDER",
-                       help="a pretrained student from another checkpoint (built-in name, model folder or hub name) "
-                            "instead of layers copied from the teacher; its layers map to the teacher's through the "
-                            "method's mapping, with learned projections where widths differ; a student that "
-                            "tokenizes differently works with logit-level methods only; 'static': a token table "
-                            "read from the teacher (Model2Vec recipe), mean-pooled, with a linear head")
-        g.add_argument("--student-layers", type=int, help=f"number of student layers (default {D['student_layers']}; "
-                                                          f"{PRESETS['tiny']['student_layers']} with --preset tiny)")
-        g.add_argument("--student-init", choices=["skip", "uniform", "first", "last", "explicit", "fresh"],
-                       help="copy teacher layers by strategy (default skip), or 'fresh' random init")
-        g.add_argument("--student-layer-list", type=_layers,
-                       help="explicit teacher layers to copy, 0-based, e.g. 0,2,4,7,9,11")
-        g.add_argument("--student-hidden", type=int, help="a narrower student (hidden size; random init unless "
-                                                          "--student-narrow-init)")
-        g.add_argument("--student-narrow-init", choices=["random", "pca", "select"],
-                       help="a narrower student: random (default), or projected from the teacher's layers: pca "
-                            "(principal directions of its hidden states) or select (its strongest channels)")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", help="embedded (default), a TSV/CSV/JSONL file, a GLUE-style folder, or a hub dataset name")
-    g.add_argument("--task", help="a built-in task: sentiment (the default), cola, sst2, mrpc, qqp, sts-b, mnli, qnli, "
-                                  "rte, wnli (a GLUE folder names its task itself), or ranking (a BEIR folder: "
-                                  "--method margin-mse, listwise-kl or contrastive; options via --set, see "
-                                  "kdlab.ranking.train)")
-    g.add_argument("--text-col", help="text column, or two for a sentence pair: a,b (default: the task's; sentence)")
-    g.add_argument("--label-col", help="label column (default: the task's; label)")
-    g.add_argument("--label-kind", choices=["classes", "score", "multi"],
-                   help="classes (default), score (regression) or multi (several labels per row, comma-separated)")
-    g.add_argument("--ood", nargs="*", help="labeled files evaluated as out-of-domain sets")
-    g.add_argument("--ood-map", help="score OOD sets with other labels: model_label=ood_label,... (default: the task's "
-                                     "built-in mapping, e.g. entailment=entails,not_entailment=neutral for SciTail)")
-    g.add_argument("--max-train", type=int, help="use at most this many training examples (0: all, the default)")
-    g.add_argument("--max-eval", type=int, help="use at most this many examples per evaluation set (0: all, the "
-                                                "default)")
-    if student:
-        g.add_argument("--transfer", metavar="FILE",
-                       help="a transfer set: more texts the student learns the teacher's outputs on (.txt one per "
-                            "line, or .tsv/.csv/.jsonl with the text column and an optional label column); hard "
-                            "labels only where a row has one. With --max-train N: the few-labels setting")
-        g.add_argument("--augment", action="store_true", default=None,
-                       help="add augmented copies of the training texts (masking, nearest-neighbour word "
-                            "replacement, n-grams; kdlab.augment), learned from the teacher's outputs only")
-    if student:
-        g = p.add_argument_group("method")
-        g.add_argument("--method", help=f"a registered method (python -m kdlab methods; default {D['method']})")
-        g.add_argument("--set", dest="method_args", type=_kv, action="append", metavar="KEY=VALUE",
-                       help="method option, e.g. --set temperature=4 --set alpha_soft=0.7")
-        g.add_argument("--temperature", type=float, help="shortcut for --set temperature=T")
-        g = p.add_argument_group("student training")
-        g.add_argument("--epochs", type=int, help=f"default {D['epochs']} ({PRESETS['tiny']['epochs']} with --preset tiny)")
-        g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-        g.add_argument("--lr", type=float, help=f"default {D['lr']} ({PRESETS['tiny']['lr']} with --preset tiny)")
-        g.add_argument("--grad-accum", type=int, help=f"default {D['grad_accum']}")
-        g.add_argument("--checkpoint-every", type=int, metavar="N",
-                       help="also checkpoint every N steps for exact resume (default: each epoch)")
-        g.add_argument("--teacher-cache", choices=["auto", "on", "off"],
-                       help="reuse teacher outputs per example after the first epoch (auto, the default: only "
-                            "when exact)")
-        g.add_argument("--cache-dtype", choices=["fp32", "fp16"], help="teacher-cache storage (default fp32)")
-        g.add_argument("--select", metavar="SPLIT:METRIC",
-                       help="keep the model of the best epoch by this metric on this split (e.g. dev:accuracy, "
-                            "scitail_test:macro_f1); the run reports both the last and the selected model")
-        g.add_argument("--patience", type=int, help="with --select: stop after this many epochs without improvement")
-        g.add_argument("--length-buckets", choices=["auto", "on", "off"],
-                       help="skip padding: rows of similar length run together, trimmed (auto, the default: on "
-                            "for CPU)")
-        g.add_argument("--grad-share-every", type=int, metavar="N",
-                       help=f"every N steps, log the gradient norm each loss term puts on the student (read by "
-                            f"`kdlab doctor`; default {D['grad_share_every']}, 0 = off)")
-    g = p.add_argument_group("teacher fine-tuning")
-    g.add_argument("--teacher-epochs", type=int, help=f"epochs to fine-tune the teacher (default "
-                                                      f"{D['teacher_epochs']}; {PRESETS['tiny']['teacher_epochs']} "
-                                                      "with --preset tiny)")
-    g.add_argument("--teacher-lr", type=float, help=f"default {DEFAULT_TEACHER_LR} ({TEACHER_LR['tiny']} for the tiny "
-                                                    "teacher)")
-    g = p.add_argument_group("training (teacher and student)" if student else "training")
-    g.add_argument("--batch-size", type=int, help=f"default {D['batch_size']}")
-    g.add_argument("--max-len", type=int, help=f"tokens per example (default {D['max_len']}; "
-                                               f"{PRESETS['tiny']['max_len']} with --preset tiny)")
-    g.add_argument("--seed", type=int, help=f"default {D['seed']}")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads (default 0: this process's share of the cores among the kdlab runs computing on "
-                        "this machine, adjusted as runs start and end; also $KDLAB_THREADS)")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    g.add_argument("--precision", choices=list(PRECISIONS),
-                   help="default auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 autocast with a gradient scaler "
-                        "where the GPU has no bf16 (T4-class)")
-    g = p.add_argument_group("output")
-    _store_option(g)
-    if name:
-        g.add_argument("--name", help="a name for the run")
-    g.add_argument("--config", help="a JSON file with a whole run configuration (instead of the options above)")
-    g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
-    if student:
-        g.add_argument("--tensorboard", action="store_true", default=None,
-                       help="also write TensorBoard event files into the run's folder (tensorboard --logdir RUNS)")
-    _quiet_option(g)
-    if resume:
-        g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last checkpoint "
-                       "with its stored configuration")
+    """The options ``build_config`` takes, one per declared run choice (kdlab.choices.TABLE; None = its default, or
+    the preset's). ``student``: the student, the method and the student's training; ``name``: the run's name;
+    ``resume``: ``--resume RUN``."""
+    scopes = {"run"} | ({"student"} if student else set()) | ({"named"} if name else set())
+    for group in GROUPS:
+        mine = [c for c in TABLE if c.group == group and c.scope in scopes]
+        if not mine and group != "output":
+            continue
+        title = GROUP_TITLES.get(group, lambda _: group)(student)
+        g = p.add_argument_group(title)
+        if group == "output":
+            _store_option(g)
+        for c in mine:
+            add_choice(g, c.name)
+        if group == "output":
+            g.add_argument("--config", help="a JSON file with a whole run configuration (instead of the options "
+                                            "above)")
+            _quiet_option(g)
+            if resume:
+                g.add_argument("--resume", metavar="RUN_ID", help="resume a killed/failed run from its last "
+                               "checkpoint with its stored configuration")
 
 
 def _read_config(path: str) -> RunConfig:
@@ -237,7 +155,7 @@ def config_from_args(a) -> RunConfig:
 
 
 def _store(a):
-    from .store import Store
+    from .runs.store import Store
     return Store(a.runs) if a.runs else Store()
 
 
@@ -252,8 +170,8 @@ def _print_lines(lines):
 
 def _print_references(store, run_id):
     """The published reference rows and the weak-teacher warning for the teacher of ``run_id``
-    (kdlab.references)."""
-    from .references import for_run
+    (kdlab.analysis.references)."""
+    from .analysis.references import for_run
     if run_id:
         _print_lines(for_run(store, run_id))
 
@@ -275,7 +193,7 @@ def _distill_args(p):
 
 @command("distill", "distill a student from a teacher with one method", _distill_args)
 def cmd_distill(a):
-    from .pipeline import distill_run, resume_run
+    from .engine.pipeline import distill_run, resume_run
     from .speed.ddp import is_main, wrap_store
     if a.resume:
         _refuse(a, [*CHOICES, "config"], "--resume continues the run with its stored configuration")
@@ -294,7 +212,7 @@ def cmd_distill(a):
 @command("teacher", "fine-tune (or reuse) the teacher on the training data",
          lambda p: run_options(p, student=False, name=False))
 def cmd_teacher(a):
-    from .pipeline import load_bundle, prepare_teachers
+    from .engine.pipeline import load_bundle, prepare_teachers
     cfg = config_from_args(a)
     store = _store(a)
     from .ranking.train import ranking_teacher, wants_ranking
@@ -305,7 +223,7 @@ def cmd_teacher(a):
     if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
         _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
         return 0
-    from .references import for_run
+    from .analysis.references import for_run
     for _, _, run_id in prepare_teachers(cfg, store, load_bundle(cfg), log=_log(a)):
         _print_run(store, run_id)
         for line in ([] if a.quiet else for_run(store, run_id)):   # stderr: stdout stays one JSON per teacher
@@ -348,6 +266,9 @@ def _eval_args(p):
                         "reports accuracy, MB, parameters and ms/example at batch 1 and 32 beside the teacher's")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for the --model latency (default 1)")
     p.add_argument("--json", action="store_true", help="with --model: print JSON instead of the table")
+    p.add_argument("--compare", action="append", metavar="A:B",
+                   help="with --model: model A against model B (names of the table, e.g. h6-f768-kd:h6-f768), the "
+                        "paired bootstrap over each split's examples: the difference, its 95%% interval, a verdict")
     _quiet_option(p)
     p.add_argument("--text-col", help="text column(s) a or a,b (default: those of the run's task)")
     p.add_argument("--label-col", help="label column (default: the run's task's)")
@@ -357,19 +278,29 @@ def _eval_args(p):
     _store_option(p)
 
 
+def _compare_pairs(values) -> list[tuple[str, str]]:
+    pairs = []
+    for v in values or []:
+        a, sep, b = v.partition(":")
+        if not sep or not a or not b:
+            raise KdlabError(f"--compare takes two model names as A:B (e.g. h6-f768-kd:h6-f768), got {v!r}")
+        pairs.append((a, b))
+    return pairs
+
+
 @command("eval", "evaluate a stored run's model on a labeled file (JSON); with --model: a run's models beside the "
                  "teacher (accuracy, MB, latency)", _eval_args)
 def cmd_eval(a):
-    from .pipeline import eval_run
+    from .engine.pipeline import eval_run
     if a.max_len < 1:
         raise KdlabError(f"--max-len is the number of tokens per example: at least 1 (got {a.max_len})")
     if a.threads < 1:
         raise KdlabError(f"--threads is the number of CPU threads for the latency: at least 1 (got {a.threads})")
-    from .run_record import StoredRun
+    from .runs.run_record import StoredRun
     rec = StoredRun.load(_store(a), a.run)
     if rec.task_kind == "lm":   # perplexity per domain, token KL, top-1 agreement
         from .lm.train import eval_lm_run
-        _refuse(a, ["model", "ood_map"], "an LM run is evaluated by perplexity: `kdlab eval --run RUN [--data FILE]`")
+        _refuse(a, ["model", "ood_map", "compare"], "an LM run is evaluated by perplexity: `kdlab eval --run RUN [--data FILE]`")
         print(json.dumps(eval_lm_run(_store(a), rec.row, a.data), indent=2))
         return 0
     if not a.model and not a.data and rec.is_ranking:   # a ranking run without --data: its own BEIR folder
@@ -379,11 +310,12 @@ def cmd_eval(a):
         _refuse(a, ["ood_map"], "--ood-map applies to `eval --data FILE` without --model")
         res = eval_models(_store(a), a.run, a.model or ["student"], data=a.data, text_col=a.text_col or "sentence",
                           label_col=a.label_col or "label", max_len=a.max_len, threads=a.threads,
-                          log=_log(a))
+                          compare=_compare_pairs(a.compare), log=_log(a))
         print(json.dumps(res, indent=2) if a.json else format_table(res))
         if not a.json:
             _print_references(_store(a), res.get("run"))
         return 0
+    _refuse(a, ["compare"], "--compare compares models of the run's table: give them with --model (e.g. --model all)")
     res = eval_run(_store(a), a.run, a.data, text_col=a.text_col, label_col=a.label_col, max_len=a.max_len,
                    ood_map=a.ood_map)
     print(json.dumps(res, indent=2))
@@ -450,7 +382,7 @@ def _runs_csv(store, rows):
     """One row per run and evaluation split: id, name, kind, method, status, seed, split, every metric, MB, ms."""
     import csv
 
-    from .run_record import StoredRun
+    from .runs.run_record import StoredRun
     out, metrics = [], []
     for r in rows:
         size = store.artifact(r["id"], "size", {}) or {}
@@ -468,7 +400,7 @@ def _runs_csv(store, rows):
 @command("runs", "list the runs in the run store (with each run's name and disk use)", _runs_args)
 def cmd_runs(a):
     from .deploy.report import model_lines
-    from .disk import human, run_bytes
+    from .runs.disk import human, run_bytes
     from .tasks import run_primary_metric
     if a.prune:
         _refuse(a, ["json", "csv"], "--prune frees disk space and lists nothing")
@@ -528,7 +460,7 @@ def _gc_args(p):
 @command("gc", "free the disk space finished runs left: their resume checkpoints and half-written folders",
          _gc_args)
 def cmd_gc(a):
-    from .disk import gc, human
+    from .runs.disk import gc, human
     store = _store(a)
     store.check_writable("gc")
     rows = gc(store, failed=a.failed, dry_run=a.dry_run)
@@ -566,7 +498,7 @@ def _study_args(p):
 @command("study", "a grid of methods x option values x seeds, each a stored run; mean ± std, the paired difference "
                   "to the baseline with a 95% bootstrap CI and a verdict per domain", _study_args)
 def cmd_study(a):
-    from .study import aggregate, check_bootstrap, format_table, json_rows, parse_seeds, parse_vary, run_study, to_csv
+    from .engine.study import aggregate, check_bootstrap, format_table, json_rows, parse_seeds, parse_vary, run_study, to_csv
     check_bootstrap(a.bootstrap)   # before any cell trains
     store = _store(a)
     if a.list:
@@ -595,7 +527,7 @@ def cmd_study(a):
         sys.stdout.write(to_csv(rows))
     else:
         print(format_table(rows))
-        from .references import for_study
+        from .analysis.references import for_study
         _print_lines(for_study(store, a.name))
     return 1 if res["failed"] else 0
 
@@ -610,7 +542,7 @@ def _doctor_args(p):
 @command("doctor", "why distillation did (not) help a run: ranked findings, each with its figure and a next step",
          _doctor_args)
 def cmd_doctor(a):
-    from .doctor import diagnose, format_report
+    from .analysis.doctor import diagnose, format_report
     d = diagnose(_store(a), a.run)
     print(json.dumps(d, indent=2, default=float) if a.json else format_report(d))
     return 0
@@ -630,11 +562,12 @@ def _cka_args(p):
     _store_option(p)
     _quiet_option(p)
     g = p.add_argument_group("without --run: the teacher against a student copied from its layers")
-    g.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher")
-    g.add_argument("--student-layers", type=int, help="default 3 (2 with --preset tiny)")
-    g.add_argument("--student-init", choices=["skip", "first", "last"], help="default skip")
-    g.add_argument("--data", help="embedded (default), a file, a folder or a hub dataset name")
+    g.add_argument("--teacher", help=f"teacher name or folder (default {CHOICES['teacher']})")
+    add_choice(g, "preset", help="tiny: the tiny random teacher")
+    add_choice(g, "student_layers", help=f"default {CHOICES['student_layers']} "
+                                         f"({PRESETS['tiny']['student_layers']} with --preset tiny)")
+    add_choice(g, "student_init", choices=["skip", "first", "last"], help=f"default {CHOICES['student_init']}")
+    add_choice(g, "data", help="embedded (default), a file, a folder or a hub dataset name")
 
 
 @command("cka", "teacher x student CKA (linear and debiased) per layer; stored with the run", _cka_args)
@@ -660,8 +593,8 @@ def cmd_cka(a):
 
 def _cka_without_run(a):
     """No run: the (not fine-tuned) teacher against a student copied from its layers."""
-    from .models import build_student, load_teacher
-    from .pipeline import load_bundle
+    from .models.core import build_student, load_teacher
+    from .engine.pipeline import load_bundle
     from .tools.cka_run import cka_between
     cfg = build_config(teacher=a.teacher, data=a.data, student_layers=a.student_layers, preset=a.preset,
                        max_eval=a.max_examples)
@@ -680,28 +613,29 @@ def _cka_without_run(a):
 
 
 def _bench_args(p):
-    p.add_argument("--teacher", help="teacher name or folder (default minilm-l6)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--teacher", help=f"teacher name or folder (default {CHOICES['teacher']})")
+    add_choice(p, "preset", help="tiny: the tiny random teacher (seconds)")
     p.add_argument("--teacher-config", metavar="LAYERSxHIDDEN",
                    help="a random BERT teacher of this size built in code, for speed only (e.g. 12x768)")
-    p.add_argument("--student-layers", type=int, default=3)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=64)
+    add_choice(p, "student_layers", default=CHOICES["student_layers"], help=f"default {CHOICES['student_layers']}")
+    p.add_argument("--batch", type=int, default=CHOICES["batch_size"], help=f"default {CHOICES['batch_size']}")
+    p.add_argument("--seq", type=int, default=CHOICES["max_len"], help=f"tokens per example (default "
+                                                                         f"{CHOICES['max_len']})")
     p.add_argument("--steps", type=int, default=10, help="batches per epoch (default 10)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved timing rounds; the median round is reported (default 3)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                   help="also time the loop's mixed-precision steps (auto: on CUDA bf16, or fp16 with a gradient "
+    add_choice(p, "precision", default=CHOICES["precision"],
+               help="also time the loop's mixed-precision steps (auto: on CUDA bf16, or fp16 with a gradient "
                         "scaler where the GPU has no bf16; none on CPU)")
     p.add_argument("--peak-tflops", type=float,
                    help="the device's dense bf16/fp16 peak TFLOP/s for model-FLOPs utilisation on CUDA (default: "
                         "the datasheet figure of a known GPU, e.g. 989 for H100 SXM)")
     p.add_argument("--compile", action="store_true", help="also measure the student under torch.compile")
     p.add_argument("--no-textbrewer", action="store_true")
-    p.add_argument("--length-buckets", default="auto", choices=["auto", "on", "off"],
-                   help="kdlab's steps skip padding (auto: on for CPU); on also adds the padded steps")
+    add_choice(p, "length_buckets", default=CHOICES["length_buckets"],
+               help="kdlab's steps skip padding (auto: on for CPU); on also adds the padded steps")
     p.add_argument("--concurrent", type=int, metavar="N",
                    help="instead: the wall time of N tiny runs started together against one alone (each process "
                         "takes its share of the cores, kdlab.threads)")
@@ -736,14 +670,14 @@ def cmd_bench(a):
 
 def _workshop_args(p):
     p.add_argument("action", choices=["prepare"], help="prepare: the teacher and the teaching runs (resumable)")
-    p.add_argument("--profile", choices=["quick", "full"], default="quick",
+    p.add_argument("--profile", choices=list(BUDGETS), default="quick",
                    help="quick (default): the dashboard's default budget; full: all embedded examples, more epochs")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="tiny: the tiny random teacher (seconds)")
-    p.add_argument("--teacher", help="built-in name (minilm-l6, tiny), model folder, or hub name")
-    p.add_argument("--data", help="embedded (default), a file, a GLUE-style folder, or a hub dataset name")
-    p.add_argument("--max-train", type=int, help="at most this many training examples (default: the profile's)")
-    p.add_argument("--max-eval", type=int, help="at most this many examples per evaluation set")
-    p.add_argument("--max-steps", type=int, help="stop every student run after this many steps")
+    add_choice(p, "preset", help="tiny: the tiny random teacher (seconds)")
+    p.add_argument("--teacher", help=f"built-in name ({CHOICES['teacher']}, tiny), model folder, or hub name")
+    add_choice(p, "data", help="embedded (default), a file, a GLUE-style folder, or a hub dataset name")
+    add_choice(p, "max_train", help="at most this many training examples (default: the profile's)")
+    add_choice(p, "max_eval", help="at most this many examples per evaluation set (default: the profile's)")
+    add_choice(p, "max_steps", help="stop every student run after this many steps")
     _store_option(p)
     _quiet_option(p)
 
@@ -773,7 +707,7 @@ def _how_to_continue(a, e: KeyboardInterrupt) -> str:
     root, rid = getattr(e, "kdlab_run", (None, None))
     if not rid:
         return ""
-    from .checkpoint import find_checkpoint
+    from .runs.checkpoint import find_checkpoint
     from pathlib import Path
     if find_checkpoint(Path(root) / rid / "checkpoint") is None:
         return f" (run {rid} had no checkpoint yet: start it again; --checkpoint-every N checkpoints within an epoch)"
@@ -800,7 +734,7 @@ def _claim_threads(a):
     share of the cores. ``eval --threads`` is the latency measurement's own setting, not this."""
     if a.cmd in LIGHT_COMMANDS or (a.cmd == "study" and (getattr(a, "workers", 1) or 1) > 1) or (
             a.cmd == "bench" and getattr(a, "concurrent", None)):
-        return   # a study's workers (kdlab.study._share_cores) and the benchmark's runs each take their share
+        return   # a study's workers (kdlab.engine.study._share_cores) and the benchmark's runs each take their share
     from .threads import use
     use(getattr(a, "threads", None) if a.cmd != "eval" else None)
 

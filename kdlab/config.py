@@ -6,46 +6,43 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from .choices import (BUDGETS, DEFAULT_STUDENT_LR, DEFAULT_TEACHER_LR, DEFAULTS, PRECISIONS, PRESETS,  # noqa: F401
+                      STUDENT_INITS, TEACHER_LR, allowed)
 from .errors import KdlabError
 
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# The learning rates when none is chosen, declared once: a run's student (the CLI's --lr, RunConfig.train, the
-# dashboard's full budget) and a pretrained teacher's fine-tuning (TEACHER_LR below: the tiny teacher's own).
-DEFAULT_STUDENT_LR = 1e-4
-DEFAULT_TEACHER_LR = 5e-5
+D = DEFAULTS   # every default below comes from the one table of run choices (kdlab.choices)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 32
-    lr: float = DEFAULT_TEACHER_LR   # RunConfig.train (the student) defaults to DEFAULT_STUDENT_LR
+    epochs: int = D["epochs"]
+    max_steps: int | None = D["max_steps"]
+    batch_size: int = D["batch_size"]
+    lr: float = DEFAULT_TEACHER_LR   # RunConfig.train (the student) defaults to DEFAULT_STUDENT_LR (D["lr"])
     weight_decay: float = 0.01
     warmup: float = 0.1
-    grad_accum: int = 1
+    grad_accum: int = D["grad_accum"]
     clip: float = 1.0
-    max_len: int = 64
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"      # auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 + a gradient scaler where the GPU
-                                 # has no bf16 (kdlab.distill.autocast_dtype); or fp32 / bf16 / fp16
-    threads: int = 0             # CPU threads; 0 = this process's share of the cores (kdlab.threads)
+    max_len: int = D["max_len"]
+    seed: int = D["seed"]
+    device: str = D["device"]
+    precision: str = D["precision"]   # auto: fp32 on CPU; on CUDA bf16 autocast, or fp16 + a gradient scaler where the GPU
+                                 # has no bf16 (kdlab.engine.distill.autocast_dtype); or fp32 / bf16 / fp16
+    threads: int = D["threads"]  # CPU threads; 0 = this process's share of the cores (kdlab.threads)
     eval_each_epoch: bool = True
     log_every: int = 1
     checkpoint_each_epoch: bool = True
     progress: bool = True
-    checkpoint_every: int = 0    # also checkpoint (for exact resume) every N optimiser steps; 0 = epochs only
-    teacher_cache: str = "auto"  # auto (only when exact) | on | off: reuse teacher outputs per example
-    cache_dtype: str = "fp32"    # fp32 (exact) | fp16 (half the memory; used with teacher_cache=on)
+    checkpoint_every: int = D["checkpoint_every"]   # also checkpoint (for exact resume) every N optimiser steps; 0 = epochs only
+    teacher_cache: str = D["teacher_cache"]   # auto (only when exact) | on | off: reuse teacher outputs per example
+    cache_dtype: str = D["cache_dtype"]       # fp32 (exact) | fp16 (half the memory; used with teacher_cache=on)
     cache_max_mb: float = 2048   # stop adding to the teacher cache past this size
-    length_buckets: str = "auto"  # auto (CPU) | on | off: skip padding, rows of similar length run together
-    select: str | None = None    # 'split:metric': keep the best epoch's model (kdlab.selection)
-    patience: int = 0            # with select: stop after this many epochs without improvement; 0 = never
-    tensorboard: bool = False    # also write TensorBoard event files into the run's folder (kdlab.tensorboard)
-    grad_share_every: int = 50   # every N optimiser steps, the gradient norm each loss term puts on the student
-                                 # (kdlab.grad_share, read by `kdlab doctor`); 0 = off
+    length_buckets: str = D["length_buckets"]   # auto (CPU) | on | off: skip padding, rows of similar length run together
+    select: str | None = D["select"]    # 'split:metric': keep the best epoch's model (kdlab.engine.selection)
+    patience: int = D["patience"]       # with select: stop after this many epochs without improvement; 0 = never
+    tensorboard: bool = D["tensorboard"]   # also write TensorBoard event files into the run's folder (kdlab.engine.tensorboard)
+    grad_share_every: int = D["grad_share_every"]   # every N optimiser steps, the gradient norm each loss term puts on the student
+                                 # (kdlab.analysis.grad_share, read by `kdlab doctor`); 0 = off
 
     def validate(self):
         for name in ("epochs", "batch_size", "grad_accum", "max_len"):
@@ -55,7 +52,7 @@ class TrainConfig:
             raise KdlabError(f"patience must be 0 (no early stopping) or a positive number of epochs "
                              f"(got {self.patience})")
         if self.select is not None or self.patience:
-            from .selection import parse_select
+            from .engine.selection import parse_select
             if parse_select(self.select) is None:
                 raise KdlabError("--patience stops when the selected metric stops improving: give it with "
                                  "--select split:metric (e.g. --select dev:accuracy)")
@@ -65,21 +62,21 @@ class TrainConfig:
             raise KdlabError(f"learning rate must be positive (got {self.lr})")
         if not 0 <= self.warmup < 1:
             raise KdlabError(f"warmup is a fraction of the steps in [0, 1) (got {self.warmup})")
-        if self.precision not in PRECISIONS:
+        if self.precision not in allowed("precision"):
             raise KdlabError(f"precision must be auto, fp32, bf16 or fp16 (got {self.precision})")
         if self.checkpoint_every < 0:
             raise KdlabError(f"checkpoint-every must be 0 (epochs only) or a positive number of steps "
                              f"(got {self.checkpoint_every})")
-        if self.teacher_cache not in ("auto", "on", "off"):
+        if self.teacher_cache not in allowed("teacher_cache"):
             raise KdlabError(f"teacher-cache must be auto, on or off (got {self.teacher_cache})")
-        if self.length_buckets not in ("auto", "on", "off"):
+        if self.length_buckets not in allowed("length_buckets"):
             raise KdlabError(f"length-buckets must be auto, on or off (got {self.length_buckets})")
         from .threads import check as check_threads
         check_threads(self.threads)
         if self.grad_share_every < 0:
             raise KdlabError(f"grad-share-every must be 0 (off) or a positive number of steps "
                              f"(got {self.grad_share_every})")
-        if self.cache_dtype not in ("fp32", "fp16"):
+        if self.cache_dtype not in allowed("cache_dtype"):
             raise KdlabError(f"cache-dtype must be fp32 or fp16 (got {self.cache_dtype})")
         return self
 
@@ -87,11 +84,11 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     """Everything a distillation run needs; ``preset='tiny'`` swaps in a tiny random teacher."""
-    teacher: str = "minilm-l6"
-    teacher_finetuned: bool = False    # the teacher is a fine-tuned classifier: used as is (kdlab.ready_teacher)
-    teachers: list[str] = field(default_factory=list)  # several teachers (an ensemble, kdlab.teachers); [] = one
-    ensemble: str = "mean-probs"       # an ensemble's loss: mean-probs (KD to the mean distribution) | mean-kl
-    teacher_logits: str | None = None  # a teacher given as soft labels (a .npy/.csv/.tsv file, kdlab.teachers)
+    teacher: str = D["teacher"]
+    teacher_finetuned: bool = False    # the teacher is a fine-tuned classifier: used as is (kdlab.models.ready_teacher)
+    teachers: list[str] = field(default_factory=list)  # several teachers (an ensemble, kdlab.models.teachers); [] = one
+    ensemble: str = D["ensemble"]      # an ensemble's loss: mean-probs (KD to the mean distribution) | mean-kl
+    teacher_logits: str | None = None  # a teacher given as soft labels (a .npy/.csv/.tsv file, kdlab.models.teachers)
     data: str | None = None            # None = the embedded corpus; a file, folder or hub name
     text_col: str | None = None        # None = the task's ('sentence' for sentiment); 'a,b' = a sentence pair
     label_col: str | None = None       # None = the task's ('label' for sentiment)
@@ -104,18 +101,19 @@ class RunConfig:
     data_seed: int | None = None       # the seed of the data's subsampling and dev split; None = train.seed (a
                                        # study fixes it, so every seed's cell trains on the same data and teacher)
     transfer: str | None = None        # a file of extra texts the student learns from the teacher's outputs on
-    augment: bool = False              # enlarge the transfer set by augmentation (kdlab.augment)
+    augment: bool = False              # enlarge the transfer set by augmentation (kdlab.data.augment)
     augment_args: dict = field(default_factory=dict)   # n_samples, p_mask, p_replace, p_ng, ng_max
-    student_layers: int = 3
-    student_init: str = "skip"         # skip | first | last | explicit | fresh
+    student_layers: int = D["student_layers"]
+    student_init: str = D["student_init"]   # skip | first | last | explicit | fresh
     student_layer_list: list[int] | None = None
     student_hidden: int | None = None
-    student_narrow_init: str = "random"  # a narrower student (student_hidden): random | pca | select (kdlab.narrow)
-    student: str | None = None         # a pretrained student: built-in name, folder or hub name (kdlab.students)
-    method: str = "kd"
+    student_narrow_init: str = D["student_narrow_init"]  # a narrower student (student_hidden): random | pca | select (kdlab.models.narrow)
+    student: str | None = None         # a pretrained student: built-in name, folder or hub name (kdlab.models.students)
+    method: str = D["method"]
     method_args: dict = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=DEFAULT_STUDENT_LR))
-    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=DEFAULT_TEACHER_LR))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=D["lr"]))   # DEFAULT_STUDENT_LR
+    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=D["teacher_epochs"],
+                                                                           lr=DEFAULT_TEACHER_LR))
     trust_remote_code: bool = False
     name: str | None = None
     preset: str | None = None
@@ -153,43 +151,10 @@ class RunConfig:
 
 
 # ----------------------------------------------------------------------------------------------- building a RunConfig
-# The choices a run is built from, with their defaults. The command line (`kdlab distill --lr ...`), the dashboard
-# and the notebooks all go through ``build_config(**choices)``: these names are the CLI's option names.
-CHOICES = dict(
-    preset=None, arch=None, teacher="minilm-l6", teacher_finetuned=False, trust_remote_code=False,
-    ensemble="mean-probs", teacher_logits=None,
-    student_layers=3, student_init="skip", student_layer_list=None, student_hidden=None,
-    student_narrow_init="random", student=None, data=None, text_col=None, label_col=None, task=None, label_kind=None,
-    ood_map=None, ood=(), max_train=None, max_eval=None, data_seed=None, transfer=None, augment=False,
-    augment_args=None, tensorboard=False,
-    method="kd", method_args=None, temperature=None,
-    epochs=3, max_steps=None, batch_size=32, lr=DEFAULT_STUDENT_LR, grad_accum=1, max_len=64, seed=0, device="auto",
-    precision="auto", teacher_epochs=2, teacher_lr=None, checkpoint_every=0, teacher_cache="auto",
-    cache_dtype="fp32", length_buckets="auto", select=None, patience=0, name=None, no_progress=False,
-    grad_share_every=50, threads=0,
-)
-# Budgets of the dashboard and of `kdlab workshop prepare` (build_config names): quick reaches a first result in
-# about two minutes on a 2-core CPU with the packaged teacher on the embedded data. Its one epoch of 25 steps needs
-# larger learning rates (teacher: 5e-5 left it at 0.63 dev accuracy; 2e-4 reaches 0.895 with a mean top-class
-# probability at T = 1 of only 0.898 on dev (seed 0), 3e-4 0.91 / 0.92 with 0.950 / 0.897 (seeds 0 / 1); 4e-4, at the
-# same 25 steps and time, 0.915 / 0.93 with 0.955 / 0.941, confident enough to teach (docs/RESULTS.md); the KD
-# student: 0.74 at
-# 1e-4, 0.78 at 3e-4). full uses every example and the default learning rates (None: 5e-5 for a pretrained
-# teacher, 1e-4 for the student).
-BUDGETS = {
-    "quick": dict(max_train=800, max_eval=200, max_len=64, teacher_epochs=1, teacher_lr=4e-4, epochs=1, lr=3e-4,
-                  batch_size=32),
-    "full": dict(max_train=None, max_eval=None, max_len=64, teacher_epochs=2, teacher_lr=None, epochs=3, lr=None,
-                 batch_size=32),
-}
-# A preset changes the defaults of some choices; a choice given explicitly beats the preset.
-PRESETS = {
-    "tiny": dict(teacher="tiny", student_layers=2, teacher_epochs=3, max_len=48, epochs=2, lr=5e-4),
-}
-# The teacher's fine-tuning learning rate when none is chosen: a pretrained model needs a small one, the tiny
-# random teacher a large one.
-TEACHER_LR = {"tiny": 1e-3}
-STUDENT_INITS = ("skip", "uniform", "first", "last", "explicit", "fresh")
+# The choices a run is built from, with their defaults (declared in kdlab.choices.TABLE). The command line
+# (`kdlab distill --lr ...`), the dashboard and the notebooks all go through ``build_config(**choices)``: these names
+# are the CLI's option names. PRESETS and BUDGETS (kdlab.choices) change some of these defaults.
+CHOICES = DEFAULTS
 
 
 def teacher_lr_for(teacher: str) -> float:
@@ -218,7 +183,7 @@ def tiny_teacher_of(arch: str | None, teacher: str) -> str:
     tiny teacher is built by family; a model folder or name has its own family (its config's model_type)."""
     if not arch:
         return teacher
-    from .families import get
+    from .models.families import get
     get(arch)   # an unknown family: one clear line naming the known ones
     if teacher != "tiny" and not str(teacher).startswith("tiny-"):
         raise KdlabError(f"--arch {arch} builds a tiny random teacher of that family (with --preset tiny or "
@@ -245,7 +210,7 @@ def build_config(**choices) -> RunConfig:
         raise KdlabError("no teacher given: name one with --teacher")
     names = [tiny_teacher_of(c["arch"], t) for t in names]
     c["teacher"], teachers = names[0], (names if len(names) > 1 else [])
-    if c["ensemble"] not in ("mean-probs", "mean-kl"):
+    if c["ensemble"] not in allowed("ensemble"):
         raise KdlabError(f"ensemble must be mean-probs or mean-kl (got {c['ensemble']!r})")
     if teachers and c["teacher_logits"]:
         raise KdlabError("--teacher-logits gives the teacher as soft labels: give one --teacher (the student's base "
@@ -276,12 +241,12 @@ def build_config(**choices) -> RunConfig:
     teacher_train = TrainConfig(epochs=c["teacher_epochs"], lr=c["teacher_lr"] or teacher_lr_for(c["teacher"]),
                                 **shared).validate()
     data = None if str(c["data"] or "").strip().lower() in ("", "embedded") else c["data"]
-    if c["student_narrow_init"] not in ("random", "pca", "select"):
+    if c["student_narrow_init"] not in allowed("student_narrow_init"):
         raise KdlabError(f"student-narrow-init must be random, pca or select (got {c['student_narrow_init']!r})")
     if c["student_narrow_init"] != "random" and not c["student_hidden"]:
         raise KdlabError(f"--student-narrow-init {c['student_narrow_init']} initialises a narrower student: give its "
                          "hidden size with --student-hidden (e.g. 192)")
-    if c["label_kind"] is not None and c["label_kind"] not in ("classes", "score", "multi"):
+    if c["label_kind"] is not None and c["label_kind"] not in allowed("label_kind"):
         raise KdlabError(f"label-kind must be classes, score or multi (got {c['label_kind']})")
     if c["task"] is not None or c["text_col"] is not None:   # a bad task name or column list fails here, not later
         from .tasks import resolve

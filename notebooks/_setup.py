@@ -9,7 +9,7 @@ IMDB and Yelp out of domain) when present, otherwise the embedded corpus; the ru
 or ``<repo>/runs`` (the one the dashboard reads).
 
 Every notebook starts with ``import _setup as S`` and then calls ``S.run("kd")`` and friends: they call
-``kdlab.pipeline`` exactly like the CLI does, reuse the fine-tuned teacher (cached in the store) and
+``kdlab.engine.pipeline`` exactly like the CLI does, reuse the fine-tuned teacher (cached in the store) and
 reuse an identical finished run instead of training it again.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from kdlab.config import RunConfig, build_config  # noqa: E402
 from kdlab.errors import KdlabError  # noqa: E402
 from kdlab.methods import names  # noqa: E402
-from kdlab.pipeline import distill_run, load_bundle, prepare_teacher  # noqa: E402
-from kdlab.store import Store  # noqa: E402
+from kdlab.engine.pipeline import distill_run, load_bundle, prepare_teacher  # noqa: E402
+from kdlab.runs.store import Store  # noqa: E402
 from kdlab.tasks import run_primary_metric  # noqa: E402
 from kdlab.threads import use as use_threads  # noqa: E402
 
@@ -37,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = os.environ.get("KDLAB_FAST", "").strip().lower() not in ("", "0", "false", "no", "off")
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-# The choices of every notebook run (kdlab.config.build_config, the CLI's option names).
+# The choices of every notebook run (kdlab.config.build_config, the CLI's option names); the others, the learning
+# rates among them, are the run choices' defaults (kdlab.choices), the same as the CLI's and the dashboard's.
 # fast mode: tiny everything; normal mode: a workshop-sized run on a laptop CPU
 CHOICES = (dict(preset="tiny", max_train=64, max_eval=24, max_steps=3, epochs=1, batch_size=16, teacher_epochs=1)
            if FAST else
-           dict(max_train=2000, max_eval=400, max_steps=None, epochs=2, batch_size=32, lr=5e-5, teacher_epochs=2))
+           dict(max_train=2000, max_eval=400, max_steps=None, epochs=2))
 MAX_TRAIN, MAX_EVAL = CHOICES["max_train"], CHOICES["max_eval"]
 STEPS = CHOICES["max_steps"]          # optimisation steps per student run (None = full epochs)
 EPOCHS = CHOICES["epochs"]
@@ -140,7 +141,7 @@ def reusable_run(cfg: RunConfig) -> str | None:
 
 
 def run(method: str, reuse: bool = True, suite: str = "sentiment", **changes) -> str:
-    """Distill a student with ``method`` on a suite's data (through ``kdlab.pipeline.distill_run``) and return its
+    """Distill a student with ``method`` on a suite's data (through ``kdlab.engine.pipeline.distill_run``) and return its
     run id. An identical finished run in the store is reused unless ``reuse=False``."""
     from kdlab.methods import get
     if method not in names():
@@ -178,7 +179,7 @@ def _reusable(cfg, method: str, reuse: bool) -> str | None:
 
 def load_model(run_id: str, attentions: bool = False):
     """(model, tokenizer) saved by a finished run (student or teacher)."""
-    from kdlab.models import load_saved
+    from kdlab.models.core import load_saved
     folder = store().artifact(run_id, "model_dir")
     if not folder:
         raise KdlabError(f"run {run_id} has no saved model: run it to the end first")
@@ -209,8 +210,8 @@ def describe() -> str:
 
 def references(run_id: str) -> None:
     """Print the published reference rows for the teacher of ``run_id`` (itself when a teacher run) and the
-    weak-teacher warning (``kdlab.references``), or one line saying why there is none."""
-    from kdlab.references import for_run
+    weak-teacher warning (``kdlab.analysis.references``), or one line saying why there is none."""
+    from kdlab.analysis.references import for_run
     lines = for_run(store(), run_id)
     print("\n".join(lines) if lines else "published reference rows: none for this data (the embedded synthetic corpus "
           "and custom tasks have no published figure)")
@@ -218,6 +219,6 @@ def references(run_id: str) -> None:
 
 def study_references(name: str) -> None:
     """``references`` for a study (the teacher of its first finished cell)."""
-    from kdlab.references import for_study
+    from kdlab.analysis.references import for_study
     lines = for_study(store(), name)
     print("\n".join(lines) if lines else "published reference rows: none for this data")

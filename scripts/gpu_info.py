@@ -16,7 +16,7 @@ def main() -> int:
               "an NVIDIA GPU, or pass --dry-run to see the commands", file=sys.stderr)
         return 1
     from kdlab.config import TrainConfig
-    from kdlab.distill import autocast_dtype, cuda_has_bf16, precision_name
+    from kdlab.engine.distill import autocast_dtype, cuda_has_bf16, precision_name
     from kdlab.tools.bench import peak_tflops_of
     dev = torch.device("cuda", torch.cuda.current_device())
     name = torch.cuda.get_device_name(dev)

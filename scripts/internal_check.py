@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdlab.internal_check import matched_gaps  # noqa: E402
-from kdlab.models import build_student, load_saved  # noqa: E402
-from kdlab.pipeline import load_bundle  # noqa: E402
-from kdlab.run_record import StoredRun  # noqa: E402
-from kdlab.store import Store  # noqa: E402
+from kdlab.analysis.internal_check import matched_gaps  # noqa: E402
+from kdlab.models.core import build_student, load_saved  # noqa: E402
+from kdlab.engine.pipeline import load_bundle  # noqa: E402
+from kdlab.runs.run_record import StoredRun  # noqa: E402
+from kdlab.runs.store import Store  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--runs", required=True)

@@ -1,5 +1,5 @@
 """A small study: a narrower student (hidden 192 of the teacher's 384) initialised at random, by PCA projection of
-the teacher's layers, or by selecting its strongest channels/heads/neurons (kdlab.narrow); the full-width
+the teacher's layers, or by selecting its strongest channels/heads/neurons (kdlab.models.narrow); the full-width
 3-layer copy as a reference. Same teacher, data, method (kd) and budget for every cell; seeds 0 and 1.
 
     python scripts/narrow_study.py --runs /tmp/narrow-study            # SST-2 -> IMDB / Yelp from ../shared/data
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from kdlab.config import build_config
-from kdlab.pipeline import distill_run, load_bundle, prepare_teacher
-from kdlab.store import Store
+from kdlab.engine.pipeline import distill_run, load_bundle, prepare_teacher
+from kdlab.runs.store import Store
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CELLS = [("random", dict(student_hidden=192, student_narrow_init="random")),

@@ -15,7 +15,7 @@ python -m kdlab demo --data $D/glue/MRPC --ood $D/ood_pairs/paws_qqp_dev_and_tes
   | tee "$OUT/mrpc.txt"
 python scripts/narrow_study.py --runs "$OUT/narrow" --max-train 3000 --max-eval 300 | tee "$OUT/narrow.txt"
 RUN=$(python -c "
-from kdlab.store import Store
+from kdlab.runs.store import Store
 s = Store('$OUT/narrow')
 print(next(r['id'] for r in s.runs(kind='student') if r['name'] == 'narrow full width (384) seed 0'))")
 for spec in "--prune-vocab --name pruned" "--quantize int8 --name int8" "--prune-vocab --quantize int8 --name pruned-int8" \

@@ -1,7 +1,7 @@
 """The dashboard under streamlit.testing.v1.AppTest: every page, its widgets, its figures' data.
 
 A tiny finished run (tiny teacher, 96 training examples, 3 steps) is prepared once in a temporary run
-store with kdlab.pipeline.distill_run, so Compare / Out of domain / Inspect have data.
+store with kdlab.engine.pipeline.distill_run, so Compare / Out of domain / Inspect have data.
 """
 import json
 import math
@@ -19,8 +19,8 @@ APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory):
     from kdlab.config import RunConfig, TrainConfig
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     root = tmp_path_factory.mktemp("runs")
     old = {k: os.environ.get(k) for k in ("KDLAB_RUNS", "KDLAB_APP_PRESET")}
     os.environ["KDLAB_RUNS"] = str(root)
@@ -85,12 +85,12 @@ def test_setup_page(app, store_root):
 def alp_expected(store_root, n: int) -> np.ndarray:
     """ALP-KD's batch-mean attention computed here from the stored teacher and a skip-copied student."""
     import torch
-    from kdlab import losses
+    from kdlab.kd import losses
     from kdlab.data.batching import make_loader
     from kdlab.data.loaders import load_data
-    from kdlab.features import Need, features
-    from kdlab.models import build_student, load_saved
-    from kdlab.store import Store
+    from kdlab.models.features import Need, features
+    from kdlab.models.core import build_student, load_saved
+    from kdlab.runs.store import Store
     root, rid = store_root
     store = Store(root)
     t, tok = load_saved(store.artifact(store.run(rid)["config"]["teacher_run"], "model_dir"))
@@ -164,10 +164,10 @@ def test_layer_mapping_page(app, store_root):
 
 
 def test_layer_mapping_suggest_from_cka(app, store_root):
-    from kdlab.cka_mapping import cka_scores
+    from kdlab.analysis.cka_mapping import cka_scores
     from kdlab.data.loaders import load_data
-    from kdlab.models import build_student, load_saved
-    from kdlab.store import Store
+    from kdlab.models.core import build_student, load_saved
+    from kdlab.runs.store import Store
     at = app
     at.switch_page("pages/2_Layer_mapping.py").run()
     at.button(key="map_cka_suggest").click().run()   # one click: scores, and the strategy switched to them
@@ -239,7 +239,7 @@ def test_train_page_shows_stored_run(app, store_root):
 
 
 def test_train_page_cancels_a_running_run(app, store_root):
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     root, _ = store_root
     store = Store(root)
     rid = store.create_run("student", "kd", {"train": {"max_steps": 10}}, name="to-cancel")  # alive: this pid
@@ -265,7 +265,7 @@ def test_train_page_cancels_a_running_run(app, store_root):
 
 def test_setup_prepares_the_teacher_with_a_progress_bar(store_root, tmp_path):
     """The Prepare button fine-tunes the teacher in a separate process and fills a progress bar."""
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["kd_runs_root"] = str(tmp_path)  # its own store: the other tests see one teacher run
     at.run()
@@ -285,7 +285,7 @@ def test_setup_prepares_the_teacher_with_a_progress_bar(store_root, tmp_path):
 
 
 def test_compare_runs(app, store_root):
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     at = app
     at.switch_page("pages/5_Compare_runs.py").run()
     no_errors(at)
@@ -305,8 +305,8 @@ def test_compare_runs(app, store_root):
 
 
 def test_doctor_page(app, store_root):
-    from kdlab.doctor import diagnose
-    from kdlab.store import Store
+    from kdlab.analysis.doctor import diagnose
+    from kdlab.runs.store import Store
     at = app
     at.switch_page("pages/11_Doctor.py").run()
     no_errors(at)
@@ -325,8 +325,8 @@ def test_doctor_page(app, store_root):
 
 
 def test_out_of_domain(app, store_root):
-    from kdlab.evaluate import ece, softmax
-    from kdlab.store import Store
+    from kdlab.analysis.evaluate import ece, softmax
+    from kdlab.runs.store import Store
     at = app
     at.switch_page("pages/6_Out_of_domain.py").run()
     no_errors(at)
@@ -428,8 +428,8 @@ def write_shared_data(root: Path, n_train: int = 48, n_dev: int = 16, n_ood: int
 def tiny_run(cfg, root):
     """distill_run on one CPU thread (the tiny models' latency measurement is slow when threads contend)."""
     import torch
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -443,7 +443,7 @@ def pair_store(tmp_path_factory):
     """A tiny finished kd run on RTE-shaped pairs with a SciTail-shaped OOD set, in its own run store; the shared
     data folder is found through KDLAB_SHARED_DATA."""
     from kdlab.config import RunConfig, TrainConfig
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     shared = tmp_path_factory.mktemp("shared")
     rte, scitail = write_shared_data(shared)
     root = tmp_path_factory.mktemp("pair-runs")
@@ -481,7 +481,7 @@ def load_common():
 
 
 def test_setup_picks_a_glue_pair_task_and_its_ood_set(pair_store):
-    from kdlab.pipeline import load_bundle
+    from kdlab.engine.pipeline import load_bundle
     ps = pair_store
     at = pair_app(ps)
     at.radio(key="setup_data_kind").set_value("GLUE task (shared data)").run()
@@ -650,7 +650,7 @@ def test_out_of_domain_on_a_score_task(pair_store, tmp_path):
     """STS-B-shaped data: Pearson per domain (not accuracy), no reliability diagram but a note and a scatter of the
     predicted score against the gold score, and the largest student-teacher differences with both texts."""
     from kdlab.config import RunConfig, TrainConfig
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     ps = pair_store
     sts = ps["rte"].parent / "STS-B"
     root = tmp_path / "runs"

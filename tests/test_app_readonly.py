@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from kdlab import store_paths
+from kdlab.runs import store_paths
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
@@ -15,8 +15,8 @@ APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 @pytest.fixture(scope="module")
 def ro_root(tmp_path_factory):
     from kdlab.config import RunConfig, TrainConfig
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     root = tmp_path_factory.mktemp("runs")
     cfg = RunConfig(teacher="tiny", max_train=64, max_eval=32, student_layers=2, method="kd", name="kd",
                     train=TrainConfig(max_steps=2, epochs=1, batch_size=16, max_len=32, progress=False),

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from kdlab.cli import main
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 TINY = ["distill", "--preset", "tiny", "--no-progress", "--max-train", "16", "--max-eval", "8"]
 
@@ -122,8 +122,8 @@ def test_corrupted_store(tmp_path, capsys):
 
 def test_different_tokenizers():
     from kdlab.errors import KdlabError
-    from kdlab.models import same_tokenizer, tiny_model
-    from kdlab.teachers import check_same_tokenizer
+    from kdlab.models.core import same_tokenizer, tiny_model
+    from kdlab.models.teachers import check_same_tokenizer
     _, a = tiny_model()
     from transformers import BertTokenizerFast
     import tempfile, pathlib

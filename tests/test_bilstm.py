@@ -6,16 +6,16 @@ import random
 import pytest
 import torch
 
-from kdlab import augment
-from kdlab.bilstm import BiLSTMForSequenceClassification, bilstm_student
+from kdlab.data import augment
+from kdlab.models.bilstm import BiLSTMForSequenceClassification, bilstm_student
 from kdlab.config import RunConfig, TrainConfig
 from kdlab.errors import KdlabError
-from kdlab.features import Features, Need, features
+from kdlab.models.features import Features, Need, features
 from kdlab.methods.base import Context, State
 from kdlab.methods.bilstm import BiLSTMKD
-from kdlab.models import ModelInfo, load_saved, save_model, tiny_model
-from kdlab.pipeline import distill_run
-from kdlab.store import Store
+from kdlab.models.core import ModelInfo, load_saved, save_model, tiny_model
+from kdlab.engine.pipeline import distill_run
+from kdlab.runs.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_augment_texts_is_deterministic_and_rates_are_right():
 
 def test_augment_split_labels_with_the_teacher(tiny):
     from kdlab.data.loaders import Split
-    from kdlab.evaluate import predict
+    from kdlab.analysis.evaluate import predict
     teacher, tok = tiny
     split = Split("train", ["a great warm film", "a dull slow film"], [1, 0], "in-domain")
     out = augment.augment_split(split, tok, teacher, n_samples=3, seed=0)

@@ -136,7 +136,7 @@ def test_start_tiny_run_and_see_it_finish(server, page):
     page.get_by_text("status: finished").first.wait_for(timeout=420_000)
     page.wait_for_timeout(2500)  # one more fragment refresh draws the final curves
     assert page.locator('[data-testid="stException"]').count() == 0
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     done = [r for r in Store(runs).runs() if r["kind"] != "teacher"]
     assert done and done[0]["status"] == "finished" and done[0]["method"] == "hidden"
     shot = runs / "train.png"

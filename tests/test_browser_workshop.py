@@ -22,7 +22,7 @@ WATCH = """() => {
 
 
 def test_prepare_then_start_run_fine_tunes_the_teacher_once(tmp_path):
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     runs = tmp_path / "runs"
     runs.mkdir()
     # its own teacher cache: the teacher of the tiny Setup is not prepared yet

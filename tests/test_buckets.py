@@ -12,10 +12,10 @@ from kdlab.config import TrainConfig
 from kdlab.data.batching import make_loader
 from kdlab.data.loaders import load_data
 from kdlab.errors import KdlabError
-from kdlab.features import Need, features
+from kdlab.models.features import Need, features
 from kdlab.methods.base import Context, State
 from kdlab.methods.basic import HiddenKD
-from kdlab.models import ModelInfo, build_student, freeze, tiny_model
+from kdlab.models.core import ModelInfo, build_student, freeze, tiny_model
 
 
 def _cost(groups, lengths, overhead):
@@ -104,7 +104,7 @@ def test_bucketed_features_equal_the_padded_forward_at_real_positions():
         for a, c in zip(a3, c3):
             assert a.shape == c.shape and torch.allclose(a[m], c[m], atol=1e-5)
     # attention maps rebuilt from the re-padded q/k equal the padded forward's at real (query, key) pairs
-    from kdlab import attention
+    from kdlab.kd import attention
     for a3, c3 in zip(full.qkv, got.qkv):
         s_full = attention.scores(a3[0], a3[1], full.heads, b["attention_mask"])
         s_got = attention.scores(c3[0], c3[1], got.heads, b["attention_mask"])
@@ -154,7 +154,7 @@ def test_a_method_reading_padding_gets_neither_buckets_nor_cache():
 
 
 def test_evaluation_logits_are_the_same_with_and_without_buckets():
-    from kdlab.evaluate import predict
+    from kdlab.analysis.evaluate import predict
     teacher, tok = tiny_model(2, seed=0)
     bundle = load_data(None, max_train=8, max_eval=40)
     split = bundle.dev
@@ -179,7 +179,7 @@ def test_freed_memory_is_reused_across_training_steps():
         "import json, resource, torch\n"
         "from transformers import BertConfig, BertForSequenceClassification\n"
         "from kdlab.speed import alloc\n"
-        "from kdlab.distill import make_optimizer\n"
+        "from kdlab.engine.distill import make_optimizer\n"
         "on = alloc.keep_freed_memory()\n"
         "torch.manual_seed(0); torch.set_num_threads(1)\n"
         "m = BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=1,\n"

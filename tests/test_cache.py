@@ -5,9 +5,9 @@ import torch
 from kdlab.speed.cache import TeacherCache, should_cache, teacher_identity
 from kdlab.data.batching import make_loader
 from kdlab.data.loaders import load_data
-from kdlab.features import Need, features
+from kdlab.models.features import Need, features
 from kdlab.methods.basic import HiddenKD, KD
-from kdlab.models import freeze, tiny_model
+from kdlab.models.core import freeze, tiny_model
 
 
 def _setup():
@@ -70,8 +70,8 @@ def test_size_cap_and_auto_rules():
 def test_training_with_cache_matches_live(tmp_path):
     from kdlab.speed import cache as cache_mod
     from kdlab.config import TrainConfig
-    from kdlab.distill import train
-    from kdlab.models import build_student
+    from kdlab.engine.distill import train
+    from kdlab.models.core import build_student
     results = {}
     for mode in ("off", "on"):
         cache_mod.clear()

@@ -1,9 +1,9 @@
-"""kdlab.cka against the official demo values and CKA's invariances."""
+"""kdlab.analysis.cka against the official demo values and CKA's invariances."""
 
 import numpy as np
 import pytest
 
-from kdlab import cka
+from kdlab.analysis import cka
 from kdlab.errors import KdlabError
 
 

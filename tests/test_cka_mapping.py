@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab import mapping as mp
+from kdlab.kd import mapping as mp
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
 from kdlab.methods.base import Context
@@ -42,12 +42,12 @@ def test_every_mapping_method_takes_cka():
 
 
 def test_cka_run_computes_scores_before_training(tmp_path):
-    from kdlab.cka import linear_cka
+    from kdlab.analysis.cka import linear_cka
     from kdlab.config import RunConfig, TrainConfig
     from kdlab.data.loaders import load_data
-    from kdlab.models import build_student, load_saved
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.models.core import build_student, load_saved
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     from kdlab.tools.cka_run import layer_features
     store = Store(tmp_path / "runs")
     cfg = RunConfig(teacher="tiny", max_train=96, max_eval=48, student_layers=2, method="pkd-skip",

@@ -7,7 +7,7 @@ import pytest
 from kdlab.tools.cka_run import cka_between, layer_features
 from kdlab.data.loaders import Split, load_data
 from kdlab.errors import KdlabError
-from kdlab.models import build_student, tiny_model
+from kdlab.models.core import build_student, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_cka_bad_input(pair):
 def test_cli_cka_stores_artifacts(tmp_path, capsys):
     from kdlab.cli import main
     from kdlab.config import RunConfig, apply_preset
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     store = Store(tmp_path / "runs")
     cfg = apply_preset(RunConfig(preset="tiny", max_train=32, max_eval=24, method="kd"))
     cfg.train = dataclasses.replace(cfg.train, max_steps=1, progress=False, checkpoint_each_epoch=False)

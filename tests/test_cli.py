@@ -74,8 +74,8 @@ def stubs(monkeypatch, tmp_path):
     """The engine calls of every command replaced by stubs that record nothing and take no time."""
     import kdlab.deploy.artifacts
     import kdlab.deploy.report
-    import kdlab.models
-    import kdlab.pipeline
+    import kdlab.models.core
+    import kdlab.engine.pipeline
     import kdlab.tools.bench
     import kdlab.tools.cka_run
     import kdlab.tools.demo
@@ -88,35 +88,35 @@ def stubs(monkeypatch, tmp_path):
 
     matrix = {"run": "r", "teacher_run": "t", "n": 4, "pool": "mean", "linear": [[1.0]], "debiased": [[1.0]]}
     bundle = SimpleNamespace(train=[], eval_splits=lambda: {"dev": []}, num_labels=lambda: 2)
-    monkeypatch.setattr(kdlab.pipeline, "distill_run", lambda cfg, store, log, **k: finished(store, cfg))
-    monkeypatch.setattr(kdlab.pipeline, "resume_run", lambda store, run_id, log, **k: finished(store))
-    monkeypatch.setattr(kdlab.pipeline, "prepare_teacher", lambda cfg, store, bundle, log, **k: (0, 0, finished(store, cfg)))
-    monkeypatch.setattr(kdlab.pipeline, "load_bundle", lambda cfg: bundle)
-    monkeypatch.setattr(kdlab.pipeline, "eval_run", lambda *a, **k: {"accuracy": 1.0})
+    monkeypatch.setattr(kdlab.engine.pipeline, "distill_run", lambda cfg, store, log, **k: finished(store, cfg))
+    monkeypatch.setattr(kdlab.engine.pipeline, "resume_run", lambda store, run_id, log, **k: finished(store))
+    monkeypatch.setattr(kdlab.engine.pipeline, "prepare_teacher", lambda cfg, store, bundle, log, **k: (0, 0, finished(store, cfg)))
+    monkeypatch.setattr(kdlab.engine.pipeline, "load_bundle", lambda cfg: bundle)
+    monkeypatch.setattr(kdlab.engine.pipeline, "eval_run", lambda *a, **k: {"accuracy": 1.0})
     monkeypatch.setattr(kdlab.tools.demo, "run_demo", lambda cfg, store, log, also=(): 0)
     monkeypatch.setattr(kdlab.tools.cka_run, "cka_for_run", lambda *a, **k: matrix)
     monkeypatch.setattr(kdlab.tools.cka_run, "cka_between", lambda *a, **k: matrix)
-    monkeypatch.setattr(kdlab.models, "load_teacher", lambda *a, **k: (None, None))
-    monkeypatch.setattr(kdlab.models, "build_student", lambda *a, **k: None)
+    monkeypatch.setattr(kdlab.models.core, "load_teacher", lambda *a, **k: (None, None))
+    monkeypatch.setattr(kdlab.models.core, "build_student", lambda *a, **k: None)
     monkeypatch.setattr(kdlab.deploy.artifacts, "compress_run", lambda *a, **k: {})
-    import kdlab.study
+    import kdlab.engine.study
     monkeypatch.setattr(kdlab.tools.workshop, "prepare", lambda store, profile, **k: [
         {"label": "kd", "status": "finished", "action": "skipped", "seconds": 0.0, "run": "r"}])
 
     def study(cfg, store, name, *a, **k):
         store.save_study(name, {})
         return {"rows": [], "failed": 0, "busy": []}
-    monkeypatch.setattr(kdlab.study, "run_study", study)
-    monkeypatch.setattr(kdlab.study, "aggregate", lambda *a, **k: [])
+    monkeypatch.setattr(kdlab.engine.study, "run_study", study)
+    monkeypatch.setattr(kdlab.engine.study, "aggregate", lambda *a, **k: [])
     monkeypatch.setattr(kdlab.deploy.report, "eval_models", lambda *a, **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "run_bench", lambda **k: {})
     monkeypatch.setattr(kdlab.tools.bench, "write_markdown", lambda *a, **k: None)
-    import kdlab.run_record
-    monkeypatch.setattr(kdlab.run_record.StoredRun, "load", staticmethod(lambda store, run: SimpleNamespace(
+    import kdlab.runs.run_record
+    monkeypatch.setattr(kdlab.runs.run_record.StoredRun, "load", staticmethod(lambda store, run: SimpleNamespace(
         task_kind="classes", is_ranking=False, data=None, row={})))
-    import kdlab.doctor
-    monkeypatch.setattr(kdlab.doctor, "diagnose", lambda store, run: {})
-    monkeypatch.setattr(kdlab.doctor, "format_report", lambda d: "")
+    import kdlab.analysis.doctor
+    monkeypatch.setattr(kdlab.analysis.doctor, "diagnose", lambda store, run: {})
+    monkeypatch.setattr(kdlab.analysis.doctor, "format_report", lambda d: "")
     import kdlab.tools.bench_concurrent
     monkeypatch.setattr(kdlab.tools.bench_concurrent, "run_concurrent", lambda n, every_core, log: {})
     monkeypatch.setattr(kdlab.tools.bench_concurrent, "write_markdown", lambda *a, **k: None)
@@ -279,7 +279,7 @@ def test_argparse_mistakes_are_one_error_line(capsys):
 def test_launch_runs_kdlab_with_the_config_written_to_the_store(tmp_path):
     """The dashboard launches `kdlab distill --config <runs>/launches/NAME.json`; here the process stops at
     once on an unknown method, and its one error line comes back through the launch log."""
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     from kdlab.tools import launch
     cfg = build_config(preset="tiny", method="no-such-method", max_train=16, max_eval=8)
     job = launch.launch(cfg, tmp_path, "my run")

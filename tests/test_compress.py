@@ -14,10 +14,10 @@ from kdlab.deploy.artifacts import compress_run, load_artifact
 from kdlab.deploy.report import eval_models, format_table
 from kdlab.deploy.vocab import read_corpus, remap
 from kdlab.errors import KdlabError
-from kdlab.evaluate import latency_side_by_side, metrics, predict_plain
-from kdlab.models import load_saved, save_model, tiny_model
-from kdlab.pipeline import distill_run
-from kdlab.store import Store
+from kdlab.analysis.evaluate import latency_side_by_side, metrics, predict_plain
+from kdlab.models.core import load_saved, save_model, tiny_model
+from kdlab.engine.pipeline import distill_run
+from kdlab.runs.store import Store
 
 INT8_TOLERANCE = 0.02   # int8 accuracy within 2 points of fp32 on the embedded dev split
 QUIET = dict(log=lambda *_: None)
@@ -145,7 +145,7 @@ def test_latency_side_by_side_measures_each_model_at_both_batch_sizes():
 
 # ------------------------------------------------------------------------------------------------- bad input
 def _bilstm_run(store):
-    from kdlab.bilstm import bilstm_student
+    from kdlab.models.bilstm import bilstm_student
     _, tok = tiny_model()
     rid = store.create_run("student", "bilstm", {"preset": "tiny"}, name="bilstm")
     m = bilstm_student(len(tok), 2, pad_token_id=tok.pad_token_id, embed_dim=16, hidden=8, fc_dim=12)

@@ -10,8 +10,8 @@ def _train(rank, world, port, out):
     import torch.distributed as dist
     from kdlab.config import TrainConfig
     from kdlab.data.loaders import load_data
-    from kdlab.distill import train
-    from kdlab.models import build_student, tiny_model
+    from kdlab.engine.distill import train
+    from kdlab.models.core import build_student, tiny_model
     torch.set_num_threads(1)
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
@@ -42,7 +42,7 @@ def test_two_processes_match_one(tmp_path):
     mp.spawn(_train, args=(2, _port(), str(two)), nprocs=2)
     a = torch.load(one, weights_only=True)
     b = torch.load(two, weights_only=True)
-    from kdlab.models import build_student, tiny_model
+    from kdlab.models.core import build_student, tiny_model
     init = build_student(tiny_model(2, seed=0)[0], layers=2).state_dict()
     assert a.keys() == b.keys()
     for k in a:

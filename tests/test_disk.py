@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from kdlab import cli, prep_lock
-from kdlab.disk import gc, human, tree_bytes
+from kdlab import cli
+from kdlab.runs import prep_lock
+from kdlab.runs.disk import gc, human, tree_bytes
 from kdlab.errors import KdlabError
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 TINY = ["distill", "--preset", "tiny", "--no-progress", "--quiet", "--max-train", "48", "--max-eval", "16",
         "--teacher-epochs", "1", "--batch-size", "8", "--max-steps", "4"]
@@ -82,7 +83,7 @@ def test_run_names_resolve_where_unique(tmp_path):
 
 
 def test_ctrl_c_prints_the_resume_command(tmp_path, monkeypatch, capsys):
-    import kdlab.pipeline
+    import kdlab.engine.pipeline
     store = Store(tmp_path / "runs")
     rid = _fake(store, "cancelled")
     (store.folder(rid) / "checkpoint" / "state.json").write_text("{}")
@@ -92,7 +93,7 @@ def test_ctrl_c_prints_the_resume_command(tmp_path, monkeypatch, capsys):
         e = KeyboardInterrupt()
         e.kdlab_run = (str(store.root), rid)
         raise e
-    monkeypatch.setattr(kdlab.pipeline, "distill_run", interrupted)
+    monkeypatch.setattr(kdlab.engine.pipeline, "distill_run", interrupted)
     assert cli.main(["distill", "--preset", "tiny", "--runs", str(store.root)]) == 130
     err = capsys.readouterr().err
     assert f"continue it with `python -m kdlab distill --resume {rid} --runs {store.root}`" in err

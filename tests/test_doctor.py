@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab import doctor, grad_share
+from kdlab.analysis import doctor, grad_share
 from kdlab.cli import main
 from kdlab.config import RunConfig, TrainConfig
 from kdlab.errors import KdlabError
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 
 def _cfg(method, every=1, steps=3, **kw):
@@ -25,7 +25,7 @@ def _cfg(method, every=1, steps=3, **kw):
 def runs(tmp_path_factory):
     """One store: the tiny teacher, a hidden-state KD run (shares every 2 steps), the same run without shares,
     and the student trained alone."""
-    from kdlab.pipeline import distill_run
+    from kdlab.engine.pipeline import distill_run
     store = Store(tmp_path_factory.mktemp("runs"))
     quiet = lambda *a, **k: None
     with pytest.MonkeyPatch.context() as mp:
@@ -70,7 +70,7 @@ def test_loop_logs_grad_norms(runs):
                                             ("internal-all", {"kd", "ce", "att_kl", "cls_cos"})])
 def test_methods_name_their_terms(runs, method, terms):
     """Each method's named terms add up to its loss (else the loop logs nothing): a 2-step run logs them."""
-    from kdlab.pipeline import distill_run
+    from kdlab.engine.pipeline import distill_run
     store, _ = runs
     rid = distill_run(_cfg(method, every=1, steps=2), store, log=lambda *a, **k: None)
     rows = store.grad_norms(rid)
@@ -152,7 +152,7 @@ def test_rank_problems_first():
 
 # ----------------------------------------------------------------------------------------------- on a tiny run
 def test_doctor_on_a_tiny_run(runs, capsys):
-    from kdlab.stats import load_predictions
+    from kdlab.analysis.stats import load_predictions
     store, ids = runs
     rid = ids["hidden"]
     d = doctor.diagnose(store, rid)
@@ -205,7 +205,7 @@ def test_doctor_bad_input(runs, capsys):
 
 
 def test_study_verdicts_name_the_doctor(runs):
-    from kdlab.study import aggregate, format_table, json_rows
+    from kdlab.engine.study import aggregate, format_table, json_rows
     store, ids = runs
     cells = [{"key": "ce seed=0", "method": "ce", "options": {}, "seed": 0, "group": "ce"},
              {"key": "kd seed=0", "method": "kd", "options": {}, "seed": 0, "group": "kd"}]
@@ -243,6 +243,6 @@ def test_grad_norms_of_an_older_store(tmp_path, monkeypatch):
     store = Store(tmp_path / "old")
     with sqlite3.connect(store.path) as c:
         c.execute("DROP TABLE grad_norms")
-    monkeypatch.setattr("kdlab.store_paths.writable", lambda root, db: False)   # as for a user who cannot write
+    monkeypatch.setattr("kdlab.runs.store_paths.writable", lambda root, db: False)   # as for a user who cannot write
     ro = Store(tmp_path / "old")
     assert not ro.writable and ro.grad_norms("any") == []

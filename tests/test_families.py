@@ -1,4 +1,4 @@
-"""Model families (kdlab.families): tiny random models of every family built in code, no downloads.
+"""Model families (kdlab.models.families): tiny random models of every family built in code, no downloads.
 
 For every family: the attention kdlab captures equals the model's own eager ``output_attentions`` in eval mode;
 a student that copies all teacher layers reproduces the teacher's logits exactly; kd, pkd-skip, tinybert, minilm,
@@ -11,9 +11,9 @@ import functools
 import pytest
 import torch
 
-from kdlab import families
+from kdlab.models import families
 from kdlab.errors import KdlabError
-from kdlab.features import features
+from kdlab.models.features import features
 from kdlab.records import Need
 
 FAMILIES = ["bert", "roberta", "electra", "distilbert", "deberta-v2", "modernbert", "mpnet"]
@@ -22,7 +22,7 @@ METHODS = ["kd", "pkd-skip", "tinybert", "minilm", "internal-all", "mobilebert"]
 
 @functools.lru_cache(maxsize=None)
 def _teacher(arch):
-    from kdlab.models import tiny_model
+    from kdlab.models.core import tiny_model
     return tiny_model(2, seed=0, arch=arch)
 
 
@@ -71,7 +71,7 @@ def test_captured_attention_equals_the_models_own_maps(arch):
 
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_copying_all_layers_reproduces_the_teacher(arch):
-    from kdlab.models import build_student, student_from_teacher
+    from kdlab.models.core import build_student, student_from_teacher
     teacher, tok = _teacher(arch)
     teacher.eval()
     n = teacher.config.num_hidden_layers
@@ -97,8 +97,8 @@ def test_copying_all_layers_reproduces_the_teacher(arch):
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_methods_train_three_steps_on_every_family(arch):
     from kdlab.config import TrainConfig
-    from kdlab.distill import train
-    from kdlab.models import build_student
+    from kdlab.engine.distill import train
+    from kdlab.models.core import build_student
     teacher, tok = _teacher(arch)
     cfg = TrainConfig(epochs=1, max_steps=3, batch_size=4, max_len=24, progress=False, eval_each_epoch=False,
                       checkpoint_each_epoch=False, device="cpu")
@@ -135,7 +135,7 @@ def test_arch_option_builds_the_tiny_teacher_of_the_family():
 
 
 def test_modernbert_student_starting_at_a_deeper_layer_reloads_unchanged(tmp_path):
-    from kdlab.models import load_saved, student_from_teacher
+    from kdlab.models.core import load_saved, student_from_teacher
     teacher, tok = _teacher("modernbert")
     student = student_from_teacher(teacher, [1, 3]).eval()   # layer 1 keeps its attention norm at position 0
     student.save_pretrained(tmp_path, safe_serialization=True)

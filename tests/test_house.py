@@ -65,7 +65,7 @@ def test_the_dashboard_imports_no_tokenizer_and_computes_no_softmax_kl_or_metric
                 receiver = fn.value.id if isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) else ""
                 if name in BANNED_CALLS or name in TOKENIZER_NAMES or receiver in TOKENIZER_NAMES:
                     bad.append(f"{f.name}:{node.lineno}: {name}(...)")
-    assert not bad, "the dashboard computes what an engine function should (kdlab.explain, kdlab.probs):\n" + \
+    assert not bad, "the dashboard computes what an engine function should (kdlab.analysis.explain, kdlab.analysis.probs):\n" + \
         "\n".join(bad)
 
 
@@ -74,8 +74,8 @@ def test_explain_numbers_by_hand():
 
     import numpy as np
 
-    from kdlab.explain import class_disagreements, config_diff, label_set_disagreements, temperature_terms
-    from kdlab.probs import softened
+    from kdlab.analysis.explain import class_disagreements, config_diff, label_set_disagreements, temperature_terms
+    from kdlab.analysis.probs import softened
     # teacher [0, ln 3] -> p = (1/4, 3/4) at T = 1; student [ln 3, 0] -> q = (3/4, 1/4)
     t = temperature_terms([0.0, math.log(3)], [math.log(3), 0.0], 1.0)
     kl = 0.25 * math.log(0.25 / 0.75) + 0.75 * math.log(0.75 / 0.25)
@@ -110,16 +110,20 @@ def test_architecture_names_every_module_and_docs_cite_no_outside_spec():
     assert not cited, f"'METHODS §N' cites a spec outside the repository: point at docs/METHODS.md in {cited}"
 
 
-def test_the_dashboards_first_page_needs_no_torch(tmp_path):
+HEAVY = ("torch", "transformers", "pandas", "numpy", "pyarrow", "scipy", "sklearn")
+
+
+@pytest.mark.parametrize("preset", ["tiny", ""])
+def test_the_dashboards_first_page_needs_no_torch(tmp_path, preset):
     # the Setup page renders from the config, the data and the store: torch and transformers load when a page needs
-    # a model (first page ready in a few seconds; BENCHMARKS.md)
+    # a model, pandas, numpy and pyarrow when a page shows a table (first page ready in a few seconds; BENCHMARKS.md)
     import os
     import subprocess
     import sys
     code = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file(sys.argv[1], "
             "default_timeout=120); at.run(); assert not at.exception, at.exception; "
-            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
-    env = dict(os.environ, KDLAB_APP_PRESET="tiny", KDLAB_RUNS=str(tmp_path / "runs"))
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    env = dict(os.environ, KDLAB_APP_PRESET=preset, KDLAB_RUNS=str(tmp_path / "runs"))
     out = subprocess.run([sys.executable, "-c", code, str(ROOT / "app" / "main.py")], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

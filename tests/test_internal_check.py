@@ -1,14 +1,14 @@
-"""The internal-representation check (kdlab.internal_check): a student that copies every teacher layer has no gap;
+"""The internal-representation check (kdlab.analysis.internal_check): a student that copies every teacher layer has no gap;
 another student's gap at a pair equals the losses computed directly on one batch."""
 import torch
 
-from kdlab import losses
+from kdlab.kd import losses
 from kdlab.config import RunConfig, apply_preset
 from kdlab.data.batching import make_loader
-from kdlab.features import Need, features
-from kdlab.internal_check import matched_gaps, uniform_pairs
-from kdlab.models import build_student, set_attention, tiny_model
-from kdlab.pipeline import load_bundle
+from kdlab.models.features import Need, features
+from kdlab.analysis.internal_check import matched_gaps, uniform_pairs
+from kdlab.models.core import build_student, set_attention, tiny_model
+from kdlab.engine.pipeline import load_bundle
 
 
 def test_matched_gaps():

@@ -10,7 +10,7 @@ from kdlab.errors import KdlabError
 from kdlab.lm.batches import collate
 from kdlab.lm.data import Encoded, Row, encode, load_corpus, read_rows
 from kdlab.lm.models import check_same_vocab, copy_student, tiny_lm
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 SMALL = ["--task", "lm", "--preset", "tiny", "--max-train", "32", "--max-eval", "8", "--max-steps", "2", "--quiet"]
 
@@ -134,7 +134,7 @@ def test_smollm2_teacher_missing_names_the_install(tmp_path, capsys, monkeypatch
 
 
 def test_hidden_mse_through_the_mapping():
-    from kdlab import mapping
+    from kdlab.kd import mapping
     from kdlab.lm.train import hidden_mse, layer_outputs
     teacher, _ = tiny_lm(seed=1)
     student = copy_student(teacher, [0, 1]).eval()

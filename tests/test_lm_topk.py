@@ -9,7 +9,7 @@ from kdlab.errors import KdlabError
 from kdlab.lm.data import Encoded
 from kdlab.lm.models import tiny_lm
 from kdlab.lm.topk import TopKTeacher, dense_logprobs, load_topk, write_topk
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 
 def test_dense_rebuild_by_hand():

@@ -1,4 +1,4 @@
-"""kdlab.losses against hand-computed values (math / numpy written out here, never the function under test)."""
+"""kdlab.kd.losses against hand-computed values (math / numpy written out here, never the function under test)."""
 
 import math
 
@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kdlab import losses as L
+from kdlab.kd import losses as L
 from kdlab.errors import KdlabError
 
 

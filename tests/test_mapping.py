@@ -1,4 +1,4 @@
-"""kdlab.mapping: exact layers, RAIL draws, grouped weights, error messages."""
+"""kdlab.kd.mapping: exact layers, RAIL draws, grouped weights, error messages."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab import mapping as mp
+from kdlab.kd import mapping as mp
 from kdlab.errors import KdlabError
 
 
@@ -195,8 +195,8 @@ def test_method_flags():
 def test_alp_weights_of_two_models_is_alp_weights_of_their_features():
     from kdlab.data.batching import make_loader
     from kdlab.data.loaders import load_data
-    from kdlab.features import Need, features
-    from kdlab.models import build_student, tiny_model
+    from kdlab.models.features import Need, features
+    from kdlab.models.core import build_student, tiny_model
     teacher, tok = tiny_model()
     student = build_student(teacher, layers=2, init="uniform")
     teacher.eval(), student.eval()

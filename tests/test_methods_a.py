@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
-from kdlab.features import Features
+from kdlab.models.features import Features
 from kdlab.methods import Context, State, get, names
-from kdlab.models import ModelInfo
+from kdlab.models.core import ModelInfo
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 R2 = math.sqrt(2.0)
@@ -133,7 +133,7 @@ def test_pkd_mappings():
 
 
 def _pairs(W):
-    from kdlab.mapping import pairs
+    from kdlab.kd.mapping import pairs
     return pairs(W)
 
 
@@ -311,8 +311,8 @@ METHODS = ["pkd-skip", "pkd-last", "distilbert", "tinybert", "mobilebert", "mini
 
 def _setup(tmp_path_factory, steps, **kw):
     from kdlab.config import RunConfig, apply_preset
-    from kdlab.pipeline import load_bundle, prepare_teacher
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import load_bundle, prepare_teacher
+    from kdlab.runs.store import Store
     store = Store(tmp_path_factory.mktemp("runs"))
     cfg = apply_preset(RunConfig(max_train=64, max_eval=32, **kw))
     cfg.train = dataclasses.replace(cfg.train, max_steps=steps, progress=False, batch_size=16,
@@ -336,7 +336,7 @@ def minilm(tmp_path_factory):
 
 
 def _run(env, method, **args):
-    from kdlab.pipeline import distill_run
+    from kdlab.engine.pipeline import distill_run
     cfg = dataclasses.replace(env["cfg"], method=method, method_args=args)
     rid = distill_run(cfg, env["store"], teacher=env["teacher"], tokenizer=env["tok"], bundle=env["bundle"],
                       teacher_run=env["trun"], log=lambda *a: None)
@@ -367,7 +367,7 @@ def test_tiny_preset_runs(tiny, method):
         assert _series(rows, "active_layer") == [1.0, 1.0, 2.0, 2.0]
         assert [_pairs(torch.tensor(m["matrix"])) for m in maps] == [[(1, 2, 1.0)], [(2, 4, 1.0)]]
     if method == "distilbert":  # student copied from teacher layers [0, 3] (0-based)
-        from kdlab.models import load_saved
+        from kdlab.models.core import load_saved
         student, _ = load_saved(store.artifact(rid, "model_dir"))
         assert student.config.num_hidden_layers == 2
         assert store.run(rid)["method"] == "distilbert"
@@ -395,8 +395,8 @@ def test_mobilebert_lower_layers_frozen_in_later_stages(lower_layers):
     optimiser step (weight decay and Adam momentum from stage 1 included) while layer 2 moves; ``train`` moves all."""
     from kdlab.config import TrainConfig
     from kdlab.data.loaders import load_data
-    from kdlab.distill import train
-    from kdlab.models import build_student, tiny_model
+    from kdlab.engine.distill import train
+    from kdlab.models.core import build_student, tiny_model
     teacher, tok = tiny_model(2, seed=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     student = build_student(teacher, layers=2)
     cfg = TrainConfig(epochs=1, max_steps=2, batch_size=4, grad_accum=2, max_len=32, lr=1e-3, weight_decay=0.01,

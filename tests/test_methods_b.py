@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
-from kdlab.features import Features
+from kdlab.models.features import Features
 from kdlab.methods import Context, State, get, names
-from kdlab.models import ModelInfo
+from kdlab.models.core import ModelInfo
 
 LN2 = math.log(2.0)
 
@@ -343,7 +343,7 @@ def test_pid_sid_switch_at_threshold():
 def test_internal_heads_must_match_or_average():
     with pytest.raises(KdlabError, match="head_average=true"):
         get("internal-sid")(ctx(2, 4, hS=2, hT=4))
-    from kdlab import attention, losses
+    from kdlab.kd import attention, losses
     m = get("internal-all")(ctx(1, 1, dS=4, dT=4, hS=2, hT=4), head_average=True)
     torch.manual_seed(1)
     mask = torch.tensor([[1, 1, 1, 0]])
@@ -369,8 +369,8 @@ METHODS = ["ckd", "alp-kd", "rail-kd-l", "rail-kd-c", "internal-all", "internal-
 
 def _setup(tmp_path_factory, **kw):
     from kdlab.config import RunConfig, TrainConfig, apply_preset
-    from kdlab.pipeline import load_bundle, prepare_teacher
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import load_bundle, prepare_teacher
+    from kdlab.runs.store import Store
     store = Store(tmp_path_factory.mktemp("runs"))
     cfg = apply_preset(RunConfig(max_train=64, max_eval=32, **kw))
     cfg.train = dataclasses.replace(cfg.train, max_steps=2, progress=False, batch_size=16,
@@ -394,7 +394,7 @@ def minilm(tmp_path_factory):
 
 
 def _run(env, method, **args):
-    from kdlab.pipeline import distill_run
+    from kdlab.engine.pipeline import distill_run
     cfg = dataclasses.replace(env["cfg"], method=method, method_args=args)
     rid = distill_run(cfg, env["store"], teacher=env["teacher"], tokenizer=env["tok"], bundle=env["bundle"],
                       teacher_run=env["trun"], log=lambda *a: None)

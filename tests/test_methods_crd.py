@@ -6,16 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab import losses
+from kdlab.kd import losses
 from kdlab.config import RunConfig, TrainConfig
 from kdlab.errors import KdlabError
-from kdlab.features import Features
+from kdlab.models.features import Features
 from kdlab.methods.base import Context, State
 from kdlab.methods.crd import CRD, memory_update, sample_negatives
 from kdlab.methods.srrd import SRRD, apply_head, teacher_head
-from kdlab.models import ModelInfo, tiny_model
-from kdlab.pipeline import distill_run
-from kdlab.store import Store
+from kdlab.models.core import ModelInfo, tiny_model
+from kdlab.engine.pipeline import distill_run
+from kdlab.runs.store import Store
 
 
 def _ctx(d_s=2, d_t=2, n=2, teacher_model=None):
@@ -212,15 +212,15 @@ def test_tiny_preset_runs(store, method, args, keys):
 
 
 def test_srrd_training_leaves_the_teacher_head_unchanged(store):
-    from kdlab.distill import train
-    from kdlab.pipeline import load_bundle, prepare_teacher
+    from kdlab.engine.distill import train
+    from kdlab.engine.pipeline import load_bundle, prepare_teacher
     cfg = _cfg("srrd")
     from kdlab.config import apply_preset
     cfg = apply_preset(cfg)
     bundle = load_bundle(cfg)
     teacher, tok, _ = prepare_teacher(cfg, store, bundle, log=lambda *_: None)
     before = {k: v.clone() for k, v in teacher.state_dict().items() if "pooler" in k or "classifier" in k}
-    from kdlab.models import build_student
+    from kdlab.models.core import build_student
     student = build_student(teacher, layers=1)
     s_before = student.classifier.weight.clone()
     res = train(student, tok, bundle, "srrd", teacher=teacher,

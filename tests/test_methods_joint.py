@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from kdlab import losses as L
+from kdlab.kd import losses as L
 from kdlab.config import RunConfig, TrainConfig
 from kdlab.errors import KdlabError
 from kdlab.methods import Context, State, get, names
-from kdlab.models import ModelInfo, encoder, tiny_model
-from kdlab.pipeline import distill_run
-from kdlab.store import Store
+from kdlab.models.core import ModelInfo, encoder, tiny_model
+from kdlab.engine.pipeline import distill_run
+from kdlab.runs.store import Store
 
 MINE = ["newsbert", "dml", "takd", "tf-kd-self", "tf-kd-reg", "label-smoothing", "sad", "sad-self"]
 QUIET = dict(log=lambda *_: None)
@@ -67,7 +67,7 @@ def test_tfkd_reg_method_loss_hand():
     cls = get("tf-kd-reg")
     ctx = Context(teacher=None, student=ModelInfo(2, 8, 2, 10), num_labels=2)
     m = cls(ctx)
-    from kdlab.features import Features
+    from kdlab.models.features import Features
     z = [[1.0, -1.0], [0.2, 0.4]]
     y = [0, 1]
     total, parts = m.loss(Features(t(z), torch.ones(2, 3)), None, {"labels": torch.tensor(y)}, State())
@@ -117,7 +117,7 @@ def test_sad_loss_hand():
 
 def test_sad_method_hand_value():
     """Student layer 1's rows [1/4,3/4], [1/2,1/2] imitate layer 2's [1/2,1/2], [3/4,1/4] (one head, d = 2)."""
-    from kdlab.features import Features
+    from kdlab.models.features import Features
     ln3, r = math.log(3.0), math.sqrt(2.0)
     mask = torch.tensor([[1, 1, 0]])
     k = t([[[r, 0.0], [0.0, r], [5.0, 5.0]]])               # padded key [5,5] is masked
@@ -189,8 +189,8 @@ def test_newsbert_momentum_gradient_mixing_formula():
 
 
 def test_newsbert_loss_hand_value_and_teacher_learns_from_labels_only():
-    from kdlab.features import Features
-    from kdlab.distill import param_groups
+    from kdlab.models.features import Features
+    from kdlab.engine.distill import param_groups
     cls, m, teacher, student, tok = _newsbert_pair()
     pooler = encoder(student).pooler
     d = pooler.dense.weight.shape[0]
@@ -249,7 +249,7 @@ def test_newsbert_rejects_layer_counts_that_do_not_divide():
 # ----------------------------------------------------------------------------------------------- DML peers
 def test_dml_peers_differ_and_are_method_submodules(tmp_path):
     teacher, tok = tiny_model(2, seed=0)
-    from kdlab.models import build_student
+    from kdlab.models.core import build_student
     student = build_student(teacher, layers=2)
     m = get("dml")(Context(teacher=None, student=ModelInfo.of(student), num_labels=2), peers=3)
     m.bind(student, None)
@@ -260,7 +260,7 @@ def test_dml_peers_differ_and_are_method_submodules(tmp_path):
     w1, w2 = (peer.classifier.weight for peer in m.others)
     assert not torch.equal(w0, w1) and not torch.equal(w1, w2)
     assert (w0 - w1).abs().max() < 0.5 * w0.abs().max()   # noise around the same starting point
-    from kdlab.distill import save_checkpoint
+    from kdlab.engine.distill import save_checkpoint
     from safetensors.torch import load_file
     save_checkpoint(tmp_path / "ckpt", student, tok, m, State())   # peers are saved with the method
     saved = load_file(str(tmp_path / "ckpt" / "method.safetensors"))

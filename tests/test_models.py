@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
-from kdlab.models import (ModelInfo, build_student, fresh_student, load_saved, load_teacher,
+from kdlab.models.core import (ModelInfo, build_student, fresh_student, load_saved, load_teacher,
                           save_model, student_from_teacher, tiny_model)
 
 
@@ -107,8 +107,8 @@ def test_model_loading_errors(tmp_path, tiny):
 
 
 def test_different_tokenizers_are_refused(tiny):
-    from kdlab.models import load_tokenizer
-    from kdlab.teachers import check_same_tokenizer
+    from kdlab.models.core import load_tokenizer
+    from kdlab.models.teachers import check_same_tokenizer
     _, tok = tiny
     with pytest.raises(KdlabError, match="tokenize differently"):
         check_same_tokenizer([tok, load_tokenizer("minilm-l6")], ["tiny", "minilm-l6"])

@@ -1,11 +1,11 @@
-"""Narrow students projected from the teacher (kdlab.narrow): exactness at full width, shapes, what is kept."""
+"""Narrow students projected from the teacher (kdlab.models.narrow): exactness at full width, shapes, what is kept."""
 import pytest
 import torch
 
 from kdlab.data.loaders import Split
 from kdlab.errors import KdlabError
-from kdlab.models import tiny_model
-from kdlab.narrow import basis, calibrate, calibration_batches, narrow_student
+from kdlab.models.core import tiny_model
+from kdlab.models.narrow import basis, calibrate, calibration_batches, narrow_student
 
 TEXTS = ["a good film with a great cast", "the plot was dull and slow", "I loved every minute of it",
          "bad acting, worse script", "an honest and moving story", "nothing works here at all"] * 3
@@ -99,8 +99,8 @@ def test_narrow_init_runs_end_to_end(tmp_path):
     import dataclasses
 
     from kdlab.config import RunConfig, apply_preset, build_config
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     with pytest.raises(KdlabError, match="--student-hidden"):
         build_config(preset="tiny", student_narrow_init="pca")
     # the tiny teacher of the method tests' fixture (tests/test_methods_a.py), shared through KDLAB_TEACHERS
@@ -119,10 +119,10 @@ def test_narrow_init_beats_random_init_at_step_0_on_teacher_agreement(tmp_path):
     """Before any training, a student projected from a fine-tuned teacher predicts what the teacher predicts far
     more often than a random student of the same shape (argmax agreement on the embedded dev split)."""
     from kdlab.config import RunConfig, TrainConfig, apply_preset
-    from kdlab.evaluate import agreement, predict_plain
-    from kdlab.models import fresh_student
-    from kdlab.pipeline import load_bundle, prepare_teacher
-    from kdlab.store import Store
+    from kdlab.analysis.evaluate import agreement, predict_plain
+    from kdlab.models.core import fresh_student
+    from kdlab.engine.pipeline import load_bundle, prepare_teacher
+    from kdlab.runs.store import Store
     # the teacher of tests/test_pipeline.py (tiny preset, whole embedded train split), shared through KDLAB_TEACHERS
     cfg = apply_preset(RunConfig(preset="tiny", method="kd", train=TrainConfig(progress=False),
                                  teacher_train=TrainConfig(progress=False)))

@@ -9,8 +9,8 @@ from kdlab.config import RunConfig, TrainConfig
 from kdlab.errors import KdlabError
 from kdlab.methods.base import REGISTRY
 from kdlab.methods.basic import HiddenKD
-from kdlab.pipeline import distill_run
-from kdlab.store import Store
+from kdlab.engine.pipeline import distill_run
+from kdlab.runs.store import Store
 
 
 class NanAtStep3(HiddenKD):

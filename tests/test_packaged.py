@@ -1,13 +1,13 @@
-"""Built-in models from split-archive packages (kdlab.packaged): the pieces join into the model folder that loads
+"""Built-in models from split-archive packages (kdlab.models.packaged): the pieces join into the model folder that loads
 and predicts like the original; a missing package or a damaged piece gives one clear line."""
 import zipfile
 
 import pytest
 import torch
 
-from kdlab import packaged
+from kdlab.models import packaged
 from kdlab.errors import KdlabError
-from kdlab.models import load_teacher, save_model, tiny_model
+from kdlab.models.core import load_teacher, save_model, tiny_model
 
 
 def _split_archive(tmp_path, n_parts=3):

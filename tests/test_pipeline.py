@@ -7,8 +7,8 @@ import pytest
 
 from kdlab.cli import main
 from kdlab.config import RunConfig, TrainConfig
-from kdlab.pipeline import distill_run
-from kdlab.store import Store
+from kdlab.engine.pipeline import distill_run
+from kdlab.runs.store import Store
 
 
 def tiny_cfg(method="kd", **train):
@@ -46,6 +46,18 @@ def test_teacher_is_reused_for_the_same_data_and_settings(store):
     assert len(store.runs(kind="teacher")) == 1
 
 
+def test_the_method_name_is_resolved_once_and_the_class_handed_down(store, monkeypatch):
+    import kdlab.engine.distill
+    import kdlab.engine.pipeline
+    calls = []
+    real = kdlab.engine.pipeline.get
+    monkeypatch.setattr(kdlab.engine.pipeline, "get", lambda name: calls.append(name) or real(name))
+    monkeypatch.setattr(kdlab.engine.distill, "get", lambda name: pytest.fail(f"the loop resolved '{name}' again"))
+    run_id = distill_run(tiny_cfg("kd", max_steps=2), store, log=lambda *_: None)
+    # once for the student's method (and once for the teacher's fine-tuning, 'ce', where the teacher is trained here)
+    assert store.run(run_id)["status"] == "finished" and calls[0] == "kd" and calls.count("kd") == 1
+
+
 def test_hidden_state_kd_logs_per_layer_values_and_mapping(store):
     run_id = distill_run(tiny_cfg("hidden", max_steps=3), store, log=lambda *_: None)
     cols = store.metrics_frame(run_id).columns
@@ -76,7 +88,7 @@ def test_cli_methods_and_runs(store, capsys):
     assert main(["runs", "--runs", str(store.root), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert any(r["kind"] == "teacher" for r in rows)
-    from kdlab.models import folder_mb
+    from kdlab.models.core import folder_mb
     for r in rows:   # size on disk and latency beside the metrics
         if r["status"] == "finished":
             assert r["size"]["mb"] == round(folder_mb(store.artifact(r["id"], "model_dir")), 2) > 0

@@ -9,16 +9,16 @@ import shutil
 import pytest
 import torch
 
-from kdlab import distill
+from kdlab.engine import distill
 from kdlab.cli import main
 from kdlab.config import TrainConfig
 from kdlab.data.batching import make_loader
 from kdlab.data.loaders import load_data
-from kdlab.distill import autocast_dtype, forward_backward, make_scaler, optimizer_step, setup, train
+from kdlab.engine.distill import autocast_dtype, forward_backward, make_scaler, optimizer_step, setup, train
 from kdlab.errors import KdlabError
-from kdlab.models import build_student, tiny_model
+from kdlab.models.core import build_student, tiny_model
 from kdlab.speed import cache as cache_mod
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 

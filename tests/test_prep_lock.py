@@ -1,11 +1,11 @@
-"""One preparation per teacher (kdlab.prep_lock): a second process waits, says so, and reuses the teacher."""
+"""One preparation per teacher (kdlab.runs.prep_lock): a second process waits, says so, and reuses the teacher."""
 import os
 import subprocess
 import sys
 import threading
 import time
 
-from kdlab import prep_lock
+from kdlab.runs import prep_lock
 
 
 def test_a_second_holder_waits_and_reports_who_prepares(tmp_path):

@@ -1,6 +1,6 @@
-"""Progress of a stored run (kdlab.progress): phase, step of total, ETA from the loop's plan."""
-from kdlab.progress import eta_text, progress_line, run_progress
-from kdlab.store import Store
+"""Progress of a stored run (kdlab.runs.progress): phase, step of total, ETA from the loop's plan."""
+from kdlab.runs.progress import eta_text, progress_line, run_progress
+from kdlab.runs.store import Store
 
 
 def test_progress_phase_step_and_eta(tmp_path):

@@ -1,9 +1,9 @@
-"""Property-based tests (hypothesis) for kdlab.losses: finite, non-negative where they must be, and zero at
+"""Property-based tests (hypothesis) for kdlab.kd.losses: finite, non-negative where they must be, and zero at
 a perfect match."""
 import torch
 from hypothesis import given, settings, strategies as st
 
-from kdlab import losses
+from kdlab.kd import losses
 
 SET = settings(max_examples=25, deadline=None)
 dims = st.tuples(st.integers(1, 4), st.integers(2, 5))

@@ -4,10 +4,10 @@ the rounds, and the one-line refusals."""
 import pytest
 import torch
 
-from kdlab import families
+from kdlab.models import families
 from kdlab.deploy import prune
 from kdlab.errors import KdlabError
-from kdlab.models import load_saved, save_model, tiny_model
+from kdlab.models.core import load_saved, save_model, tiny_model
 
 TEXTS = ["a good film", "a bad movie it was", "fine fine fine", "terrible acting and a worse plot"] * 2
 LABELS = [1, 0, 1, 0] * 2
@@ -104,7 +104,7 @@ def test_refusals_are_one_line():
     mp, _ = tiny_model(arch="mpnet")
     with pytest.raises(KdlabError, match="cannot be pruned .*MPNet"):
         prune.check(mp, 1, 0)
-    from kdlab.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
+    from kdlab.models.bilstm import BiLSTMConfig, BiLSTMForSequenceClassification
     with pytest.raises(KdlabError, match="family kdlab knows"):
         prune.check(BiLSTMForSequenceClassification(BiLSTMConfig(vocab_size=50, num_labels=2)), 1, 0)
 
@@ -124,7 +124,7 @@ def test_compress_prunes_records_the_kept_heads_and_eval_scores_it(tmp_path, cap
     from kdlab.cli import main
     from kdlab.deploy.artifacts import compress_run, load_artifact
     from kdlab.deploy.report import eval_models
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     store = Store(tmp_path / "runs")
     rid = _teacher_run(store)
     info = compress_run(store, rid, prune_heads=1, prune_ffn=32, prune_sample=32, **QUIET)
@@ -141,3 +141,57 @@ def test_compress_prunes_records_the_kept_heads_and_eval_scores_it(tmp_path, cap
     assert main(["compress", "--run", rid, "--prune-heads", "9", "--runs", str(tmp_path / "runs")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["kdlab: error: --prune-heads 9: each layer has 4 attention heads, so at most 3 can be removed"]
+
+
+def test_compare_models_is_the_paired_bootstrap_over_examples():
+    """`eval --compare A:B`: hand-made logits, labels known: A right on all 40, B right on 30 -> delta +0.25."""
+    import numpy as np
+    from types import SimpleNamespace
+    from kdlab.deploy.report import compare_models
+    labels = np.array([0, 1] * 20)
+    right = np.eye(2)[labels] * 3.0
+    wrong = right.copy()
+    wrong[:10] = right[:10][:, ::-1]          # B gets the first 10 wrong
+    split = SimpleNamespace(labels=list(labels), label_map=None)
+    res = compare_models({("a", "dev"): right, ("b", "dev"): wrong}, {"dev": split}, "a", "b", "accuracy",
+                         n_boot=500)["dev"]
+    assert res["delta"] == pytest.approx(0.25)
+    assert 0 < res["ci_low"] <= 0.25 <= res["ci_high"] and res["verdict"] == "better"
+    same = compare_models({("a", "dev"): right, ("b", "dev"): right}, {"dev": split}, "a", "b", "accuracy",
+                          n_boot=200)["dev"]
+    assert same["delta"] == 0 and same["verdict"] == "inconclusive"
+    back = compare_models({("a", "dev"): right, ("b", "dev"): wrong}, {"dev": split}, "b", "a", "accuracy",
+                          n_boot=200)["dev"]
+    assert back["delta"] == pytest.approx(-0.25) and back["verdict"] == "worse"
+
+
+def test_eval_compare_on_a_stored_run(tmp_path):
+    from kdlab.deploy.artifacts import compress_run
+    from kdlab.deploy.report import eval_models, format_table
+    from kdlab.runs.store import Store
+    store = Store(tmp_path / "runs")
+    rid = _teacher_run(store)
+    compress_run(store, rid, prune_heads=1, prune_ffn=32, prune_sample=32, **QUIET)
+    res = eval_models(store, rid, ["h1-f32"], rounds=1, compare=[("h1-f32", "teacher")], n_boot=200, **QUIET)
+    per = res["compare"]["h1-f32 vs teacher"]
+    for split, r in per.items():   # the observed delta is the difference of the two rows' accuracies
+        assert r["delta"] == pytest.approx(res["models"]["h1-f32"][split] - res["models"]["teacher"][split])
+    assert "h1-f32 vs teacher: dev" in format_table(res)
+    with pytest.raises(KdlabError, match="not among the evaluated models"):
+        eval_models(store, rid, ["h1-f32"], rounds=1, compare=[("h1-f32", "nope")], **QUIET)
+
+
+def test_eval_compare_flag(tmp_path, capsys):
+    from kdlab.cli import main
+    from kdlab.deploy.artifacts import compress_run
+    from kdlab.runs.store import Store
+    store = Store(tmp_path / "runs")
+    rid = _teacher_run(store)
+    compress_run(store, rid, prune_heads=1, prune_ffn=32, prune_sample=32, **QUIET)
+    runs = ["--runs", str(tmp_path / "runs"), "--quiet"]
+    assert main(["eval", "--run", rid, "--model", "all", "--compare", "h1-f32:teacher", *runs]) == 0
+    assert "h1-f32 vs teacher: dev" in capsys.readouterr().out
+    assert main(["eval", "--run", rid, "--model", "all", "--compare", "h1-f32", *runs]) == 2
+    assert "A:B" in capsys.readouterr().err
+    assert main(["eval", "--run", rid, "--data", "x.tsv", "--compare", "a:b", *runs]) == 2
+    assert capsys.readouterr().err.strip().endswith("drop --compare")

@@ -9,9 +9,9 @@ import torch
 
 from kdlab.cli import main
 from kdlab.ranking.data import load_beir, write_beir
-from kdlab.ranking.losses import in_batch_contrastive, listwise_kl, margin_mse, margin_mse_groups
+from kdlab.kd.ranking import in_batch_contrastive, listwise_kl, margin_mse, margin_mse_groups
 from kdlab.ranking.metrics import ranking_metrics
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 DOCS = {
     "d1": ("great film", "a great and moving film with a wonderful cast"),
@@ -85,7 +85,7 @@ def test_ranking_metrics_against_hand_computed():
 # ---------------------------------------------------------------------------------------------- bi-encoder
 @pytest.mark.parametrize("pooling,score", [("mean", "dot"), ("cls", "cosine")])
 def test_bi_encoder_corpus_once_equals_pair_scores(toy, pooling, score):
-    from kdlab.models import tiny_model
+    from kdlab.models.core import tiny_model
     from kdlab.ranking.models import BiEncoder, base_encoder
     from kdlab.ranking.train import rank_bi
     model, tok = tiny_model(1, num_hidden_layers=2)

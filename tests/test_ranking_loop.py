@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdlab import distill
+from kdlab.engine import distill
 from kdlab.cli import main
-from kdlab.pipeline import resume_run
+from kdlab.engine.pipeline import resume_run
 from kdlab.ranking.data import load_beir, write_beir
-from kdlab.store import Store
+from kdlab.runs.store import Store
 from test_ranking import DOCS, QRELS, QUERIES
 
 COMMON = ["distill", "--task", "ranking", "--teacher", "tiny", "--max-train", "4", "--batch-size", "4",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
-from kdlab.store import Store
+from kdlab.runs.store import Store
 from kdlab.ranking import fused
 from kdlab.ranking.data import carve_dev
 
@@ -49,7 +49,7 @@ def test_published_rows_with_source():
 
 
 def _tiny_bi(pooling="mean", score="cosine"):
-    from kdlab.models import tiny_model
+    from kdlab.models.core import tiny_model
     from kdlab.ranking.models import BiEncoder, base_encoder
     model, tok = tiny_model(1, num_hidden_layers=2)
     return BiEncoder(base_encoder(model), tok, pooling=pooling, score=score, query_len=16, doc_len=32).eval()
@@ -89,7 +89,7 @@ def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_
     from kdlab.cli import main
     from kdlab.ranking.data import write_beir
     from kdlab.ranking.models import BiEncoder
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     from test_ranking import DOCS, QRELS, QUERIES
     toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
     root = tmp_path / "runs"
@@ -109,7 +109,7 @@ def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_
 def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     from kdlab.cli import main
     from kdlab.ranking.data import write_beir
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     from test_ranking import DOCS, QRELS, QUERIES
     toy = write_beir(tmp_path / "scifact", DOCS, QUERIES, QRELS)   # named like SciFact: its published rows
     root = tmp_path / "runs"
@@ -155,8 +155,8 @@ def test_flags_that_do_not_apply_to_ranking_are_refused(tmp_path, capsys, flag):
 def test_cosine_student_margins_scaled_by_tau():
     """Margin-MSE of a cosine student compares its cosine / tau with the teacher's margins: one query, a positive
     at cosine 1 and a negative at cosine 0 -> student margin 1 / 0.05 = 20; teacher margin 4 -> (20 - 4)^2."""
-    from kdlab.distill import build_method
-    from kdlab.models import tiny_model
+    from kdlab.engine.distill import build_method
+    from kdlab.models.core import tiny_model
     from kdlab.records import Features
     from kdlab.ranking.models import BiEncoder, base_encoder
     model, tok = tiny_model(1, num_hidden_layers=1)

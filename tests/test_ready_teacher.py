@@ -6,9 +6,9 @@ import pytest
 
 from kdlab.config import RunConfig, apply_preset, build_config
 from kdlab.errors import KdlabError
-from kdlab.models import tiny_model
-from kdlab.pipeline import distill_run, load_bundle, prepare_teacher
-from kdlab.store import Store
+from kdlab.models.core import tiny_model
+from kdlab.engine.pipeline import distill_run, load_bundle, prepare_teacher
+from kdlab.runs.store import Store
 
 QUIET = dict(log=lambda *_: None)
 

@@ -1,6 +1,6 @@
 """The published reference table: lookup by task and teacher backbone, and the weak-teacher warning."""
-from kdlab import references as R
-from kdlab.store import Store
+from kdlab.analysis import references as R
+from kdlab.runs.store import Store
 
 
 def test_lookup_task_aliases_and_backbone_order():

@@ -7,7 +7,7 @@ import pytest
 from kdlab import cli
 from kdlab.config import build_config
 from kdlab.errors import KdlabError
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 TINY = ["distill", "--preset", "tiny", "--no-progress", "--quiet", "--max-train", "16", "--max-eval", "8"]
 
@@ -62,8 +62,8 @@ def test_zero_examples_means_all_as_the_help_says(capsys):
 
 
 def test_a_saved_model_refuses_a_longer_max_len(tmp_path):
-    from kdlab.models import save_model, tiny_model
-    from kdlab.pipeline import eval_run
+    from kdlab.models.core import save_model, tiny_model
+    from kdlab.engine.pipeline import eval_run
     store = Store(tmp_path / "runs")
     rid = store.create_run("student", "kd", build_config(preset="tiny").to_dict())
     model, tok = tiny_model()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["distill", "--preset", "tiny", "--no-progress", "--method", "hidden", "--max-train", "48",

@@ -1,8 +1,8 @@
 """A run killed after its final checkpoint (before it was marked finished) resumes to finished with each
 evaluation stored once (the resumed loop evaluates the final model again and used to add a second copy)."""
 from kdlab import cli
-from kdlab.pipeline import resume_run
-from kdlab.store import Store
+from kdlab.engine.pipeline import resume_run
+from kdlab.runs.store import Store
 
 
 def test_resume_from_the_final_checkpoint_stores_each_evaluation_once(tmp_path, capsys):

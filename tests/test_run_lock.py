@@ -1,4 +1,4 @@
-"""One writer per run, study and workshop pack (kdlab.prep_lock.exclusive): a second writer started beside the
+"""One writer per run, study and workshop pack (kdlab.runs.prep_lock.exclusive): a second writer started beside the
 first fails at once with one line naming the first one's pid; the lock goes with its process."""
 import os
 import subprocess
@@ -7,13 +7,14 @@ import textwrap
 
 import pytest
 
-from kdlab import cli, prep_lock
+from kdlab import cli
+from kdlab.runs import prep_lock
 from kdlab.errors import KdlabError
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from kdlab import prep_lock
+    from kdlab.runs import prep_lock
     with prep_lock.exclusive(sys.argv[1], "x"):
         print("held", flush=True)
         time.sleep(60)
@@ -94,15 +95,15 @@ def test_study_bootstrap_is_checked_before_any_cell(tmp_path, capsys):
 
 
 def test_two_resumes_started_together_write_the_run_once(tmp_path, monkeypatch, capsys):
-    import kdlab.distill
+    import kdlab.engine.distill
     runs = str(tmp_path / "runs")
-    real = kdlab.distill.log_step
+    real = kdlab.engine.distill.log_step
 
     def interrupted_at_step_3(loop, *a, **k):   # Ctrl-C after step 3: the run keeps its checkpoint of step 2
         if loop.teacher is not None and loop.state.step == 3:   # the student's loop, not the teacher's
             raise KeyboardInterrupt
         return real(loop, *a, **k)
-    monkeypatch.setattr(kdlab.distill, "log_step", interrupted_at_step_3)
+    monkeypatch.setattr(kdlab.engine.distill, "log_step", interrupted_at_step_3)
     assert cli.main(["distill", "--preset", "tiny", "--no-progress", "--quiet", "--max-train", "32", "--max-eval", "8",
                      "--teacher-epochs", "1", "--batch-size", "8", "--checkpoint-every", "2", "--runs", runs]) == 130
     monkeypatch.undo()

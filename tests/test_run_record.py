@@ -1,4 +1,4 @@
-"""One stored-run record (kdlab.run_record): a student of a two-teacher ensemble is compressed and evaluated
+"""One stored-run record (kdlab.runs.run_record): a student of a two-teacher ensemble is compressed and evaluated
 (`kdlab compress`, `kdlab eval --model`), and old or provenance keys never reach RunConfig."""
 import json
 
@@ -6,8 +6,8 @@ import pytest
 
 from kdlab.cli import main
 from kdlab.errors import KdlabError
-from kdlab.run_record import PROVENANCE, StoredRun, config_of
-from kdlab.store import Store
+from kdlab.runs.run_record import PROVENANCE, StoredRun, config_of
+from kdlab.runs.store import Store
 
 
 def test_config_of_drops_provenance_and_keys_kdlab_no_longer_knows():

@@ -6,10 +6,10 @@ import pytest
 
 from kdlab.config import RunConfig, apply_preset, build_config
 from kdlab.errors import KdlabError
-from kdlab.evaluate import evaluate
-from kdlab.models import load_saved
-from kdlab.pipeline import distill_run, load_bundle
-from kdlab.store import Store
+from kdlab.analysis.evaluate import evaluate
+from kdlab.models.core import load_saved
+from kdlab.engine.pipeline import distill_run, load_bundle
+from kdlab.runs.store import Store
 
 QUIET = dict(log=lambda *_: None)
 
@@ -49,7 +49,7 @@ def test_patience_stops_a_run_that_does_not_improve(tmp_path, capsys):
     assert r["status"] == "finished" and "stopped early after epoch 2" in r["message"]
     sel = store.artifact(run, "selection")
     assert sel["stopped_early"] and sel["selected"]["epoch"] == 1 and sel["last"]["epoch"] == 2
-    plan = store.artifact(run, "plan")   # the loop's plan (kdlab.progress): 6 epochs of 64 examples in batches of 16
+    plan = store.artifact(run, "plan")   # the loop's plan (kdlab.runs.progress): 6 epochs of 64 examples in batches of 16
     assert (plan["total_steps"], plan["steps_per_epoch"], plan["start_step"]) == (24, 4, 0)
     from kdlab.cli import main
     assert main(["runs", "--runs", str(tmp_path)]) == 0
@@ -83,8 +83,8 @@ def test_a_study_with_select_compares_the_selected_models(tmp_path, capsys):
     --report last reads the last epochs'; the two differ where a run's best epoch is not its last."""
     import numpy as np
 
-    from kdlab.stats import load_predictions
-    from kdlab.study import aggregate, format_table, run_study
+    from kdlab.analysis.stats import load_predictions
+    from kdlab.engine.study import aggregate, format_table, run_study
     store = Store(tmp_path)
     cfg = _cfg(epochs=3, select="ood_restaurant:accuracy")
     res = run_study(cfg, store, "sel", ["ce", "kd"], [0, 1], workers=1, progress=False, n_boot=200, **QUIET)

@@ -106,7 +106,7 @@ def test_train_page_refuses_a_layer_method_for_an_ensemble_before_launching(page
 def test_a_folder_kdlab_saved_is_the_ready_teacher_and_a_pretrained_student(page):
     """A kdlab folder (kdlab.json) as the teacher is used as is without the checkbox; the same folder as the
     pretrained student is what Measure sizes (same tokenizer as the teacher)."""
-    from kdlab.models import save_model, tiny_model
+    from kdlab.models.core import save_model, tiny_model
     runs = Path(os.environ["KDLAB_RUNS"])
     folder = runs / "saved" / "model"
     model, tok = tiny_model(2, num_hidden_layers=3)

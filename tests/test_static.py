@@ -1,4 +1,4 @@
-"""The static-embedding student (kdlab.static): its token table against a hand-computed Model2Vec recipe on a tiny
+"""The static-embedding student (kdlab.models.static): its token table against a hand-computed Model2Vec recipe on a tiny
 teacher built in code (each token alone through the encoder, mean-pooled, PCA by numpy's SVD, log(1 + id)
 weights), its masked mean, save/load, and the one-line refusals; one short end-to-end run through distill,
 compress --onnx and eval --model."""
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
-from kdlab.models import load_saved, save_model, tiny_model
-from kdlab.static import StaticForSequenceClassification, build_student, zipf_weights
+from kdlab.models.core import load_saved, save_model, tiny_model
+from kdlab.models.static import StaticForSequenceClassification, build_student, zipf_weights
 
 QUIET = dict(log=lambda *_: None)
 
@@ -76,7 +76,7 @@ def test_static_student_saves_in_safetensors_and_reloads(teacher, student, tmp_p
 def test_refusals_are_one_line(tmp_path):
     from kdlab.config import build_config
     from kdlab.methods import get
-    from kdlab.students import check_student_choice
+    from kdlab.models.students import check_student_choice
     from kdlab.tasks import Task
     cfg = build_config(preset="tiny", method="kd", student="static")
     with pytest.raises(KdlabError, match="sentence pair"):
@@ -87,8 +87,8 @@ def test_refusals_are_one_line(tmp_path):
     with pytest.raises(KdlabError, match="builds its own student"):
         check_student_choice(build_config(preset="tiny", method="bilstm", student="static"), get("bilstm"), Task("x"))
     check_student_choice(build_config(preset="tiny", method="ce", student="static"), get("ce"), Task("x"))
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     with pytest.raises(KdlabError, match="static student is a classifier"):
         distill_run(build_config(method="margin-mse", student="static"), Store(tmp_path / "runs"), **QUIET)
 
@@ -97,8 +97,8 @@ def test_distill_static_then_onnx_and_eval(tmp_path):
     from kdlab.config import build_config
     from kdlab.deploy.artifacts import compress_run
     from kdlab.deploy.report import eval_models
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     store = Store(tmp_path / "runs")
     cfg = build_config(preset="tiny", method="kd", student="static", max_train=200, max_steps=20,
                        teacher_epochs=1, no_progress=True)
@@ -113,7 +113,7 @@ def test_distill_static_then_onnx_and_eval(tmp_path):
 
 
 def test_the_optimiser_gives_the_static_student_its_learning_rate_scale(teacher, student):
-    from kdlab.distill import make_optimizer, param_groups
+    from kdlab.engine.distill import make_optimizer, param_groups
     opt = make_optimizer(param_groups([student, teacher[0]], 0.01), 1e-4)
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     assert lr_of[id(student.embeddings.weight)] == pytest.approx(1e-4 * student.lr_scale) == pytest.approx(1e-2)

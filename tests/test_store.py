@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kdlab.errors import KdlabError
-from kdlab.store import Store
+from kdlab.runs.store import Store
 
 
 def _writer(root, run_id, steps):
@@ -92,7 +92,7 @@ def test_unknown_run_and_corrupt_database(tmp_path):
 
 def test_a_stopped_run_is_recorded_once_the_same_way_by_every_loop(tmp_path):
     from kdlab.errors import KdlabError
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     store = Store(tmp_path / "runs")
     ids = [store.create_run("student", "kd", {}) for _ in range(4)]
     stops = [(ids[0], KdlabError("bad option"), True), (ids[1], ValueError("boom"), True),
@@ -115,7 +115,7 @@ def test_new_store_opened_by_many_processes_at_once(tmp_path):
     import subprocess
     import sys
     import time
-    code = ("import sys, time; from kdlab.store import Store; t = float(sys.argv[2])\n"
+    code = ("import sys, time; from kdlab.runs.store import Store; t = float(sys.argv[2])\n"
             "while time.time() < t: time.sleep(0.001)\n"
             "s = Store(sys.argv[1]); print(s.path.exists())")
     root = tmp_path / "fresh"

@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
-from kdlab import cli, prep_lock, store_paths
+from kdlab import cli
+from kdlab.runs import prep_lock, store_paths
 from kdlab.config import build_config
 from kdlab.errors import KdlabError
-from kdlab.models import save_model, tiny_model
-from kdlab.store import Store
+from kdlab.models.core import save_model, tiny_model
+from kdlab.runs.store import Store
 
 
 def _stored_run(root) -> tuple[Store, str]:
@@ -70,7 +71,7 @@ def test_old_absolute_paths_resolve_through_the_moved_or_copied_store(tmp_path):
     shutil.rmtree(tmp_path / "copy" / rid / "student")
     assert copy.artifact(rid, "model_dir") == str(tmp_path / "copy" / rid / "student")
     with pytest.raises(KdlabError, match="is gone"):
-        from kdlab.pipeline import eval_run
+        from kdlab.engine.pipeline import eval_run
         eval_run(copy, rid, "unused.tsv")
     # a path outside the store (a shared teacher cache) is used as recorded
     assert store_paths.resolve(tmp_path / "copy", "/elsewhere/teachers/abc") == "/elsewhere/teachers/abc"
@@ -145,7 +146,7 @@ def test_two_compressions_at_once_never_both_claim_a_name(tmp_path, capsys):
     assert list(store.artifact(rid, "models")) == ["x"]
     assert sorted(p.name for p in (store.folder(rid) / "models").iterdir()) == ["x"]   # no partial folder left
     # with the run's lock held by another process, compress names it at once
-    hold = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom kdlab import prep_lock\n"
+    hold = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom kdlab.runs import prep_lock\n"
                              "with prep_lock.exclusive(sys.argv[1], 'x'):\n    print('held', flush=True)\n"
                              "    time.sleep(60)", str(prep_lock.run_lock_path(store, rid))],
                             stdout=subprocess.PIPE, text=True)

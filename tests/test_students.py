@@ -1,4 +1,4 @@
-"""Pretrained students (--student, kdlab.students) and teachers that tokenize differently (kdlab.retokenize): a
+"""Pretrained students (--student, kdlab.models.students) and teachers that tokenize differently (kdlab.models.retokenize): a
 byte-level-BPE RoBERTa teacher (tokenizer trained in code) teaches a WordPiece BERT student with kd and refuses
 pkd-skip; the retokenized teacher's logits are the teacher's own on its own tokens; a pretrained student of another
 width and depth learns through the mapping with projections; a student that ignores --student refuses."""
@@ -12,12 +12,12 @@ from kdlab.cli import main
 from kdlab.config import RunConfig, apply_preset
 from kdlab.data.batching import encode_texts, make_loader, model_inputs
 from kdlab.errors import KdlabError
-from kdlab.features import features
-from kdlab.models import save_model, tiny_model
-from kdlab.pipeline import distill_run, load_bundle
+from kdlab.models.features import features
+from kdlab.models.core import save_model, tiny_model
+from kdlab.engine.pipeline import distill_run, load_bundle
 from kdlab.records import Need
-from kdlab.retokenize import RetokenizedTeacher, same_tokenizer
-from kdlab.store import Store
+from kdlab.models.retokenize import RetokenizedTeacher, same_tokenizer
+from kdlab.runs.store import Store
 
 QUIET = dict(log=lambda *_: None)
 
@@ -56,7 +56,7 @@ def _cfg(**kw):
 
 
 def test_retokenized_teacher_gives_the_teachers_own_logits(roberta_teacher):
-    from kdlab.models import load_teacher, load_tokenizer
+    from kdlab.models.core import load_teacher, load_tokenizer
     teacher, t_tok = load_teacher(roberta_teacher, 2)
     teacher.eval()
     s_tok = load_tokenizer("tiny")
@@ -102,7 +102,7 @@ def test_pretrained_student_of_another_width_learns_through_the_mapping(tmp_path
         rid = distill_run(_cfg(method=method, student=str(folder), method_args=args), store, **QUIET)
         run = store.run(rid)
         assert run["status"] == "finished", (method, run["message"])
-    from kdlab.models import load_saved
+    from kdlab.models.core import load_saved
     m, _ = load_saved(store.folder(rid) / "student")
     assert (m.config.hidden_size, m.config.num_hidden_layers) == (32, 3)
 

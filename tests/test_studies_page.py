@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from kdlab.stats import summarize
-from kdlab.store import Store
-from kdlab.viz import seed_deltas, study_forest
+from kdlab.analysis.stats import summarize
+from kdlab.runs.store import Store
+from kdlab.analysis.viz import seed_deltas, study_forest
 
 APP = Path(__file__).resolve().parents[1] / "app"
 
@@ -42,7 +42,7 @@ def test_studies_page(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(APP))
     store = Store(tmp_path)
     rows = json.loads(json.dumps(_rows(), default=float))
-    for r in rows:   # as kdlab.study.aggregate names the doctor for inconclusive and worse verdicts
+    for r in rows:   # as kdlab.engine.study.aggregate names the doctor for inconclusive and worse verdicts
         if r["verdict"] in ("inconclusive", "worse"):
             r["doctor"] = f"python -m kdlab doctor --run run-{r['group']}"
     store.save_study("s1", {"grid": {"methods": ["ce", "kd", "pkd-skip"], "seeds": [0, 1], "baseline": "ce"},

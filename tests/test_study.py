@@ -11,9 +11,9 @@ from scipy import stats as sps
 
 from kdlab.cli import main
 from kdlab.errors import KdlabError
-from kdlab.stats import paired_bootstrap, summarize, verdict
-from kdlab.store import Store
-from kdlab.study import parse_seeds, parse_vary, plan_cells
+from kdlab.analysis.stats import paired_bootstrap, summarize, verdict
+from kdlab.runs.store import Store
+from kdlab.engine.study import parse_seeds, parse_vary, plan_cells
 
 
 def _preds(correct_rate, n, rng):
@@ -69,7 +69,7 @@ def test_generic_metric_and_summary_rows():
     good = np.where(rng.random(300) < 0.9, labels, 1 - labels)
     bad = np.where(rng.random(300) < 0.6, labels, 1 - labels)
     r = paired_bootstrap(good[None], bad[None], labels, "macro_f1", n_boot=100)
-    from kdlab.evaluate import macro_f1
+    from kdlab.analysis.evaluate import macro_f1
     assert r["delta"] == pytest.approx(macro_f1(good, labels, 2) - macro_f1(bad, labels, 2))
     assert r["ci_low"] > 0
     cell = lambda p: {"dev": {"value": float((p == labels).mean()), "pred": p, "labels": labels}}
@@ -96,8 +96,8 @@ TINY = ["--preset", "tiny", "--max-steps", "3", "--max-train", "48", "--max-eval
 
 
 def test_tiny_study_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
-    import kdlab.pipeline   # a killed cell never gets to drop its checkpoint: keep them, to kill one below
-    monkeypatch.setattr(kdlab.pipeline, "drop_checkpoint", lambda folder: 0)
+    import kdlab.engine.pipeline   # a killed cell never gets to drop its checkpoint: keep them, to kill one below
+    monkeypatch.setattr(kdlab.engine.pipeline, "drop_checkpoint", lambda folder: 0)
     runs = str(tmp_path / "runs")
     cmd = ["study", "--methods", "ce,kd", "--seeds", "2", "--runs", runs, "--name", "s1", *TINY]
     assert main(cmd) == 0

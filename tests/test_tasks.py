@@ -20,10 +20,10 @@ from kdlab import cli
 from kdlab.data.batching import collate, encode_split
 from kdlab.data.loaders import Split, load_data, load_eval_file
 from kdlab.errors import KdlabError
-from kdlab.evaluate import metrics
-from kdlab.features import Features
+from kdlab.analysis.evaluate import metrics
+from kdlab.models.features import Features
 from kdlab.methods import Context, State, get, names
-from kdlab.models import ModelInfo, tiny_model
+from kdlab.models.core import ModelInfo, tiny_model
 from kdlab.tasks import get_task, resolve, task_of_path
 
 SHARED = Path("/work/shared/data")
@@ -217,7 +217,7 @@ def test_pair_tokenization_round_trip_keeps_both_texts():
     assert batch["token_type_ids"].shape == batch["input_ids"].shape
     model, _ = tiny_model(2)
     model.eval()
-    from kdlab.features import Need, features
+    from kdlab.models.features import Need, features
     with torch.no_grad():
         plain = features(model, batch, Need(hidden=True))
         bucketed = features(model, batch, Need(hidden=True), bucketed=True)
@@ -300,7 +300,7 @@ def test_bad_inputs_name_file_row_and_fix(tmp_path):
 
 
 def test_bad_inputs_through_the_cli_exit_2_without_a_finished_run(tmp_path, capsys):
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     folder = pair_folder(tmp_path)
     runs = tmp_path / "runs"
     base = ["distill", "--teacher", "tiny", "--max-steps", "1", "--runs", str(runs), "--no-progress", "--quiet"]
@@ -320,8 +320,8 @@ def test_bad_inputs_through_the_cli_exit_2_without_a_finished_run(tmp_path, caps
 # ------------------------------------------------------------------------------------------------ every method
 def _env(tmp_path_factory, make):
     from kdlab.config import RunConfig, apply_preset
-    from kdlab.pipeline import load_bundle, prepare_teacher
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import load_bundle, prepare_teacher
+    from kdlab.runs.store import Store
     root = tmp_path_factory.mktemp("data")
     store = Store(tmp_path_factory.mktemp("runs"))
     cfg = apply_preset(RunConfig(data=str(make(root)), preset="tiny"))
@@ -348,7 +348,7 @@ ARGS = {"internal-pid": {"stage_steps": 1}, "internal-sid": {"stage_steps": 1}, 
 
 
 def _run_method(env, method):
-    from kdlab.pipeline import distill_run
+    from kdlab.engine.pipeline import distill_run
     cfg = dataclasses.replace(env["cfg"], method=method, method_args=ARGS.get(method, {}))
     cls = get(method)
     if env["bundle"].task.kind not in cls.label_kinds:

@@ -1,4 +1,4 @@
-"""Teachers that are not one model (kdlab.teachers): soft labels from a file drive logit KD, and an ensemble of
+"""Teachers that are not one model (kdlab.models.teachers): soft labels from a file drive logit KD, and an ensemble of
 several teachers with the two published loss forms; layer methods refuse both in one line."""
 import csv
 import dataclasses
@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab import distill
+from kdlab.engine import distill
 from kdlab.config import RunConfig, apply_preset, build_config
 from kdlab.errors import KdlabError
-from kdlab.features import features
+from kdlab.models.features import features
 from kdlab.methods.base import Context
 from kdlab.methods.basic import KD
-from kdlab.models import ModelInfo, build_student, tiny_model
-from kdlab.pipeline import distill_run, load_bundle
+from kdlab.models.core import ModelInfo, build_student, tiny_model
+from kdlab.engine.pipeline import distill_run, load_bundle
 from kdlab.records import Features
-from kdlab.store import Store
-from kdlab.teachers import SoftLabelTeacher, load_soft_labels
+from kdlab.runs.store import Store
+from kdlab.models.teachers import SoftLabelTeacher, load_soft_labels
 
 QUIET = dict(log=lambda *_: None)
 

@@ -2,9 +2,9 @@
 import pytest
 
 from kdlab.config import build_config
-from kdlab.pipeline import distill_run
-from kdlab.store import Store
-from kdlab.tensorboard import FOLDER, read_scalars
+from kdlab.engine.pipeline import distill_run
+from kdlab.runs.store import Store
+from kdlab.engine.tensorboard import FOLDER, read_scalars
 
 
 def test_tensorboard_events_match_the_store(tmp_path):

@@ -8,7 +8,7 @@ from kdlab.data.transfer import UNLABELED, read_transfer
 from kdlab.errors import KdlabError
 from kdlab.methods import get
 from kdlab.methods.base import Context
-from kdlab.models import ModelInfo
+from kdlab.models.core import ModelInfo
 from kdlab.records import Features
 from kdlab.tasks import BUILTIN
 
@@ -57,8 +57,8 @@ def test_reading_a_transfer_file(tmp_path):
 
 
 def test_a_kd_run_trains_on_the_transfer_set(tmp_path):
-    from kdlab.pipeline import distill_run
-    from kdlab.store import Store
+    from kdlab.engine.pipeline import distill_run
+    from kdlab.runs.store import Store
     texts = ["a wonderful film", "dull and slow", "great acting", "boring plot", "loved it", "awful"] * 4
     (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
     store = Store(tmp_path / "runs")

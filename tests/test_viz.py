@@ -1,13 +1,13 @@
-"""kdlab.viz: every figure's data checked against its inputs (values, shapes, annotations)."""
+"""kdlab.analysis.viz: every figure's data checked against its inputs (values, shapes, annotations)."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from kdlab import viz
-from kdlab.evaluate import calibration_bins
-from kdlab.mapping import grouped, uniform
+from kdlab.analysis import viz
+from kdlab.analysis.evaluate import calibration_bins
+from kdlab.kd.mapping import grouped, uniform
 
 
 def test_soften_entropy_hand_values():

@@ -1,6 +1,6 @@
-"""The deploy frontier figure (kdlab.viz.deploy_frontier): accuracy against latency, one point per model, the
+"""The deploy frontier figure (kdlab.analysis.viz.deploy_frontier): accuracy against latency, one point per model, the
 teacher a star, the non-dominated models joined, on hand-made rows."""
-from kdlab import viz
+from kdlab.analysis import viz
 
 ROWS = {
     "teacher": {"mb": 90.0, "params": 22_000_000, "ms_b1": 8.0, "ms_b32": 2.0, "dev": 0.91},

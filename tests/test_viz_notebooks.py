@@ -1,9 +1,9 @@
-"""The figure builders the notebooks added to kdlab.viz: the drawn numbers are the given numbers."""
+"""The figure builders the notebooks added to kdlab.analysis.viz: the drawn numbers are the given numbers."""
 import math
 
 import pytest
 
-from kdlab import viz
+from kdlab.analysis import viz
 
 
 def test_series_lines_draws_each_series_over_x():

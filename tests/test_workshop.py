@@ -108,7 +108,7 @@ def test_every_method_form_builds_widgets_and_round_trips_the_defaults(env, laun
 # ----------------------------------------------------------------------------------------------- dark knowledge
 def test_dark_knowledge_matches_hand_computed_values():
     from math import log, sqrt
-    from kdlab.dark_knowledge import dark_knowledge
+    from kdlab.analysis.dark_knowledge import dark_knowledge
     # binary: p = [0.75, 0.25] at T=1; at T=2 p = [sqrt3, 1] / (sqrt3 + 1)
     dk = dark_knowledge([[log(3), 0.0]], [1, 2], labels=[0])
     assert dk["entropy"][0] == pytest.approx(-(0.75 * log(0.75) + 0.25 * log(0.25)))
@@ -154,8 +154,8 @@ def test_temperature_lab_shows_the_dark_knowledge_view(env):
 def test_a_run_waiting_for_its_teacher_shows_the_preparation_and_how_to_cancel(env):
     import sys
     import time
-    from kdlab import prep_lock
-    from kdlab.store import Store
+    from kdlab.runs import prep_lock
+    from kdlab.runs.store import Store
     from kdlab.tools import launch
     sys.path.insert(0, str(Path(APP).parent))
     import common
@@ -193,10 +193,10 @@ def test_a_run_waiting_for_its_teacher_shows_the_preparation_and_how_to_cancel(e
 
 # ----------------------------------------------------------------------------------------------- class pack
 def test_workshop_prepare_runs_the_class_pack_then_skips_and_resumes(tmp_path, capsys, monkeypatch):
-    import kdlab.pipeline   # an interrupted run never gets to drop its checkpoint: keep them, to interrupt one below
-    monkeypatch.setattr(kdlab.pipeline, "drop_checkpoint", lambda folder: 0)
+    import kdlab.engine.pipeline   # an interrupted run never gets to drop its checkpoint: keep them, to interrupt one below
+    monkeypatch.setattr(kdlab.engine.pipeline, "drop_checkpoint", lambda folder: 0)
     from kdlab.cli import main
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     from kdlab.tools.workshop import PLAN, prepare, run_name
     args = ["workshop", "prepare", "--preset", "tiny", "--max-train", "32", "--max-eval", "16", "--max-steps", "2",
             "--runs", str(tmp_path), "--quiet"]

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab import references, viz
-from kdlab.study import format_table, to_csv
+from kdlab.analysis import references, viz
+from kdlab.engine.study import format_table, to_csv
 
 st.title("Studies")
 C.sidebar()
@@ -53,7 +53,7 @@ with C.guard():
     undecided = [f"{r['group']} on {r['domain']}" for r in verdicts if r["verdict"] == "inconclusive"]
     if undecided:
         st.caption("inconclusive (the 95% interval contains 0): " + "; ".join(undecided))
-    why = sorted({r["doctor"] for r in verdicts if r.get("doctor")})   # inconclusive / worse (kdlab.study)
+    why = sorted({r["doctor"] for r in verdicts if r.get("doctor")})   # inconclusive / worse (kdlab.engine.study)
     if why:
         st.caption("why did distillation not help? the doctor's findings for a run of each such row (also on the "
                    "Doctor page):")

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab.doctor import command_line, diagnose
+from kdlab.analysis.doctor import command_line, diagnose
 
 st.title("Doctor")
 C.sidebar()

@@ -2,21 +2,22 @@
 import time
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab import families
+from kdlab.models import families
+from kdlab.choices import BUDGETS as RUN_BUDGETS, DEFAULTS, allowed
 from kdlab.errors import KdlabError
-from kdlab.families import tiny_name
+from kdlab.models.families import tiny_name
 
 st.title("Setup")
 side = C.sidebar()
 s = C.setup()
 
-BUDGETS = {"quick": "quick: a first result in about two minutes (800 examples, 1 teacher epoch at lr 4e-4, "
-                    "1 student epoch at lr 3e-4)",
-           "full": "full: every example, 2 teacher epochs, 3 student epochs"}
+_q, _f = RUN_BUDGETS["quick"], RUN_BUDGETS["full"]
+BUDGETS = {"quick": f"quick: a first result in about two minutes ({_q['max_train']} examples, {_q['teacher_epochs']} "
+                    f"teacher epoch at lr {_q['teacher_lr']:g}, {_q['epochs']} student epoch at lr {_q['lr']:g})",
+           "full": f"full: every example, {_f['teacher_epochs']} teacher epochs, {_f['epochs']} student epochs"}
 
 
 def _apply_budget():
@@ -53,7 +54,7 @@ with col1:
         fams = families.names()
         arch = st.selectbox("model family", fams, index=fams.index(s.get("arch") or "bert")
                             if (s.get("arch") or "bert") in fams else 0, key="setup_arch",
-                            help="the tiny random teacher's architecture (kdlab.families: tiny-FAMILY, as "
+                            help="the tiny random teacher's architecture (kdlab.models.families: tiny-FAMILY, as "
                                  "`--arch FAMILY`); every method runs on every family or refuses with one line")
     else:
         teacher = st.text_input("folder" if kind == "model folder" else "hub model name",
@@ -76,8 +77,8 @@ with col1:
                                value=", ".join(x for x in had if x not in offered), key="setup_ensemble_text",
                                help="added to the ensemble after the ones picked above")
         extra = picked + [x.strip() for x in others.split(",") if x.strip()]
-        ens = ["mean-probs", "mean-kl"]
-        ensemble = st.radio("ensemble loss", ens, index=ens.index(s.get("ensemble") or "mean-probs"),
+        ens = list(allowed("ensemble"))
+        ensemble = st.radio("ensemble loss", ens, index=ens.index(s.get("ensemble") or DEFAULTS["ensemble"]),
                             horizontal=True, key="setup_ensemble", disabled=not extra,
                             help="`--ensemble`: mean-probs = KD to the mean of the teachers' softened distributions; "
                                  "mean-kl = the mean of the per-teacher KD losses")
@@ -201,8 +202,8 @@ st.subheader("Prepare the teacher")
 def _prepare(cfg):
     """Fine-tune every teacher that is not prepared yet (``kdlab teacher`` in its own process: an ensemble's teachers
     one after the other), with a progress bar over all of them."""
-    from kdlab.distill import plan_steps
-    from kdlab.explain import teacher_progress
+    from kdlab.engine.distill import plan_steps
+    from kdlab.analysis.explain import teacher_progress
     from kdlab.tools import launch
     store = C.store()
     _, total = plan_steps(len(C.bundle().train), cfg.teacher_train)
@@ -250,7 +251,7 @@ else:
 st.subheader("Sizes and speeds")
 if st.button("Measure teacher and student", key="setup_measure"):
     with C.guard():
-        from kdlab.evaluate import size_report
+        from kdlab.analysis.evaluate import size_report
         t, tok, tuned = C.teacher()
         stu = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok)
         dev = C.bundle().dev
@@ -260,6 +261,7 @@ if st.button("Measure teacher and student", key="setup_measure"):
                 "student": size_report(stu, tok, texts, int(s["max_len"]), texts_b=texts_b)}
         st.session_state["setup_sizes"] = rows
 if "setup_sizes" in st.session_state:
+    import pandas as pd   # here, not at the top: the first page draws without pandas until it shows a table
     rows = st.session_state["setup_sizes"]
     df = pd.DataFrame(rows).T.rename(columns={"latency_ms": "ms/example", "params": "parameters"})
     df["parameters"] = df["parameters"].astype(int)
@@ -274,6 +276,7 @@ with C.guard():
     b = C.bundle()
     same = [r for r in C.store().runs() if r["status"] == "finished" and C.record(r).data_identity == b.identity]
     if same:
+        import pandas as pd
         metric = b.task.primary
         C.show(pd.DataFrame(C.size_rows(same, metric)).set_index("model"), "setup_stored_table")
         st.caption(f"{metric} (the task's primary metric) per evaluation set beside the size on disk of the model "

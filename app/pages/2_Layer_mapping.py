@@ -3,7 +3,8 @@ import numpy as np
 import streamlit as st
 
 import common as C
-from kdlab import mapping, viz
+from kdlab.kd import mapping
+from kdlab.analysis import viz
 from kdlab.tools import cka_run
 
 st.title("Layer mapping")
@@ -23,9 +24,9 @@ SUGGESTED = "cka (suggested)"
 
 def suggest_from_cka():
     """One click: the linear CKA of the untrained student against the teacher on the training rows a run with
-    --set mapping=cka reads (kdlab.cka_mapping), and the strategy switched to the mapping it gives."""
+    --set mapping=cka reads (kdlab.analysis.cka_mapping), and the strategy switched to the mapping it gives."""
     with C.guard():
-        from kdlab.cka_mapping import cka_scores
+        from kdlab.analysis.cka_mapping import cka_scores
         stu0 = C.fresh_student(t, repr(sorted(s.items())) + str(tuned), tok)
         st.session_state["map_cka_scores"] = cka_scores(t, stu0, tok, C.bundle().train, max_len=int(s["max_len"]))
         st.session_state["map_strategy"] = SUGGESTED

@@ -3,8 +3,8 @@ import numpy as np
 import streamlit as st
 
 import common as C
-from kdlab import viz
-from kdlab.explain import example_logits, temperature_terms
+from kdlab.analysis import viz
+from kdlab.analysis.explain import example_logits, temperature_terms
 
 st.title("Temperature lab")
 C.sidebar()
@@ -73,21 +73,21 @@ Dividing by T = {T:g} before the softmax flattens both distributions: the teache
 more of the teacher's "dark knowledge". The KL between the softened distributions is **{kl_raw}**.
 Its gradient with respect to the student logits scales like 1/T², so Hinton et al. multiply by T² = {T*T:g}
 to keep the soft-target term on the same scale as the hard-label loss when T changes:
-T² · KL = {T*T:g} × {kl_raw} = **{loss}** (`kdlab.losses.kd_kl`).
+T² · KL = {T*T:g} × {kl_raw} = **{loss}** (`kdlab.kd.losses.kd_kl`).
 """)
 
 
 # ----------------------------------------------------------------------------------------------- dark knowledge
 @st.cache_data(show_spinner="teacher predictions on the dev set ...", max_entries=8)
 def _dev_logits(key: str, _model, _tok, _split, max_len: int) -> np.ndarray:
-    from kdlab.evaluate import predict
+    from kdlab.analysis.evaluate import predict
     return predict(_model, _split, _tok, max_len=max_len)
 
 
 if zt is not None:
     st.subheader("Dark knowledge: what the soft targets say beyond the label")
     with C.guard():
-        from kdlab.dark_knowledge import dark_knowledge
+        from kdlab.analysis.dark_knowledge import dark_knowledge
         from kdlab.data.loaders import Split
         tm, ttok, ttuned = C.teacher()
         n = min(len(dev), 200)
@@ -120,4 +120,4 @@ if zt is not None:
             f"targets at T = {T:g} leave on average **{dk['non_target_mass'][i]:.1%}** of the probability off the "
             f"gold label. With **{C_} classes** {what} Raising T spreads the mass (the entropy rises towards "
             f"log {C_} = {dk['max_entropy']:.2f}). A second choice counts as informative when its softened probability is "
-            "at least the threshold and the task has more than two classes (`kdlab.dark_knowledge`).")
+            "at least the threshold and the task has more than two classes (`kdlab.analysis.dark_knowledge`).")

@@ -7,13 +7,14 @@ import streamlit as st
 
 import common as C
 import method_form
-from kdlab import references, viz
+from kdlab.analysis import references, viz
+from kdlab.choices import DEFAULTS
 from kdlab.tools import launch
 from kdlab.errors import KdlabError
 from kdlab.methods import get, names
-from kdlab import prep_lock
-from kdlab.progress import progress_line, run_progress
-from kdlab.store import Store
+from kdlab.runs import prep_lock
+from kdlab.runs.progress import progress_line, run_progress
+from kdlab.runs.store import Store
 
 st.title("Train")
 C.sidebar()
@@ -21,13 +22,15 @@ s = C.setup()
 store = C.store()
 
 methods = names()
-method = st.selectbox("method", methods, index=methods.index("kd") if "kd" in methods else 0, key="train_method")
+default_method = DEFAULTS["method"]
+method = st.selectbox("method", methods, index=methods.index(default_method) if default_method in methods else 0,
+                      key="train_method")
 st.caption(get(method).summary)
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     max_steps = c1.number_input("max steps", 1, 10**6, int(s["max_steps"]), key="train_max_steps")
-    epochs = c2.number_input("epochs", 1, 100, int(s.get("epochs", 1 if C.preset() == "tiny" else 3)),
-                             key="train_epochs")
+    epochs = c2.number_input("epochs", 1, 100, int(s.get("epochs", 1 if C.preset() == "tiny" else
+                                                          DEFAULTS["epochs"])), key="train_epochs")
     name = c3.text_input("run name (optional)", "", key="train_name", placeholder="the method's name")
     st.markdown(f"**options of `{method}`** (hover a name for what it does; the method checks the values)")
     form_args = method_form.render(get(method))
@@ -48,7 +51,7 @@ if go:
         get(method).check_options(args)  # the method's declared types and ranges, its choices, X_end / X_schedule
         cfg = C.run_config(method=method, max_steps=int(max_steps), epochs=int(epochs), method_args=args)
         if cfg.teacher_logits or cfg.teachers:   # logits only: a layer method is refused here, not minutes later
-            from kdlab.teachers import check_method
+            from kdlab.models.teachers import check_method
             check_method(get(method), "soft labels (Setup: soft labels file)" if cfg.teacher_logits else
                          "several teachers (Setup: teacher ensemble)")
         job = launch.launch(cfg, store.root, launch.unique_name(name or method))

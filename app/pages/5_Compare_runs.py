@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab.explain import config_diff
-from kdlab import references, viz
+from kdlab.analysis.explain import config_diff
+from kdlab.analysis import references, viz
 
 st.title("Compare runs")
 C.sidebar()

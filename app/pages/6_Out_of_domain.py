@@ -5,10 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab import viz
+from kdlab.analysis import viz
 from kdlab.errors import KdlabError
-from kdlab.evaluate import calibration_bins, metrics
-from kdlab.explain import class_disagreements, label_set_disagreements, score_differences
+from kdlab.analysis.evaluate import calibration_bins, metrics
+from kdlab.analysis.explain import class_disagreements, label_set_disagreements, score_differences
 
 st.title("Out of domain")
 C.sidebar()

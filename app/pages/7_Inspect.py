@@ -3,9 +3,9 @@ pair is encoded as the model sees it ([CLS] a [SEP] b [SEP]), so the separator s
 import streamlit as st
 
 import common as C
-from kdlab import viz
+from kdlab.analysis import viz
 from kdlab.errors import KdlabError
-from kdlab.explain import inspect_example, output_probs
+from kdlab.analysis.explain import inspect_example, output_probs
 
 st.title("Inspect")
 C.sidebar()

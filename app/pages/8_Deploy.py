@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import common as C
-from kdlab import viz
+from kdlab.analysis import viz
 from kdlab.deploy.artifacts import compress_run, folder_mb, models_of
 from kdlab.deploy.report import eval_models, teacher_dir
 

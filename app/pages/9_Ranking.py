@@ -5,8 +5,8 @@ import streamlit as st
 import torch
 
 import common as C
-from kdlab import viz
-from kdlab.ranking.losses import listwise_kl
+from kdlab.analysis import viz
+from kdlab.kd.ranking import listwise_kl
 from kdlab.ranking.view import load_run_models, query_view, side_by_side
 
 st.title("Ranking")
@@ -16,7 +16,7 @@ C.sidebar()
 @st.cache_resource(show_spinner="loading the run's models")
 def _models(root: str, run_id: str):
     """The run's bi-encoder, its cross-encoder teacher and tokenizer, the test data and the BM25 candidates."""
-    from kdlab.store import Store
+    from kdlab.runs.store import Store
     return load_run_models(Store(root), run_id)
 
 
@@ -58,7 +58,7 @@ pt = viz.soften(v.teacher, T)
 m = st.columns(3)
 m[0].metric("teacher top probability", f"{pt.max():.3f}")
 m[1].metric("teacher entropy (nats)", f"{viz.entropy(pt):.3f}")
-m[2].metric(f"listwise KL loss T²·KL at T={T:g}", f"{loss:.4f}")
+m[2].metric(f"listwise KL loss T²·KL at T={T:g}", C.num(loss))
 st.caption(f"Candidates in BM25 order (rank·doc id). The listwise-kl method distils these softmaxes "
-           f"(`kdlab.ranking.losses.listwise_kl`); Margin-MSE fits score differences instead, so the scale of the "
+           f"(`kdlab.kd.ranking.listwise_kl`); Margin-MSE fits score differences instead, so the scale of the "
            f"student's scores ({np.ptp(v.student):.2f} range here vs the teacher's {np.ptp(v.teacher):.2f}) is free.")

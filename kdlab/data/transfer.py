@@ -3,7 +3,7 @@
 ``--transfer FILE`` adds the rows of FILE to the training split: a ``.txt`` file (one text per line, unlabeled;
 a tab separates the two texts of a pair) or a ``.tsv`` / ``.csv`` / ``.jsonl`` file with the task's text
 column(s) and, optionally, its label column (an empty cell or a missing column = unlabeled). ``--augment`` adds
-augmented copies of the training texts (``kdlab.augment``: masking, nearest-neighbour replacement, n-grams),
+augmented copies of the training texts (``kdlab.data.augment``: masking, nearest-neighbour replacement, n-grams),
 unlabeled. Distillation methods learn from the teacher's outputs on every row; the hard-label term sees only
 rows with a gold label (an unlabeled row carries ``UNLABELED``, masked in ``Method.hard_loss``). A method without
 a teacher (``ce``) gets only the labeled rows. ``--max-train N`` with a larger transfer set is the "few labels"
@@ -137,7 +137,7 @@ def extend_train(bundle, cfg, tokenizer, teacher, method_cls, log=print):
             texts_b += tb or [""] * len(t)
         h.update(json.dumps([t, tb, [str(v) for v in y]]).encode())
     if augment and uses_teacher:
-        from ..augment import augment_split
+        from .augment import augment_split
         args = dict(getattr(cfg, "augment_args", None) or {})
         aug = augment_split(train, tokenizer, teacher, seed=cfg.train.seed, max_len=cfg.train.max_len,
                             label=False, **args)

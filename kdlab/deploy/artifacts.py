@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from ..errors import KdlabError
-from ..models import folder_mb  # noqa: F401  (re-exported: the size of an artifact's folder)
-from ..run_record import StoredRun
+from ..models.core import folder_mb  # noqa: F401  (re-exported: the size of an artifact's folder)
+from ..runs.run_record import StoredRun
 
 SCHEMES = ("int8",)
 FORMATS = ("hf", "int8", "onnx")
@@ -42,7 +42,7 @@ def run_model_dir(store, run: dict) -> Path:
 def run_data(run: dict):
     """The run's own data (train, dev and out-of-domain splits) and its max length, from its stored config."""
     from ..data.loaders import load_data
-    from ..pipeline import load_bundle
+    from ..engine.pipeline import load_bundle
     rec = StoredRun(run)
     if rec.kind == "teacher":   # a teacher run stores the data spec and its fine-tuning settings only
         bundle = load_data(None if rec.data in (None, "embedded") else rec.data, seed=rec.seed or 0)
@@ -91,7 +91,7 @@ def compress_run(store, run_id: str, **kw) -> dict:
     """``_compress_run`` under the run's writers' lock (a second compress of the run fails at once, naming this
     process). The model is written under a unique temporary name, its name claimed in the run's ``models`` list in
     one transaction, then the folder moved to its final name."""
-    from .. import prep_lock
+    from ..runs import prep_lock
     store.check_writable("compress")
     run_id = store.run(run_id)["id"]
     with prep_lock.run_held(store, run_id):
@@ -107,7 +107,7 @@ def _compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None 
     texts). ``prune_heads`` / ``prune_ffn``: attention heads / FFN neurons removed from each layer
     (``kdlab.deploy.prune``, importance on ``prune_sample`` training examples), then ``recover_steps`` steps of
     logit KD from the unpruned model."""
-    from ..models import count_params, load_saved, quiet_hf
+    from ..models.core import count_params, load_saved, quiet_hf
     from . import int8 as int8_mod
     from . import onnx as onnx_mod
     from . import vocab
@@ -244,7 +244,7 @@ def _logit_diff(ref, ref_tok, model, tok, texts, keep, max_len) -> float:
 
 def load_artifact(folder):
     """(model, tokenizer, lineage) of a compressed model folder (or of any model saved by kdlab)."""
-    from ..models import load_saved, load_tokenizer
+    from ..models.core import load_saved, load_tokenizer
     folder = Path(folder)
     meta = folder / LINEAGE
     info = json.loads(meta.read_text()) if meta.exists() else {}

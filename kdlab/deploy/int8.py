@@ -85,7 +85,7 @@ def load(folder: Path):
     """The quantized model saved by ``save`` (config.json + model.int8.safetensors)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification
-    from .. import bilstm, static  # noqa: F401  (register the BiLSTM and static students with the Auto classes)
+    from ..models import bilstm, static  # noqa: F401  (register the BiLSTM and static students with the Auto classes)
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
     model = AutoModelForSequenceClassification.from_config(config)

@@ -29,7 +29,7 @@ OPSET = 17
 
 def check_exportable(model):
     mt = getattr(model.config, "model_type", "")
-    if mt == "kdlab-static":   # a token table, a mean and a linear head (kdlab.static): Gather, ReduceSum, Gemm
+    if mt == "kdlab-static":   # a token table, a mean and a linear head (kdlab.models.static): Gather, ReduceSum, Gemm
         return
     if mt == "kdlab-bilstm":
         raise KdlabError("ONNX export of the BiLSTM/CNN student is not supported (kdlab exports BERT-family "
@@ -47,7 +47,7 @@ def _segments(model) -> bool:
 def export(model, tokenizer, folder: Path, texts: list[str], *, max_len: int = 64, texts_b=None) -> float:
     """Write ``folder/model.onnx`` and return the max |logits difference| to PyTorch on ``texts`` (pairs with
     ``texts_b``)."""
-    from ..models import set_attention
+    from ..models.core import set_attention
     check_exportable(model)
     folder = Path(folder)
     model.eval()

@@ -72,7 +72,7 @@ def _set(obj, path: str, value):
 
 
 def spec_of(model) -> Spec:
-    from .. import families
+    from ..models import families
     if not families.known(model):
         raise KdlabError(f"head and FFN pruning needs a transformer classifier of a family kdlab knows "
                          f"({', '.join(SPECS)}); this model is {type(model).__name__}")
@@ -81,7 +81,7 @@ def spec_of(model) -> Spec:
 
 def sizes(model) -> tuple[int, int, int]:
     """(layers, heads per layer, FFN neurons per layer) of the model as it is now (layer 0)."""
-    from .. import families
+    from ..models import families
     layer = families.layers(model)[0]
     s = spec_of(model)
     n_ffn = _get(layer, s.ffn_out).in_features
@@ -90,12 +90,12 @@ def sizes(model) -> tuple[int, int, int]:
 
 
 def _orig_heads(model) -> int:
-    from .. import families
+    from ..models import families
     return int(getattr(model.config, families.of(model).key("num_attention_heads")))
 
 
 def head_dim(model) -> int:
-    from .. import families
+    from ..models import families
     c = model.config
     return int(getattr(c, "attention_head_size", None) or getattr(c, "head_dim", None)
                or getattr(c, families.of(model).key("hidden_size")) // _orig_heads(model))
@@ -141,7 +141,7 @@ def _head_rows(keep: list[int], d: int, blocks: int = 1, n: int = 0) -> torch.Te
 
 def prune_layer_heads(model, i: int, keep: list[int]):
     """Keep only heads ``keep`` (positions in the layer's current heads) of layer ``i``."""
-    from .. import families
+    from ..models import families
     s = spec_of(model)
     layer = families.layers(model)[i]
     d = head_dim(model)
@@ -163,7 +163,7 @@ def prune_layer_heads(model, i: int, keep: list[int]):
 
 
 def prune_layer_ffn(model, i: int, keep: list[int]):
-    from .. import families
+    from ..models import families
     s = spec_of(model)
     layer = families.layers(model)[i]
     out = _get(layer, s.ffn_out)
@@ -196,7 +196,7 @@ def apply(model, keep_heads: dict, keep_ffn: dict):
 
 
 def _orig_ffn(model) -> int:
-    from .. import families
+    from ..models import families
     return int(getattr(model.config, families.of(model).key("intermediate_size")))
 
 
@@ -246,7 +246,7 @@ class _Masks:
     """Forward pre-hooks that multiply the input of each attention / FFN output projection by a mask of ones."""
 
     def __init__(self, model, heads: bool, ffn: bool):
-        from .. import families
+        from ..models import families
         s = spec_of(model)
         self.handles, self.head, self.ffn = [], [], []
         d = head_dim(model)
@@ -290,7 +290,7 @@ def batches(tok, texts, texts_b, labels, *, max_len: int, batch: int, token_type
 def importance(model, tok, texts, texts_b, labels, *, heads: bool, ffn: bool, max_len: int = 64,
                batch: int = 16) -> tuple[list, list]:
     """Per-layer importance tensors (heads, FFN neurons): |d loss / d mask| summed over the batches."""
-    from .. import families
+    from ..models import families
     masks = _Masks(model, heads, ffn)
     was = model.training
     model.eval()   # no dropout: the gradient of the deterministic model
@@ -368,7 +368,7 @@ def recover(model, teacher, tok, data: dict, *, steps: int, max_len: int = 64, b
     """Logit KD (KL at ``temperature``) from ``teacher`` for ``steps`` steps on the data's texts; returns the last
     batch's KL."""
     import torch.nn.functional as F
-    from .. import families
+    from ..models import families
     g = torch.Generator().manual_seed(seed)
     n = len(data["texts"])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)

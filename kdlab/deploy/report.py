@@ -1,13 +1,14 @@
 """Evaluation of a run's models through one path (``kdlab eval --run RUN --model NAME``): the teacher, the run's
 own model and its compressed models, each on the run's in-domain and out-of-domain splits (or on one labeled
 file), with size on disk, parameters, and CPU latency per example at batch 1 and batch 32 measured in one process,
-side by side (``kdlab.evaluate.latency_side_by_side``). The rows are also stored on the run (artifact
+side by side (``kdlab.analysis.evaluate.latency_side_by_side``). The rows are also stored on the run (artifact
 ``deploy_eval``) for the dashboard."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import KdlabError
@@ -16,7 +17,7 @@ from .artifacts import folder_mb, load_artifact, models_of, run_data, run_model_
 
 def teacher_dir(store, run: dict) -> Path | None:
     """The model folder of the teacher the run was distilled from (None when unknown or gone)."""
-    from ..run_record import StoredRun
+    from ..runs.run_record import StoredRun
     return StoredRun(run, store).teacher_dir()
 
 
@@ -49,15 +50,17 @@ def model_folders(store, run: dict, names=None, *, with_teacher: bool = True) ->
 
 def eval_models(store, run_id: str, names=None, *, data: str | None = None, text_col: str = "sentence",
                 label_col: str = "label", max_len: int | None = None, threads: int = 1, rounds: int = 5,
-                with_teacher: bool = True, save: bool = True, log=print) -> dict:
+                with_teacher: bool = True, save: bool = True, compare=None, n_boot: int = 2000, log=print) -> dict:
     """{"run", "metric", "splits", "threads", "models": {name: {split: value, ..., "agreement", "mb", "params",
     "ms_b1", "ms_b32", "format", "steps"}}}. The value of a split is the task's primary metric (accuracy unless the
-    run's task names another that ``kdlab.evaluate.metrics`` computes); "dev" is in domain, the rest out of domain;
-    "agreement" is the share of predictions on the first split equal to the teacher's."""
+    run's task names another that ``kdlab.analysis.evaluate.metrics`` computes); "dev" is in domain, the rest out of domain;
+    "agreement" is the share of predictions on the first split equal to the teacher's. ``compare``: pairs of model
+    names (A, B); each adds ``res["compare"]["A vs B"][split]`` = the paired bootstrap over the split's examples of
+    metric(A) - metric(B) with its 95% interval and verdict (``compare_models``)."""
     from ..data.loaders import load_eval_file
-    from ..evaluate import agreement, latency_side_by_side, metrics, predict_plain
-    from ..limits import check_max_len
-    from ..models import count_params, quiet_hf
+    from ..analysis.evaluate import agreement, latency_side_by_side, metrics, predict_plain
+    from ..models.limits import check_max_len
+    from ..models.core import count_params, quiet_hf
     from ..tasks import run_primary_metric
     quiet_hf()
     run = store.run(run_id)
@@ -104,6 +107,16 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
                         "folder": str(folders[name])})
             rows[name] = row
         first = next(iter(splits))
+        pairs = list(compare or [])
+        for a_name, b_name in pairs:
+            for n in (a_name, b_name):
+                if n not in rows:
+                    raise KdlabError(f"--compare names the model '{n}', which is not among the evaluated models "
+                                     f"({', '.join(rows)}): add it to --model")
+        compared = {f"{a_name} vs {b_name}": compare_models(logits, splits, a_name, b_name, primary,
+                                                             getattr(task, "kind", "classes"),
+                                                             bundle.num_labels(), n_boot=n_boot)
+                    for a_name, b_name in pairs}
         if "teacher" in rows and getattr(task, "kind", "classes") == "classes":   # argmax agreement: classes only
             for name in rows:
                 rows[name]["agreement"] = agreement(logits[(name, first)], logits[("teacher", first)])
@@ -117,12 +130,32 @@ def eval_models(store, run_id: str, names=None, *, data: str | None = None, text
         torch.set_num_threads(before)
     res = {"run": run["id"], "metric": primary, "splits": list(splits), "in_domain": first if not data else None,
            "threads": threads, "max_len": max_len, "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "models": rows}
+    if pairs:
+        res["compare"] = compared
     if save and store.writable:   # a read-only store is evaluated without keeping the figures
         stored = store.artifact(run["id"], "deploy_eval", {}) or {}
         key = "data:" + str(data) if data else "run"
         stored[key] = res
         store.set_artifact(run["id"], "deploy_eval", stored)
     return res
+
+
+def compare_models(logits: dict, splits: dict, a: str, b: str, metric: str, kind: str = "classes",
+                   num_labels: int | None = None, *, n_boot: int = 2000) -> dict:
+    """{split: {"delta", "ci_low", "ci_high", "verdict"}}: model ``a`` against model ``b`` on the same examples, by
+    the paired bootstrap over examples (``kdlab.analysis.stats.paired_bootstrap`` with one seed each: a deterministic model,
+    e.g. a pruned one, has no seeds to resample)."""
+    from ..analysis.stats import example_outputs, paired_bootstrap, verdict
+    out = {}
+    for sname, split in splits.items():
+        lm = getattr(split, "label_map", None)
+        outs = [example_outputs({"logits": np.asarray(logits[(n, sname)], dtype=np.float64), "label_map": lm}, kind)
+                for n in (a, b)]
+        labels = np.asarray(split.labels)
+        r = paired_bootstrap(outs[0][None], outs[1][None], labels, metric, n_boot=n_boot, num_labels=num_labels)
+        r["verdict"] = verdict(r["ci_low"], r["ci_high"], metric)
+        out[sname] = r
+    return out
 
 
 def format_table(res: dict) -> str:
@@ -134,6 +167,9 @@ def format_table(res: dict) -> str:
         lines.append(f"{name[:21]:<22}{r['mb']:>8.1f}{r['params'] / 1e6:>8.2f}M{r['ms_b1']:>8.2f}{r['ms_b32']:>8.2f}"
                      + "".join(f"{r[s]:>17.3f}" for s in splits))
     metric = res.get("metric", "accuracy")
+    for label, per in (res.get("compare") or {}).items():
+        lines.append(f"{label}: " + "; ".join(f"{sp} {r['delta']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
+                                              f"{r['verdict']}" for sp, r in per.items()))
     lines.append(f"({metric}; '{splits[0]}' is in domain, the others out of domain; ms per example on "
                  f"{res['threads']} CPU thread(s), median of interleaved rounds)" if res.get("in_domain") else
                  f"({metric}; ms per example on {res['threads']} CPU thread(s))")

@@ -10,7 +10,7 @@ import time
 
 from ..config import RunConfig
 from ..errors import KdlabError
-from ..store import Store
+from ..runs.store import Store
 from .train import METHODS, distill_lm
 
 ROWS = (("student, no KD (lm-ce)", "lm-ce"), ("student, forward KL", "lm-fkl"), ("student, reverse KL", "lm-rkl"))

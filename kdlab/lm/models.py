@@ -7,7 +7,7 @@
 * any folder with a causal LM saved by ``save_pretrained``.
 
 Students copy chosen teacher layers (``--student-layers`` / ``--student-init``, the same choice and mapping as
-encoder students: ``kdlab.models.student_layer_indices``) with the embeddings, final norm and LM head.
+encoder students: ``kdlab.models.core.student_layer_indices``) with the embeddings, final norm and LM head.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def _layers(model) -> torch.nn.ModuleList:
 
 def copy_student(teacher, layers: list[int]):
     """A student with the teacher's embeddings, norm, LM head and the chosen decoder layers (0-based)."""
-    from ..models import check_student_layers
+    from ..models.core import check_student_layers
     n = len(_layers(teacher))
     check_student_layers(list(layers), n)
     student = copy.deepcopy(teacher)
@@ -85,7 +85,7 @@ def copy_student(teacher, layers: list[int]):
 
 def build_lm_student(teacher, cfg):
     """The run's student: teacher layers by ``--student-layers`` / ``--student-init`` / ``--student-layer-list``."""
-    from ..models import student_layer_indices
+    from ..models.core import student_layer_indices
     if cfg.student_init == "fresh" or cfg.student_hidden:
         raise KdlabError("an LM student copies teacher layers: --student-init fresh and --student-hidden are not "
                          "supported for --task lm yet; use --student-layers N (--student-init skip|first|last)")
@@ -110,7 +110,7 @@ def load_lm(name_or_path: str, *, log=print):
 
 def load_lm_folder(folder):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from ..models import first_line, quiet_hf
+    from ..models.core import first_line, quiet_hf
     folder = Path(folder)
     quiet_hf()
     try:

@@ -46,7 +46,7 @@ def gguf_path() -> Path:
 
 def converted_dir(*, log=print) -> Path:
     """The cached safetensors folder of the teacher, converted from the GGUF file on first use."""
-    from ..packaged import cache_root
+    from ..models.packaged import cache_root
     out = cache_root() / NAME
     if (out / "config.json").is_file():
         return out
@@ -55,12 +55,12 @@ def converted_dir(*, log=print) -> Path:
         import gguf  # noqa: F401  (transformers reads GGUF files through it)
     except ImportError:
         raise _missing("the package gguf") from None
-    from .. import prep_lock
+    from ..runs import prep_lock
     with prep_lock.held(out, log=log):
         if (out / "config.json").is_file():
             return out
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from ..models import quiet_hf
+        from ..models.core import quiet_hf
         quiet_hf()
         log(f"teacher: converting {src.name} to a safetensors folder once ({out}); this takes minutes on a CPU")
         model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)

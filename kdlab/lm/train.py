@@ -1,6 +1,6 @@
 """An LM run (``kdlab distill --task lm``): a causal LM teacher distilled into a student copied from its layers.
 
-The classification loop (``kdlab.distill``) is built around labelled examples, a classifier head and per-class
+The classification loop (``kdlab.engine.distill``) is built around labelled examples, a classifier head and per-class
 evaluation; a causal LM trains on token sequences and is evaluated by perplexity, so this module has its own
 small loop, with the same pieces: the run store (a student run, its teacher run, per-step metrics, per-domain
 evaluations, the saved model, its size), the optimizer and schedule (``distill.param_groups``,
@@ -43,7 +43,7 @@ import torch
 
 from ..config import RunConfig, apply_preset
 from ..errors import KdlabError
-from ..store import Store, teacher_cache_root
+from ..runs.store import Store, teacher_cache_root
 from . import losses
 from .batches import batches, collate
 from .data import encode, load_corpus
@@ -144,7 +144,7 @@ def options(cfg: RunConfig) -> dict:
 
 
 def _device(name: str) -> torch.device:
-    from ..distill import pick_device
+    from ..engine.distill import pick_device
     return pick_device(name)
 
 
@@ -158,7 +158,7 @@ def _check_context(model, max_len: int, name: str):
 def fit(model, examples, loss_fn, tc, *, store: Store, run_id: str, log=print, label: str = "") -> tuple[int, int]:
     """Train ``model`` on ``examples`` (``loss_fn(model, batch, step) -> (loss, parts)``) for ``tc.epochs`` (or
     ``tc.max_steps``); every step's loss and parts are logged to the store. Returns (steps, epochs)."""
-    from ..distill import linear_schedule, make_optimizer, param_groups
+    from ..engine.distill import linear_schedule, make_optimizer, param_groups
     device = next(model.parameters()).device
     per_epoch = -(-len(examples) // tc.batch_size)
     total = min(tc.max_steps, per_epoch * tc.epochs) if tc.max_steps else per_epoch * tc.epochs
@@ -222,10 +222,10 @@ def layer_outputs(model):
 
 
 def hidden_mse(s_layers, t_layers, W, mask) -> torch.Tensor:
-    """Hidden-state MSE through the mapping matrix ``W`` [M, N] (``kdlab.mapping``): sum over its pairs (student
+    """Hidden-state MSE through the mapping matrix ``W`` [M, N] (``kdlab.kd.mapping``): sum over its pairs (student
     layer s, teacher layer t, weight w; 1-based) of w x the mean squared difference of the two layers' outputs
     (``s_layers[s - 1]``, ``t_layers[t - 1]``) on the non-padding positions, divided by the sum of the weights."""
-    from ..mapping import pairs
+    from ..kd.mapping import pairs
     m = mask.bool()
     total, weight = s_layers[0].new_zeros((), dtype=torch.float32), 0.0
     for s, t, w in pairs(W):
@@ -299,8 +299,8 @@ def gkd_loss(teacher, tok_ids: dict, hp: dict, max_len: int, seed: int):
 def prepare_lm_teacher(cfg: RunConfig, store: Store, corpus, *, log=print):
     """(teacher, tokenizer, teacher run id or None, teacher folder): the tiny teacher trained on the corpus once
     and cached; a named or folder teacher loaded as it is."""
-    from .. import prep_lock
-    from ..models import is_tiny
+    from ..runs import prep_lock
+    from ..models.core import is_tiny
     from .models import load_lm, load_lm_folder, tiny_lm
     if not is_tiny(cfg.teacher):
         model, tok = load_lm(cfg.teacher, log=log)
@@ -333,7 +333,7 @@ def prepare_lm_teacher(cfg: RunConfig, store: Store, corpus, *, log=print):
             evals = _evaluate(store, run_id, model, None, tok, corpus, cfg.train.max_len, DEFAULTS["eval_batch"],
                               steps, epochs)
             model.cpu()
-            from ..models import save_model
+            from ..models.core import save_model
             save_model(model, tok, folder, extra={"run_id": run_id, "key": key, "kind": "lm"})
             store.set_artifact(run_id, "model_dir", str(folder))
             store.set_artifact(run_id, "size", _size(model, folder, evals))
@@ -450,7 +450,7 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
         evals = _evaluate(store, run_id, student, teacher if same_vocab else None, s_tok, corpus, tc.max_len,
                           hp["eval_batch"], steps, epochs)
         out = store.folder(run_id) / "student"
-        from ..models import count_params, save_model
+        from ..models.core import count_params, save_model
         save_model(student.cpu(), s_tok, out, extra={"run_id": run_id, "method": cfg.method, "kind": "lm",
                                                      "task_spec": task_spec()})
         store.set_artifact(run_id, "model_dir", str(out))
@@ -496,7 +496,7 @@ def _mapping(student, teacher, layers, hp: dict):
     (``mapping.explicit``), a student of its own with the uniform mapping; None without the hidden-state term."""
     if not hp["hidden_weight"]:
         return None
-    from .. import mapping
+    from ..kd import mapping
     if student.config.hidden_size != teacher.config.hidden_size:
         raise KdlabError(f"--set hidden_weight compares hidden states, but the student's width "
                          f"({student.config.hidden_size}) differs from the teacher's ({teacher.config.hidden_size})")
@@ -508,7 +508,7 @@ def _mapping(student, teacher, layers, hp: dict):
 
 def _size(model, folder, evals: dict) -> dict:
     """Parameters, MB on disk, layers and the measured tokens per second (in-domain evaluation, forward only)."""
-    from ..models import count_params, folder_mb
+    from ..models.core import count_params, folder_mb
     return {"params": float(count_params(model)), "mb": round(folder_mb(folder), 2),
             "layers": float(model.config.num_hidden_layers),
             "tokens_per_s": float((evals.get("dev") or {}).get("tokens_per_s", float("nan")))}
@@ -534,7 +534,7 @@ def eval_lm_run(store: Store, run: dict, data_file=None) -> dict:
     """A stored LM run's model, per domain (the run's own, or ``data_file`` alone, named by its stem): perplexity,
     and against its teacher token KL and top-1 agreement."""
     from .models import load_lm_folder
-    from ..run_record import StoredRun
+    from ..runs.run_record import StoredRun
     folder = store.artifact(run["id"], "model_dir")
     if not folder or not Path(folder).exists():
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")

@@ -2,7 +2,7 @@
 
 Each student layer i attends over the [CLS] vectors of ALL teacher layers 1..N, per example:
 ``alpha_ij = softmax_j <h^S_i, h^T_j>``, ``f_i = sum_j alpha_ij h^T_j``, ``L_ALP = sum_i MSE(h^S_i, f_i)``
-(``kdlab.losses.alp_loss``; no 1/sqrt(d) scaling, GLMKD form). A learned linear map takes the student's
+(``kdlab.kd.losses.alp_loss``; no 1/sqrt(d) scaling, GLMKD form). A learned linear map takes the student's
 [CLS] to the teacher width when the widths differ. Total ``0.1*CE + 0.7*KD(T=20) + 0.2*L_ALP`` (GLMKD).
 
 The mapping matrix W [M, N] is the batch-averaged alpha of the latest batch (rows sum to 1), so the
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
-from ..objectives import Projection
+from ..kd import losses
+from ..kd.objectives import Projection
 from .base import LayerKD, register
 
 

@@ -3,11 +3,11 @@ features it needs, which layer-mapping matrix W is active, and how to combine th
 
 A method never touches the loop. Every hook below has a default, so a method writes only what differs:
 
-* per optimisation step, ``kdlab.distill`` calls ``need(state)`` -> ``mapping(state)`` ->
+* per optimisation step, ``kdlab.engine.distill`` calls ``need(state)`` -> ``mapping(state)`` ->
   ``loss(student_feats, teacher_feats, batch, state)`` -> (backward) -> ``after_backward(student, teacher, state)``;
   ``on_epoch_start(state)`` at the start of every epoch; ``bind(student, teacher)`` once, before the optimiser is
   built; ``extra_state()`` / ``load_extra_state(d)`` with every checkpoint;
-* before training, ``kdlab.pipeline.distill_run`` asks the class whether the method is a chain of runs
+* before training, ``kdlab.engine.pipeline.distill_run`` asks the class whether the method is a chain of runs
   (``chain``), for its student (``make_student``) and for its transfer set (``augment_train``).
 
 Data instead of code: what a method needs is ``student_need`` / ``teacher_need``; its fixed option values are
@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import losses, mapping as mapping_strategies
+from ..kd import losses, mapping as mapping_strategies
 from ..errors import KdlabError
-from ..features import Features, Need
-from ..models import ModelInfo
-from ..objectives import ensemble_target, logit_kd
+from ..models.features import Features, Need
+from ..models.core import ModelInfo
+from ..kd.objectives import ensemble_target, logit_kd
 
 
 @dataclass
@@ -124,7 +124,7 @@ COMMON_OPTIONS = dict(
     alpha_hard=weight("weight of the hard-label loss (cross-entropy to the gold label)"),
     kd_form=Option("choice", "distance between the softened distributions: kl (Hinton), soft-ce or mse on logits"),
     beta=weight("weight of the layer term"),
-    mapping=Option("choice", "which teacher layers each student layer learns from (kdlab.mapping strategy)",
+    mapping=Option("choice", "which teacher layers each student layer learns from (kdlab.kd.mapping strategy)",
                    values=MAPPINGS),
     mapping_layers=Option("layers", "with mapping=explicit: one 1-based teacher layer per student layer",
                           optional=True),
@@ -179,7 +179,7 @@ class Method(nn.Module):
     student_init = None  # e.g. "skip" when the method prescribes copying teacher layers
     uses_padding = False  # True: a loss reads padded positions, so neither the teacher cache (which re-pads
                           # with zeros) nor length buckets may replace them
-    chain = False  # True: a chain of runs handled by kdlab.pipeline (kdlab.chains: teacher assistants,
+    chain = False  # True: a chain of runs handled by kdlab.engine.pipeline (kdlab.engine.chains: teacher assistants,
                    # self-distillation); each hop is a run of another method
     label_kinds = ("classes", "score", "multi")  # the label kinds (kdlab.tasks) the method's loss is defined for;
                    # a method that reads class labels directly sets ("classes",) and refuses other tasks
@@ -268,7 +268,7 @@ class Method(nn.Module):
     def option_names(cls) -> list[str]:
         """Every option the method accepts: its defaults plus ``X_end`` / ``X_schedule`` for scheduled ``X``."""
         names = set(cls.all_defaults())
-        if "mapping" in names:   # mapping=cka reads its scores (kdlab.cka_mapping) from this option
+        if "mapping" in names:   # mapping=cka reads its scores (kdlab.analysis.cka_mapping) from this option
             names.add("mapping_cka")
         for key in cls.scheduled_keys():
             names |= {f"{key}_end", f"{key}_schedule"}
@@ -321,7 +321,7 @@ class Method(nn.Module):
         return out
 
     def build_mapping(self) -> torch.Tensor:
-        """W [M, N] from the options ``mapping`` (a ``kdlab.mapping`` strategy), ``mapping_layers`` (for
+        """W [M, N] from the options ``mapping`` (a ``kdlab.kd.mapping`` strategy), ``mapping_layers`` (for
         ``explicit``) and ``mapping_matrix`` (for ``matrix``), for the context's student and teacher depths."""
         cka = self.hp["mapping"] == "cka"
         return mapping_strategies.build(self.hp["mapping"], self.ctx.student.layers, self.ctx.teacher.layers,
@@ -341,7 +341,7 @@ class Method(nn.Module):
         """``(total, parts)``: the loss to minimise and named values to log (per-layer ``"<term>/s<i>-t<j>"``)."""
         raise NotImplementedError
 
-    terms = None   # while the loop measures gradient shares (kdlab.grad_share): {term: its weighted tensor}
+    terms = None   # while the loop measures gradient shares (kdlab.analysis.grad_share): {term: its weighted tensor}
 
     def record_terms(self, **weighted):
         """Name the weighted terms whose sum is the loss (with their graphs), for the loop's gradient shares;
@@ -386,9 +386,9 @@ class Method(nn.Module):
         return logit_kd(s_logits, t_logits, form, T)
 
     def teacher_soft_loss(self, s_logits: torch.Tensor, t: Features, form: str, T: float) -> torch.Tensor:
-        """``soft_loss`` to the teacher's features ``t``; for a teacher ensemble (``kdlab.teachers``:
+        """``soft_loss`` to the teacher's features ``t``; for a teacher ensemble (``kdlab.models.teachers``:
         ``t.extra["ensemble"]``) either ``mean-probs`` (the loss to the mean of the teachers' softened
-        distributions, ``kdlab.objectives.ensemble_target``) or ``mean-kl`` (the mean of the per-teacher losses)."""
+        distributions, ``kdlab.kd.objectives.ensemble_target``) or ``mean-kl`` (the mean of the per-teacher losses)."""
         ens = t.extra.get("ensemble") if t.extra else None
         if ens is None:
             return self.soft_loss(s_logits, t.logits, form, T)
@@ -398,7 +398,7 @@ class Method(nn.Module):
 
     def kd_term(self, s: Features, t: Features, state: State, parts: dict, form: str = "kl",
                 log_temperature: bool = True, key: str = "kd") -> torch.Tensor:
-        """The logit-KD term, the one way a method reaches it (``teacher_soft_loss``: ``kdlab.objectives.logit_kd``
+        """The logit-KD term, the one way a method reaches it (``teacher_soft_loss``: ``kdlab.kd.objectives.logit_kd``
         at this step's temperature for classes, the task's own loss for scores and several labels, a teacher
         ensemble's form), recorded in ``parts`` as ``key`` (and ``temperature``; a score task has none)."""
         T = self.temperature(state)
@@ -428,7 +428,7 @@ class Method(nn.Module):
     # -- what the pipeline asks, before training -----------------------------------------------
     @classmethod
     def make_student(cls, teacher, tokenizer, cfg):
-        """The method's own student model, or None for the default student (``kdlab.models.build_student``
+        """The method's own student model, or None for the default student (``kdlab.models.core.build_student``
         from the run configuration)."""
         return None
 

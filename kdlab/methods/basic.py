@@ -1,7 +1,7 @@
 """Fine-tuning without a teacher, Hinton KD, and logit + hidden-state KD over a mapping matrix."""
 from __future__ import annotations
 
-from ..objectives import HiddenMatch
+from ..kd.objectives import HiddenMatch
 from .base import LayerKD, LogitKD, Method, Option, register
 
 __all__ = ["CE", "KD", "KDMSE", "HiddenKD", "LogitKD"]

@@ -1,25 +1,25 @@
 """Distilled BiLSTM (Tang et al. 2019, arXiv 1903.12136; docs/METHODS.md: bilstm): a BiLSTM (or CNN) student regresses the
 transformer teacher's logits on a transfer set enlarged by augmentation.
 
-* student: ``kdlab.bilstm`` (own embeddings over the teacher tokenizer's ids; ``arch`` bilstm | cnn;
+* student: ``kdlab.models.bilstm`` (own embeddings over the teacher tokenizer's ids; ``arch`` bilstm | cnn;
   embed_dim 300, hidden 300 per direction, 1 layer; randomly initialised).
 * loss: ``L = α·CE(y, z_S) + (1−α)·kd_mse(z_S, z_T)`` with ``kd_mse`` = squared error summed over classes,
   mean over the batch. Default ``α = 0`` (pure logit regression; the paper's α is unverified [U]): the
   augmented examples have no gold label, only the teacher's logits.
-* transfer set: ``kdlab.augment`` adds ``n_samples`` (4; the paper: 20) samples per training example made by
+* transfer set: ``kdlab.data.augment`` adds ``n_samples`` (4; the paper: 20) samples per training example made by
   masking (p_mask 0.1), nearest-neighbour replacement in the teacher's word-embedding space (p_replace 0.1;
   stands in for POS-guided replacement) and n-gram sampling (p_ng 0.25, n in 1..ng_max=5). ``n_samples=0``
   turns augmentation off.
 
 Hooks: ``make_student`` builds the BiLSTM student; ``augment_train`` enlarges ``bundle.train`` (called by
-``kdlab.pipeline.distill_run`` after the teacher is ready). Tip: a randomly initialised LSTM wants a larger
+``kdlab.engine.pipeline.distill_run`` after the teacher is ready). Tip: a randomly initialised LSTM wants a larger
 learning rate than a copied transformer (e.g. ``--lr 1e-3``).
 """
 from __future__ import annotations
 
 import dataclasses
 
-from .. import losses
+from ..kd import losses
 from ..errors import KdlabError
 from .base import Method, Option, register
 
@@ -61,7 +61,7 @@ class BiLSTMKD(Method):
 
     @classmethod
     def make_student(cls, teacher, tokenizer, cfg):
-        from ..bilstm import bilstm_student
+        from ..models.bilstm import bilstm_student
         hp = cls.cfg_options(cfg)
         if teacher is None or tokenizer is None:
             raise KdlabError("the bilstm method needs a teacher and its tokenizer")
@@ -71,7 +71,7 @@ class BiLSTMKD(Method):
 
     @classmethod
     def augment_train(cls, bundle, tokenizer, teacher, cfg):
-        from ..augment import augment_split
+        from ..data.augment import augment_split
         hp = cls.cfg_options(cfg)
         if int(hp["n_samples"]) <= 0:
             return bundle

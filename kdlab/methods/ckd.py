@@ -1,6 +1,6 @@
 """CKD, "Why Skip If You Can Combine" (Wu et al. 2020, arXiv 2010.03034; docs/METHODS.md: ckd).
 
-Teacher layers 1..N are split into M contiguous buckets (``kdlab.mapping.grouped``; 12->6: {1,2},{3,4},...).
+Teacher layers 1..N are split into M contiguous buckets (``kdlab.kd.mapping.grouped``; 12->6: {1,2},{3,4},...).
 For bucket i the teacher states are concatenated along the hidden dimension and mapped to the student width
 by a learned linear map of its own, ``f_i = W_i [H^T_a; ...; H^T_b] + b_i``; the student layer i matches it
 with a masked MSE. ``L = a_hard*CE + a_soft*KD + beta * sum_i MSE(H^S_i, f_i)`` (defaults 1, 1, 1).
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import losses, mapping
-from ..objectives import sum_terms
+from ..kd import losses, mapping
+from ..kd.objectives import sum_terms
 from .base import LayerKD, Option, register
 
 

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses
+from ..kd import losses
 from ..errors import KdlabError
-from ..features import Need
+from ..models.features import Need
 from .base import Method, Option, register, weight
 
 

@@ -7,7 +7,7 @@ masked (``losses.hidden_cosine``), as the reference ``masked_select`` + ``Cosine
 
 Defaults (the released command): ``temperature=2.0``, ``alpha_ce=5.0``, ``alpha_cos=1.0``; ``alpha_hard=2.0``
 takes the weight of the MLM term, which the class-label task replaces by hard-label CE. ``mapping="final"``
-pairs student layer M with teacher layer N only; any ``kdlab.mapping`` strategy (``uniform``, ``last``,
+pairs student layer M with teacher layer N only; any ``kdlab.kd.mapping`` strategy (``uniform``, ``last``,
 ``explicit`` with ``mapping_layers``, ...) extends the cosine term to every mapped pair.
 
 Student init: the teacher's embeddings plus the layers ``round_half_up(linspace(0, N−1, M))`` (0-based),
@@ -26,8 +26,8 @@ import math
 import torch
 
 from ..errors import KdlabError
-from ..features import Need
-from ..objectives import HiddenMatch
+from ..models.features import Need
+from ..kd.objectives import HiddenMatch
 from .base import MAPPINGS, Method, Option, register, weight
 
 
@@ -68,7 +68,7 @@ class DistilBERT(Method):
 
     @classmethod
     def make_student(cls, teacher, tokenizer, cfg):
-        from ..models import build_student
+        from ..models.core import build_student
         if cfg.student_init != "skip" or cfg.student_hidden:
             return build_student(teacher, layers=cfg.student_layers, init=cfg.student_init,
                                  layer_list=cfg.student_layer_list, hidden=cfg.student_hidden, seed=cfg.train.seed)

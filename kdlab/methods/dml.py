@@ -1,7 +1,7 @@
 """Deep mutual learning (docs/METHODS.md: dml): K peers learn together from the labels and from each other.
 
 ``L_k = CE(y, z_k) + (1/(K-1)) Σ_{l≠k} KL(p_l ‖ p_k)`` with the other peers' predictions detached
-(``kdlab.losses.dml_losses``). Update: simultaneous, i.e. one optimiser step over ``Σ_k L_k`` (the cheap
+(``kdlab.kd.losses.dml_losses``). Update: simultaneous, i.e. one optimiser step over ``Σ_k L_k`` (the cheap
 variant and the kit default; the paper updates the peers in turn, recomputing predictions after each update).
 
 Peers: peer 0 is the student the loop trains and stores. Peers 1..K-1 are submodules of the method (optimised
@@ -19,9 +19,9 @@ import copy
 import torch
 from torch import nn
 
-from .. import losses
+from ..kd import losses
 from ..errors import KdlabError
-from ..features import Need, features
+from ..models.features import Need, features
 from .base import Method, Option, register
 
 
@@ -56,7 +56,7 @@ class DML(Method):
 
     def loss(self, s, t, batch, state):
         if len(self.others) != self.hp["peers"] - 1:
-            raise KdlabError("dml peers are created when training starts (kdlab.distill.train binds them)")
+            raise KdlabError("dml peers are created when training starts (kdlab.engine.distill.train binds them)")
         for p in self.others:
             p.train(self.training)
         logits = [s.logits] + [features(p, batch, Need()).logits for p in self.others]

@@ -3,7 +3,7 @@
 Per mapped pair (student layer i <- teacher layer g(i), uniform mapping g(i) = round(i*N/M)):
 ``L_att = (1/(h*L)) sum_heads sum_real_queries KL(P^T || P^S)`` over all heads (``losses.attention_kl``)
 and ``L_cls = 1 - cos(H^T[:,0], H^S[:,0])`` (``losses.cls_cosine``; ``squared=true`` squares it). The attention probabilities are the pre-dropout maps
-recomputed from each layer's Q and K (``kdlab.attention.layer_probs``).
+recomputed from each layer's Q and K (``kdlab.kd.attention.layer_probs``).
 
 Three algorithms:
 
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import attention, losses, mapping
+from ..kd import attention, losses, mapping
 from ..errors import KdlabError
-from ..features import Need
-from ..objectives import Projection
+from ..models.features import Need
+from ..kd.objectives import Projection
 from .base import LogitKD, Option, register, weight
 
 

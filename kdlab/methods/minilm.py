@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import attention, losses
+from ..kd import attention, losses
 from ..errors import KdlabError
-from ..features import Need
+from ..models.features import Need
 from .base import Method, Option, register, weight
 
 

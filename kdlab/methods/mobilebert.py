@@ -22,7 +22,7 @@ learning (their loss is still off). The release code's lr×0.1 after a phase is 
 
 Defaults: ``fmt_weight=100``, ``at_weight=1`` (release code), ``schedule="progressive"``, ``stage_steps=None``,
 ``lower_layers="freeze"``, ``mapping="uniform"`` (MobileBERT maps 1:1 because teacher and student share depth; the
-kit's students are shallower, so g is any ``kdlab.mapping`` strategy), ``projection="auto"`` (a TinyBERT-style learned linear map
+kit's students are shallower, so g is any ``kdlab.kd.mapping`` strategy), ``projection="auto"`` (a TinyBERT-style learned linear map
 student → teacher width when the widths differ; ``linear`` = always), ``mask_padding=true``,
 ``head_average=false``, ``alpha_soft=0``, ``alpha_hard=0``, ``temperature=1``.
 
@@ -41,11 +41,11 @@ import math
 
 import torch
 
-from .. import attention, losses, mapping
+from ..kd import attention, losses, mapping
 from ..errors import KdlabError
-from ..features import Need
-from .. import families
-from ..objectives import PROJECTIONS, make_projection
+from ..models.features import Need
+from ..models import families
+from ..kd.objectives import PROJECTIONS, make_projection
 from .base import Method, Option, register, weight
 
 

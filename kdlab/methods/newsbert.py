@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
+from ..kd import losses
 from ..errors import KdlabError
-from ..features import Need
-from ..models import encoder, student_from_teacher
+from ..models.features import Need
+from ..models.core import encoder, student_from_teacher
 from .base import Method, Option, register, weight
 
 
@@ -96,7 +96,7 @@ class NewsBERT(Method):
 
     def loss(self, s, t, batch, state):
         if not self._models:
-            raise KdlabError("NewsBERT needs the models bound before training (kdlab.distill.train does this)")
+            raise KdlabError("NewsBERT needs the models bound before training (kdlab.engine.distill.train does this)")
         pooler = encoder(self._models[0]).pooler
         m = s.mask
         td = t.detach()

@@ -5,13 +5,13 @@
 ``L_PT = (1/B) Σ_b Σ_{i=1}^{M−1} ‖ s_bi/‖s_bi‖ − t_b,g(i)/‖t_b,g(i)‖ ‖²`` (``losses.pkd_pt``)
 
 over the first M−1 student layers (the last one is supervised by the KD term). The mapping g comes from
-``kdlab.mapping``: ``pkd-skip`` = ``uniform`` (12→6: 2,4,6,8,10), ``pkd-last`` = ``last`` (12→6: 7,8,9,10,11);
+``kdlab.kd.mapping``: ``pkd-skip`` = ``uniform`` (12→6: 2,4,6,8,10), ``pkd-last`` = ``last`` (12→6: 7,8,9,10,11);
 the last student row of W is zero. [CLS] only, so no padding mask is needed.
 
 Defaults (the official repo's RTE preset): ``temperature=10``, ``alpha=0.7``; ``beta=None`` means
 ``beta_official / (k·d)`` with ``beta_official=500``, i.e. the official code's β=500 re-scaled from its
 ``F.mse_loss`` (mean over B×k×d) to our sum-over-layers-and-d form. Give ``beta`` to set it directly.
-``mapping`` may be any ``kdlab.mapping`` strategy (``mapping_layers`` for ``explicit``). When the widths differ
+``mapping`` may be any ``kdlab.kd.mapping`` strategy (``mapping_layers`` for ``explicit``). When the widths differ
 a learned linear projection (student → teacher width) is applied before normalising (``projection``: ``auto``
 = only when the widths differ, ``linear`` = always).
 
@@ -21,10 +21,10 @@ code's ``KLDivLoss('mean')`` divides additionally by the number of classes C); L
 """
 from __future__ import annotations
 
-from .. import losses, mapping
+from ..kd import losses, mapping
 from ..errors import KdlabError
-from ..features import Need
-from ..objectives import PROJECTIONS, make_projection
+from ..models.features import Need
+from ..kd.objectives import PROJECTIONS, make_projection
 from .base import Method, Option, register, weight
 
 

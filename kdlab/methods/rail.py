@@ -2,7 +2,7 @@
 
 At the start of every epoch (every ``resample_epochs`` epochs) k = M-1 distinct teacher layers are drawn
 from 1..N-1 without replacement, sorted and paired with student layers 1..k
-(``kdlab.mapping.rail_random(seed, epoch)``: the same seed repeats the same draws). Layer states are
+(``kdlab.kd.mapping.rail_random(seed, epoch)``: the same seed repeats the same draws). Layer states are
 mean-pooled over real tokens (masked mean; GLMKD averages over all positions), projected to u = 128 and
 L2-normalised:
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import losses, mapping
+from ..kd import losses, mapping
 from ..errors import KdlabError
-from ..objectives import sum_terms
+from ..kd.objectives import sum_terms
 from .base import LayerKD, Option, register
 
 

@@ -5,7 +5,7 @@ A ranking batch is a set of groups ``[positive, negative_1..K]`` of one training
 (``logits`` [B, 1 + K]) and its query and document embeddings (``extra['q']`` [B, H], ``extra['d']`` [B, 1 + K, H]);
 the teacher's are its scores of the same documents.
 
-* ``margin-mse``: Margin-MSE on the teacher's score differences (``kdlab.ranking.losses.margin_mse_groups``);
+* ``margin-mse``: Margin-MSE on the teacher's score differences (``kdlab.kd.ranking.margin_mse_groups``);
 * ``listwise-kl``: KL between the teacher's and the student's softmax over a query's candidates, with T;
 * ``contrastive``: in-batch negatives on the qrels, no teacher (the no-KD row).
 
@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ranking.losses import group_ce, in_batch_contrastive, listwise_kl, margin_mse_groups
-from ..ranking.names import METHODS
+from ..kd.ranking import group_ce, in_batch_contrastive, listwise_kl, margin_mse_groups
 from .base import Method, Option, register
 
 
@@ -92,7 +91,7 @@ class RankingMethod(Method):
 @register
 class MarginMSE(RankingMethod):
     name = "margin-mse"
-    summary = METHODS["margin-mse"]
+    summary = "Margin-MSE on the cross-encoder's score differences (positive - negative)"
 
     def loss(self, s, t, batch, state):
         loss = margin_mse_groups(self.student_scores(s), t.logits.float())
@@ -102,7 +101,7 @@ class MarginMSE(RankingMethod):
 @register
 class ListwiseKL(RankingMethod):
     name = "listwise-kl"
-    summary = METHODS["listwise-kl"]
+    summary = "KL between the teacher's and the student's softmax over a query's candidates, with T"
     defaults = {"temperature": 1.0}
 
     def loss(self, s, t, batch, state):
@@ -113,7 +112,7 @@ class ListwiseKL(RankingMethod):
 @register
 class Contrastive(RankingMethod):
     name = "contrastive"
-    summary = METHODS["contrastive"]
+    summary = "in-batch negatives contrastive loss on the qrels: the no-teacher baseline"
     uses_teacher = False
 
     def loss(self, s, t, batch, state):
@@ -123,9 +122,12 @@ class Contrastive(RankingMethod):
         return loss, {"contrastive": loss.detach()}
 
 
+RANKING_METHODS = (MarginMSE.name, ListwiseKL.name, Contrastive.name)   # the student objectives of a ranking run
+
+
 class GroupCE(RankingMethod):
     """The cross-encoder teacher's fine-tuning (not a student method, so not registered): the softmax cross-entropy
-    of each group's positive among its documents (``kdlab.ranking.losses.group_ce``)."""
+    of each group's positive among its documents (``kdlab.kd.ranking.group_ce``)."""
     name = "cross-encoder"
     summary = "the cross-encoder teacher: cross-entropy of the positive among its group's documents"
     uses_teacher = False

@@ -3,15 +3,15 @@ of deeper layers (detached targets), as an auxiliary loss.
 
 ``L = w_hard·CE(y, z_S) + gamma·Σ_i KL(P_{target(i)} ‖ P_i) + alpha_soft·T²·KL(p_T^T ‖ q_S^T)``
 with ``target(i) = i+1`` (``sad_target='next'``, default) or the last layer (``'last'``); the attention KL is
-``kdlab.losses.attention_kl`` (padded keys carry no probability, padded query rows are excluded). The maps are
-the pre-dropout probabilities recomputed from each layer's Q and K (``kdlab.attention.layer_probs``).
+``kdlab.kd.losses.attention_kl`` (padded keys carry no probability, padded query rows are excluded). The maps are
+the pre-dropout probabilities recomputed from each layer's Q and K (``kdlab.kd.attention.layer_probs``).
 ``sad`` uses the teacher for the KD term (set ``alpha_soft=0`` to drop it); ``sad-self`` is the teacher-free
 variant (CE + SAD only).
 """
 from __future__ import annotations
 
-from .. import attention, losses
-from ..features import Need
+from ..kd import attention, losses
+from ..models.features import Need
 from .base import Method, Option, register, weight
 
 

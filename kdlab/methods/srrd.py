@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import losses
+from ..kd import losses
 from ..errors import KdlabError
-from ..features import Need
+from ..models.features import Need
 from .base import Method, register, weight
 
 
@@ -61,7 +61,7 @@ class SRRD(Method):
         super().__init__(ctx, **overrides)
         if ctx.teacher_model is None:
             raise KdlabError("srrd needs the teacher model for its classification head: build the method "
-                             "with kdlab.distill.build_method (or pass Context.teacher_model)")
+                             "with kdlab.engine.distill.build_method (or pass Context.teacher_model)")
         self.connector = nn.Sequential(nn.Linear(ctx.student.hidden, ctx.teacher.hidden), nn.ReLU())
         pooler, classifier = teacher_head(ctx.teacher_model)
         for mod in (pooler, classifier):

@@ -2,7 +2,7 @@
 
 The assistant has ``assistant_layers`` layers (default: halfway between the teacher's and the student's layer
 counts), is copied from the teacher like any student and distilled from it; the student is then copied from the
-assistant and distilled from it. Each hop is its own stored run (``kdlab.pipeline.distill_run``): the assistant
+assistant and distilled from it. Each hop is its own stored run (``kdlab.engine.pipeline.distill_run``): the assistant
 run (kind ``assistant``) has the teacher run as parent, the student run has the assistant run as parent and
 records the artifact ``chain = [teacher_run, assistant_run, student_run]``. The KD options (temperature,
 alpha_soft, ...) apply to both hops. Reduction: kdlab's canonical ``T²·batchmean KL``; the reference code's
@@ -23,7 +23,7 @@ class TAKD(LogitKD):
     options = dict(assistant_layers=Option("int", "layers of the teacher assistant (empty = halfway)", lo=1,
                                               optional=True))
 
-    chain = True   # run by kdlab.chains: two stored runs
+    chain = True   # run by kdlab.engine.chains: two stored runs
 
     @classmethod
     def hop_args(cls, method_args: dict) -> dict:

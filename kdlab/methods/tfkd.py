@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
+from ..kd import losses
 from ..errors import KdlabError
 from .base import Method, Option, register, weight
 
@@ -28,7 +28,7 @@ class TfKDSelf(Method):
     defaults = dict(alpha=0.95, temperature=6.0)
     options = dict(alpha=Option("float", "share of the soft targets of the hop-1 model", lo=0, hi=1))
 
-    chain = True   # run by kdlab.chains: hop 1 (ce) and hop 2 (kd from hop 1 into a fresh copy)
+    chain = True   # run by kdlab.engine.chains: hop 1 (ce) and hop 2 (kd from hop 1 into a fresh copy)
 
     @classmethod
     def hop_args(cls, method_args: dict) -> dict:

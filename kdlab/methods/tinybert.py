@@ -5,7 +5,7 @@ Stage 1 (intermediate layers, the first ``intermediate_fraction`` of the steps, 
 ``L = w_embd·MSE(E^S W_h, E^T) + Σ_{m=1}^{M} [ w_hidn·MSE(H^S_m W_h, H^T_g(m)) + w_attn·MSE(A^S_m, A^T_g(m)) ]``
 
 with ONE shared projection ``W_h`` (TinyBERT's ``fit_dense``, linear with bias) for the embeddings and all
-layers, ``g(m) = m·N/M`` (``kdlab.mapping.uniform``: 12→4 uses 3,6,9,12; 12→6 uses 2,4,…,12), and the attention
+layers, ``g(m) = m·N/M`` (``kdlab.kd.mapping.uniform``: 12→4 uses 3,6,9,12; 12→6 uses 2,4,…,12), and the attention
 term on the **raw** scores ``A = QKᵀ/√d_k`` per head (``losses.attention_score_mse``; the head average of the
 per-head MSE is the mean over B×h×L×L).
 
@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import attention, losses, mapping
+from ..kd import attention, losses, mapping
 from ..errors import KdlabError
-from ..features import Need
-from ..objectives import PROJECTIONS, HiddenMatch, make_projection
+from ..models.features import Need
+from ..kd.objectives import PROJECTIONS, HiddenMatch, make_projection
 from .base import Method, Option, register, weight
 
 REFERENCE_MASK = -10000.0  # additive mask of the reference BERT code; ≤ −100 entries are zeroed by the loss

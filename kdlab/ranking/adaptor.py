@@ -1,4 +1,4 @@
-"""Ranking as a task of the one training loop (``kdlab.distill.train``): its batches, its models' outputs and its
+"""Ranking as a task of the one training loop (``kdlab.engine.distill.train``): its batches, its models' outputs and its
 metrics. The losses are methods (``kdlab.methods.ranking``).
 
 * ``RankingBundle`` is what the loop reads as its data: ``train`` the training groups (one per (query, positive):
@@ -105,7 +105,7 @@ def _cross_run(model, tok, data, cands, *, split, rerank, max_len, device, qids=
 
 
 class RankingAdaptor:
-    """The loop's task hooks for ranking (``kdlab.distill.Adaptor`` is the classification one)."""
+    """The loop's task hooks for ranking (``kdlab.engine.distill.Adaptor`` is the classification one)."""
 
     def __init__(self, bundle: RankingBundle):
         self.bundle = bundle

@@ -8,7 +8,7 @@ import dataclasses
 import time
 
 from ..config import RunConfig
-from ..store import Store
+from ..runs.store import Store
 from . import baselines
 from . import bm25 as bm25_mod
 from .data import load_beir

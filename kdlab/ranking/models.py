@@ -176,7 +176,7 @@ class BiEncoder(nn.Module):
         return (self.encode(queries, kind="query", **kw) * self.encode(docs, kind="doc", **kw)).sum(-1)
 
     def save(self, folder, extra: dict | None = None):
-        from ..models import quiet_hf
+        from ..models.core import quiet_hf
         folder = Path(folder)
         quiet_hf()
         self.encoder.save_pretrained(folder, safe_serialization=True)
@@ -193,7 +193,7 @@ class BiEncoder(nn.Module):
     def load(folder) -> "BiEncoder":
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
-        from ..models import load_tokenizer
+        from ..models.core import load_tokenizer
         info = json.loads((Path(folder) / "kdlab.json").read_text())
         hf_logging.disable_progress_bar()
         enc = AutoModel.from_pretrained(str(folder), use_safetensors=True)
@@ -230,7 +230,7 @@ class CrossEncoder(nn.Module):
         return Features(logits=s, mask=batch["attention_mask"])
 
     def save_pretrained(self, folder, safe_serialization: bool = True):
-        from ..models import quiet_hf
+        from ..models.core import quiet_hf
         quiet_hf()
         self.model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
@@ -260,7 +260,7 @@ def base_encoder(model):
 def sentence_encoder(name_or_path: str):
     """A pretrained encoder (e.g. the packaged sentence-embedding model ``minilm-l6``) and its tokenizer."""
     from transformers import AutoModel
-    from ..models import TINY, load_tokenizer, resolve, tiny_model
+    from ..models.core import TINY, load_tokenizer, resolve, tiny_model
     if str(name_or_path) == TINY:
         model, tok = tiny_model(1)
         return base_encoder(model), tok

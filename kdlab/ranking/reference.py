@@ -42,7 +42,7 @@ def bm25_row(data: RankingData, cands: dict, qids, split: str = "test") -> dict:
 def pretrained_encoder(name: str = PRETRAINED, doc_len: int | None = None):
     """The pretrained bi-encoder (mean pooling, cosine; documents cut at ``doc_len``, default 256) and its cache
     key."""
-    from ..models import resolve
+    from ..models.core import resolve
     from .embcache import model_key
     from .models import BiEncoder, clamp_len, sentence_encoder
     enc, tok = sentence_encoder(name)
@@ -61,7 +61,7 @@ def pretrained_row(data: RankingData, qids, *, cache=None, log=None, split: str 
                    doc_len: int | None = None):
     """The pretrained bi-encoder over the whole corpus: its metrics, params and CPU ms/query; also returns the
     model and the corpus matrix for reuse (the fused teacher)."""
-    from ..models import count_params
+    from ..models.core import count_params
     from .embcache import corpus_embeddings
     from .models import query_latency
     bi, key = pretrained_encoder(name, doc_len)

@@ -9,7 +9,7 @@
    cross-encoder folder used as is. Evaluated by reranking each test query's BM25 top-``rerank``.
 4. Student: a bi-encoder copied from the teacher's layers (``student_from=teacher``, the default: the
    ``--student-layers`` / ``--student-init`` choice) or a pretrained encoder (``--set student_from=minilm-l6``).
-   Trained by the one loop (``kdlab.distill.train`` with ``kdlab.ranking.adaptor``: resume, cancel, select,
+   Trained by the one loop (``kdlab.engine.distill.train`` with ``kdlab.ranking.adaptor``: resume, cancel, select,
    precision, tensorboard) with ``margin-mse``, ``listwise-kl`` (teacher scores of each group, kept by the loop's
    teacher cache) or ``contrastive`` (in-batch negatives, no teacher): ``kdlab.methods.ranking``. Evaluated over
    the whole corpus on the dev and test queries: the corpus is encoded once, then one matrix product.
@@ -38,7 +38,7 @@ import torch
 
 from ..config import RunConfig, apply_preset
 from ..errors import KdlabError
-from ..store import Store, teacher_cache_root
+from ..runs.store import Store, teacher_cache_root
 from ..tasks import get_task
 from . import bm25 as bm25_mod
 from .adaptor import GroupTeacher, RankingBundle, eval_bi, eval_cross, rank_bi  # noqa: F401  (re-exported)
@@ -46,8 +46,8 @@ from .data import DEV_FRAC, DEV_SEED, RankingData, carve_dev, is_beir, load_beir
 from .metrics import ranking_metrics, run_from_scores
 from .models import BiEncoder, CrossEncoder, base_encoder, clamp_len, model_kind, query_latency, sentence_encoder
 
-from .names import METHODS   # the ranking objectives: margin-mse, listwise-kl, contrastive
 from ..methods.ranking import RANKING_DEFAULTS as DEFAULTS
+from ..methods.ranking import RANKING_METHODS as METHODS   # the ranking objectives: margin-mse, listwise-kl, contrastive
 TEACHER_KINDS = ("cross-encoder", "fused")
 TEACHER_METHOD = "cross-encoder"
 
@@ -81,7 +81,7 @@ def check_ranking(cfg: RunConfig) -> None:
                          "--task ranking")
     refuse_unsupported(cfg)
     if cfg.train.select:
-        from ..selection import parse_select
+        from ..engine.selection import parse_select
         split, metric = parse_select(cfg.train.select)
         if split != "dev":
             raise KdlabError(f"--select {cfg.train.select}: a ranking run selects on its dev queries (carved from the "
@@ -171,8 +171,8 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     """A cross-encoder teacher: a ready folder used as is, the cached fine-tuned one, or fine-tuned now; its
     reranking evaluated on ``teacher_eval`` test queries (again when a cached one was evaluated on fewer).
     Returns (model, tokenizer, teacher run id)."""
-    from ..models import load_saved, load_teacher, save_model
-    from .. import prep_lock
+    from ..models.core import load_saved, load_teacher, save_model
+    from ..runs import prep_lock
     device = _device(cfg.teacher_train.device)
     base = {"teacher": cfg.teacher, "data": cfg.data, "data_identity": data.identity,
             "task_spec": get_task("ranking").to_dict(), "ranking": hp, "model": "cross-encoder"}
@@ -223,7 +223,7 @@ def fine_tune_cross(model, tok, data: RankingData, cands: dict, groups, dev, hp:
     """The cross-encoder's fine-tuning on the groups (softmax cross-entropy of the positive) by the one loop, its
     dev queries reranked after each epoch (``kdlab.ranking.adaptor``); no resume checkpoints (a teacher is made
     again by `kdlab teacher`). Returns the loop's ``Result``."""
-    from ..distill import train
+    from ..engine.distill import train
     from ..methods.ranking import GroupCE
     ce = CrossEncoder(model, tok, hp["doc_len"])
     bundle = RankingBundle(data, groups, {"dev": dev}, json.dumps({"data": data.identity, "teacher": "fine-tuning"}),
@@ -235,7 +235,7 @@ def fine_tune_cross(model, tok, data: RankingData, cands: dict, groups, dev, hp:
 def _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log):
     """Size, CPU query latency (reranking BM25's top-``rerank``), the BM25 baseline and the teacher's test
     evaluation of a teacher run; marks it finished. Returns (model, tokenizer, run id)."""
-    from ..models import count_params, folder_mb
+    from ..models.core import count_params, folder_mb
     try:
         model.eval()
         qids = data.split_queries("test")[:3]
@@ -284,7 +284,7 @@ def teacher_eval(store, run_id, model, tok, data, cands, hp, seed, device="cpu",
 
 def _adopt(store, folder, cfg, data, cands, hp, device, log):
     """The cached cross-encoder and its finished teacher run in this store (made when missing)."""
-    from ..models import load_saved
+    from ..models.core import load_saved
     model, tok = load_saved(folder)
     model.to(device)
     info = json.loads((Path(folder) / "kdlab.json").read_text())
@@ -301,7 +301,7 @@ def prepare_fused_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     """The fused teacher (BM25 + the pretrained bi-encoder ``fused_dense``; its weight chosen on a dev split of
     the training queries) and its teacher run, reused when this store has a finished one for the same data and
     dense model; evaluated on every test query (cheap: no cross-encoder). Returns (teacher, run id)."""
-    from ..models import count_params
+    from ..models.core import count_params
     from . import fused
     _, dev = carve_dev(data.split_queries("train"), DEV_FRAC, DEV_SEED)
     teacher, table = fused.build(data, dev, cache=bm25_mod.cache_dir(store.root), log=log, dense=hp["fused_dense"])
@@ -342,7 +342,7 @@ def bm25_metrics(data: RankingData, cands: dict, split: str = "test", qids=None)
 
 # ---------------------------------------------------------------------------------------------- student
 def build_bi_encoder(cfg: RunConfig, hp: dict, teacher, ttok) -> BiEncoder:
-    from ..models import build_student
+    from ..models.core import build_student
     if hp["student_from"] == "teacher" and hp["teacher_kind"] == "fused":   # the fused teacher's own encoder
         enc, tok = sentence_encoder(hp["fused_dense"])
     elif hp["student_from"] == "teacher":
@@ -358,12 +358,12 @@ def build_bi_encoder(cfg: RunConfig, hp: dict, teacher, ttok) -> BiEncoder:
 def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, resume: str | None = None,
                     on_create=None, keep_checkpoints: bool = False) -> str:
     """Run a ranking distillation (``cfg.method`` a ranking method) through the one training loop
-    (``kdlab.distill.train`` with ``kdlab.ranking.adaptor``) and store it; returns the student run id.
-    ``resume``: a stopped run's id, continued from its last checkpoint (``kdlab.pipeline.resume_run``)."""
-    from .. import prep_lock
-    from ..checkpoint import checkpoint_position, find_checkpoint
-    from ..disk import drop_checkpoint
-    from ..distill import train
+    (``kdlab.engine.distill.train`` with ``kdlab.ranking.adaptor``) and store it; returns the student run id.
+    ``resume``: a stopped run's id, continued from its last checkpoint (``kdlab.engine.pipeline.resume_run``)."""
+    from ..runs import prep_lock
+    from ..runs.checkpoint import checkpoint_position, find_checkpoint
+    from ..runs.disk import drop_checkpoint
+    from ..engine.distill import train
     from ..methods import get
     cfg = apply_preset(cfg)
     store = store or Store()
@@ -434,7 +434,7 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, re
 
 def _size(store, run_id, bi: BiEncoder, bundle: RankingBundle, data: RankingData, out) -> None:
     """Parameters, MB and CPU ms per query (encode + dot product over the last evaluation's corpus matrix)."""
-    from ..models import count_params, folder_mb
+    from ..models.core import count_params, folder_mb
     doc_emb = bundle.adaptor.doc_emb
     bi.cpu()
     if doc_emb is None:
@@ -450,7 +450,7 @@ def _size(store, run_id, bi: BiEncoder, bundle: RankingBundle, data: RankingData
 def eval_ranking_run(store: Store, run: dict, data_folder, *, split: str = "test") -> dict:
     """A stored ranking run's model on a BEIR folder's ``split``: a bi-encoder over the whole corpus, a
     cross-encoder reranking BM25's top-``rerank``. Returns {run, data, task, primary, ndcg@10, mrr@10, recall@100, n}."""
-    from ..models import load_saved
+    from ..models.core import load_saved
     folder = store.artifact(run["id"], "model_dir")
     if not folder or not Path(folder).exists():
         raise KdlabError(f"run {run['id']} has no saved model (status {run['status']}): evaluate a finished run")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KdlabError
-from ..store import Store
+from ..runs.store import Store
 from . import bm25 as bm25_mod
 from .data import RankingData, load_beir
 from .models import BiEncoder, clamp_len, cross_scores
@@ -27,8 +27,8 @@ class QueryView:
 
 def load_run_models(store: Store, student_run: str):
     """(bi-encoder, cross-encoder, its tokenizer, data, BM25 candidates) of a stored ranking student run."""
-    from ..models import load_saved
-    from ..run_record import StoredRun
+    from ..models.core import load_saved
+    from ..runs.run_record import StoredRun
     rec = StoredRun.load(store, student_run)
     run = rec.row
     if not rec.is_ranking:

@@ -20,7 +20,7 @@ import hashlib
 
 import torch
 
-from ..features import Features, Need
+from ..models.features import Features, Need
 
 _SHARED: dict = {}   # one cache per process, reused across runs while its identity holds
 

@@ -6,7 +6,7 @@ hidden-state MSE on the uniformly mapped layers, the ``hidden`` method):
 * ``plain``: a student step with hard-label CE only (the floor);
 * ``kd_live``: kdlab's KD step with the teacher run live (inference mode, hidden states only);
 * ``kd_cached``: kdlab's KD step with the teacher's outputs served by the teacher cache (warm);
-* ``kd_live_shares``: ``kd_live`` measuring each loss term's gradient share (``kdlab.grad_share``) at every step;
+* ``kd_live_shares``: ``kd_live`` measuring each loss term's gradient share (``kdlab.analysis.grad_share``) at every step;
   ``grad_shares_every_50/kd_live`` is the cost at the loop's default (one measured step in 50);
 * ``textbrewer``: the same KD work through ``textbrewer.GeneralDistiller.train_on_batch``;
 * ``plain_padded`` / ``kd_live_padded`` / ``kd_cached_padded``: the same kdlab steps with length buckets off
@@ -118,7 +118,7 @@ def synthetic_teacher(spec: str, num_labels: int = 2, seed: int = 0):
     (its ids are a subset of the vocabulary). For speed only: its predictions mean nothing."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from ..models import load_tokenizer, set_attention
+    from ..models.core import load_tokenizer, set_attention
     try:
         layers, hidden = (int(x) for x in spec.lower().split("x"))
     except ValueError:
@@ -142,9 +142,9 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
               length_buckets: str = "auto", teacher_config: str | None = None, precision: str = "auto",
               log=print) -> dict:
     from ..config import TrainConfig
-    from ..distill import (autocast_dtype, forward_backward, make_scaler, optimizer_step, pick_device,
+    from ..engine.distill import (autocast_dtype, forward_backward, make_scaler, optimizer_step, pick_device,
                            precision_name, setup)
-    from ..models import build_student, freeze, load_teacher
+    from ..models.core import build_student, freeze, load_teacher
     from ..speed.cache import TeacherCache
     if steps < 1 or batch < 1 or seq < 2 or epochs < 1 or rounds < 1:
         raise KdlabError("bench needs --steps, --batch, --epochs, --rounds >= 1 and --seq >= 2")
@@ -159,7 +159,7 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     student = build_student(t_model, layers=student_layers, init="skip").to(dev).train()
     data, bundle = _batches(tok, steps, batch, seq)
     data = [{k: v.to(dev) for k, v in b.items()} for b in data]
-    # the loop's own setup (kdlab.distill.setup): the same optimizer, schedule, clipping, buckets; fp32 here,
+    # the loop's own setup (kdlab.engine.distill.setup): the same optimizer, schedule, clipping, buckets; fp32 here,
     # bf16 autocast is its own variant on CUDA. TextBrewer runs in this process and gets kdlab.speed.alloc too.
     cfg = TrainConfig(epochs=epochs, batch_size=batch, max_len=seq, lr=1e-5, warmup=0.0, device=str(dev),
                       precision="fp32", teacher_cache="off", length_buckets=length_buckets, progress=False,
@@ -191,10 +191,10 @@ def run_bench(teacher: str = "minilm-l6", student_layers: int = 3, batch: int = 
     # kd_fill is kdlab's first epoch: teacher live, its outputs stored in the cache (emptied before each round)
     variants = {"plain": step(plain), "kd_live": step(kd_live), "kd_fill": step(kd_cache),
                 "kd_cached": step(kd_cache)}
-    # the live KD step measuring every term's gradient share at every step (kdlab.grad_share; the loop's
+    # the live KD step measuring every term's gradient share at every step (kdlab.analysis.grad_share; the loop's
     # default measures every grad_share_every = 50 steps), its norms written to a throwaway run store
     import tempfile
-    from ..store import Store
+    from ..runs.store import Store
     share_store = Store(tempfile.mkdtemp(prefix="kdlab-bench-"))
     variants["kd_live_shares"] = step(dataclasses.replace(
         kd_live, cfg=dataclasses.replace(cfg, grad_share_every=1), store=share_store, writes=True,

@@ -1,7 +1,7 @@
 """CKA between a teacher and a student on a held-out split (docs/METHODS.md: CKA).
 
 Per layer j (0 = embeddings), each example is one row: the masked token mean of ``H_j`` (``pool="mean"``)
-or its [CLS] vector (``pool="cls"``). ``kdlab.cka.cka_matrix`` turns the teacher's N+1 and the student's
+or its [CLS] vector (``pool="cls"``). ``kdlab.analysis.cka.cka_matrix`` turns the teacher's N+1 and the student's
 M+1 feature sets into [N+1, M+1] linear and debiased CKA matrices (float64), plus the linear
 self-similarity matrices of each model.
 
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import cka, losses, mapping
+from ..analysis import cka
+from ..kd import losses, mapping
 from ..data.batching import make_loader
 from ..errors import KdlabError
-from ..features import Need, features
+from ..models.features import Need, features
 
 POOLS = ("mean", "cls")
 
@@ -115,9 +116,9 @@ def cka_for_run(store, run_id: str, pool: str = "mean", max_examples: int = 512,
                 device="cpu", log=None) -> dict:
     """CKA of a stored student run against its teacher; stored as artifacts ``cka`` (latest) and
     ``cka:<split>:<pool>`` of the run. Returns the result with the run id and the split name."""
-    from ..models import load_saved
-    from ..pipeline import load_bundle
-    from ..run_record import StoredRun
+    from ..models.core import load_saved
+    from ..engine.pipeline import load_bundle
+    from ..runs.run_record import StoredRun
     if pool not in POOLS:
         raise KdlabError(f"unknown CKA pooling '{pool}': use --pool mean or --pool cls")
     rec = StoredRun.load(store, run_id)

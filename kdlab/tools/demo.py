@@ -5,8 +5,8 @@ import dataclasses
 import time
 
 from ..config import RunConfig
-from ..pipeline import distill_run, load_bundle, prepare_teacher
-from ..store import Store
+from ..engine.pipeline import distill_run, load_bundle, prepare_teacher
+from ..runs.store import Store
 
 
 def run_demo(cfg: RunConfig, store: Store, log=print, also=()) -> int:
@@ -25,7 +25,7 @@ def run_demo(cfg: RunConfig, store: Store, log=print, also=()) -> int:
                              log=log)
         rows.append((label, run_id))
     print(table(store, rows, bundle))
-    from ..references import for_run
+    from ..analysis.references import for_run
     refs = for_run(store, teacher_run)
     if refs:
         print("\n" + "\n".join(refs))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import KdlabError
-from ..store import Store
+from ..runs.store import Store
 from ..threads import child_env
 
 # the launched process runs in the project folder, so that a relative data path means what it means in the

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import time
 
-from ..checkpoint import find_checkpoint
+from ..runs.checkpoint import find_checkpoint
 from ..config import BUDGETS, build_config
 from ..errors import KdlabError
 from ..methods import get
-from ..pipeline import distill_run, load_bundle, prepare_teacher, resume_run
-from ..store import Store
+from ..engine.pipeline import distill_run, load_bundle, prepare_teacher, resume_run
+from ..runs.store import Store
 
 PLAN = (
     ("no KD (ce)", "ce", {}),
@@ -47,7 +47,7 @@ def prepare(store: Store, profile: str = "quick", log=print, progress: bool = Tr
     choices, e.g. ``preset='tiny', max_steps=2``); returns one ``{"label", "run", "status", "action", "seconds"}``
     per run, ``action`` being skipped (already finished), resumed or trained. One process at a time prepares a
     store: a second one fails at once, naming the first."""
-    from .. import prep_lock
+    from ..runs import prep_lock
     with prep_lock.exclusive(store.root / "workshop.lock", f"the workshop pack in {store.root}"):
         return _prepare(store, profile, log, progress, **overrides)
 
