@@ -359,11 +359,10 @@ def cmd_compress(a):
          lambda p: p.add_argument("-v", "--verbose", action="store_true", help="also print each method's loss"))
 def cmd_methods(a):
     from .methods import REGISTRY, names
-    from .ranking.train import METHODS as RANKING
     for n in names():
         print(f"{n}\t{REGISTRY[n].summary}" if a.verbose else n)
-    for n, summary in RANKING.items():   # the ranking task's objectives (--task ranking)
-        print(f"{n}\tranking: {summary}" if a.verbose else n)
+    for n in names("ranking"):   # the ranking task's objectives (--task ranking): methods of the same loop
+        print(f"{n}\tranking: {REGISTRY[n].summary}" if a.verbose else n)
     from .lm.train import METHODS as LM
     for n, summary in LM.items():   # the causal LM objectives (--task lm)
         print(f"{n}\tlm: {summary}" if a.verbose else n)

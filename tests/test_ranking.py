@@ -9,7 +9,7 @@ import torch
 
 from kdlab.cli import main
 from kdlab.ranking.data import load_beir, write_beir
-from kdlab.ranking.losses import in_batch_contrastive, listwise_kl, margin_mse, margin_mse_groups
+from kdlab.kd.ranking import in_batch_contrastive, listwise_kl, margin_mse, margin_mse_groups
 from kdlab.ranking.metrics import ranking_metrics
 from kdlab.runs.store import Store
 

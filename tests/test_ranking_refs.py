@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kdlab.errors import KdlabError
+from kdlab.runs.store import Store
 from kdlab.ranking import fused
 from kdlab.ranking.data import carve_dev
 
@@ -137,9 +138,9 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     assert len(baselines.run_table(store, students)) == 8
 
 
-@pytest.mark.parametrize("flag", [["--select", "dev:ndcg@10"], ["--precision", "bf16"], ["--tensorboard"],
-                                  ["--grad-accum", "2"]])
-def test_flags_a_ranking_run_would_ignore_are_refused(tmp_path, capsys, flag):
+@pytest.mark.parametrize("flag", [["--length-buckets", "on"], ["--max-eval", "5"], ["--student", "minilm-l6"],
+                                  ["--ood", "x.tsv"]])
+def test_flags_that_do_not_apply_to_ranking_are_refused(tmp_path, capsys, flag):
     from kdlab.cli import main
     from kdlab.ranking.data import write_beir
     from test_ranking import DOCS, QRELS, QUERIES
@@ -148,29 +149,21 @@ def test_flags_a_ranking_run_would_ignore_are_refused(tmp_path, capsys, flag):
                  "--data", str(toy), "--runs", str(tmp_path / "runs"), "--quiet", *flag]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kdlab: error:") and "\n" not in err and flag[0] in err and "ranking" in err
-
-
-def test_study_of_ranking_methods_refused_in_one_line(tmp_path, capsys):
-    from kdlab.cli import main
-    assert main(["study", "--task", "ranking", "--methods", "contrastive,margin-mse", "--seeds", "2",
-                 "--runs", str(tmp_path / "runs"), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("kdlab: error:") and "\n" not in err and "ranking method" in err and "--seed" in err
+    assert not (tmp_path / "runs" / "kdlab.db").exists() or not Store(tmp_path / "runs").runs()
 
 
 def test_cosine_student_margins_scaled_by_tau():
     """Margin-MSE of a cosine student compares its cosine / tau with the teacher's margins: one query, a positive
     at cosine 1 and a negative at cosine 0 -> student margin 1 / 0.05 = 20; teacher margin 4 -> (20 - 4)^2."""
-    from types import SimpleNamespace
-    from kdlab.ranking.train import student_loss
-    vecs = {"q": [1.0, 0.0], "pos": [1.0, 0.0], "neg": [0.0, 1.0]}
-
-    class Stub:
-        def encode(self, texts, **kw):
-            return torch.tensor([vecs[t] for t in texts])
-    data = SimpleNamespace(queries={"q1": "q"}, docs=["pos", "neg"])
-    t = torch.tensor([[5.0, 1.0]])
-    loss = student_loss("margin-mse", Stub(), data, [("q1", [0, 1])], t, {"score": "cosine", "tau": 0.05}, "cpu")
-    assert loss.item() == pytest.approx((20.0 - 4.0) ** 2)
-    dot = student_loss("margin-mse", Stub(), data, [("q1", [0, 1])], t, {"score": "dot", "tau": 1.0}, "cpu")
-    assert dot.item() == pytest.approx((1.0 - 4.0) ** 2)   # a dot-product student: unscaled
+    from kdlab.engine.distill import build_method
+    from kdlab.models.core import tiny_model
+    from kdlab.records import Features
+    from kdlab.ranking.models import BiEncoder, base_encoder
+    model, tok = tiny_model(1, num_hidden_layers=1)
+    bi = BiEncoder(base_encoder(model), tok)
+    s = Features(logits=torch.tensor([[1.0, 0.0]]), mask=torch.ones(1, 2))
+    t = Features(logits=torch.tensor([[5.0, 1.0]]), mask=torch.ones(1, 2))
+    cos = build_method("margin-mse", bi, bi, 1, 1, 1, 0, 1, label_kind="ranking", score="cosine")
+    assert cos.hp["tau"] == 0.05 and cos.loss(s, t, {}, None)[0].item() == pytest.approx((20.0 - 4.0) ** 2)
+    dot = build_method("margin-mse", bi, bi, 1, 1, 1, 0, 1, label_kind="ranking")
+    assert dot.loss(s, t, {}, None)[0].item() == pytest.approx((1.0 - 4.0) ** 2)   # a dot-product student: unscaled

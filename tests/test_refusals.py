@@ -79,10 +79,13 @@ def test_a_saved_model_refuses_a_longer_max_len(tmp_path):
         eval_run(store, rid, str(tmp_path / "x.tsv"), max_len=64)
 
 
-@pytest.mark.parametrize("args,needle", [({"doc_len": "abc"}, "doc_len must be a whole number"),
-                                          ({"negatives": 0}, "negatives must be a whole number of at least 1"),
-                                          ({"temperature": "x"}, "temperature must be a positive number")])
-def test_ranking_options_are_checked(args, needle):
+@pytest.mark.parametrize("method,args,needle", [
+    ("margin-mse", {"doc_len": "abc"}, "doc_len must be an integer"),
+    ("margin-mse", {"negatives": 0}, "negatives must be >= 1"),
+    ("listwise-kl", {"temperature": "x"}, "temperature must be a number"),
+    ("margin-mse", {"temperature": 2}, r"method 'margin-mse' has no option\(s\) \['temperature'\]"),
+    ("contrastive", {"teacher_eval": "some"}, "teacher_eval must be a whole number of queries or 'all'")])
+def test_ranking_options_are_checked(method, args, needle):
     from kdlab.ranking.train import options
     with pytest.raises(KdlabError, match=needle):
-        options(build_config(method="margin-mse", method_args=args))
+        options(build_config(method=method, method_args=args))

@@ -108,7 +108,7 @@ UPWARD = {
     ("kdlab.data.augment", "kdlab.analysis.evaluate"), ("kdlab.engine.pipeline", "kdlab.lm.train"),
     ("kdlab.engine.pipeline", "kdlab.ranking.train"), ("kdlab.models.core", "kdlab.deploy.prune"),
     ("kdlab.runs.checkpoint", "kdlab.models.core"), ("kdlab.speed.cache", "kdlab.models.features"),
-    ("kdlab.methods.base", "kdlab.ranking.names"), ("kdlab.models.ready_teacher", "kdlab.analysis.evaluate"),
+    ("kdlab.models.ready_teacher", "kdlab.analysis.evaluate"),
 }
 
 

@@ -6,7 +6,7 @@ import torch
 
 import common as C
 from kdlab.analysis import viz
-from kdlab.ranking.losses import listwise_kl
+from kdlab.kd.ranking import listwise_kl
 from kdlab.ranking.view import load_run_models, query_view, side_by_side
 
 st.title("Ranking")
@@ -60,5 +60,5 @@ m[0].metric("teacher top probability", f"{pt.max():.3f}")
 m[1].metric("teacher entropy (nats)", f"{viz.entropy(pt):.3f}")
 m[2].metric(f"listwise KL loss T²·KL at T={T:g}", C.num(loss))
 st.caption(f"Candidates in BM25 order (rank·doc id). The listwise-kl method distils these softmaxes "
-           f"(`kdlab.ranking.losses.listwise_kl`); Margin-MSE fits score differences instead, so the scale of the "
+           f"(`kdlab.kd.ranking.listwise_kl`); Margin-MSE fits score differences instead, so the scale of the "
            f"student's scores ({np.ptp(v.student):.2f} range here vs the teacher's {np.ptp(v.teacher):.2f}) is free.")

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import KdlabError
 
 LOWER_IS_BETTER = {"mse", "ece"}
+RANKING_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 LEVEL = 0.95
 
 
@@ -37,9 +38,15 @@ def load_predictions(path) -> dict:
     return out
 
 
-def example_outputs(arrays: dict, kind: str = "classes") -> np.ndarray:
+def example_outputs(arrays: dict, kind: str = "classes", metric: str | None = None) -> np.ndarray:
     """Per-example predictions the metric is computed from: the predicted class (mapped through the set's label
-    map, as ``kdlab.analysis.evaluate.metrics`` does), the predicted score, or the multi-hot prediction."""
+    map, as ``kdlab.analysis.evaluate.metrics`` does), the predicted score, or the multi-hot prediction; for ranking, each
+    query's value of ``metric`` (``kdlab.ranking.adaptor``: the metric is their mean)."""
+    if kind == "ranking":
+        if metric not in arrays:
+            raise KdlabError(f"the ranking run's per-query outputs have no '{metric}' (they have "
+                             f"{', '.join(k for k in arrays if k != 'labels')})")
+        return np.asarray(arrays[metric], dtype=np.float64)
     logits = np.asarray(arrays["logits"])
     if kind == "score":
         return logits[:, 0]
@@ -72,6 +79,8 @@ def metric_value(metric: str, pred: np.ndarray, labels: np.ndarray, num_labels: 
         return float(f1_score(labels, pred, average=metric.split("_")[0], zero_division=0.0))
     if metric == "subset_accuracy":
         return float((pred == labels).all(axis=1).mean())
+    if metric in RANKING_METRICS:   # per-query values (kdlab.ranking.adaptor): the metric is their mean
+        return float(np.mean(pred)) if len(pred) else float("nan")
     raise KdlabError(f"the study statistics cannot compute the metric '{metric}' from per-example predictions")
 
 
@@ -93,8 +102,10 @@ def paired_bootstrap(a, b, labels, metric: str = "accuracy", *, n_boot: int = 20
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, S, size=(n_boot, S))
     alpha = (1 - level) / 2
-    if metric == "accuracy" and labels.ndim == 1:   # vectorised: mean of per-example differences of correctness
-        d = (a == labels).astype(np.float64) - (b == labels).astype(np.float64)   # [S, n]
+    if (metric == "accuracy" and labels.ndim == 1) or metric in RANKING_METRICS:
+        # vectorised: the mean of per-example differences (of correctness; of a ranking metric's per-query values)
+        d = a.astype(np.float64) - b.astype(np.float64) if metric in RANKING_METRICS else \
+            (a == labels).astype(np.float64) - (b == labels).astype(np.float64)   # [S, n]
         delta = float(d.mean())
         per = np.empty((S, n_boot))
         for start in range(0, n_boot, 256):   # chunks keep the [S, chunk, n] gather small

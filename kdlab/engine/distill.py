@@ -11,6 +11,10 @@ the run store.
           -> per epoch: evaluate_epoch -> save_state
 
 ``kdlab.tools.bench`` times these same functions.
+
+What depends on the task (its batches, its evaluation, its per-example outputs) is asked of the bundle's
+``adaptor`` (``Adaptor`` here for classification, score and multi-label tasks; ``kdlab.ranking.adaptor`` for
+ranking); the models' outputs come through ``kdlab.models.features`` and the losses through the method.
 """
 from __future__ import annotations
 
@@ -180,13 +184,52 @@ def _label_kind(bundle) -> str:
     return getattr(task, "kind", "classes")
 
 
-def plan_steps(n_train: int, cfg: TrainConfig) -> tuple[int, int]:
-    batches = math.ceil(n_train / cfg.batch_size)
+def plan_steps(n_train: int, cfg: TrainConfig, rows: int | None = None) -> tuple[int, int]:
+    """(steps per epoch, total steps) for ``n_train`` training rows taken ``rows`` (default the batch size) at a
+    time."""
+    batches = math.ceil(n_train / (rows or cfg.batch_size))
     steps_per_epoch = max(1, math.ceil(batches / cfg.grad_accum))
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     return steps_per_epoch, total
+
+
+class Adaptor:
+    """The loop's task hooks for classification, score and multi-label tasks (a bundle's ``adaptor`` replaces
+    them: ``kdlab.ranking.adaptor.RankingAdaptor``)."""
+
+    def batch_rows(self, cfg: TrainConfig) -> int:
+        """Training rows per batch."""
+        return cfg.batch_size
+
+    def loader(self, loop: "Loop", seed: int):
+        """The epoch's batches (dicts of tensors with ``idx``), shuffled with ``seed``."""
+        cfg = loop.cfg
+        return make_loader(loop.bundle.train, loop.tokenizer, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                           shuffle=True, seed=seed)
+
+    def teacher_outputs(self, loop: "Loop"):
+        """The teacher's evaluation outputs (agreement metrics), or None."""
+        teacher = loop.teacher
+        if teacher is None or not loop.cfg.eval_each_epoch or getattr(teacher, "soft_labels", False):
+            return None   # a soft-label teacher has no predictions on the evaluation splits
+        return evaluate(teacher, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len, device=loop.device)[1]
+
+    def evaluate(self, loop: "Loop") -> tuple[dict, dict]:
+        """({split: {metric: value}}, per-example outputs for ``save_predictions``)."""
+        return evaluate(loop.student, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len, device=loop.device,
+                        teacher_logits=loop.teacher_logits)
+
+    def save_predictions(self, path, loop: "Loop", outputs: dict):
+        save_predictions(path, loop.bundle, outputs)
+
+
+CLASSIFICATION = Adaptor()
+
+
+def adaptor_of(bundle) -> Adaptor:
+    return getattr(bundle, "adaptor", None) or CLASSIFICATION
 
 
 @dataclass
@@ -217,6 +260,7 @@ class Loop:
     last_W: torch.Tensor | None = None
     grad_share_step: int = -1           # the last step whose terms' gradient norms were logged (kdlab.analysis.grad_share)
     pending: list = field(default_factory=list)    # metric rows not yet written
+    adaptor: Adaptor = CLASSIFICATION   # the task's batches and evaluation
 
 
 def setup(student, tokenizer, bundle, method_name: str | type[Method] = "kd", *, teacher=None,
@@ -231,7 +275,8 @@ def setup(student, tokenizer, bundle, method_name: str | type[Method] = "kd", *,
     device = ddp.local_device(pick_device(cfg.device))
     if device.type == "cpu":
         keep_freed_memory()   # reuse large freed blocks instead of page-faulting fresh ones every step
-    steps_per_epoch, total = plan_steps(len(bundle.train), cfg)
+    adaptor = adaptor_of(bundle)
+    steps_per_epoch, total = plan_steps(len(bundle.train), cfg, adaptor.batch_rows(cfg))
     if method is None:
         method = build_method(method_name, teacher, student, bundle.num_labels(), total, steps_per_epoch,
                               cfg.seed, len(bundle.train), label_kind=_label_kind(bundle), **(method_args or {}))
@@ -265,7 +310,8 @@ def setup(student, tokenizer, bundle, method_name: str | type[Method] = "kd", *,
                 device=device, amp=amp, scaler=scaler, opt=opt, sched=sched, state=state,
                 trains_teacher=trains_teacher, cache=cache,
                 bucketed=buckets.enabled(cfg.length_buckets, device) and not method.uses_padding,
-                store=store, run_id=run_id, writes=store is not None and ddp.is_main(), position=position)
+                store=store, run_id=run_id, writes=store is not None and ddp.is_main(), position=position,
+                adaptor=adaptor)
 
 
 def teacher_features(loop: Loop, batch: dict, need) -> Features | None:
@@ -384,13 +430,12 @@ def flush_logs(loop: Loop):
 def evaluate_epoch(loop: Loop) -> dict:
     """Evaluation: every evaluation split (in domain and out of domain), agreement with the teacher's
     predictions; stored per split."""
-    evals, logits = evaluate(loop.student, loop.tokenizer, loop.bundle, max_len=loop.cfg.max_len,
-                             device=loop.device, teacher_logits=loop.teacher_logits)
+    evals, logits = loop.adaptor.evaluate(loop)
     if loop.writes:
         for split, m in evals.items():
             domain = "in-domain" if split == "dev" else split
             loop.store.log_eval(loop.run_id, loop.state.step, loop.state.epoch, split, domain, m)
-        save_predictions(loop.store.folder(loop.run_id) / PREDICTIONS, loop.bundle, logits)
+        loop.adaptor.save_predictions(loop.store.folder(loop.run_id) / PREDICTIONS, loop, logits)
         if loop.tb is not None:
             loop.tb.evals(loop.state.step, evals)
     loop.student.train()
@@ -430,9 +475,7 @@ def epoch_batches(loop: Loop):
     """The epoch's batches in their seeded order; a resumed run skips those its checkpoint had used.
     Yields (number of batches used so far, batch)."""
     cfg, state = loop.cfg, loop.state
-    loader = make_loader(loop.bundle.train, loop.tokenizer, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                         shuffle=True, seed=cfg.seed * 1000 + state.epoch)
-    batches = iter(loader)
+    batches = iter(loop.adaptor.loader(loop, cfg.seed * 1000 + state.epoch))
     skip = int(loop.position.pop("batch", 0))
     for _ in range(skip):
         next(batches, None)
@@ -480,9 +523,7 @@ def train(student, tokenizer, bundle, method_name: str | type[Method] = "kd", *,
         preds = store.folder(run_id) / PREDICTIONS   # this epoch's per-example outputs: a study's paired statistics
         if preds.exists():
             shutil.copyfile(preds, Path(folder) / PREDICTIONS)
-    if loop.teacher is not None and cfg.eval_each_epoch and not getattr(loop.teacher, "soft_labels", False):
-        # the teacher's predictions, for agreement (a soft-label teacher has none on the evaluation splits)
-        _, loop.teacher_logits = evaluate(loop.teacher, tokenizer, bundle, max_len=cfg.max_len, device=loop.device)
+    loop.teacher_logits = loop.adaptor.teacher_outputs(loop)   # the teacher's predictions, for agreement
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm

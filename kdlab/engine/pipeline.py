@@ -205,6 +205,26 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:500]
 
 
+def is_ranking(cfg: RunConfig, methods=()) -> bool:
+    """The dispatch between the classification path and ranking (``kdlab.ranking``: queries, a corpus, qrels): a
+    ranking method (``cfg.method`` or one of ``methods``), ``--task ranking`` or a BEIR folder as data."""
+    from ..ranking.train import wants_ranking
+    return wants_ranking(cfg) or any(wants_ranking(dataclasses.replace(cfg, method=m)) for m in methods)
+
+
+def check_ranking_run(cfg: RunConfig) -> None:
+    """A ranking run's checks before any work (its method, its options, flags that do not apply)."""
+    from ..ranking.train import check_ranking, options
+    check_ranking(cfg)
+    options(cfg)
+
+
+def prepare_ranking_teacher(cfg: RunConfig, store: Store, log=print) -> str:
+    """The ranking teacher (fine-tuned cross-encoder or fused), prepared or reused; its run id."""
+    from ..ranking.train import ranking_teacher
+    return ranking_teacher(cfg, store, log=log)
+
+
 def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tokenizer=None, bundle=None,
                 teacher_run: str | None = None, kind: str = "student", log=print, student=None,
                 resume: str | None = None, on_create=None, keep_checkpoints: bool = False) -> str:
@@ -221,16 +241,18 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         for name in [*(cfg.teachers or [cfg.teacher]), *([cfg.student] if cfg.student else [])]:
             for n in {cfg.train.max_len, cfg.teacher_train.max_len}:
                 check_max_len(n, name=name)
+    if bundle is None and teacher is None and student is None:
+        from ..ranking.train import distill_ranking
+        if is_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder, through the one
+            if str(cfg.student or "") == "static":   # loop with the ranking adaptor (kdlab.ranking.adaptor)
+                raise KdlabError("the static student is a classifier: a ranking run trains a bi-encoder; drop "
+                                 "--student static")
+            return distill_ranking(cfg, store, log=log, resume=resume, on_create=on_create,
+                                   keep_checkpoints=keep_checkpoints)
     if bundle is None and teacher is None and student is None and resume is None:
         from ..lm.train import distill_lm, wants_lm
         if wants_lm(cfg):   # a causal language model: a decoder teacher into a decoder student (kdlab.lm)
             return distill_lm(cfg, store, log=log)
-        from ..ranking.train import distill_ranking, wants_ranking
-        if wants_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder (kdlab.ranking)
-            if str(cfg.student or "") == "static":
-                raise KdlabError("the static student is a classifier: a ranking run trains a bi-encoder; drop "
-                                 "--student static")
-            return distill_ranking(cfg, store, log=log)
     method_cls = get(cfg.method)
     method_cls.check_options(cfg.method_args)   # before the data is read and minutes of teacher fine-tuning
     bundle = bundle or load_bundle(cfg)

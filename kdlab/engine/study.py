@@ -29,7 +29,8 @@ from ..errors import KdlabError
 from ..runs.store import Store
 
 BASELINE = "ce"
-DIAGNOSE = ("inconclusive", "worse")   # verdicts that name the doctor command (kdlab.analysis.doctor)
+RANKING_BASELINE = "contrastive"   # a ranking study's baseline: the bi-encoder trained on the qrels alone
+DIAGNOSE = ("inconclusive", "worse")   # verdicts that name the doctor command (kdlab.doctor)
 FIELDS = ["method", "options", "domain", "metric", "n", "mean", "std", "delta", "ci_low", "ci_high", "verdict", "model"]
 
 
@@ -188,14 +189,19 @@ def run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, **kw) -> 
 def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary: dict | None = None,
                baseline: str = BASELINE, workers: int = 1, log=print, progress: bool = True,
                n_boot: int = 2000) -> dict:
-    from .pipeline import load_bundle, prepare_teacher
+    from .pipeline import check_ranking_run, is_ranking, load_bundle, prepare_ranking_teacher, prepare_teacher
     from ..methods import get
     cfg = apply_preset(cfg)
     if cfg.data_seed is None:   # one data sample and one teacher for every seed
         cfg = dataclasses.replace(cfg, data_seed=cfg.train.seed)
+    ranking = is_ranking(cfg, methods)
+    if ranking and baseline == BASELINE:   # the ranking student without a teacher: in-batch contrastive
+        baseline = RANKING_BASELINE
     cells = plan_cells(methods, seeds, vary, baseline)
-    for c in cells:   # an option a method does not have: before the teacher is fine-tuned
+    for c in cells:   # an option a method does not have, a method for another task: before the teacher is prepared
         get(c["method"]).check_options(c["options"])
+        if ranking:
+            check_ranking_run(dataclasses.replace(cfg, method=c["method"], method_args=c["options"]))
     setup = base_setup(cfg)
     old = store.study(name)
     if old is not None and old["spec"].get("setup") != json.loads(json.dumps(setup, default=str)):
@@ -211,7 +217,9 @@ def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary:
     busy = [c["key"] for c, st in plan if st == "running"]
     log(f"study {name}: {len(cells)} cells, {len(cells) - len(todo) - len(busy)} finished, {len(todo)} to run"
         + (f", {len(busy)} running elsewhere" if busy else ""))
-    if todo and any(get(c["method"]).uses_teacher for c, _ in todo) or (todo and cfg.student_init != "fresh"):
+    if ranking and todo:   # the cross-encoder (or fused) teacher, once: every cell reuses it
+        prepare_ranking_teacher(dataclasses.replace(cfg, method=cells[-1]["method"]), store, log=log)
+    elif todo and any(get(c["method"]).uses_teacher for c, _ in todo) or (todo and cfg.student_init != "fresh"):
         prepare_teacher(cfg, store, load_bundle(cfg), log=log)   # once, before the cells (shared by all)
     results = _execute(store, name, cfg, todo, known, workers, progress, total=len(cells),
                        done=len(cells) - len(todo))
@@ -313,7 +321,7 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
         per = {}
         for split, m in final.items():
             p = preds.get(split)
-            per[split] = {"value": m.get(metric), "pred": example_outputs(p, kind) if p else None,
+            per[split] = {"value": m.get(metric), "pred": example_outputs(p, kind, metric) if p else None,
                           "labels": p["labels"] if p else None, "run": rid}
         g = groups.setdefault(cell["group"], {"method": cell["method"], "options": cell["options"], "seeds": {}})
         g["seeds"][cell["seed"]] = per
@@ -380,7 +388,7 @@ def format_table(rows: list[dict]) -> str:
     width = max(12, *(len(r["group"]) for r in rows)) + 1
     for d in domains:
         sub = [r for r in rows if r["domain"] == d]
-        kind = "in domain" if d == "dev" else "out of domain"
+        kind = "in domain" if d == "dev" else "test queries" if d == "test" else "out of domain"
         lines.append(f"{d} ({kind}), {sub[0]['metric']}:")
         head = f"  {'method':{width}s} {'n':>2s} {'mean ± std':>15s} {'delta':>8s} {'95% CI':>19s}  verdict"
         lines += [head, "  " + "-" * (len(head) - 2)]
@@ -393,7 +401,7 @@ def format_table(rows: list[dict]) -> str:
                 lines.append(f"  {'':{width}s} why? {r['doctor']}")
         lines.append("")
     lines.append("delta: mean over seeds of (method - baseline), same seeds and student init; 95% CI: paired "
-                 "bootstrap over seeds and examples")
+                 "bootstrap over seeds and examples (queries, for ranking)")
     model = rows[0].get("model")
     if model and model != "last epoch":   # --select: the selected models (--report last: the last epochs')
         lines.append(f"models: each run's {model} (--report last compares the last epochs)")

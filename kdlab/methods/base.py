@@ -513,15 +513,14 @@ def load_all():
 def get(name: str) -> type[Method]:
     load_all()
     if name not in REGISTRY:
-        from ..ranking.names import METHODS as RANKING
-        if name in RANKING:   # e.g. a study of ranking methods
-            raise KdlabError(f"method '{name}' is a ranking method, trained by `kdlab distill --task ranking`; the "
-                             "classification loop and kdlab study do not run ranking methods yet: run "
-                             f"`kdlab distill --task ranking --method {name} --seed S` for each seed")
         raise KdlabError(f"unknown method '{name}': run `python -m kdlab methods` to list the methods")
     return REGISTRY[name]
 
 
-def names() -> list[str]:
+def names(kind: str = "classes") -> list[str]:
+    """The registered methods for a task of label kind ``kind`` (``classes``: the classification methods, which
+    also cover score and multi-label tasks where their loss is defined; ``ranking``: the ranking objectives)."""
     load_all()
-    return sorted(REGISTRY)
+    if kind == "ranking":
+        return sorted(n for n, c in REGISTRY.items() if "ranking" in c.label_kinds)
+    return sorted(n for n, c in REGISTRY.items() if "ranking" not in c.label_kinds)

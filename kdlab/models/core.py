@@ -335,8 +335,10 @@ def save_model(model, tokenizer, folder: str | os.PathLike, extra: dict | None =
     quiet_hf()
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if extra:
-        (tmp / "kdlab.json").write_text(json.dumps(extra, indent=2))
+    if extra:   # on top of what the model's own save wrote (a bi-encoder's shape: kdlab.ranking.models)
+        meta = tmp / "kdlab.json"
+        own = json.loads(meta.read_text()) if meta.exists() else {}
+        meta.write_text(json.dumps({**own, **extra}, indent=2))
     import shutil
     if folder.exists():
         shutil.rmtree(folder, ignore_errors=True)

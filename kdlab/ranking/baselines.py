@@ -15,10 +15,8 @@ from pathlib import Path
 
 from . import bm25 as bm25_mod
 from . import fused
-from .data import RankingData, carve_dev, load_beir
+from .data import DEV_FRAC, DEV_SEED, RankingData, carve_dev, load_beir  # noqa: F401  (DEV_*: re-exported)
 from .reference import bm25_row, pretrained_row, reference_lines
-
-DEV_FRAC, DEV_SEED = 0.2, 0
 
 
 def path(cache, data: RankingData) -> Path:

@@ -145,13 +145,18 @@ def _norm(s: str) -> str:
     return " ".join(s.lower().split())
 
 
-def take_train_queries(data: RankingData, max_train: int | None, seed: int = 0) -> list:
-    """The train query ids used (all, or ``max_train`` of them drawn with ``seed``), in file order."""
-    qids = data.split_queries("train")
+def take_train_queries(qids, max_train: int | None, seed: int = 0) -> list:
+    """The training query ids used: all of ``qids``, or ``max_train`` of them drawn with ``seed``, in order."""
+    qids = list(qids)
     if max_train is not None and max_train < len(qids):
         keep = set(np.random.default_rng(seed).choice(len(qids), size=max_train, replace=False).tolist())
         qids = [q for i, q in enumerate(qids) if i in keep]
     return qids
+
+
+# the dev split of a ranking run (student selection, the fused teacher's weight): this fraction of the training
+# queries, drawn with this seed (fixed: every run and seed of a folder selects on the same queries)
+DEV_FRAC, DEV_SEED = 0.2, 0
 
 
 def carve_dev(qids, frac: float = 0.2, seed: int = 0) -> tuple[list, list]:

@@ -8,12 +8,11 @@ import numpy as np
 NAMES = {"ndcg@10": "nDCG@10", "mrr@10": "RR@10", "recall@100": "R@100"}
 
 
-def ranking_metrics(qrels: dict, run: dict) -> dict:
-    """``qrels`` {qid: {did: grade}}, ``run`` {qid: {did: score}} (higher = better) -> {"ndcg@10", "mrr@10",
-    "recall@100", "n"}, each the mean over the qrels' queries."""
+def per_query_metrics(qrels: dict, run: dict) -> dict:
+    """{metric: {qid: value}} for every query of ``qrels`` (0 for a query the run does not rank)."""
     import ir_measures
     measures = {k: ir_measures.parse_measure(v) for k, v in NAMES.items()}
-    per_q = {k: {} for k in NAMES}
+    per_q = {k: dict.fromkeys(qrels, 0.0) for k in NAMES}
     judged = {q: {str(d): int(g) for d, g in row.items()} for q, row in qrels.items()}
     ranked = {q: {str(d): float(s) for d, s in run[q].items()} for q in judged if run.get(q)}
     if ranked:
@@ -21,8 +20,15 @@ def ranking_metrics(qrels: dict, run: dict) -> dict:
             for k, v in measures.items():
                 if m.measure == v:
                     per_q[k][m.query_id] = float(m.value)
-    out = {k: float(np.mean([per_q[k].get(q, 0.0) for q in judged])) if judged else float("nan") for k in NAMES}
-    return {**out, "n": float(len(judged))}
+    return per_q
+
+
+def ranking_metrics(qrels: dict, run: dict) -> dict:
+    """``qrels`` {qid: {did: grade}}, ``run`` {qid: {did: score}} (higher = better) -> {"ndcg@10", "mrr@10",
+    "recall@100", "n"}, each the mean over the qrels' queries."""
+    per_q = per_query_metrics(qrels, run)
+    out = {k: float(np.mean(list(per_q[k].values()))) if qrels else float("nan") for k in NAMES}
+    return {**out, "n": float(len(qrels))}
 
 
 def run_from_scores(qids, doc_ids, scores, k: int = 100, candidates=None) -> dict:

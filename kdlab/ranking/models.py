@@ -131,6 +131,30 @@ class BiEncoder(nn.Module):
             e = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
         return F.normalize(e, dim=-1) if self.score_fn == "cosine" else e
 
+    def group_batch(self, data, groups) -> dict:
+        """A batch of groups [(qid, [doc indices])] for ``kd_features``: ``q_*`` [B, Lq], ``d_*`` [B, 1 + K, Ld]."""
+        k1 = len(groups[0][1])
+        q = text_ids(self.tokenizer, self.query_len)([data.queries[qid] for qid, _ in groups])
+        d = text_ids(self.tokenizer, self.doc_len)([data.docs[j] for _, ids in groups for j in ids])
+        batch = {"q_" + k: v for k, v in q.items()}
+        batch.update({"d_" + k: v.view(len(groups), k1, -1) for k, v in d.items()})
+        batch["attention_mask"] = q["attention_mask"]
+        return batch
+
+    def kd_features(self, batch: dict, need=None):
+        """The loop's features of a batch of groups (``kdlab.ranking.adaptor``): the scores [B, 1 + K] of each
+        group's documents as ``logits``, the embeddings as ``extra['q']`` [B, H] and ``extra['d']`` [B, 1 + K, H]."""
+        from ..records import Features
+        q = self.embed({k[2:]: v for k, v in batch.items() if k.startswith("q_")})
+        shape = batch["d_input_ids"].shape
+        d = self.embed({k[2:]: v.reshape(shape[0] * shape[1], -1) for k, v in batch.items() if k.startswith("d_")})
+        d = d.view(shape[0], shape[1], -1)
+        return Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=batch["attention_mask"], extra={"q": q, "d": d})
+
+    def save_pretrained(self, folder, safe_serialization: bool = True):
+        """The loop's checkpoints and selected models: the same folder as ``save``."""
+        return self.save(folder)
+
     def encode(self, texts, *, kind: str = "doc", batch_size: int = 64, device="cpu", grad: bool = False):
         """Embeddings [n, H] of ``texts`` (queries or documents: their length limit)."""
         max_len = self.doc_len if kind == "doc" else self.query_len
@@ -175,6 +199,43 @@ class BiEncoder(nn.Module):
         enc = AutoModel.from_pretrained(str(folder), use_safetensors=True)
         return BiEncoder(enc, load_tokenizer(str(folder)), pooling=info["pooling"], score=info["score"],
                          query_len=info["query_len"], doc_len=info["doc_len"])
+
+
+class CrossEncoder(nn.Module):
+    """A cross-encoder (a sequence classifier with one output) as the loop's model of groups: ``group_batch``
+    tokenises each (query, document) pair of a group together (``p_*`` [B, 1 + K, L]); ``kd_features`` gives their
+    scores [B, 1 + K] as ``logits``. The teacher's fine-tuning runs through the one loop with it."""
+
+    def __init__(self, model, tokenizer, max_len: int = 128):
+        super().__init__()
+        self.model, self.tokenizer, self.max_len = model, tokenizer, clamp_len(model, max_len)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def group_batch(self, data, groups) -> dict:
+        k1 = len(groups[0][1])
+        enc = text_ids(self.tokenizer, self.max_len)([data.queries[q] for q, ids in groups for _ in ids],
+                                                     [data.docs[i] for _, ids in groups for i in ids])
+        batch = {"p_" + k: v.view(len(groups), k1, -1) for k, v in enc.items()}
+        batch["attention_mask"] = batch["p_attention_mask"][:, 0]
+        return batch
+
+    def kd_features(self, batch: dict, need=None):
+        from ..records import Features
+        shape = batch["p_input_ids"].shape
+        enc = {k[2:]: v.reshape(shape[0] * shape[1], -1) for k, v in batch.items() if k.startswith("p_")}
+        s = self.model(**model_inputs(enc)).logits[:, 0].view(shape[0], shape[1])
+        return Features(logits=s, mask=batch["attention_mask"])
+
+    def save_pretrained(self, folder, safe_serialization: bool = True):
+        from ..models.core import quiet_hf
+        quiet_hf()
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        Path(folder, "kdlab.json").write_text(json.dumps({"model": "cross-encoder"}, indent=2))
+        return Path(folder)
 
 
 def model_kind(folder) -> str | None:

@@ -1,18 +1,20 @@
 """A ranking run: a cross-encoder teacher distilled into a bi-encoder student (``kdlab distill --task ranking``).
 
 1. Read the BEIR folder (``data.load_beir``) and the BM25 top-k of every query (``bm25.candidates``, cached).
-2. Training groups: for each (train query, positive) one group ``[positive, negative_1..K]``, the negatives drawn
-   (seeded) from the query's BM25 top-``depth`` without its judged positives.
-3. Teacher: a cross-encoder (one output) fine-tuned on the groups with a softmax cross-entropy of the positive
-   (cached under the teacher cache like a classification teacher), or a ready cross-encoder folder used as is.
-   Evaluated by reranking each test query's BM25 top-``rerank``.
+2. Dev queries: ``DEV_FRAC`` of the training queries (fixed seed), never trained on (``--select dev:ndcg@10``).
+   Training groups: for each other (train query, positive) one group ``[positive, negative_1..K]``, the negatives
+   drawn (seeded) from the query's BM25 top-``depth`` without its judged positives.
+3. Teacher: a cross-encoder (one output) fine-tuned on the groups with a softmax cross-entropy of the positive by the
+   one loop (``fine_tune_cross``; cached under the teacher cache like a classification teacher), or a ready
+   cross-encoder folder used as is. Evaluated by reranking each test query's BM25 top-``rerank``.
 4. Student: a bi-encoder copied from the teacher's layers (``student_from=teacher``, the default: the
    ``--student-layers`` / ``--student-init`` choice) or a pretrained encoder (``--set student_from=minilm-l6``).
-   Trained with ``margin-mse``, ``listwise-kl`` (teacher scores of each group, computed once) or ``contrastive``
-   (in-batch negatives, no teacher). Evaluated over the whole corpus: the corpus is encoded once, then one
-   matrix product per query batch.
+   Trained by the one loop (``kdlab.engine.distill.train`` with ``kdlab.ranking.adaptor``: resume, cancel, select,
+   precision, tensorboard) with ``margin-mse``, ``listwise-kl`` (teacher scores of each group, kept by the loop's
+   teacher cache) or ``contrastive`` (in-batch negatives, no teacher): ``kdlab.methods.ranking``. Evaluated over
+   the whole corpus on the dev and test queries: the corpus is encoded once, then one matrix product.
 
-Options (``--set key=value``): ``doc_len`` (128), ``query_len`` (32), ``negatives`` (3), ``depth`` (30),
+Options (``--set key=value``, declared and checked in ``kdlab.methods.ranking``): ``doc_len`` (128), ``query_len`` (32), ``negatives`` (3), ``depth`` (30),
 ``rerank`` (100), ``pooling`` (mean|cls), ``score`` (dot|cosine), ``temperature`` (listwise, 1),
 ``tau`` (1 for dot, 0.05 for cosine: the contrastive temperature, and a cosine student's scores are divided by it
 in margin-mse and listwise-kl so that its margins can reach the teacher's), ``student_from`` (teacher|a model), ``eval_queries`` (all: the
@@ -25,10 +27,10 @@ from that pretrained bi-encoder).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +41,13 @@ from ..errors import KdlabError
 from ..runs.store import Store, teacher_cache_root
 from ..tasks import get_task
 from . import bm25 as bm25_mod
-from .data import RankingData, is_beir, load_beir, take_train_queries
-from .losses import group_ce, in_batch_contrastive, listwise_kl, margin_mse_groups
+from .adaptor import GroupTeacher, RankingBundle, eval_bi, eval_cross, rank_bi  # noqa: F401  (re-exported)
+from .data import DEV_FRAC, DEV_SEED, RankingData, carve_dev, is_beir, load_beir, take_train_queries
 from .metrics import ranking_metrics, run_from_scores
-from .models import BiEncoder, base_encoder, clamp_len, cross_scores, model_kind, query_latency, sentence_encoder
+from .models import BiEncoder, CrossEncoder, base_encoder, clamp_len, model_kind, query_latency, sentence_encoder
 
-from .names import METHODS   # the ranking objectives: margin-mse, listwise-kl, contrastive
-DEFAULTS = dict(doc_len=128, query_len=32, negatives=3, depth=30, rerank=100, pooling="mean", score="dot",
-                temperature=1.0, tau=None, student_from="teacher", eval_queries=None, teacher_eval=50,
-                teacher_kind="cross-encoder", fused_dense="minilm-l6")
+from ..methods.ranking import RANKING_DEFAULTS as DEFAULTS
+from ..methods.ranking import RANKING_METHODS as METHODS   # the ranking objectives: margin-mse, listwise-kl, contrastive
 TEACHER_KINDS = ("cross-encoder", "fused")
 TEACHER_METHOD = "cross-encoder"
 
@@ -80,46 +80,57 @@ def check_ranking(cfg: RunConfig) -> None:
         raise KdlabError(f"method '{cfg.method}' is a ranking method but --task is '{cfg.task}': drop --task or use "
                          "--task ranking")
     refuse_unsupported(cfg)
+    if cfg.train.select:
+        from ..engine.selection import parse_select
+        split, metric = parse_select(cfg.train.select)
+        if split != "dev":
+            raise KdlabError(f"--select {cfg.train.select}: a ranking run selects on its dev queries (carved from the "
+                             "training queries); the test qrels are never used for selection: use --select "
+                             f"dev:{metric if metric in get_task('ranking').metrics else 'ndcg@10'}")
 
 
-# training settings the ranking loop does not apply yet (it has no dev evaluation, checkpoints or autocast):
-# refused when set, never silently ignored
-UNSUPPORTED = {"select": "--select", "patience": "--patience", "tensorboard": "--tensorboard",
-               "grad_accum": "--grad-accum", "checkpoint_every": "--checkpoint-every", "teacher_cache": "--teacher-cache",
-               "cache_dtype": "--cache-dtype", "length_buckets": "--length-buckets"}
+def data_seed(cfg: RunConfig) -> int:
+    """The seed of the training queries drawn (``--max-train``), their negatives and the evaluated test queries:
+    ``data_seed`` when set (a study: every seed on the same data and teacher), else the run's seed."""
+    return cfg.train.seed if cfg.data_seed is None else cfg.data_seed
+
+
+# run settings that do not apply to a ranking run: refused when set, never silently ignored
+NOT_FOR_RANKING = {
+    "length_buckets": ("--length-buckets", "the bi-encoder pads each batch of queries and documents itself"),
+}
+RUN_NOT_FOR_RANKING = {
+    "teachers": ("--teachers", "a ranking run has one teacher (--teacher, or --set teacher_kind=fused)"),
+    "teacher_logits": ("--teacher-logits", "the teacher scores (query, document) pairs"),
+    "ood": ("--ood", "a ranking run is evaluated on the folder's dev and test queries"),
+    "ood_map": ("--ood-map", "a ranking run has no labels to map"),
+    "text_col": ("--text-col", "a BEIR folder names its fields itself"),
+    "label_col": ("--label-col", "a BEIR folder's labels are its qrels"),
+    "label_kind": ("--label-kind", "a BEIR folder's labels are its qrels"),
+    "max_eval": ("--max-eval", "use --set eval_queries=N"),
+    "transfer": ("--transfer", "a ranking run learns from its training queries' groups"),
+    "augment": ("--augment", "a ranking run learns from its training queries' groups"),
+    "student": ("--student", "use --set student_from=NAME"),
+    "student_narrow_init": ("--student-narrow-init", "the bi-encoder is copied from the teacher's layers"),
+}
 
 
 def refuse_unsupported(cfg: RunConfig) -> None:
-    """One line for a training flag a ranking run would ignore (``precision`` other than auto/fp32 included)."""
+    """One line for a run setting that does not apply to a ranking run."""
     from ..config import TrainConfig
-    default = TrainConfig()
-    for field, flag in UNSUPPORTED.items():
+    default, run_default = TrainConfig(), RunConfig()
+    for field, (flag, why) in NOT_FOR_RANKING.items():
         if getattr(cfg.train, field) != getattr(default, field):
-            raise KdlabError(f"{flag} does not apply to a ranking run yet (the ranking loop has no dev evaluation, "
-                             "checkpoints, autocast or teacher cache): drop it")
-    if cfg.train.precision not in ("auto", "fp32"):
-        raise KdlabError(f"--precision {cfg.train.precision} does not apply to a ranking run yet (it trains in "
-                         "fp32): drop it")
+            raise KdlabError(f"{flag} does not apply to a ranking run ({why}): drop it")
+    for field, (flag, why) in RUN_NOT_FOR_RANKING.items():
+        if getattr(cfg, field) not in (getattr(run_default, field), None, [], (), {}, False):
+            raise KdlabError(f"{flag} does not apply to a ranking run ({why}): drop it")
 
 
 def options(cfg: RunConfig) -> dict:
-    unknown = sorted(set(cfg.method_args) - set(DEFAULTS))
-    if unknown:
-        raise KdlabError(f"unknown ranking option(s) {unknown}: the options are {', '.join(DEFAULTS)}")
-    hp = {**DEFAULTS, **cfg.method_args}
-    for k in ("doc_len", "query_len", "negatives", "depth", "rerank"):
-        v = hp[k]
-        if isinstance(v, bool) or not (isinstance(v, int) or isinstance(v, float) and v == int(v)) or v < 1:
-            raise KdlabError(f"--set {k} must be a whole number of at least 1 (got {v!r})")
-        hp[k] = int(v)
-    for k in ("temperature", "tau"):
-        if hp[k] is not None and (isinstance(hp[k], bool) or not isinstance(hp[k], (int, float)) or not hp[k] > 0):
-            raise KdlabError(f"--set {k} must be a positive number (got {hp[k]!r})")
-    if hp["teacher_kind"] not in TEACHER_KINDS:
-        raise KdlabError(f"--set teacher_kind must be {' or '.join(TEACHER_KINDS)} (got {hp['teacher_kind']!r})")
-    if hp["tau"] is None:
-        hp["tau"] = 0.05 if hp["score"] == "cosine" else 1.0
-    return hp
+    """The run's ranking options: the method's defaults overridden by ``--set`` (checked by the method)."""
+    from ..methods import get
+    return get(cfg.method).resolve_options(cfg.method_args)
 
 
 def _device(name: str) -> torch.device:
@@ -144,67 +155,6 @@ def make_groups(data: RankingData, cands: dict, qids, negatives: int, depth: int
     return groups
 
 
-def _group_pairs(data: RankingData, groups) -> tuple[list, list]:
-    qs = [data.queries[q] for q, ids in groups for _ in ids]
-    ds = [data.docs[i] for _, ids in groups for i in ids]
-    return qs, ds
-
-
-def _batches(n: int, size: int, epochs: int, max_steps, seed: int):
-    """Shuffled index batches over ``epochs`` (stopping after ``max_steps``): yields (step, epoch, indices)."""
-    rng = np.random.default_rng(seed)
-    step = 0
-    for epoch in range(epochs if max_steps is None else 10 ** 9):
-        order = rng.permutation(n)
-        for i in range(0, n, size):
-            if max_steps is not None and step >= max_steps:
-                return
-            step += 1
-            yield step, epoch, order[i:i + size]
-
-
-def _optimiser(params, tc, total: int):
-    from transformers import get_linear_schedule_with_warmup
-    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
-    return opt, get_linear_schedule_with_warmup(opt, int(tc.warmup * total), max(1, total))
-
-
-def _total_steps(n: int, size: int, tc) -> int:
-    per_epoch = -(-n // size)
-    return min(tc.max_steps, per_epoch * tc.epochs) if tc.max_steps else per_epoch * tc.epochs
-
-
-# ---------------------------------------------------------------------------------------------- evaluation
-def eval_cross(model, tok, data: RankingData, cands: dict, *, split="test", rerank=100, max_len=128, device="cpu",
-               qids=None) -> dict:
-    """The cross-encoder reranking each query's BM25 top-``rerank``."""
-    model.eval()
-    qids = qids or data.split_queries(split)
-    run = {}
-    for q in qids:
-        idx = cands[q][0][:rerank]
-        s = cross_scores(model, tok, [data.queries[q]] * len(idx), [data.docs[i] for i in idx], max_len=max_len,
-                         batch_size=100, device=device).cpu().numpy()
-        run.update(run_from_scores([q], data.doc_ids, s[None], k=rerank, candidates=[idx]))
-    return ranking_metrics({q: data.qrels[split][q] for q in qids}, run)
-
-
-def rank_bi(bi: BiEncoder, data: RankingData, qids, *, device="cpu", k: int = 100, doc_emb=None):
-    """{qid: {did: score}} of the bi-encoder's top-``k`` over the whole corpus, and the corpus matrix."""
-    bi.eval()
-    if doc_emb is None:
-        doc_emb = bi.encode(data.docs, kind="doc", device=device)
-    q_emb = bi.encode([data.queries[q] for q in qids], kind="query", device=device)
-    scores = BiEncoder.scores(q_emb, doc_emb).cpu().numpy()
-    return run_from_scores(qids, data.doc_ids, scores, k=k), doc_emb
-
-
-def eval_bi(bi: BiEncoder, data: RankingData, *, split="test", device="cpu", qids=None, doc_emb=None):
-    qids = qids or data.split_queries(split)
-    run, doc_emb = rank_bi(bi, data, qids, device=device, doc_emb=doc_emb)
-    return ranking_metrics({q: data.qrels[split][q] for q in qids}, run), doc_emb
-
-
 def _eval_qids(data: RankingData, hp: dict, seed: int, key: str = "eval_queries"):
     qids = data.split_queries("test")
     n = hp.get(key)
@@ -217,7 +167,7 @@ def _eval_qids(data: RankingData, hp: dict, seed: int, key: str = "eval_queries"
 
 # ---------------------------------------------------------------------------------------------- teacher
 def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands: dict, groups, hp: dict, *,
-                          log=print):
+                          dev=(), log=print):
     """A cross-encoder teacher: a ready folder used as is, the cached fine-tuned one, or fine-tuned now; its
     reranking evaluated on ``teacher_eval`` test queries (again when a cached one was evaluated on fewer).
     Returns (model, tokenizer, teacher run id)."""
@@ -239,7 +189,7 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     tt.pop("threads", None)            # CPU threads: how fast, not what is trained
     ident = json.dumps({"teacher": cfg.teacher, "data": data.identity, "train": tt, "doc_len": hp["doc_len"],
                         "negatives": hp["negatives"], "depth": hp["depth"], "max_train": cfg.max_train,
-                        "seed": cfg.train.seed}, sort_keys=True, default=str)
+                        "seed": data_seed(cfg), "dev": [DEV_FRAC, DEV_SEED]}, sort_keys=True, default=str)
     key = "ranking-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
     folder = teacher_cache_root(store) / key
     if (folder / "kdlab.json").exists():
@@ -251,34 +201,35 @@ def prepare_cross_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
         model, tok = load_teacher(cfg.teacher, 1, trust_remote_code=cfg.trust_remote_code,
                                   seed=cfg.teacher_train.seed)
         model.config.problem_type = "regression"
-        model.to(device)
-        length = clamp_len(model, hp["doc_len"])
         conf = {**base, "train": tt, "key": key}
         run_id = store.create_run("teacher", TEACHER_METHOD, conf, name=f"teacher {cfg.teacher} (cross-encoder)")
         announce(store.root, run_id)
         try:
             log(f"teacher: fine-tuning the cross-encoder {cfg.teacher} on {len(groups)} groups of "
                 f"1 + {hp['negatives']} documents ({run_id})")
-            tc = cfg.teacher_train
-            size = max(1, tc.batch_size // (1 + hp["negatives"]))
-            opt, sched = _optimiser(model.parameters(), tc, _total_steps(len(groups), size, tc))
-            torch.manual_seed(tc.seed)
-            model.train()
-            for step, epoch, b in _batches(len(groups), size, tc.epochs, tc.max_steps, tc.seed):
-                qs, ds = _group_pairs(data, [groups[i] for i in b])
-                s = cross_scores(model, tok, qs, ds, max_len=length, batch_size=len(qs), device=device, grad=True)
-                loss = group_ce(s.view(len(b), -1))
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
-                opt.step()
-                sched.step()
-                store.log_metrics(run_id, step, epoch, {"loss": loss.item()})
+            res = fine_tune_cross(model, tok, data, cands, groups, dev, hp, cfg.teacher_train, store, run_id)
+            if res.status != "finished":
+                store.finish(run_id, res.status, res.message)
+                raise KdlabError(f"the cross-encoder teacher's fine-tuning was {res.status}")
             save_model(model, tok, folder, extra={"run_id": run_id, **conf})
         except BaseException as e:
-            store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
+            if store.run(run_id)["status"] == "running":
+                store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
             raise
         return _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log)
+
+
+def fine_tune_cross(model, tok, data: RankingData, cands: dict, groups, dev, hp: dict, tc, store, run_id):
+    """The cross-encoder's fine-tuning on the groups (softmax cross-entropy of the positive) by the one loop, its
+    dev queries reranked after each epoch (``kdlab.ranking.adaptor``); no resume checkpoints (a teacher is made
+    again by `kdlab teacher`). Returns the loop's ``Result``."""
+    from ..engine.distill import train
+    from ..methods.ranking import GroupCE
+    ce = CrossEncoder(model, tok, hp["doc_len"])
+    bundle = RankingBundle(data, groups, {"dev": dev}, json.dumps({"data": data.identity, "teacher": "fine-tuning"}),
+                           cands=cands, rerank=hp["rerank"])
+    tc = dataclasses.replace(tc, checkpoint_each_epoch=False, checkpoint_every=0, select=None, patience=0)
+    return train(ce, tok, bundle, GroupCE, cfg=tc, store=store, run_id=run_id)
 
 
 def _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, device, log):
@@ -301,9 +252,9 @@ def _finish_teacher(store, run_id, folder, cfg, data, cands, hp, model, tok, dev
             size["mb"] = round(folder_mb(folder), 2)
         store.set_artifact(run_id, "size", size)
         if hp.get("teacher_eval") not in (0, "0", "none"):   # BM25 on the queries the teacher is evaluated on
-            store.set_artifact(run_id, "bm25", bm25_metrics(data, cands, qids=_eval_qids(data, hp, cfg.train.seed,
+            store.set_artifact(run_id, "bm25", bm25_metrics(data, cands, qids=_eval_qids(data, hp, data_seed(cfg),
                                                                                          "teacher_eval")))
-        teacher_eval(store, run_id, model, tok, data, cands, hp, cfg.train.seed, device, log)
+        teacher_eval(store, run_id, model, tok, data, cands, hp, data_seed(cfg), device, log)
     except BaseException as e:
         store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
         raise
@@ -339,7 +290,7 @@ def _adopt(store, folder, cfg, data, cands, hp, device, log):
     info = json.loads((Path(folder) / "kdlab.json").read_text())
     for r in store.runs(kind="teacher"):
         if r["status"] == "finished" and (r["id"] == info.get("run_id") or r["config"].get("key") == info.get("key")):
-            teacher_eval(store, r["id"], model, tok, data, cands, hp, cfg.train.seed, device, log)
+            teacher_eval(store, r["id"], model, tok, data, cands, hp, data_seed(cfg), device, log)
             return model, tok, r["id"]
     conf = {**{k: v for k, v in info.items() if k not in ("evals", "run_id")}, "ranking": hp}   # this run's options
     run_id = store.create_run("teacher", TEACHER_METHOD, conf, name=f"teacher {cfg.teacher} (cached)")
@@ -351,11 +302,10 @@ def prepare_fused_teacher(cfg: RunConfig, store: Store, data: RankingData, cands
     the training queries) and its teacher run, reused when this store has a finished one for the same data and
     dense model; evaluated on every test query (cheap: no cross-encoder). Returns (teacher, run id)."""
     from ..models.core import count_params
-    from . import baselines, fused
-    from .data import carve_dev
-    _, dev = carve_dev(data.split_queries("train"), baselines.DEV_FRAC, baselines.DEV_SEED)
+    from . import fused
+    _, dev = carve_dev(data.split_queries("train"), DEV_FRAC, DEV_SEED)
     teacher, table = fused.build(data, dev, cache=bm25_mod.cache_dir(store.root), log=log, dense=hp["fused_dense"])
-    key = f"fused-{data.identity}-{hp['fused_dense']}-{baselines.DEV_FRAC}-{baselines.DEV_SEED}"
+    key = f"fused-{data.identity}-{hp['fused_dense']}-{DEV_FRAC}-{DEV_SEED}"
     for r in store.runs(kind="teacher"):
         if r["status"] == "finished" and r["config"].get("key") == key:
             return teacher, r["id"]
@@ -405,98 +355,96 @@ def build_bi_encoder(cfg: RunConfig, hp: dict, teacher, ttok) -> BiEncoder:
                      doc_len=clamp_len(enc, hp["doc_len"]))
 
 
-def student_loss(method: str, bi: BiEncoder, data: RankingData, groups, t_scores, hp: dict, device):
-    qs = [data.queries[q] for q, _ in groups]
-    k1 = len(groups[0][1])
-    q = bi.encode(qs, kind="query", device=device, grad=True, batch_size=len(qs))
-    d = bi.encode([data.docs[i] for _, ids in groups for i in ids], kind="doc", device=device, grad=True,
-                  batch_size=len(qs) * k1).view(len(qs), k1, -1)
-    if method == "contrastive":   # positives first (row i = query i), then every hard negative of the batch
-        return in_batch_contrastive(q, torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])]), hp["tau"])
-    s = (q.unsqueeze(1) * d).sum(-1)
-    if hp["score"] == "cosine":   # a cosine lies in [-1, 1]: divided by tau (as in the contrastive loss) its margins
-        s = s / float(hp["tau"])  # can reach the teacher's (SciFact's fused teacher: mean 3.5, the cosine's 0.27)
-    t = t_scores.to(s.device)
-    if method == "margin-mse":
-        return margin_mse_groups(s, t)
-    return listwise_kl(s, t, float(hp["temperature"]))
-
-
-def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
-    """Run a ranking distillation (``cfg.method`` in METHODS) and store it; returns the student run id."""
+def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, resume: str | None = None,
+                    on_create=None, keep_checkpoints: bool = False) -> str:
+    """Run a ranking distillation (``cfg.method`` a ranking method) through the one training loop
+    (``kdlab.engine.distill.train`` with ``kdlab.ranking.adaptor``) and store it; returns the student run id.
+    ``resume``: a stopped run's id, continued from its last checkpoint (``kdlab.engine.pipeline.resume_run``)."""
+    from ..runs import prep_lock
+    from ..runs.checkpoint import checkpoint_position, find_checkpoint
+    from ..runs.disk import drop_checkpoint
+    from ..engine.distill import train
+    from ..methods import get
     cfg = apply_preset(cfg)
     store = store or Store()
-    hp, data, cands, groups = _setup(cfg, store, log)
+    store.check_writable()
+    hp, data, cands, groups, dev = _setup(cfg, store, log)
+    method_cls = get(cfg.method)
     fused_teacher = hp["teacher_kind"] == "fused"
-    needs_teacher = cfg.method != "contrastive" or (hp["student_from"] == "teacher" and not fused_teacher)
-    teacher = tok = teacher_run = None
+    needs_teacher = method_cls.uses_teacher or (hp["student_from"] == "teacher" and not fused_teacher)
+    teacher = tok = teacher_run = group_teacher = None
     if needs_teacher and fused_teacher:
         teacher, teacher_run = prepare_fused_teacher(cfg, store, data, cands, hp, log=log)
     elif needs_teacher:
-        teacher, tok, teacher_run = prepare_cross_teacher(cfg, store, data, cands, groups, hp, log=log)
-    device = _device(cfg.train.device)
+        teacher, tok, teacher_run = prepare_cross_teacher(cfg, store, data, cands, groups, hp, dev=dev, log=log)
+    if method_cls.uses_teacher:
+        group_teacher = GroupTeacher(groups, data, fused=teacher, doc_len=hp["doc_len"]) if fused_teacher else \
+            GroupTeacher(groups, data, model=teacher, tok=tok, doc_len=hp["doc_len"])
+    bi = build_bi_encoder(cfg, hp, None if fused_teacher else teacher, tok)
+    ident = json.dumps({"data": data.identity, "teacher": teacher_run, "hp": hp, "dev": len(dev)}, sort_keys=True,
+                       default=str)
+    bundle = RankingBundle(data, groups, {"dev": dev, "test": _eval_qids(data, hp, data_seed(cfg))}, ident)
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, data_identity=data.identity, task_spec=get_task("ranking").to_dict(),
-                ranking=hp, dropped_train_queries=data.dropped)
-    run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
+                ranking=hp, dropped_train_queries=data.dropped, dev_queries=len(dev))
+    lock = contextlib.ExitStack()
+    checkpoint = None
+    if resume:
+        run_id = resume
+        checkpoint = find_checkpoint(store.folder(run_id) / "checkpoint")
+        if checkpoint is None:
+            raise KdlabError(f"run {run_id} has no resumable checkpoint: start it again "
+                             "(use --checkpoint-every N to checkpoint during an epoch)")
+        store.reopen(run_id, *checkpoint_position(checkpoint))
+    else:
+        run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
+        lock.enter_context(prep_lock.run_held(store, run_id))
+        if on_create is not None:
+            on_create(run_id)
     try:
-        t_scores: dict = {}   # group index -> the teacher's scores of its documents, computed once when first used
-
-        def teacher_scores(b):
-            if cfg.method == "contrastive":
-                return None
-            new = [int(i) for i in b if int(i) not in t_scores]
-            if new and fused_teacher:
-                s = torch.tensor(teacher.pair_scores([groups[i] for i in new]), dtype=torch.float32)
-                t_scores.update(zip(new, s))
-            elif new:
-                teacher.eval()
-                qs, ds = _group_pairs(data, [groups[i] for i in new])
-                s = cross_scores(teacher, tok, qs, ds, max_len=clamp_len(teacher, hp["doc_len"]),
-                                 device=next(teacher.parameters()).device).cpu().view(len(new), -1)
-                t_scores.update(zip(new, s))
-            return torch.stack([t_scores[int(i)] for i in b])
-        bi = build_bi_encoder(cfg, hp, None if fused_teacher else teacher, tok).to(device)
-        tc = cfg.train
-        size = max(1, tc.batch_size // (1 + hp["negatives"]))
-        total = _total_steps(len(groups), size, tc)
-        log(f"{cfg.method}: training a {bi.config.num_hidden_layers}-layer bi-encoder on {len(groups)} groups, "
-            f"{total} steps ({run_id})")
-        opt, sched = _optimiser(bi.parameters(), tc, total)
-        torch.manual_seed(tc.seed)
-        store.set_artifact(run_id, "plan", {"total_steps": total, "start": time.time()})
-        bi.train()
-        t0, step, epoch = time.time(), 0, 0
-        for step, epoch, b in _batches(len(groups), size, tc.epochs, tc.max_steps, tc.seed):
-            loss = student_loss(cfg.method, bi, data, [groups[i] for i in b], teacher_scores(b), hp, device)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(bi.parameters(), tc.clip)
-            opt.step()
-            sched.step()
-            store.log_metrics(run_id, step, epoch, {"loss": loss.item(), "lr": sched.get_last_lr()[0]})
-            if step % 50 == 0:
-                log(f"{cfg.method}: step {step}/{total} loss {float(loss):.4f} ({time.time() - t0:.0f} s)")
-        ev, doc_emb = eval_bi(bi, data, device=device, qids=_eval_qids(data, hp, tc.seed))
-        store.log_eval(run_id, step, epoch + 1, "test", "in-domain", ev)
+        log(f"{cfg.method}: training a {bi.config.num_hidden_layers}-layer bi-encoder on {len(groups)} groups "
+            f"({len(dev)} dev queries kept for selection; {run_id})")
+        res = train(bi, bi.tokenizer, bundle, method_cls, teacher=group_teacher, cfg=cfg.train,
+                    method_args=cfg.method_args, store=store, run_id=run_id, resume=checkpoint)
         out = bi.save(store.folder(run_id) / "student", extra={"run_id": run_id, "method": cfg.method,
                                                                "task_spec": get_task("ranking").to_dict()})
         store.set_artifact(run_id, "model_dir", str(out))
-        from ..models.core import count_params, folder_mb
-        bi.cpu()
-        qids = data.split_queries("test")[:16]
-        ms = query_latency(bi=bi, doc_emb=doc_emb.cpu(), queries=[data.queries[q] for q in qids])
-        store.set_artifact(run_id, "size", {"params": float(count_params(bi)), "layers": float(bi.config.num_hidden_layers),
-                                            "hidden": float(bi.config.hidden_size), "latency_ms": ms,
-                                            "latency": "ms/query: encode + dot product over the corpus",
-                                            "mb": round(folder_mb(out), 2)})
-        store.finish(run_id, "finished", summary={"test": ev["ndcg@10"]})
-        log(f"{cfg.method}: test nDCG@10 {ev['ndcg@10']:.3f} MRR@10 {ev['mrr@10']:.3f} R@100 {ev['recall@100']:.3f}, "
-            f"{ms:.1f} ms/query")
+        if res.selection is not None:   # the kept model is the selected epoch's; the last one stays in student/
+            selected = store.folder(run_id) / "selected"
+            store.set_artifact(run_id, "selection", {**res.selection, "model_dir": str(selected),
+                                                     "last_model_dir": str(out)})
+            if selected.is_dir():
+                store.set_artifact(run_id, "model_dir", str(selected))
+        _size(store, run_id, bi, bundle, data, out)
+        ev = res.evals.get("test") or {}
+        store.finish(run_id, res.status, res.message,
+                     summary={s: m["ndcg@10"] for s, m in res.evals.items() if "ndcg@10" in m})
+        if ev:
+            log(f"{cfg.method}: test nDCG@10 {ev['ndcg@10']:.3f} MRR@10 {ev['mrr@10']:.3f} "
+                f"R@100 {ev['recall@100']:.3f}")
+        if res.status == "finished" and not keep_checkpoints:
+            drop_checkpoint(store.folder(run_id) / "checkpoint")
     except BaseException as e:
-        store.record_stop(run_id, e, resumable=False)   # this loop keeps no checkpoint to resume from
+        store.record_stop(run_id, e)
         raise
+    finally:
+        lock.close()
     return run_id
+
+
+def _size(store, run_id, bi: BiEncoder, bundle: RankingBundle, data: RankingData, out) -> None:
+    """Parameters, MB and CPU ms per query (encode + dot product over the last evaluation's corpus matrix)."""
+    from ..models.core import count_params, folder_mb
+    doc_emb = bundle.adaptor.doc_emb
+    bi.cpu()
+    if doc_emb is None:
+        doc_emb = bi.encode(data.docs, kind="doc")
+    qids = data.split_queries("test")[:16]
+    ms = query_latency(bi=bi, doc_emb=doc_emb.float().cpu(), queries=[data.queries[q] for q in qids])
+    store.set_artifact(run_id, "size", {"params": float(count_params(bi)), "layers": float(bi.config.num_hidden_layers),
+                                        "hidden": float(bi.config.hidden_size), "latency_ms": ms,
+                                        "latency": "ms/query: encode + dot product over the corpus",
+                                        "mb": round(folder_mb(out), 2)})
 
 
 def eval_ranking_run(store: Store, run: dict, data_folder, *, split: str = "test") -> dict:
@@ -533,14 +481,17 @@ def _references(store: Store, data_folder, name: str) -> list:
 
 
 def _setup(cfg: RunConfig, store: Store, log):
+    """Checks, options, the data, BM25's candidates, the dev queries (carved from the training queries with a
+    fixed seed: never trained on, by the teacher or the student) and the training groups of the other ones."""
     check_ranking(cfg)
     hp = options(cfg)
     data = load_beir(cfg.data)
     k = max(hp["rerank"], hp["depth"], bm25_mod.DEFAULT_K)   # at least 100: BM25's own Recall@100
     cands = bm25_mod.candidates(data, k, cache=bm25_mod.cache_dir(store.root), log=log)
-    groups = make_groups(data, cands, take_train_queries(data, cfg.max_train, cfg.train.seed), hp["negatives"],
-                         hp["depth"], cfg.train.seed)
-    return hp, data, cands, groups
+    train_q, dev = carve_dev(data.split_queries("train"), DEV_FRAC, DEV_SEED)
+    train_q = take_train_queries(train_q, cfg.max_train, data_seed(cfg))
+    groups = make_groups(data, cands, train_q, hp["negatives"], hp["depth"], data_seed(cfg))
+    return hp, data, cands, groups, dev
 
 
 def ranking_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
@@ -548,7 +499,7 @@ def ranking_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
     cfg = apply_preset(cfg)
     if cfg.method not in METHODS:   # `kdlab teacher` has no --method: the teacher is the same for every method
         cfg = dataclasses.replace(cfg, method="margin-mse")
-    hp, data, cands, groups = _setup(cfg, store, log)
+    hp, data, cands, groups, dev = _setup(cfg, store, log)
     if hp["teacher_kind"] == "fused":
         return prepare_fused_teacher(cfg, store, data, cands, hp, log=log)[1]
-    return prepare_cross_teacher(cfg, store, data, cands, groups, hp, log=log)[2]
+    return prepare_cross_teacher(cfg, store, data, cands, groups, hp, dev=dev, log=log)[2]

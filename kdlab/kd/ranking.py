@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import KdlabError
-from ..kd.losses import kd_kl
+from .losses import kd_kl
 
 
 def margin_mse(s_pos: torch.Tensor, s_neg: torch.Tensor, t_pos: torch.Tensor, t_neg: torch.Tensor) -> torch.Tensor:

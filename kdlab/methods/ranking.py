@@ -1,0 +1,137 @@
+"""The ranking objectives as methods of the one training loop (``kdlab distill --task ranking``; docs/ranking.md).
+
+A ranking batch is a set of groups ``[positive, negative_1..K]`` of one training query each
+(``kdlab.ranking.adaptor``); the bi-encoder student's features are its scores of the group's documents
+(``logits`` [B, 1 + K]) and its query and document embeddings (``extra['q']`` [B, H], ``extra['d']`` [B, 1 + K, H]);
+the teacher's are its scores of the same documents.
+
+* ``margin-mse``: Margin-MSE on the teacher's score differences (``kdlab.kd.ranking.margin_mse_groups``);
+* ``listwise-kl``: KL between the teacher's and the student's softmax over a query's candidates, with T;
+* ``contrastive``: in-batch negatives on the qrels, no teacher (the no-KD row).
+
+The options of a ranking run (lengths, negatives, the BM25 depth, the teacher's kind, ...) are declared here once
+as ``Option``s, so ``check_options`` refuses a bad one before any work, as for every method.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kd.ranking import group_ce, in_batch_contrastive, listwise_kl, margin_mse_groups
+from .base import Method, Option, register
+
+
+@dataclass(frozen=True)
+class CountOrAll(Option):
+    """A number of queries, or ``all`` (every query of the split); 0 = none where the help says so."""
+
+    def check(self, key: str, v) -> str | None:
+        if v is None or v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return None
+        return f"{key} must be a whole number of queries or 'all', got {v!r} ({self.help})"
+
+
+def _count(help: str) -> Option:
+    return Option("int", help, lo=1)
+
+
+RANKING_OPTIONS = dict(
+    doc_len=_count("tokens of a document (title + text) read by both models"),
+    query_len=_count("tokens of a query read by the bi-encoder"),
+    negatives=_count("hard negatives per (query, positive) group, drawn from BM25's top-depth"),
+    depth=_count("BM25 candidates the hard negatives are drawn from"),
+    rerank=_count("BM25 candidates the cross-encoder teacher reranks when it is evaluated"),
+    pooling=Option("choice", "the bi-encoder's pooling of token states", values=("mean", "cls")),
+    score=Option("choice", "the bi-encoder's score: dot product, or cosine of L2-normalised embeddings",
+                 values=("dot", "cosine")),
+    tau=Option("float", "contrastive temperature; a cosine student's scores are divided by it in margin-mse and "
+               "listwise-kl (empty: 1 for dot, 0.05 for cosine)", lo=0.0, lo_open=True, optional=True),
+    student_from=Option("text", "where the bi-encoder starts: 'teacher' (copied teacher layers, --student-layers) or "
+                        "a model name/folder (e.g. minilm-l6)"),
+    eval_queries=CountOrAll("text", "test queries a student is evaluated on (drawn with the seed; empty = all)",
+                            optional=True),
+    teacher_eval=CountOrAll("text", "test queries the teacher's reranking is evaluated on when it is prepared "
+                            "(all, or 0 for none)"),
+    teacher_kind=Option("choice", "cross-encoder (fine-tuned on the groups) or fused (BM25 + a pretrained "
+                        "bi-encoder, normalised per query)", values=("cross-encoder", "fused")),
+    fused_dense=Option("text", "the fused teacher's pretrained bi-encoder"),
+)
+RANKING_DEFAULTS = dict(doc_len=128, query_len=32, negatives=3, depth=30, rerank=100, pooling="mean", score="dot",
+                        tau=None, student_from="teacher", eval_queries=None, teacher_eval=50,
+                        teacher_kind="cross-encoder", fused_dense="minilm-l6")
+
+
+class RankingMethod(Method):
+    """A ranking objective on groups of one query's documents (column 0 the positive)."""
+    label_kinds = ("ranking",)
+    defaults = RANKING_DEFAULTS
+    options = RANKING_OPTIONS
+    choices = {k: o.values for k, o in RANKING_OPTIONS.items() if o.kind == "choice"}
+    accepts_unlabeled = False
+
+    @classmethod
+    def resolve_options(cls, args: dict) -> dict:
+        hp = super().resolve_options(args)
+        if hp["tau"] is None:
+            hp["tau"] = 0.05 if hp["score"] == "cosine" else 1.0
+        return hp
+
+    def __init__(self, ctx, **overrides):
+        super().__init__(ctx, **overrides)
+        if self.hp["tau"] is None:
+            self.hp["tau"] = 0.05 if self.hp["score"] == "cosine" else 1.0
+
+    def student_scores(self, s) -> torch.Tensor:
+        """The student's group scores; a cosine lies in [-1, 1], so divided by tau (as in the contrastive loss) its
+        margins can reach the teacher's (SciFact's fused teacher: mean 3.5, the cosine's 0.27)."""
+        return s.logits.float() / float(self.hp["tau"]) if self.hp["score"] == "cosine" else s.logits.float()
+
+
+@register
+class MarginMSE(RankingMethod):
+    name = "margin-mse"
+    summary = "Margin-MSE on the cross-encoder's score differences (positive - negative)"
+
+    def loss(self, s, t, batch, state):
+        loss = margin_mse_groups(self.student_scores(s), t.logits.float())
+        return loss, {"margin_mse": loss.detach()}
+
+
+@register
+class ListwiseKL(RankingMethod):
+    name = "listwise-kl"
+    summary = "KL between the teacher's and the student's softmax over a query's candidates, with T"
+    defaults = {"temperature": 1.0}
+
+    def loss(self, s, t, batch, state):
+        loss = listwise_kl(self.student_scores(s), t.logits.float(), self.w("temperature", state))
+        return loss, {"listwise_kl": loss.detach()}
+
+
+@register
+class Contrastive(RankingMethod):
+    name = "contrastive"
+    summary = "in-batch negatives contrastive loss on the qrels: the no-teacher baseline"
+    uses_teacher = False
+
+    def loss(self, s, t, batch, state):
+        q, d = s.extra["q"].float(), s.extra["d"].float()   # positives first (row i = query i), then every negative
+        docs = torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])])
+        loss = in_batch_contrastive(q, docs, float(self.hp["tau"]))
+        return loss, {"contrastive": loss.detach()}
+
+
+RANKING_METHODS = (MarginMSE.name, ListwiseKL.name, Contrastive.name)   # the student objectives of a ranking run
+
+
+class GroupCE(RankingMethod):
+    """The cross-encoder teacher's fine-tuning (not a student method, so not registered): the softmax cross-entropy
+    of each group's positive among its documents (``kdlab.kd.ranking.group_ce``)."""
+    name = "cross-encoder"
+    summary = "the cross-encoder teacher: cross-entropy of the positive among its group's documents"
+    uses_teacher = False
+
+    def loss(self, s, t, batch, state):
+        loss = group_ce(s.logits)
+        return loss, {"group_ce": loss.detach()}
