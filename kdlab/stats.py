@@ -9,7 +9,10 @@ percentiles of the resampled differences (percentile bootstrap). So the interval
 reader cares about: another seed, and another sample of test sentences.
 
 Verdict per domain: ``better`` when the whole interval lies on the improving side of 0, ``worse`` when it lies on
-the other side, else ``inconclusive``. For metrics where lower is better (``mse``) the sides swap.
+the other side, else ``inconclusive``. For metrics where lower is better (``mse``, ``perplexity``) the sides swap.
+
+Causal LM runs (``kdlab.lm.study``): the examples are the held-out texts, each with its summed next-token NLL and
+its number of scored tokens; a resample's perplexity is exp(sum NLL / sum tokens) over the drawn examples.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from .errors import KdlabError
 
-LOWER_IS_BETTER = {"mse", "ece"}
+LOWER_IS_BETTER = {"mse", "ece", "perplexity", "token_kl"}
 LEVEL = 0.95
 
 
@@ -40,6 +43,8 @@ def load_predictions(path) -> dict:
 def example_outputs(arrays: dict, kind: str = "classes") -> np.ndarray:
     """Per-example predictions the metric is computed from: the predicted class (mapped through the set's label
     map, as ``kdlab.evaluate.metrics`` does), the predicted score, or the multi-hot prediction."""
+    if kind == "lm":   # a causal LM run (kdlab.lm.study): each example's summed NLL and its scored tokens
+        return np.stack([np.asarray(arrays["nll"], float), np.asarray(arrays["labels"], float)], axis=1)
     logits = np.asarray(arrays["logits"])
     if kind == "score":
         return logits[:, 0]
@@ -70,6 +75,9 @@ def metric_value(metric: str, pred: np.ndarray, labels: np.ndarray, num_labels: 
     if metric in ("micro_f1", "macro_f1"):
         from sklearn.metrics import f1_score
         return float(f1_score(labels, pred, average=metric.split("_")[0], zero_division=0.0))
+    if metric == "perplexity":   # pred [n, 2]: summed NLL and scored tokens per example; token-weighted
+        pred = np.asarray(pred, float)
+        return float(np.exp(pred[:, 0].sum() / max(pred[:, 1].sum(), 1.0)))
     if metric == "subset_accuracy":
         return float((pred == labels).all(axis=1).mean())
     raise KdlabError(f"the study statistics cannot compute the metric '{metric}' from per-example predictions")

@@ -130,6 +130,8 @@ def load_corpus(data=None, *, ood=(), max_train=None, max_eval=None, seed: int =
         c.ood = {Path(str(f)).stem: read_rows(f) for f in ood}
     elif data is not None:
         c.ood = {"weather": weather_rows(64, seed + 1)}
+    if seed:   # another seed, another sample and split (a cache key: the tiny teacher is trained per corpus)
+        c.identity = f"{c.identity}-seed{seed}"
     if max_train:
         c.train = c.train[:max_train]
     if max_eval:

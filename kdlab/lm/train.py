@@ -73,6 +73,12 @@ def task_spec() -> dict:
     return get_task(TASK).to_dict()
 
 
+def data_seed(cfg: RunConfig) -> int:
+    """The seed of the corpus (the embedded one's sampling, a file's dev split): ``--data-seed``, else the run's
+    seed (a study fixes it, so that every seed of a study is evaluated on the same examples)."""
+    return cfg.train.seed if getattr(cfg, "data_seed", None) is None else int(cfg.data_seed)
+
+
 def wants_lm(cfg: RunConfig) -> bool:
     """An LM run: an LM method or ``--task lm``."""
     return cfg.method in METHODS or str(cfg.task or "").strip().lower() == TASK
@@ -362,7 +368,7 @@ def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
     if cfg.method not in METHODS:   # `kdlab teacher` has no --method: the teacher is the same for every method
         cfg = dataclasses.replace(cfg, method="lm-fkl")
     check_lm(cfg)
-    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed)
+    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=data_seed(cfg))
     teacher, tok, run_id, tdir = prepare_lm_teacher(cfg, store, corpus, log=log)
     if run_id is not None:
         return run_id
@@ -382,27 +388,39 @@ def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+EXAMPLES = "lm_examples.npz"   # per evaluation split: each example's summed NLL and scored tokens (kdlab.lm.study)
+
+
 def _evaluate(store, run_id, student, teacher, tok, corpus, max_len, batch, step, epoch) -> dict:
+    """Evaluate on every domain, log the evaluations and keep the per-example NLLs (``EXAMPLES``, the paired
+    bootstrap of ``kdlab study``)."""
     device = next(student.parameters()).device
-    out = {}
+    out, arrays = {}, {}
     for domain, rows in corpus.eval_splits().items():
         ex = encode(rows, tok, max_len, what=f"the {domain} evaluation set")
-        m = evaluate_lm(student, ex, tok.pad_token_id, teacher=teacher, batch_size=batch, device=device)
+        m = evaluate_lm(student, ex, tok.pad_token_id, teacher=teacher, batch_size=batch, device=device,
+                        per_example=True)
         split = "dev" if domain == "in-domain" else domain
+        arrays[f"{split}/nll"] = m.pop("example_nll")
+        arrays[f"{split}/labels"] = m.pop("example_tokens")   # the scored tokens: the same examples in every run
         store.log_eval(run_id, step, epoch, split, domain, m)
         out[split] = m
+    folder = store.folder(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / EXAMPLES, **arrays)
     return out
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
-    """Distil a causal LM with ``cfg.method`` (METHODS) and store the run; returns the student run id."""
+def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_create=None) -> str:
+    """Distil a causal LM with ``cfg.method`` (METHODS) and store the run; returns the student run id.
+    ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then)."""
     cfg = apply_preset(cfg)
     store = store or Store()
     check_lm(cfg)
     hp = options(cfg)
     tc = cfg.train
-    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=tc.seed)
+    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=data_seed(cfg))
     if not corpus.train:
         raise KdlabError("the corpus has no training example left after the dev split: give more lines")
     teacher, tok, teacher_run, teacher_dir = prepare_lm_teacher(cfg, store, corpus, log=log)
@@ -430,6 +448,8 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
     conf.update(teacher_run=teacher_run, teacher_dir=teacher_dir, data_identity=corpus.identity,
                 task_spec=task_spec(), lm=hp, student_layers_from=layers)
     run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
+    if on_create is not None:
+        on_create(run_id)
     try:
         store.set_artifact(run_id, "teacher_dir", teacher_dir)
         ids = {"pad": s_tok.pad_token_id, "eos": s_tok.eos_token_id}
@@ -544,7 +564,7 @@ def eval_lm_run(store: Store, run: dict, data_file=None) -> dict:
         from .data import read_rows
         domains = {Path(str(data_file)).stem: read_rows(data_file)}
     else:
-        domains = load_corpus(cfg.data, ood=cfg.ood, max_eval=cfg.max_eval, seed=cfg.train.seed).eval_splits()
+        domains = load_corpus(cfg.data, ood=cfg.ood, max_eval=cfg.max_eval, seed=data_seed(cfg)).eval_splits()
     teacher = None
     tdir = store.artifact(run["id"], "teacher_dir")
     if run["kind"] == "student" and tdir:
