@@ -112,6 +112,13 @@ def compare_next_token(models: Mapping[str, object], tok, prompt: str | None = N
     return out
 
 
+def prompt_logits(models: Mapping[str, object], tok, prompt: str) -> dict:
+    """{label: [V] next-token logits after the prompt} (``kdlab.viz.entropy_curve`` softens them at each T)."""
+    first = next(iter(models.values()))
+    ids = prompt_ids(tok, prompt, first)
+    return {label: position_logits(m, ids)[-1] for label, m in models.items()}
+
+
 def as_bars(res: dict) -> dict:
     """``{label: {token: probability}}`` of a ``compare_next_token`` result (``kdlab.viz.metric_bars``), with
     the mass outside the shown tokens as a last bar."""

@@ -1,0 +1,86 @@
+"""The causal LM (``--task lm``) views of the dashboard's pages: widgets only. The next-token distributions, their
+entropies and KLs come from ``kdlab.lm.explain``; the models are those of a stored LM run or a causal LM folder."""
+import numpy as np
+import streamlit as st
+
+import common as C
+from kdlab import viz
+
+FOLDER = "a causal LM folder ..."
+DEFAULT_PROMPT = "to make soup you need"
+
+
+@st.cache_resource(show_spinner="loading the causal LM ...", max_entries=4)
+def _run_models(root: str, run_id: str) -> dict:
+    from kdlab.lm.explain import run_models
+    from kdlab.store import Store
+    return run_models(Store(root), run_id)
+
+
+@st.cache_resource(show_spinner="loading the causal LM ...", max_entries=4)
+def _folder_models(folder: str) -> dict:
+    from kdlab.lm.models import load_lm_folder
+    return {"teacher": load_lm_folder(folder)}
+
+
+def _label(r) -> str:
+    return r if isinstance(r, str) else f"{r['kind']} · {C.run_label(r)}"
+
+
+def pick_lm(key: str) -> dict | None:
+    """{"teacher" and/or "student": (model, tokenizer)} of the chosen LM run or folder; None until one is given."""
+    from kdlab.lm.explain import lm_runs
+    runs = lm_runs(C.store())
+    if not runs:
+        st.caption("no finished causal LM run in the run store yet: `python -m kdlab distill --task lm --preset tiny "
+                   "--method lm-fkl` makes one (the tiny Llama-style teacher and a 2-layer student)")
+    src = st.selectbox("causal LM", runs + [FOLDER], format_func=_label, key=key)
+    if isinstance(src, str):
+        folder = st.text_input("folder of a causal LM (saved with save_pretrained; inside the data folder, the run "
+                               "store or KDLAB_ALLOWED_DIRS)", key=f"{key}_folder").strip()
+        if not folder:
+            st.info("type the folder of a causal LM")
+            return None
+        return _folder_models(str(C.check_path(folder)))
+    return _run_models(str(C.store().root), src["id"])
+
+
+def temperature_lab():
+    """A typed prompt: the teacher's next-token distribution (its top-k tokens) at temperature T, beside the
+    student's on the same tokens when the run has one."""
+    from kdlab.lm.explain import as_bars, compare_next_token, prompt_logits
+    st.caption("For a causal LM: the next-token distribution after a typed prompt, softened at T (the token-level "
+               "objectives lm-fkl, lm-rkl, lm-jsd divide both models' logits by T).")
+    with C.guard():
+        models = pick_lm("temp_lm_run")
+        if models is None:
+            return
+        prompt = st.text_input("prompt", value=DEFAULT_PROMPT, key="temp_lm_prompt")
+        c1, c2 = st.columns(2)
+        T = c1.slider("temperature T", 0.25, 5.0, 1.0, 0.25, key="temp_lm_T")
+        k = c2.slider("tokens shown (the reference's top k)", 3, 30, 10, 1, key="temp_lm_k")
+        tok = next(iter(models.values()))[1]
+        lms = {label: m for label, (m, _) in models.items()}
+        res = compare_next_token(lms, tok, prompt, temperature=T, k=int(k))
+        ref = next(iter(lms))
+        st.caption("read: " + " · ".join(f"`{t}`" for t in res["prompt_tokens"]))
+        left, right = st.columns(2)
+        C.show(viz.metric_bars(as_bars(res), title=f"Next-token distribution at T = {T:g}", yaxis="probability"),
+               "temp_lm_dist", left)
+        Ts = np.round(np.arange(0.25, 5.01, 0.25), 2)
+        C.show(viz.entropy_curve(prompt_logits(lms, tok, prompt), Ts, current_T=T), "temp_lm_entropy", right)
+        m = st.columns(4)
+        m[0].metric(f"{ref} entropy (nats)", C.num(res["entropy"][ref]))
+        m[1].metric(f"{ref} top-{res['k']} mass", C.num(1 - res["other"][ref]))
+        if len(lms) > 1:
+            other = [x for x in lms if x != ref][0]
+            m[2].metric(f"{other} entropy (nats)", C.num(res["entropy"][other]))
+            m[3].metric(f"KL({ref} || {other}) at T={T:g}", C.num(res["kl"][other]))
+        C.show([{"token": t, **{label: p[i] for label, p in res["probs"].items()}}
+                for i, t in enumerate(res["tokens"])], "temp_lm_table", hide_index=True)
+        st.markdown(
+            f"The {ref}'s **{res['k']}** most likely next tokens hold **{1 - res['other'][ref]:.1%}** of its "
+            f"probability at T = {T:g}; raising T spreads the mass over the rest of the vocabulary (the entropy "
+            "rises towards log V), lowering it concentrates the mass on the top token. Forward KL (`lm-fkl`) asks "
+            "the student to put mass wherever the teacher does, reverse KL (`lm-rkl`) to put none where the teacher "
+            "has little (notebook 10).")
