@@ -84,3 +84,43 @@ def temperature_lab():
             "rises towards log V), lowering it concentrates the mass on the top token. Forward KL (`lm-fkl`) asks "
             "the student to put mass wherever the teacher does, reverse KL (`lm-rkl`) to put none where the teacher "
             "has little (notebook 10).")
+
+
+def layer_mapping():
+    """An LM student run's decoder-layer mapping (which teacher layer each student layer was copied from, the W of
+    its hidden-state term) and the CKA between the teacher's and the student's decoder layers."""
+    from kdlab.lm.explain import lm_runs
+    from kdlab.lm.layers import run_layer_cka, run_mapping
+    st.caption("For a causal LM student run: each student decoder layer and the teacher layer it was copied from "
+               "(`--student-layers N --student-init skip|first|last` or `--student-layer-list`).")
+    with C.guard():
+        runs = [r for r in lm_runs(C.store()) if r["kind"] == "student"]
+        if not runs:
+            st.info("no finished causal LM student run in the run store yet: `python -m kdlab distill --task lm "
+                    "--preset tiny --method lm-fkl` makes one")
+            return
+        run = st.selectbox("LM student run", runs, format_func=C.run_label, key="map_lm_run")
+        m = run_mapping(C.store(), run["id"])
+        left, right = st.columns(2)
+        C.show(viz.mapping_heatmap(m["W"], title=f"W, {m['M']} student x {m['N']} teacher decoder layers"),
+               "map_lm_heatmap", left)
+        if m["copied"]:
+            left.caption("copied: " + ", ".join(f"S{i + 1} <- T{t}" for i, t in enumerate(m["copied"])) +
+                         ". The same student again:")
+            left.code(f"--student-layer-list {','.join(str(t - 1) for t in m['copied'])}", language="bash")
+        else:
+            left.caption("this student was not copied from the teacher's layers (`--student FOLDER`): W is the "
+                         "uniform mapping its hidden-state term would use")
+        left.caption(f"hidden-state term of this run: weight {m['hidden_weight']:g}"
+                     + (" (`--set hidden_weight=W` adds it: the MSE between each student layer's output and its "
+                        "teacher layer's, through W)" if not m["hidden_weight"] else ""))
+        n = right.slider("dev examples", 4, 64, 32, 4, key="map_lm_cka_n")
+        if right.button("Compute CKA", key="map_lm_cka_go"):
+            st.session_state["map_lm_cka"] = (run["id"], run_layer_cka(C.store(), run["id"], int(n)).tolist())
+        got = st.session_state.get("map_lm_cka")
+        if got and got[0] == run["id"]:
+            C.show(viz.cka_heatmap(got[1], title="CKA: teacher vs student decoder layers", with_embeddings=False),
+                   "map_lm_cka_heatmap", right)
+            right.caption("linear CKA of each decoder layer's outputs (mean over an example's tokens) on the run's "
+                          "in-domain dev texts (`kdlab.lm.layers`): a copied layer starts at 1 with its teacher "
+                          "layer; training moves it.")

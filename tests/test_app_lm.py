@@ -75,3 +75,24 @@ def test_temperature_lab_lm_mode(lm_store, monkeypatch, capsys):
     assert [b["name"] for b in _charts(at)["Next-token distribution at T = 4"]["data"]] == ["teacher"]
     at.text_input(key="temp_lm_run_folder").set_value("/etc").run()
     assert len(at.error) == 1 and "outside the allowed folders" in at.error[0].value
+
+
+def test_layer_mapping_lm_mode(lm_store, monkeypatch):
+    from kdlab.lm.layers import run_layer_cka, run_mapping
+    at = _page(lm_store, monkeypatch, "2_Layer_mapping.py")
+    at.run()
+    at.radio(key="map_mode").set_value("causal LM run: decoder layers").run()
+    assert not at.exception and not at.error
+    store = Store(lm_store)
+    rid = store.runs(kind="student")[0]["id"]
+    m = run_mapping(store, rid)
+    assert m["copied"] == [2, 4] and m["M"] == 2 and m["N"] == 4   # 2 of 4 layers, skip: teacher layers 2 and 4
+    heat = _charts(at)["W, 2 student x 4 teacher decoder layers"]["data"][0]
+    assert np.allclose(heat["z"], m["W"])
+    assert any("--student-layer-list 1,3" in c.value for c in at.code)
+    at.slider(key="map_lm_cka_n").set_value(4).run()
+    at.button(key="map_lm_cka_go").click().run()
+    assert not at.exception and not at.error
+    cka = _charts(at)["CKA: teacher vs student decoder layers"]["data"][0]
+    assert np.allclose(np.array(cka["z"], float), run_layer_cka(store, rid, 4), atol=1e-6)
+    assert cka["y"] == ["T1", "T2", "T3", "T4"] and cka["x"] == ["S1", "S2"]

@@ -80,3 +80,18 @@ def test_models_of_a_stored_lm_run(tmp_path):
     assert m["student"][0].config.num_hidden_layers == 2 and m["teacher"][0].config.num_hidden_layers == 4
     t = run_models(store, next(r for r in runs if r["kind"] == "teacher")["id"])
     assert set(t) == {"teacher"}
+
+
+def test_decoder_layer_cka_of_a_copied_student(lm):
+    from kdlab.lm.data import Row
+    from kdlab.lm.layers import layer_cka
+    teacher, student, tok = lm   # the student is the teacher's layers 1 and 4, untrained
+    rows = [Row("to make soup you need", " salt ."), Row("to make cake you need", " eggs and flour ."),
+            Row("", "on monday it is sunny in oslo ."), Row("", "on friday it is rainy in lima ."),
+            Row("to make pie you need", " butter , sugar and milk .")]
+    C = layer_cka(teacher, student, tok, rows, 48, max_examples=5)
+    assert C.shape == (4, 2)   # teacher rows, student columns
+    assert C[0, 0] == pytest.approx(1.0, abs=1e-6)   # the same first layer on the same input
+    assert C[3, 1] < 0.999 and np.all((C > -1e-9) & (C < 1 + 1e-9))   # layer 4 reads another input in the student
+    with pytest.raises(KdlabError, match="at least 4 examples"):
+        layer_cka(teacher, student, tok, rows[:3], 48)
