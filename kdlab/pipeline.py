@@ -224,7 +224,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     if bundle is None and teacher is None and student is None and resume is None:
         from .lm.train import distill_lm, wants_lm
         if wants_lm(cfg):   # a causal language model: a decoder teacher into a decoder student (kdlab.lm)
-            return distill_lm(cfg, store, log=log, on_create=on_create)
+            return distill_lm(cfg, store, log=log, on_create=on_create, keep_checkpoints=keep_checkpoints)
         from .ranking.train import distill_ranking, wants_ranking
         if wants_ranking(cfg):   # queries, a corpus and qrels: a cross-encoder into a bi-encoder (kdlab.ranking)
             if str(cfg.student or "") == "static":
@@ -358,6 +358,9 @@ def resume_run(store: Store, run_id: str, log=print, keep_checkpoints: bool = Fa
         _checkpoint_of(store, run["id"])
         cfg = StoredRun(run).config()
         cfg.train.progress = False
+        from .lm.train import distill_lm, wants_lm
+        if wants_lm(cfg):   # a causal LM run: its own loop resumes it (kdlab.lm.train)
+            return distill_lm(cfg, store, log=log, resume=run["id"], keep_checkpoints=keep_checkpoints)
         return distill_run(cfg, store, log=log, resume=run["id"], keep_checkpoints=keep_checkpoints)
 
 
