@@ -96,3 +96,13 @@ def test_layer_mapping_lm_mode(lm_store, monkeypatch):
     cka = _charts(at)["CKA: teacher vs student decoder layers"]["data"][0]
     assert np.allclose(np.array(cka["z"], float), run_layer_cka(store, rid, 4), atol=1e-6)
     assert cka["y"] == ["T1", "T2", "T3", "T4"] and cka["x"] == ["S1", "S2"]
+
+
+def test_classification_pages_do_not_offer_lm_runs(lm_store, monkeypatch):
+    # an LM run is not a classifier: Out of domain and Inspect (C.student_runs) leave it out
+    for page, key in (("6_Out_of_domain.py", "ood_student"), ("7_Inspect.py", "insp_run")):
+        at = _page(lm_store, monkeypatch, page)
+        at.run()
+        assert not at.exception
+        shown = [str(o) for s in at.selectbox if s.key == key for o in s.options]   # run labels: name or id, method
+        assert not any("lm-rkl" in o for o in shown), shown
