@@ -106,3 +106,25 @@ def test_classification_pages_do_not_offer_lm_runs(lm_store, monkeypatch):
         assert not at.exception
         shown = [str(o) for s in at.selectbox if s.key == key for o in s.options]   # run labels: name or id, method
         assert not any("lm-rkl" in o for o in shown), shown
+
+
+def test_train_page_follows_an_lm_run_per_layer(tmp_path, monkeypatch):
+    # an LM run with the hidden-state term logs each layer pair's MSE and its W: the Train page draws both
+    assert main(["distill", "--task", "lm", "--preset", "tiny", "--max-train", "32", "--max-eval", "4",
+                 "--max-steps", "2", "--method", "lm-fkl", "--set", "hidden_weight=1", "--runs", str(tmp_path),
+                 "--quiet"]) == 0
+    store = Store(tmp_path)
+    rid = store.runs(kind="student")[0]["id"]
+    names = {r["name"] for r in store.metrics(rid)}
+    assert {"kd", "hidden", "hidden/s1-t2", "hidden/s2-t4"} <= names   # skip: student layers <- teacher 2 and 4
+    last = {r["name"]: r["value"] for r in store.metrics(rid) if r["step"] == 2}
+    assert last["hidden"] == pytest.approx((last["hidden/s1-t2"] + last["hidden/s2-t4"]) / 2, rel=1e-5)
+    assert store.mappings(rid)[0]["matrix"] == [[0, 1, 0, 0], [0, 0, 0, 1]]
+    at = _page(tmp_path, monkeypatch, "4_Train.py")
+    at.run()
+    assert not at.exception and not at.error
+    titles = list(_charts(at))
+    assert "W at step 0 (epoch 0)" in titles, titles
+    per_layer = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                 if "hidden" in json.dumps(json.loads(c.proto.spec)["data"])]
+    assert per_layer, titles   # the per-layer multiples: one panel per (student, teacher) pair

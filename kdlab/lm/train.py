@@ -283,16 +283,19 @@ def layer_outputs(model):
             h.remove()
 
 
-def hidden_mse(s_layers, t_layers, W, mask) -> torch.Tensor:
+def hidden_mse(s_layers, t_layers, W, mask, per_pair: dict | None = None) -> torch.Tensor:
     """Hidden-state MSE through the mapping matrix ``W`` [M, N] (``kdlab.mapping``): sum over its pairs (student
     layer s, teacher layer t, weight w; 1-based) of w x the mean squared difference of the two layers' outputs
-    (``s_layers[s - 1]``, ``t_layers[t - 1]``) on the non-padding positions, divided by the sum of the weights."""
+    (``s_layers[s - 1]``, ``t_layers[t - 1]``) on the non-padding positions, divided by the sum of the weights.
+    ``per_pair``: filled with each pair's MSE as ``hidden/s<s>-t<t>`` (the per-layer names the Train page draws)."""
     from ..mapping import pairs
     m = mask.bool()
     total, weight = s_layers[0].new_zeros((), dtype=torch.float32), 0.0
     for s, t, w in pairs(W):
-        d = (s_layers[s - 1][m].float() - t_layers[t - 1][m].float()) ** 2
-        total = total + w * d.mean()
+        d = ((s_layers[s - 1][m].float() - t_layers[t - 1][m].float()) ** 2).mean()
+        if per_pair is not None:
+            per_pair[f"hidden/s{s}-t{t}"] = d.item()
+        total = total + w * d
         weight += w
     return total / max(weight, 1e-12)
 
@@ -316,7 +319,7 @@ def token_kd_loss(method: str, teacher, hp: dict, W=None, topk=None):
         kd = fn(s, t, b["target_mask"], **kw)
         parts = {"kd": kd.item()}
         if hidden:
-            h = hidden_mse(s_layers, t_layers, W, b["attention_mask"])
+            h = hidden_mse(s_layers, t_layers, W, b["attention_mask"], parts)
             parts["hidden"] = h.item()
             kd = kd + hp["hidden_weight"] * h
         if hp["ce_weight"]:
@@ -530,7 +533,10 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_crea
             loss_fn = gkd_loss(teacher, ids, hp, tc.max_len, tc.seed)
         else:
             topk = _topk_teacher(store, run_id, teacher, teacher_dir, train, hp, tc, log) if hp["topk"] else None
-            loss_fn = token_kd_loss(cfg.method, teacher, hp, _mapping(student, teacher, layers, hp), topk)
+            W = _mapping(student, teacher, layers, hp)
+            if W is not None and not resume:   # the W of the hidden-state term (the Train page draws it)
+                store.log_mapping(run_id, 0, 0, W, label="hidden-state term")
+            loss_fn = token_kd_loss(cfg.method, teacher, hp, W, topk)
         log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student of the "
             f"{teacher.config.num_hidden_layers}-layer teacher on {len(train)} examples ({run_id})")
         steps, epochs = fit(student, train, loss_fn, tc, store=store, run_id=run_id, log=log, label=cfg.method,
