@@ -457,9 +457,15 @@ def _ranking(r: dict) -> bool:
     return StoredRun(r).is_ranking
 
 
+def _lm(r: dict) -> bool:
+    from kdlab.runs.run_record import StoredRun
+    return StoredRun(r).task_kind == "lm"
+
+
 def student_runs(status: str | None = "finished") -> list[dict]:
-    """Classification / regression student runs (ranking runs have their own page, ``ranking_runs``)."""
-    rows = [r for r in store().runs() if r["kind"] != "teacher" and not _ranking(r)]
+    """Classification / regression student runs (ranking runs have their own page, ``ranking_runs``; causal LM runs
+    their own views, ``lm_views``)."""
+    rows = [r for r in store().runs() if r["kind"] != "teacher" and not _ranking(r) and not _lm(r)]
     return [r for r in rows if status is None or r["status"] == status]
 
 

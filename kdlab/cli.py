@@ -483,7 +483,7 @@ def _study_args(p):
                    help="a method option and its values, crossed with the methods that have it (e.g. "
                         "--vary temperature=2,4)")
     g.add_argument("--baseline", default="ce", help="the method every other is compared with (default ce: the "
-                                                    "student trained alone)")
+                                                    "student trained alone; lm-ce for LM objectives, --task lm)")
     g.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     g.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     g.add_argument("--report", choices=["auto", "last", "selected"], default="auto",

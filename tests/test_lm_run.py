@@ -109,7 +109,7 @@ def test_bad_lm_inputs_refused(tmp_path, capsys):
     _refused(capsys, [*base, "--method", "lm-fkl", "--data", str(long), "--max-len", "32"], "context is 32")
     assert not Store(tmp_path).runs() if (tmp_path / "kdlab.db").exists() else True   # refused before any run
     _refused(capsys, [*base, "--method", "lm-jsd", "--set", "beta=2"], "beta")
-    _refused(capsys, [*base, "--method", "lm-fkl", "--checkpoint-every", "5"], "--checkpoint-every")
+    _refused(capsys, [*base, "--method", "lm-fkl", "--select", "dev:accuracy"], "--select")   # classification only
 
 
 def test_other_vocabulary_refused_for_token_kd_naming_seq_kd():

@@ -136,11 +136,36 @@ assert r2["T"] == 4.0 and abs(r2["loss"] - want) < 1e-6 and r2["loss"] != r["los
 w.children[0].value = qids[1]
 assert w.result["qid"] == qids[1] and w.result["rows"] != r2["rows"]
 """,
+    "10_lm_forward_reverse_kl": """
+r = w.result
+assert r["T"] == 1.0 and r["position"] == positions[0] and list(r["probs"]) == ["teacher", "forward KL", "reverse KL"]
+w.children[1].value = 3.0
+r3 = w.result
+want = compare_next_token(models, tok, ids=ids, temperature=3.0, k=K, position=positions[0])
+assert r3["T"] == 3.0 and r3["probs"] == want["probs"] and r3["entropy"]["teacher"] > r["entropy"]["teacher"]
+w.children[0].value = positions[-1]
+r4 = w.result
+assert r4["position"] == positions[-1] and len(r4["prompt_tokens"]) == positions[-1] + 1
+with torch.no_grad():
+    z = models["teacher"](torch.tensor([ids[:positions[-1] + 1]])).logits[0, -1].double()
+assert abs(r4["probs"]["teacher"][0] - torch.softmax(z / 3.0, -1).max().item()) < 1e-5
+assert abs(sum(r4["probs"]["reverse KL"]) + r4["other"]["reverse KL"] - 1) < 1e-9
+t1 = toy_w.result
+assert t1["T"] == 1.0
+left = lambda f: float(f["probs"][:24].sum())
+assert left(t1["reverse KL"]) > 0.95 and 0.3 < left(t1["forward KL"]) < 0.8   # one mode vs both modes covered
+assert entropy(t1["reverse KL"]["probs"]) < entropy(t1["forward KL"]["probs"])
+toy_w.children[0].value = 4.0
+t4 = toy_w.result
+assert t4["T"] == 4.0 and left(t4["reverse KL"]) < 0.8   # a shallow valley at T = 4: no single mode
+want = losses.forward_kl(t4["forward KL"]["logits"][None], teacher_logits[None], temperature=4.0).item()
+assert abs(t4["forward KL"]["loss"] - want) < 1e-9
+""",
 }
 
 
 def test_every_notebook_has_a_widget_check():
-    assert len(NOTEBOOKS) == 9
+    assert len(NOTEBOOKS) == 10
     assert {p.stem for p in NOTEBOOKS} == set(WIDGET_CHECKS)
 
 

@@ -7,6 +7,7 @@ import streamlit as st
 
 import common as C
 from kdlab.analysis import references, viz
+from kdlab.analysis.stats import LOWER_IS_BETTER
 from kdlab.engine.study import format_table, to_csv
 
 st.title("Studies")
@@ -68,7 +69,9 @@ with C.guard():
     st.subheader("Differences to the baseline")
     C.show(viz.study_forest(rows), "studies_forest")
     st.caption("markers: mean over seeds of (method - baseline) with the 95% paired-bootstrap interval over seeds "
-               "and examples; open points: each seed's difference")
+               "and examples; open points: each seed's difference"
+               + (f" ({rows[0]['metric']}: lower is better, so a negative difference is an improvement)"
+                  if rows[0]["metric"] in LOWER_IS_BETTER else ""))
 
     st.subheader("Per seed")
     seeds = pd.DataFrame([{"domain": r["domain"], "method": r["group"], "seed": s, r["metric"]: v}

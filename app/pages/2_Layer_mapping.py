@@ -9,6 +9,11 @@ from kdlab.tools import cka_run
 
 st.title("Layer mapping")
 C.sidebar()
+LM_MODE = "causal LM run: decoder layers"
+if st.radio("model", ["classifier: the Setup's teacher", LM_MODE], horizontal=True, key="map_mode") == LM_MODE:
+    import lm_views   # an LM student run's copied layers and decoder-layer CKA (kdlab.lm.layers)
+    lm_views.layer_mapping()
+    st.stop()
 s = C.setup()
 
 N = M = None

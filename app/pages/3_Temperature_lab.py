@@ -9,6 +9,11 @@ from kdlab.analysis.explain import example_logits, temperature_terms
 st.title("Temperature lab")
 C.sidebar()
 st.caption("For a ranking run, the Ranking page shows T on a query's candidate list (listwise KL).")
+LM_MODE = "causal LM: next token"
+if st.radio("model", ["classifier: the Setup's task", LM_MODE], horizontal=True, key="temp_mode") == LM_MODE:
+    import lm_views   # a typed prompt's next-token distribution (kdlab.lm.explain)
+    lm_views.temperature_lab()
+    st.stop()
 s = C.setup()
 
 zt = zs = None

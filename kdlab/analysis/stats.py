@@ -9,7 +9,10 @@ percentiles of the resampled differences (percentile bootstrap). So the interval
 reader cares about: another seed, and another sample of test sentences.
 
 Verdict per domain: ``better`` when the whole interval lies on the improving side of 0, ``worse`` when it lies on
-the other side, else ``inconclusive``. For metrics where lower is better (``mse``) the sides swap.
+the other side, else ``inconclusive``. For metrics where lower is better (``mse``, ``perplexity``) the sides swap.
+
+Causal LM runs (``kdlab.lm.study``): the examples are the held-out texts, each with its summed next-token NLL and
+its number of scored tokens; a resample's perplexity is exp(sum NLL / sum tokens) over the drawn examples.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from ..errors import KdlabError
 
-LOWER_IS_BETTER = {"mse", "ece"}
+LOWER_IS_BETTER = {"mse", "ece", "perplexity", "token_kl"}
 RANKING_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 LEVEL = 0.95
 
@@ -41,7 +44,10 @@ def load_predictions(path) -> dict:
 def example_outputs(arrays: dict, kind: str = "classes", metric: str | None = None) -> np.ndarray:
     """Per-example predictions the metric is computed from: the predicted class (mapped through the set's label
     map, as ``kdlab.analysis.evaluate.metrics`` does), the predicted score, or the multi-hot prediction; for ranking, each
-    query's value of ``metric`` (``kdlab.ranking.adaptor``: the metric is their mean)."""
+    query's value of ``metric`` (``kdlab.ranking.adaptor``: the metric is their mean); for a causal LM run
+    (``kdlab.lm.study``), each example's summed NLL and its scored tokens."""
+    if kind == "lm":
+        return np.stack([np.asarray(arrays["nll"], float), np.asarray(arrays["labels"], float)], axis=1)
     if kind == "ranking":
         if metric not in arrays:
             raise KdlabError(f"the ranking run's per-query outputs have no '{metric}' (they have "
@@ -77,6 +83,9 @@ def metric_value(metric: str, pred: np.ndarray, labels: np.ndarray, num_labels: 
     if metric in ("micro_f1", "macro_f1"):
         from sklearn.metrics import f1_score
         return float(f1_score(labels, pred, average=metric.split("_")[0], zero_division=0.0))
+    if metric == "perplexity":   # pred [n, 2]: summed NLL and scored tokens per example; token-weighted
+        pred = np.asarray(pred, float)
+        return float(np.exp(pred[:, 0].sum() / max(pred[:, 1].sum(), 1.0)))
     if metric == "subset_accuracy":
         return float((pred == labels).all(axis=1).mean())
     if metric in RANKING_METRICS:   # per-query values (kdlab.ranking.adaptor): the metric is their mean

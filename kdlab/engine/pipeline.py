@@ -252,7 +252,7 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
     if bundle is None and teacher is None and student is None and resume is None:
         from ..lm.train import distill_lm, wants_lm
         if wants_lm(cfg):   # a causal language model: a decoder teacher into a decoder student (kdlab.lm)
-            return distill_lm(cfg, store, log=log)
+            return distill_lm(cfg, store, log=log, on_create=on_create, keep_checkpoints=keep_checkpoints)
     method_cls = get(cfg.method)
     method_cls.check_options(cfg.method_args)   # before the data is read and minutes of teacher fine-tuning
     bundle = bundle or load_bundle(cfg)
@@ -380,6 +380,9 @@ def resume_run(store: Store, run_id: str, log=print, keep_checkpoints: bool = Fa
         _checkpoint_of(store, run["id"])
         cfg = StoredRun(run).config()
         cfg.train.progress = False
+        from ..lm.train import distill_lm, wants_lm
+        if wants_lm(cfg):   # a causal LM run: its own loop resumes it (kdlab.lm.train)
+            return distill_lm(cfg, store, log=log, resume=run["id"], keep_checkpoints=keep_checkpoints)
         return distill_run(cfg, store, log=log, resume=run["id"], keep_checkpoints=keep_checkpoints)
 
 

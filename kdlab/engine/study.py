@@ -76,10 +76,20 @@ def group_label(method: str, options: dict) -> str:
     return cell_key(method, options, 0).rsplit(" seed=", 1)[0]
 
 
+def method_class(name: str):
+    """What the study needs of a method (``option_names``, ``check_options``, ``uses_teacher``): a classification
+    method's class (``kdlab.methods``), or an LM method's stand-in (``kdlab.lm.study``)."""
+    from ..lm.study import is_lm, method
+    if is_lm(name):
+        return method(name)
+    from ..methods import get
+    return get(name)
+
+
 def plan_cells(methods, seeds, vary: dict | None = None, baseline: str = BASELINE) -> list[dict]:
     """The cells: the baseline first, then every method x the values of the varied options it has x seeds.
     A varied option applies to the methods that have it (the baseline keeps its defaults)."""
-    from ..methods import get
+    get = method_class
     vary = vary or {}
     methods = [baseline] + [m for m in dict.fromkeys(methods) if m != baseline]
     used = set()
@@ -189,12 +199,16 @@ def run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, **kw) -> 
 def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary: dict | None = None,
                baseline: str = BASELINE, workers: int = 1, log=print, progress: bool = True,
                n_boot: int = 2000) -> dict:
+    from ..lm.study import baseline_for, is_lm
+    from ..lm.study import prepare_teacher as prepare_lm_teacher
     from .pipeline import check_ranking_run, is_ranking, load_bundle, prepare_ranking_teacher, prepare_teacher
-    from ..methods import get
+    get = method_class
     cfg = apply_preset(cfg)
     if cfg.data_seed is None:   # one data sample and one teacher for every seed
         cfg = dataclasses.replace(cfg, data_seed=cfg.train.seed)
-    ranking = is_ranking(cfg, methods)
+    baseline = baseline_for(cfg, methods, baseline)   # LM objectives: lm-ce, the student trained without KD
+    lm = is_lm(baseline)
+    ranking = not lm and is_ranking(cfg, methods)
     if ranking and baseline == BASELINE:   # the ranking student without a teacher: in-batch contrastive
         baseline = RANKING_BASELINE
     cells = plan_cells(methods, seeds, vary, baseline)
@@ -219,6 +233,8 @@ def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary:
         + (f", {len(busy)} running elsewhere" if busy else ""))
     if ranking and todo:   # the cross-encoder (or fused) teacher, once: every cell reuses it
         prepare_ranking_teacher(dataclasses.replace(cfg, method=cells[-1]["method"]), store, log=log)
+    elif todo and lm:   # an LM student copies the teacher's layers: the teacher first, once
+        prepare_lm_teacher(cfg, store, log=log)
     elif todo and any(get(c["method"]).uses_teacher for c, _ in todo) or (todo and cfg.student_init != "fresh"):
         prepare_teacher(cfg, store, load_bundle(cfg), log=log)   # once, before the cells (shared by all)
     results = _execute(store, name, cfg, todo, known, workers, progress, total=len(cells),
@@ -295,6 +311,7 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
     study's folder and stored with the study. Cells not finished are left out. ``report``: which model of each
     cell (``report_of``): a study with ``--select`` compares the selected models, ``last`` the last epochs'."""
     from ..analysis.stats import example_outputs, load_predictions, summarize
+    from ..lm.study import examples_file
     st = store.study(name)
     if st is None:
         raise KdlabError(f"no study '{name}' in the run store {store.root}: `python -m kdlab study --list` lists them")
@@ -316,7 +333,10 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
             metric = run_primary_metric(run)
             kind = getattr(task, "kind", "classes")
             num_labels = task.num_labels() if task is not None and task.label_names else None
-        final, pred_file = cell_outputs(store, rid, model)
+        if kind == "lm":   # per-example NLLs and scored tokens (kdlab.lm.study); LM runs keep no selection
+            final, pred_file = store.final_evals(rid), examples_file(store, rid)
+        else:
+            final, pred_file = cell_outputs(store, rid, model)
         preds = load_predictions(pred_file)
         per = {}
         for split, m in final.items():
@@ -335,7 +355,8 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
         r["model"] = label
         runs = {s: per[r["domain"]]["run"] for s, per in sorted(groups[r["group"]]["seeds"].items())
                 if r["domain"] in per}
-        if r["verdict"] in DIAGNOSE and runs:   # why KD did not help: kdlab.analysis.doctor on the first seed's run
+        if r["verdict"] in DIAGNOSE and runs and kind != "lm":   # why KD did not help: kdlab.analysis.doctor on the
+            # first seed's run (the doctor diagnoses classification runs, not LM runs)
             r["doctor"] = doctor_command(next(iter(runs.values())))
     if not store.writable:   # a read-only store: the table is shown, not kept
         return rows
@@ -402,6 +423,10 @@ def format_table(rows: list[dict]) -> str:
         lines.append("")
     lines.append("delta: mean over seeds of (method - baseline), same seeds and student init; 95% CI: paired "
                  "bootstrap over seeds and examples (queries, for ranking)")
+    from ..analysis.stats import LOWER_IS_BETTER
+    lower = sorted({r["metric"] for r in rows} & LOWER_IS_BETTER)
+    if lower:   # perplexity, mse: "better" is a negative delta
+        lines.append(f"{', '.join(lower)}: lower is better (a negative delta is an improvement)")
     model = rows[0].get("model")
     if model and model != "last epoch":   # --select: the selected models (--report last: the last epochs')
         lines.append(f"models: each run's {model} (--report last compares the last epochs)")

@@ -130,6 +130,8 @@ def load_corpus(data=None, *, ood=(), max_train=None, max_eval=None, seed: int =
         c.ood = {Path(str(f)).stem: read_rows(f) for f in ood}
     elif data is not None:
         c.ood = {"weather": weather_rows(64, seed + 1)}
+    if seed:   # another seed, another sample and split (a cache key: the tiny teacher is trained per corpus)
+        c.identity = f"{c.identity}-seed{seed}"
     if max_train:
         c.train = c.train[:max_train]
     if max_eval:
@@ -144,15 +146,21 @@ class Encoded:
     n_prompt: int    # the first n_prompt tokens are context, not scored
 
 
+def text_ids(tok, text: str) -> list[int]:
+    """Token ids of a prompt as the model reads it: the tokenizer's bos first when it adds one."""
+    p = tok(text, add_special_tokens=False)["input_ids"] if text else []
+    if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False):
+        p = [tok.bos_token_id, *p]
+    return p
+
+
 def encode(rows, tok, max_len: int, *, what: str = "the corpus") -> list:
     """Token ids with the prompt length; a completion is cut to fit ``max_len``. A prompt that leaves no room for
     one completion token in the context is refused in one line."""
     out = []
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
     for i, r in enumerate(rows):
-        p = tok(r.prompt, add_special_tokens=False)["input_ids"] if r.prompt else []
-        if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False):
-            p = [tok.bos_token_id, *p]
+        p = text_ids(tok, r.prompt)
         c = tok(r.completion, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
         if len(p) >= max_len:
             raise KdlabError(f"example {i + 1} of {what} has a prompt of {len(p)} tokens but the context is {max_len} "

@@ -24,6 +24,8 @@ gen_len (24 new tokens), prompt_tokens (4: the prompt of a plain-text example wh
 topk (0: a live teacher; K: train from a file of the teacher's top-K log-probabilities, ``kdlab.lm.topk``, written
 once under the teacher cache) and topk_tail (uniform | renorm: how the dense teacher distribution is rebuilt).
 Only completion tokens are scored; a plain-text example is all completion.
+A student run checkpoints after every epoch (and every ``--checkpoint-every`` steps) and continues with
+``kdlab distill --resume RUN`` (``fit``; ``kdlab.pipeline.resume_run`` routes LM runs here).
 
 The teacher: ``tiny`` (``--preset tiny``) is a tiny random Llama-style model trained here with lm-ce on the
 corpus (cached under the teacher cache, with its own teacher run); ``smollm2-135m`` (``kdlab.lm.smollm``) or a
@@ -73,6 +75,12 @@ def task_spec() -> dict:
     return get_task(TASK).to_dict()
 
 
+def data_seed(cfg: RunConfig) -> int:
+    """The seed of the corpus (the embedded one's sampling, a file's dev split): ``--data-seed``, else the run's
+    seed (a study fixes it, so that every seed of a study is evaluated on the same examples)."""
+    return cfg.train.seed if getattr(cfg, "data_seed", None) is None else int(cfg.data_seed)
+
+
 def wants_lm(cfg: RunConfig) -> bool:
     """An LM run: an LM method or ``--task lm``."""
     return cfg.method in METHODS or str(cfg.task or "").strip().lower() == TASK
@@ -95,7 +103,7 @@ def check_lm(cfg: RunConfig) -> None:
         raise KdlabError("--task lm takes one live teacher: --teacher-logits and several --teacher are not supported "
                          "(a top-k teacher file: --set topk=K)")
     unused = [flag for flag, given in (("--select", cfg.train.select), ("--transfer", cfg.transfer),
-                                       ("--augment", cfg.augment), ("--checkpoint-every", cfg.train.checkpoint_every),
+                                       ("--augment", cfg.augment),
                                        ("--text-col", cfg.text_col), ("--label-col", cfg.label_col),
                                        ("--label-kind", cfg.label_kind), ("--ood-map", cfg.ood_map)) if given]
     if unused:
@@ -155,9 +163,44 @@ def _check_context(model, max_len: int, name: str):
 
 
 # ---------------------------------------------------------------------------------------------- the loop
-def fit(model, examples, loss_fn, tc, *, store: Store, run_id: str, log=print, label: str = "") -> tuple[int, int]:
+class _NoMethod:
+    """What ``kdlab.runs.checkpoint`` keeps of a method: an LM objective has no learned parameters or state."""
+    name = "lm"
+
+    def state_dict(self):
+        return {}
+
+    def extra_state(self):
+        return {}
+
+    def load_state_dict(self, *_a, **_k):
+        return None
+
+    def load_extra_state(self, *_a):
+        return None
+
+
+@dataclasses.dataclass
+class _Position:
+    step: int = 0
+    epoch: int = 0
+    memo: dict = dataclasses.field(default_factory=dict)
+
+
+def checkpoint_dir(store: Store, run_id: str) -> Path:
+    return store.folder(run_id) / "checkpoint"
+
+
+def fit(model, examples, loss_fn, tc, *, store: Store, run_id: str, log=print, label: str = "", tok=None,
+        resume: bool = False) -> tuple[int, int]:
     """Train ``model`` on ``examples`` (``loss_fn(model, batch, step) -> (loss, parts)``) for ``tc.epochs`` (or
-    ``tc.max_steps``); every step's loss and parts are logged to the store. Returns (steps, epochs)."""
+    ``tc.max_steps``); every step's loss and parts are logged to the store. Returns (steps, epochs).
+
+    With ``tok`` (a student run) a checkpoint for exact resume (``kdlab.runs.checkpoint``: the model, optimizer,
+    schedule, RNG states and the position in the epoch) is written to the run's ``checkpoint`` folder after every
+    epoch (``checkpoint_each_epoch``) and every ``checkpoint_every`` steps; ``resume`` continues from it: the data
+    order of each epoch is replayed from the seed and the batches before the checkpoint are skipped."""
+    from ..runs.checkpoint import load_checkpoint, restore_rng, save_checkpoint
     from ..engine.distill import linear_schedule, make_optimizer, param_groups
     device = next(model.parameters()).device
     per_epoch = -(-len(examples) // tc.batch_size)
@@ -165,14 +208,29 @@ def fit(model, examples, loss_fn, tc, *, store: Store, run_id: str, log=print, l
     epochs = tc.epochs if not tc.max_steps else 10 ** 9
     opt = make_optimizer(param_groups([model], tc.weight_decay), tc.lr)
     sched = linear_schedule(opt, int(tc.warmup * total), total)
+    ck = checkpoint_dir(store, run_id) if tok is not None else None
+    pos, state = {}, _Position()
+    if resume:
+        pos = load_checkpoint(ck, model, _NoMethod(), opt, sched, state)
+    start_step, start_epoch, skip = state.step, state.epoch, int(pos.get("batch", 0))
     store.set_artifact(run_id, "plan", {"total_steps": total, "steps_per_epoch": per_epoch, "started": time.time(),
-                                        "start_step": 0})
+                                        "start_step": start_step})
     rng = np.random.default_rng(tc.seed)
     torch.manual_seed(tc.seed)
+    for _ in range(start_epoch):   # the data order of the epochs before the checkpoint
+        rng.permutation(len(examples))
+    restore_rng(pos)
     model.train()
-    step, epoch, t0 = 0, 0, time.time()
-    for epoch in range(epochs):
-        for b in batches(examples, model.config.pad_token_id or 0, tc.batch_size, rng.permutation(len(examples))):
+
+    def save(step, epoch, batch):
+        save_checkpoint(ck, model, tok, _NoMethod(), _Position(step, epoch), opt=opt, sched=sched,
+                        position={"batch": batch})
+    step, epoch, t0 = start_step, start_epoch, time.time()
+    for epoch in range(start_epoch, epochs):
+        order = rng.permutation(len(examples))
+        for i, b in enumerate(batches(examples, model.config.pad_token_id or 0, tc.batch_size, order)):
+            if epoch == start_epoch and i < skip:   # done before the checkpoint
+                continue
             if step >= total:
                 return step, epoch
             if store.cancel_requested(run_id):
@@ -190,8 +248,12 @@ def fit(model, examples, loss_fn, tc, *, store: Store, run_id: str, log=print, l
             store.log_metrics(run_id, step, epoch, {"loss": loss.item(), "lr": sched.get_last_lr()[0], **parts})
             if step % 50 == 0 or step == total:
                 log(f"{label}: step {step}/{total} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+            if ck is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < total:
+                save(step, epoch, i + 1)
         if step >= total:
             break
+        if ck is not None and tc.checkpoint_each_epoch:
+            save(step, epoch + 1, 0)
     return step, epoch + 1
 
 
@@ -221,16 +283,19 @@ def layer_outputs(model):
             h.remove()
 
 
-def hidden_mse(s_layers, t_layers, W, mask) -> torch.Tensor:
+def hidden_mse(s_layers, t_layers, W, mask, per_pair: dict | None = None) -> torch.Tensor:
     """Hidden-state MSE through the mapping matrix ``W`` [M, N] (``kdlab.kd.mapping``): sum over its pairs (student
     layer s, teacher layer t, weight w; 1-based) of w x the mean squared difference of the two layers' outputs
-    (``s_layers[s - 1]``, ``t_layers[t - 1]``) on the non-padding positions, divided by the sum of the weights."""
+    (``s_layers[s - 1]``, ``t_layers[t - 1]``) on the non-padding positions, divided by the sum of the weights.
+    ``per_pair``: filled with each pair's MSE as ``hidden/s<s>-t<t>`` (the per-layer names the Train page draws)."""
     from ..kd.mapping import pairs
     m = mask.bool()
     total, weight = s_layers[0].new_zeros((), dtype=torch.float32), 0.0
     for s, t, w in pairs(W):
-        d = (s_layers[s - 1][m].float() - t_layers[t - 1][m].float()) ** 2
-        total = total + w * d.mean()
+        d = ((s_layers[s - 1][m].float() - t_layers[t - 1][m].float()) ** 2).mean()
+        if per_pair is not None:
+            per_pair[f"hidden/s{s}-t{t}"] = d.item()
+        total = total + w * d
         weight += w
     return total / max(weight, 1e-12)
 
@@ -254,7 +319,7 @@ def token_kd_loss(method: str, teacher, hp: dict, W=None, topk=None):
         kd = fn(s, t, b["target_mask"], **kw)
         parts = {"kd": kd.item()}
         if hidden:
-            h = hidden_mse(s_layers, t_layers, W, b["attention_mask"])
+            h = hidden_mse(s_layers, t_layers, W, b["attention_mask"], parts)
             parts["hidden"] = h.item()
             kd = kd + hp["hidden_weight"] * h
         if hp["ce_weight"]:
@@ -270,9 +335,9 @@ def gkd_loss(teacher, tok_ids: dict, hp: dict, max_len: int, seed: int):
     prompt, then JSD(beta) against the teacher on every sequence's scored tokens."""
     from .data import Encoded
     kd = token_kd_loss("gkd", teacher, hp)
-    rng = np.random.default_rng(seed)
 
     def loss_fn(model, b, step):
+        rng = np.random.default_rng([seed, step])   # the step's own draw: the same after a resume
         B = b["input_ids"].shape[0]
         k = int(round(hp["lmbda"] * B))
         if k:
@@ -362,7 +427,7 @@ def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
     if cfg.method not in METHODS:   # `kdlab teacher` has no --method: the teacher is the same for every method
         cfg = dataclasses.replace(cfg, method="lm-fkl")
     check_lm(cfg)
-    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=cfg.train.seed)
+    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=data_seed(cfg))
     teacher, tok, run_id, tdir = prepare_lm_teacher(cfg, store, corpus, log=log)
     if run_id is not None:
         return run_id
@@ -382,27 +447,42 @@ def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+EXAMPLES = "lm_examples.npz"   # per evaluation split: each example's summed NLL and scored tokens (kdlab.lm.study)
+
+
 def _evaluate(store, run_id, student, teacher, tok, corpus, max_len, batch, step, epoch) -> dict:
+    """Evaluate on every domain, log the evaluations and keep the per-example NLLs (``EXAMPLES``, the paired
+    bootstrap of ``kdlab study``)."""
     device = next(student.parameters()).device
-    out = {}
+    out, arrays = {}, {}
     for domain, rows in corpus.eval_splits().items():
         ex = encode(rows, tok, max_len, what=f"the {domain} evaluation set")
-        m = evaluate_lm(student, ex, tok.pad_token_id, teacher=teacher, batch_size=batch, device=device)
+        m = evaluate_lm(student, ex, tok.pad_token_id, teacher=teacher, batch_size=batch, device=device,
+                        per_example=True)
         split = "dev" if domain == "in-domain" else domain
+        arrays[f"{split}/nll"] = m.pop("example_nll")
+        arrays[f"{split}/labels"] = m.pop("example_tokens")   # the scored tokens: the same examples in every run
         store.log_eval(run_id, step, epoch, split, domain, m)
         out[split] = m
+    folder = store.folder(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / EXAMPLES, **arrays)
     return out
 
 
 # ---------------------------------------------------------------------------------------------- the run
-def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
-    """Distil a causal LM with ``cfg.method`` (METHODS) and store the run; returns the student run id."""
+def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_create=None, resume: str | None = None,
+               keep_checkpoints: bool = False) -> str:
+    """Distil a causal LM with ``cfg.method`` (METHODS) and store the run; returns the student run id.
+    ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then).
+    ``resume``: the id of a stopped run of this configuration, continued from its checkpoint. A finished run drops
+    its checkpoint unless ``keep_checkpoints``."""
     cfg = apply_preset(cfg)
     store = store or Store()
     check_lm(cfg)
     hp = options(cfg)
     tc = cfg.train
-    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=tc.seed)
+    corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=data_seed(cfg))
     if not corpus.train:
         raise KdlabError("the corpus has no training example left after the dev split: give more lines")
     teacher, tok, teacher_run, teacher_dir = prepare_lm_teacher(cfg, store, corpus, log=log)
@@ -429,7 +509,18 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, teacher_dir=teacher_dir, data_identity=corpus.identity,
                 task_spec=task_spec(), lm=hp, student_layers_from=layers)
-    run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
+    if resume:
+        from ..runs.checkpoint import checkpoint_position, find_checkpoint
+        run_id = resume
+        found = find_checkpoint(checkpoint_dir(store, run_id))
+        if found is None:
+            raise KdlabError(f"run {run_id} has no resumable checkpoint: start it again")
+        store.reopen(run_id, *checkpoint_position(found))
+        log(f"{cfg.method}: resuming {run_id} from step {checkpoint_position(found)[0]}")
+    else:
+        run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
+    if on_create is not None:
+        on_create(run_id)
     try:
         store.set_artifact(run_id, "teacher_dir", teacher_dir)
         ids = {"pad": s_tok.pad_token_id, "eos": s_tok.eos_token_id}
@@ -442,10 +533,14 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
             loss_fn = gkd_loss(teacher, ids, hp, tc.max_len, tc.seed)
         else:
             topk = _topk_teacher(store, run_id, teacher, teacher_dir, train, hp, tc, log) if hp["topk"] else None
-            loss_fn = token_kd_loss(cfg.method, teacher, hp, _mapping(student, teacher, layers, hp), topk)
+            W = _mapping(student, teacher, layers, hp)
+            if W is not None and not resume:   # the W of the hidden-state term (the Train page draws it)
+                store.log_mapping(run_id, 0, 0, W, label="hidden-state term")
+            loss_fn = token_kd_loss(cfg.method, teacher, hp, W, topk)
         log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student of the "
             f"{teacher.config.num_hidden_layers}-layer teacher on {len(train)} examples ({run_id})")
-        steps, epochs = fit(student, train, loss_fn, tc, store=store, run_id=run_id, log=log, label=cfg.method)
+        steps, epochs = fit(student, train, loss_fn, tc, store=store, run_id=run_id, log=log, label=cfg.method,
+                            tok=s_tok, resume=bool(resume))
         same_vocab = s_tok is tok or s_tok.get_vocab() == tok.get_vocab()
         evals = _evaluate(store, run_id, student, teacher if same_vocab else None, s_tok, corpus, tc.max_len,
                           hp["eval_batch"], steps, epochs)
@@ -458,8 +553,12 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print) -> str:
                                             "teacher_params": float(count_params(teacher))})
         store.finish(run_id, "finished", summary={s: m["perplexity"] for s, m in evals.items()})
         log(f"{cfg.method}: " + ", ".join(f"{s} perplexity {m['perplexity']:.2f}" for s, m in evals.items()))
+        if not keep_checkpoints:   # a finished run is never resumed
+            from ..runs.disk import drop_checkpoint
+            drop_checkpoint(checkpoint_dir(store, run_id))
     except BaseException as e:
-        store.record_stop(run_id, e, resumable=False)   # this loop keeps no checkpoint to resume from
+        from ..runs.checkpoint import find_checkpoint
+        store.record_stop(run_id, e, resumable=find_checkpoint(checkpoint_dir(store, run_id)) is not None)
         raise
     return run_id
 
@@ -544,7 +643,7 @@ def eval_lm_run(store: Store, run: dict, data_file=None) -> dict:
         from .data import read_rows
         domains = {Path(str(data_file)).stem: read_rows(data_file)}
     else:
-        domains = load_corpus(cfg.data, ood=cfg.ood, max_eval=cfg.max_eval, seed=cfg.train.seed).eval_splits()
+        domains = load_corpus(cfg.data, ood=cfg.ood, max_eval=cfg.max_eval, seed=data_seed(cfg)).eval_splits()
     teacher = None
     tdir = store.artifact(run["id"], "teacher_dir")
     if run["kind"] == "student" and tdir:

@@ -1,0 +1,55 @@
+"""Resume of causal LM runs: a run stopped after a mid-epoch checkpoint (its cancel request, the same stop as Ctrl-C
+or the dashboard's Cancel) is continued with `distill --resume` and ends with the same per-step losses, perplexity
+and weights as the same run uninterrupted."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdlab.cli import main
+from kdlab.runs.store import Store
+
+ARGS = ["distill", "--task", "lm", "--preset", "tiny", "--max-train", "32", "--max-eval", "4", "--batch-size", "8",
+        "--max-steps", "7", "--checkpoint-every", "3", "--seed", "3", "--quiet"]
+
+
+def _final(store, rid):
+    losses = {r["step"]: r["value"] for r in store.metrics(rid) if r["name"] == "loss"}
+    steps = sorted(r["step"] for r in store.metrics(rid) if r["name"] == "loss")
+    w = load_file(str(store.folder(rid) / "student" / "model.safetensors"))
+    return losses, steps, store.final_evals(rid), w
+
+
+@pytest.mark.parametrize("method", ["lm-fkl", "gkd"])
+def test_stopped_lm_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys, method):
+    runs = ["--runs", str(tmp_path), "--method", method]
+    assert main([*ARGS, *runs, "--name", "straight"]) == 0
+    store = Store(tmp_path)
+    straight = next(r["id"] for r in store.runs(kind="student") if r["name"] == "straight")
+    assert not (store.folder(straight) / "checkpoint").exists()   # a finished run drops its checkpoint
+
+    real = Store.cancel_requested
+
+    def stop_after_six(self, run_id):   # checked before each step: the run stops before step 7
+        if self.run(run_id)["name"] == "stopped":
+            return max((r["step"] for r in self.metrics(run_id)), default=0) >= 6
+        return real(self, run_id)
+    monkeypatch.setattr(Store, "cancel_requested", stop_after_six)
+    assert main([*ARGS, *runs, "--name", "stopped"]) != 0
+    monkeypatch.setattr(Store, "cancel_requested", real)
+    stopped = next(r["id"] for r in store.runs(kind="student") if r["name"] == "stopped")
+    assert store.run(stopped)["status"] == "cancelled"
+    assert f"distill --resume {stopped}" in capsys.readouterr().err   # the CLI names the command that resumes it
+    import json
+    state = json.loads((store.folder(stopped) / "checkpoint" / "state.json").read_text())
+    assert (state["step"], state["epoch"], state["position"]["batch"]) == (6, 1, 2)   # mid-epoch: 4 steps an epoch
+
+    assert main(["distill", "--resume", stopped, "--runs", str(tmp_path), "--quiet"]) == 0
+    assert store.run(stopped)["status"] == "finished"
+    loss_a, steps_a, ev_a, w_a = _final(store, straight)
+    loss_b, steps_b, ev_b, w_b = _final(store, stopped)
+    assert steps_a == steps_b == list(range(1, 8))   # no step lost or logged twice
+    assert loss_b == pytest.approx(loss_a, rel=1e-5, abs=1e-6)
+    for split in ev_a:
+        assert ev_b[split]["perplexity"] == pytest.approx(ev_a[split]["perplexity"], rel=1e-5)
+    for k in w_a:
+        assert torch.allclose(w_a[k], w_b[k], atol=1e-5), k
