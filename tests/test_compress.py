@@ -243,3 +243,23 @@ def test_pairs_reach_the_onnx_graph_eval_and_latency_with_their_segment_ids(tmp_
     lat = latency_side_by_side({"torch": (model, tok), "onnx": (graph, tok)}, a, texts_b=b, max_len=32, rounds=1,
                                n_single=2)
     assert set(lat) == {"torch", "onnx"} and all(v["ms_b1"] > 0 and v["ms_b32"] > 0 for v in lat.values())
+
+
+def test_a_teacher_run_keeps_its_out_of_domain_sets_for_eval(tmp_path, monkeypatch, capsys):
+    """`kdlab teacher --data D --ood F` then `eval --run TEACHER --model all`: the table scores F too."""
+    import json as _json
+    from pathlib import Path
+    from kdlab.cli import main
+    emb = Path(__file__).resolve().parents[1] / "data" / "embedded"
+    monkeypatch.setenv("KDLAB_TEACHERS", str(tmp_path / "teachers"))
+    runs = ["--runs", str(tmp_path / "runs")]
+    assert main(["teacher", "--preset", "tiny", "--data", str(emb), "--ood", str(emb / "ood_restaurant.tsv"),
+                 "--max-train", "64", "--max-eval", "16", "--quiet", *runs]) == 0
+    from kdlab.runs.store import Store
+    store = Store(tmp_path / "runs")
+    rid = [r["id"] for r in store.runs() if r["kind"] == "teacher"][0]
+    capsys.readouterr()
+    assert main(["eval", "--run", rid, "--model", "all", "--json", "--quiet", *runs]) == 0
+    res = _json.loads(capsys.readouterr().out)
+    assert res["splits"] == ["dev", "ood_restaurant"]
+    assert 0 <= res["models"]["teacher"]["ood_restaurant"] <= 1

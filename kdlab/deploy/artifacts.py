@@ -45,7 +45,8 @@ def run_data(run: dict):
     from ..engine.pipeline import load_bundle
     rec = StoredRun(run)
     if rec.kind == "teacher":   # a teacher run stores the data spec and its fine-tuning settings only
-        bundle = load_data(None if rec.data in (None, "embedded") else rec.data, seed=rec.seed or 0)
+        bundle = load_data(None if rec.data in (None, "embedded") else rec.data, seed=rec.seed or 0,
+                           ood=rec.stored.get("ood") or None, ood_map=rec.stored.get("ood_map"))
         return bundle, rec.max_len
     cfg = rec.config()
     return load_bundle(cfg), int(cfg.train.max_len)

@@ -89,7 +89,8 @@ def _fine_tune_teacher(cfg, store, bundle, key: str, folder: Path, attentions: b
                                 attentions=attentions, seed=cfg.teacher_train.seed)
     set_problem_type(teacher, bundle.task)
     tconf = {"teacher": cfg.teacher, "data": cfg.data or "embedded", "data_identity": bundle.identity,
-             "train": dataclasses.asdict(cfg.teacher_train), "key": key, "task_spec": bundle.task.to_dict()}
+             "train": dataclasses.asdict(cfg.teacher_train), "key": key, "task_spec": bundle.task.to_dict(),
+             "ood": list(cfg.ood or []), "ood_map": cfg.ood_map}   # `eval --run TEACHER --model all` scores them too
     run_id = store.create_run("teacher", "ce", tconf, name=teacher_run_name(cfg.teacher))
     announce(store.root, run_id)
     log(f"teacher: fine-tuning {cfg.teacher} on {len(bundle.train)} examples ({run_id})")
