@@ -128,3 +128,6 @@ def test_train_page_follows_an_lm_run_per_layer(tmp_path, monkeypatch):
     per_layer = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
                  if "hidden" in json.dumps(json.loads(c.proto.spec)["data"])]
     assert per_layer, titles   # the per-layer multiples: one panel per (student, teacher) pair
+    terms = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
+             if {d.get("name") for d in json.loads(c.proto.spec)["data"]} >= {"kd", "hidden"}]
+    assert terms, titles       # the loss's terms, one curve each

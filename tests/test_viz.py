@@ -159,3 +159,14 @@ def test_attention_heatmaps_and_hidden_similarity():
     hm = viz.hidden_similarity(th, sh, tokens).data[0]
     assert hm.z[0][0] == pytest.approx(1.0) and hm.z[1][1] == pytest.approx(-1.0)
     assert hm.z[2][0] == pytest.approx(1 / math.sqrt(2)) and hm.z[0][1] == pytest.approx(0.0)
+
+
+def test_term_series_keeps_the_loss_terms_only():
+    from kdlab.analysis.viz import term_series
+    rows = [{"step": 1, "name": "loss", "value": 1.0}, {"step": 1, "name": "lr", "value": 1e-4},
+            {"step": 1, "name": "kd", "value": 0.6}, {"step": 1, "name": "ce", "value": 0.4},
+            {"step": 1, "name": "hidden/s1-t2", "value": 0.2}, {"step": 2, "name": "kd", "value": 0.5},
+            {"step": 2, "name": "grad_scale", "value": 1024.0}]
+    got = term_series(rows)
+    assert list(got) == ["kd", "ce"]
+    assert got["kd"] == ([1, 2], [0.6, 0.5]) and got["ce"] == ([1], [0.4])

@@ -151,6 +151,9 @@ def live():
     col1, col2 = st.columns([3, 2])
     if loss:
         C.show(viz.run_curves({run["name"]: tuple(zip(*loss))}, "loss", smoothing=0.3), "train_loss_curve", col1)
+    terms = viz.term_series(rows)
+    if terms:   # each named term of the loss (kd, ce, hidden, ...) on its own curve
+        C.show(viz.run_curves(terms, "loss terms", smoothing=0.3), "train_term_curves", col1)
     maps = store.mappings(sel)
     if maps:
         k = col2.slider("mapping at log entry", 0, len(maps) - 1, len(maps) - 1, key="train_map_k") \

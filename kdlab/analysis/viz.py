@@ -68,6 +68,24 @@ def cosine_matrix(a, b) -> np.ndarray:
     return an @ bn.T
 
 
+NOT_TERMS = ("loss", "lr", "grad_scale", "skipped_steps")
+
+
+def term_series(rows: Sequence[Mapping]) -> "OrderedDict[str, tuple[list, list]]":
+    """Store metric rows (``step``, ``name``, ``value``) -> ``{term: (steps, values)}`` for the loss's named terms
+    (``kd``, ``ce``, ``hidden``, ...): every logged name that is not the total loss, the learning rate or an fp16
+    counter and not a per-layer part ``"<term>/s<i>-t<j>"`` (``per_layer_series``), in the order first logged."""
+    acc: "OrderedDict[str, tuple[list, list]]" = OrderedDict()
+    for r in rows:
+        name = str(r["name"])
+        if name in NOT_TERMS or "/" in name:
+            continue
+        steps, vals = acc.setdefault(name, ([], []))
+        steps.append(int(r["step"]))
+        vals.append(float(r["value"]))
+    return acc
+
+
 def per_layer_series(rows: Sequence[Mapping]) -> "OrderedDict[tuple[int, int], dict[str, tuple[list, list]]]":
     """Store metric rows (``step``, ``name``, ``value``) -> ``{(s, t): {term: (steps, values)}}`` for the
     per-layer names ``"<term>/s<i>-t<j>"``, pairs sorted by (student, teacher) layer."""
