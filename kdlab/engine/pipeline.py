@@ -25,7 +25,7 @@ from .selection import Selector
 from ..models.ready_teacher import is_kdlab_model, ready_teacher
 from ..models.core import build_student, folder_mb, check_student_fits, load_saved, load_teacher, save_model
 from ..speed.ddp import is_main
-from ..runs.run_record import StoredRun
+from ..runs.run_record import StoredRun, record_models, recording
 from ..runs.store import Store, teacher_cache_root  # noqa: F401  (teacher_cache_root: used here and re-exported)
 
 
@@ -327,20 +327,14 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
         if on_create is not None:
             on_create(run_id)
     log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student ({run_id})")
-    try:
+    with recording(store, run_id, lock):   # a kill or error is recorded on the run; the lock released
         res = train(student, tokenizer, bundle, method_cls, teacher=teacher, cfg=cfg.train,
                     method_args=cfg.method_args, store=store, run_id=run_id, resume=checkpoint)
         out = store.folder(run_id) / "student"
         if _main_rank():   # under torchrun only rank 0 writes
             save_model(student, tokenizer, out, extra={"run_id": run_id, "method": cfg.method,
                                                       "task_spec": bundle.task.to_dict()})
-        store.set_artifact(run_id, "model_dir", str(out))
-        if res.selection is not None:   # the kept model is the selected epoch's; the last one stays in student/
-            selected = store.folder(run_id) / "selected"
-            store.set_artifact(run_id, "selection", {**res.selection, "model_dir": str(selected),
-                                                     "last_model_dir": str(out)})
-            if selected.is_dir():
-                store.set_artifact(run_id, "model_dir", str(selected))
+        record_models(store, run_id, res, out)
         size = size_report(student, tokenizer, bundle.dev.texts, cfg.train.max_len, texts_b=bundle.dev.texts_b)
         if out.is_dir():
             size["mb"] = round(folder_mb(out), 2)
@@ -349,11 +343,6 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                      summary=_summary(res.evals, bundle.task))
         if res.status == "finished" and not keep_checkpoints:
             drop_checkpoint(store.folder(run_id) / "checkpoint")
-    except BaseException as e:
-        store.record_stop(run_id, e)
-        raise
-    finally:
-        lock.close()
     return run_id
 
 

@@ -38,6 +38,7 @@ import torch
 
 from ..config import RunConfig, apply_preset
 from ..errors import KdlabError
+from ..runs.run_record import record_models, recording
 from ..runs.store import Store, teacher_cache_root
 from ..tasks import get_task
 from . import bm25 as bm25_mod
@@ -401,20 +402,14 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, re
         lock.enter_context(prep_lock.run_held(store, run_id))
         if on_create is not None:
             on_create(run_id)
-    try:
+    with recording(store, run_id, lock):   # a kill or error is recorded on the run; the lock released
         log(f"{cfg.method}: training a {bi.config.num_hidden_layers}-layer bi-encoder on {len(groups)} groups "
             f"({len(dev)} dev queries kept for selection; {run_id})")
         res = train(bi, bi.tokenizer, bundle, method_cls, teacher=group_teacher, cfg=cfg.train,
                     method_args=cfg.method_args, store=store, run_id=run_id, resume=checkpoint)
         out = bi.save(store.folder(run_id) / "student", extra={"run_id": run_id, "method": cfg.method,
                                                                "task_spec": get_task("ranking").to_dict()})
-        store.set_artifact(run_id, "model_dir", str(out))
-        if res.selection is not None:   # the kept model is the selected epoch's; the last one stays in student/
-            selected = store.folder(run_id) / "selected"
-            store.set_artifact(run_id, "selection", {**res.selection, "model_dir": str(selected),
-                                                     "last_model_dir": str(out)})
-            if selected.is_dir():
-                store.set_artifact(run_id, "model_dir", str(selected))
+        record_models(store, run_id, res, out)
         _size(store, run_id, bi, bundle, data, out)
         ev = res.evals.get("test") or {}
         store.finish(run_id, res.status, res.message,
@@ -424,11 +419,6 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, re
                 f"R@100 {ev['recall@100']:.3f}")
         if res.status == "finished" and not keep_checkpoints:
             drop_checkpoint(store.folder(run_id) / "checkpoint")
-    except BaseException as e:
-        store.record_stop(run_id, e)
-        raise
-    finally:
-        lock.close()
     return run_id
 
 

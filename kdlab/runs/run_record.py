@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +140,28 @@ class StoredRun:
     def teacher_dir(self) -> Path | None:
         """The teacher's saved model folder (None when the run has no teacher run or its folder is gone)."""
         return self.model_dir(self.teacher_run) if self.kind != "teacher" and self.teacher_run else None
+
+
+def record_models(store, run_id: str, res, out: Path) -> None:
+    """The run's kept model: the last epoch's (``out``), or the selected epoch's when the loop selected one
+    (``res.selection``; the last one stays in ``out``), recorded as the run's ``model_dir`` and ``selection``."""
+    store.set_artifact(run_id, "model_dir", str(out))
+    if res.selection is not None:
+        selected = store.folder(run_id) / "selected"
+        store.set_artifact(run_id, "selection", {**res.selection, "model_dir": str(selected),
+                                                 "last_model_dir": str(out)})
+        if selected.is_dir():
+            store.set_artifact(run_id, "model_dir", str(selected))
+
+
+@contextmanager
+def recording(store, run_id: str, lock):
+    """The body that trains and stores a run: a stop inside it (an error, Ctrl-C, a kill signal) is recorded on the
+    run (``Store.record_stop``) and raised again; the run's writers' lock (``lock``, an ExitStack) is released."""
+    try:
+        yield
+    except BaseException as e:
+        store.record_stop(run_id, e)
+        raise
+    finally:
+        lock.close()
