@@ -507,8 +507,8 @@ def cmd_study(a):
             done = len(st["cells"])
             print(f"{st['name']:24s} {done}/{n} cells  methods {','.join(st['spec'].get('grid', {}).get('methods', []))}")
         return 0
-    _refuse(a, ["method", "method_args", "temperature", "seed"], "a study takes its methods from --methods, their "
-            "options from --vary and its seeds from --seeds")
+    _refuse(a, ["method", "temperature", "seed"], "a study takes its methods from --methods, the options it "
+            "compares from --vary (--set: options every cell shares) and its seeds from --seeds")
     if not a.methods:
         if store.study(a.name) is None:
             raise KdlabError(f"no study '{a.name}' in {store.root}: give --methods to run one (study --list lists them)")

@@ -127,10 +127,12 @@ def test_ranking_study_prints_verdicts_over_queries(toy, tmp_path, capsys):
     assert main(["study", "--task", "ranking", "--methods", "contrastive,margin-mse", "--seeds", "2", "--data",
                  str(toy), "--teacher", "tiny", "--max-train", "4", "--max-steps", "2", "--batch-size", "4",
                  "--teacher-epochs", "1", "--bootstrap", "200", "--runs", str(root), "--quiet", "--no-progress",
-                 "--json"]) == 0
+                 "--json", "--set", "score=cosine"]) == 0
     rows = json.loads(capsys.readouterr().out)
     store = Store(root)
     assert len(store.runs(kind="teacher")) == 1 and len(store.runs(kind="student")) == 4
+    # --set: an option every cell shares, the baseline's included (one start for KD and no-KD students)
+    assert {r["config"]["method_args"].get("score") for r in store.runs(kind="student")} == {"cosine"}
     assert {(r["method"], r["domain"]) for r in rows} == {(m, d) for m in ("contrastive", "margin-mse")
                                                           for d in ("dev", "test")}
     for r in rows:

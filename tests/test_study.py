@@ -138,3 +138,19 @@ def test_tiny_study_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     assert main(["study", "--methods", "ce,kd", "--seeds", "2", "--runs", runs, "--name", "s1", "--preset", "tiny",
                  "--max-steps", "5", "--quiet"]) == 2   # same name, another setup: refused
     assert "another data/model setup" in capsys.readouterr().err
+
+
+def test_study_set_options_every_cell_shares(tmp_path, capsys):
+    """`study --set temperature=4`: every cell whose method has the option gets it (ce has no temperature); an
+    option no method has is refused in one line before anything trains; a rerun with another --set is refused."""
+    runs = str(tmp_path / "runs")
+    cmd = ["study", "--methods", "ce,kd", "--seeds", "1", "--runs", runs, "--name", "t4", *TINY]
+    assert main(cmd + ["--set", "temperature=4"]) == 0
+    args = {r["method"]: r["config"]["method_args"] for r in Store(runs).runs(kind="student")}
+    assert args == {"ce": {}, "kd": {"temperature": 4.0}}
+    capsys.readouterr()
+    assert main(cmd + ["--name", "bad", "--set", "nope=1"]) == 2
+    assert capsys.readouterr().err.strip() == ("kdlab: error: --set nope: no method of the study has this option "
+                                               "(methods: ce, kd)")
+    assert main(cmd + ["--set", "temperature=2"]) == 2
+    assert "another data/model setup" in capsys.readouterr().err

@@ -111,10 +111,27 @@ def plan_cells(methods, seeds, vary: dict | None = None, baseline: str = BASELIN
     return cells
 
 
+def shared_options(cfg: RunConfig, method: str) -> dict:
+    """The study's ``--set`` options (``cfg.method_args``) that ``method`` has: every cell of that method gets them,
+    the baseline's included (e.g. the ranking students' ``score=cosine`` and ``student_from=teacher``, one start)."""
+    names = set(method_class(method).option_names())
+    return {k: v for k, v in (cfg.method_args or {}).items() if k in names}
+
+
+def check_shared_options(cfg: RunConfig, methods) -> None:
+    have = set().union(*(method_class(m).option_names() for m in methods))
+    unused = sorted(set(cfg.method_args or {}) - have)
+    if unused:
+        raise KdlabError(f"--set {', '.join(unused)}: no method of the study has this option "
+                         f"(methods: {', '.join(methods)})")
+
+
 def base_setup(cfg: RunConfig) -> dict:
     """What every cell shares (compared when a study is run again): the configuration without the method, its
-    options, the seed, the name and display settings."""
+    options, the seed, the name and display settings; with the options every cell shares (``--set``)."""
     d = cfg.to_dict()
+    if d.get("method_args"):
+        d["shared_options"] = d["method_args"]
     for k in ("method", "method_args", "name"):
         d.pop(k, None)
     d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress", "grad_share_every")}
@@ -123,7 +140,8 @@ def base_setup(cfg: RunConfig) -> dict:
 
 
 def cell_config(cfg: RunConfig, study: str, cell: dict) -> RunConfig:
-    return dataclasses.replace(cfg, method=cell["method"], method_args=dict(cell["options"]),
+    args = {**shared_options(cfg, cell["method"]), **cell["options"]}   # a varied value wins over a shared one
+    return dataclasses.replace(cfg, method=cell["method"], method_args=args,
                                name=f"{study}/{cell['key']}", train=dataclasses.replace(cfg.train, seed=cell["seed"]))
 
 
@@ -212,10 +230,12 @@ def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary:
     if ranking and baseline == BASELINE:   # the ranking student without a teacher: in-batch contrastive
         baseline = RANKING_BASELINE
     cells = plan_cells(methods, seeds, vary, baseline)
+    check_shared_options(cfg, list(dict.fromkeys(c["method"] for c in cells)))
     for c in cells:   # an option a method does not have, a method for another task: before the teacher is prepared
-        get(c["method"]).check_options(c["options"])
+        args = {**shared_options(cfg, c["method"]), **c["options"]}
+        get(c["method"]).check_options(args)
         if ranking:
-            check_ranking_run(dataclasses.replace(cfg, method=c["method"], method_args=c["options"]))
+            check_ranking_run(dataclasses.replace(cfg, method=c["method"], method_args=args))
     setup = base_setup(cfg)
     old = store.study(name)
     if old is not None and old["spec"].get("setup") != json.loads(json.dumps(setup, default=str)):
@@ -232,7 +252,9 @@ def _run_study(cfg: RunConfig, store: Store, name: str, methods, seeds, *, vary:
     log(f"study {name}: {len(cells)} cells, {len(cells) - len(todo) - len(busy)} finished, {len(todo)} to run"
         + (f", {len(busy)} running elsewhere" if busy else ""))
     if ranking and todo:   # the cross-encoder (or fused) teacher, once: every cell reuses it
-        prepare_ranking_teacher(dataclasses.replace(cfg, method=cells[-1]["method"]), store, log=log)
+        last = cells[-1]
+        prepare_ranking_teacher(dataclasses.replace(cfg, method=last["method"], method_args={
+            **shared_options(cfg, last["method"]), **last["options"]}), store, log=log)
     elif todo and lm:   # an LM student copies the teacher's layers: the teacher first, once
         prepare_lm_teacher(cfg, store, log=log)
     elif todo and any(get(c["method"]).uses_teacher for c, _ in todo) or (todo and cfg.student_init != "fresh"):
