@@ -177,3 +177,61 @@ def test_dashboard_ranking_page(toy, tmp_path, monkeypatch, capsys):
     before = at.metric[2].value
     at.slider(key="rank_T").set_value(4.0).run()
     assert not at.exception and at.metric[2].value != before   # the listwise KL at another temperature
+
+
+def test_embedding_mse_hand_computed():
+    """2 (1 - cos) per text on unit vectors, averaged: (1, 0) vs (0, 2) -> 2; (3, 4) vs (6, 8) -> 0."""
+    from kdlab.kd.ranking import embedding_mse
+    s = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    t = torch.tensor([[0.0, 2.0], [6.0, 8.0]])
+    assert embedding_mse(s, t).item() == pytest.approx((2.0 + 0.0) / 2)
+    s3 = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])                       # [B, K, H] (a group's documents)
+    t3 = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    assert embedding_mse(s3, t3).item() == pytest.approx((0.0 + 2 * (1 - 1 / math.sqrt(2))) / 2)
+    from kdlab.errors import KdlabError
+    with pytest.raises(KdlabError, match="hidden sizes"):
+        embedding_mse(torch.ones(2, 3), torch.ones(2, 4))
+
+
+def test_ranking_kd_adds_the_contrastive_and_embedding_terms():
+    """margin-mse with alpha_hard and embed_weight: alpha_soft * margin-MSE + alpha_hard * in-batch contrastive +
+    embed_weight * (embedding_mse(q) + embedding_mse(d)) / 2, each term computed by hand from the same tensors."""
+    from types import SimpleNamespace
+    from kdlab.kd.ranking import embedding_mse
+    from kdlab.methods import get
+    from kdlab.methods.base import State
+    from kdlab.records import Features
+    g = torch.Generator().manual_seed(0)
+    q, d = torch.randn(2, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    tq, td = torch.randn(2, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    s = Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=torch.ones(2, 1), extra={"q": q, "d": d})
+    t = Features(logits=torch.tensor([[3.0, 1.0, 0.0], [2.0, 2.5, -1.0]]), mask=torch.ones(2, 1),
+                 extra={"q": tq, "d": td})
+    m = get("margin-mse")(SimpleNamespace(label_kind="ranking"), alpha_soft=0.5, alpha_hard=2.0, embed_weight=3.0)
+    state = State(step=0, epoch=0, total_steps=1, steps_per_epoch=1)
+    total, parts = m.loss(s, t, {}, state)
+    ms = ((s.logits[:, :1] - s.logits[:, 1:]) - (t.logits[:, :1] - t.logits[:, 1:])).pow(2).mean()
+    docs = torch.cat([d[:, 0], d[:, 1:].reshape(-1, 4)])
+    ce = torch.nn.functional.cross_entropy(q @ docs.T, torch.arange(2))
+    emb = (embedding_mse(q, tq) + embedding_mse(d, td)) / 2
+    assert parts["margin_mse"].item() == pytest.approx(0.5 * ms.item(), rel=1e-5)
+    assert parts["contrastive"].item() == pytest.approx(2.0 * ce.item(), rel=1e-5)
+    assert parts["embed"].item() == pytest.approx(3.0 * emb.item(), rel=1e-5)
+    assert total.item() == pytest.approx(0.5 * ms.item() + 2.0 * ce.item() + 3.0 * emb.item(), rel=1e-5)
+    plain, parts = get("margin-mse")(SimpleNamespace(label_kind="ranking")).loss(s, t, {}, state)
+    assert set(parts) == {"margin_mse"} and plain.item() == pytest.approx(ms.item(), rel=1e-5)
+
+
+def test_keep_layers_takes_the_skip_layers_of_the_encoder():
+    from kdlab.errors import KdlabError
+    from kdlab.models.core import tiny_model
+    from kdlab.ranking.models import base_encoder, keep_layers
+    enc = base_encoder(tiny_model(1, num_hidden_layers=4)[0])
+    want = [enc.encoder.layer[i].attention.self.query.weight.clone() for i in (1, 3)]   # skip: layers 2 and 4
+    out = keep_layers(enc, 2)
+    assert out.config.num_hidden_layers == 2 and len(out.encoder.layer) == 2
+    assert all(torch.equal(out.encoder.layer[j].attention.self.query.weight, want[j]) for j in range(2))
+    ids = torch.tensor([[2, 5, 6, 3]])
+    assert out(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.shape[-1] == out.config.hidden_size
+    with pytest.raises(KdlabError, match="at most 2"):
+        keep_layers(out, 3)

@@ -148,3 +148,27 @@ def test_ranking_study_prints_verdicts_over_queries(toy, tmp_path, capsys):
     assert main(["study", "--task", "ranking", "--methods", "kd", "--data", str(toy), "--teacher", "tiny",
                  "--runs", str(root), "--quiet", "--name", "bad"]) == 2
     assert "'kd' is a classification method" in capsys.readouterr().err
+
+
+def test_small_student_with_margins_contrastive_and_embedding_matching(toy, tmp_path, capsys):
+    """A student cut to 1 layer of the tiny bi-encoder (keep_layers), trained with the teacher's margins plus the
+    contrastive term and embedding matching to the 2-layer tiny bi-encoder: every term is logged, the saved student
+    has 1 layer, and a contrastive run refuses embed_weight (not a KD method) in one line."""
+    root = tmp_path / "runs"
+    assert main([*COMMON, "--method", "margin-mse", "--data", str(toy), "--runs", str(root), "--set",
+                 "student_from=tiny", "--set", "keep_layers=1", "--set", "alpha_hard=0.5", "--set", "embed_weight=1",
+                 "--set", "embed_from=tiny"]) == 0
+    capsys.readouterr()
+    store = Store(root)
+    run = store.runs(kind="student")[0]
+    assert run["status"] == "finished"
+    cfg = json.loads((store.folder(run["id"]) / "student" / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 1
+    cols = set(store.metrics_frame(run["id"]).columns)
+    assert {"margin_mse", "contrastive", "embed"} <= cols
+    m = store.metrics_frame(run["id"])
+    assert (m["embed"].dropna() > 0).all()
+    assert main([*COMMON, "--method", "contrastive", "--data", str(toy), "--runs", str(root), "--set",
+                 "student_from=tiny", "--set", "embed_weight=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "embed_weight" in err and "\n" not in err

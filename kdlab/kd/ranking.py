@@ -7,6 +7,9 @@
   queries (``kdlab.kd.losses.kd_kl`` with the candidates as the classes).
 * ``in_batch_contrastive``: the no-teacher baseline; each query's positive against every other document of the
   batch (the other queries' positives and all hard negatives), cross-entropy of ``scores / tau``.
+* ``embedding_mse``: the student's embeddings to a bigger bi-encoder's embeddings of the same texts (the
+  sentence-transformers layer-reduction recipe), on unit vectors: ``mean_i ||s_i/|s_i| - t_i/|t_i| ||²`` =
+  ``mean_i 2 (1 - cos(s_i, t_i))``, so the two models' norms need not match.
 """
 from __future__ import annotations
 
@@ -50,3 +53,13 @@ def in_batch_contrastive(q: torch.Tensor, d: torch.Tensor, tau: float = 1.0) -> 
 def group_ce(s: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each group's positive (column 0) among its candidates: the cross-encoder teacher's loss."""
     return F.cross_entropy(s.float(), torch.zeros(s.shape[0], dtype=torch.long, device=s.device))
+
+
+def embedding_mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Embedding matching: ``s``, ``t`` [..., H] (same shape) embeddings of the same texts by the student and a
+    bigger bi-encoder; the mean over texts of the squared distance of their unit vectors (= 2 (1 - cosine))."""
+    if s.shape != t.shape:
+        raise KdlabError(f"embedding_mse needs the student's and the target's embeddings in one shape, got "
+                         f"{tuple(s.shape)} and {tuple(t.shape)} (the bi-encoders' hidden sizes must match)")
+    d = F.normalize(s.float(), dim=-1) - F.normalize(t.float(), dim=-1)
+    return d.pow(2).sum(-1).mean()

@@ -9,6 +9,12 @@ the teacher's are its scores of the same documents.
 * ``listwise-kl``: KL between the teacher's and the student's softmax over a query's candidates, with T;
 * ``contrastive``: in-batch negatives on the qrels, no teacher (the no-KD row).
 
+The two KD methods take two more terms, both off by default: ``alpha_hard`` adds the in-batch contrastive loss on
+the qrels (KD on top of the no-KD row's loss: ``alpha_soft * KD + alpha_hard * contrastive``), and ``embed_weight``
+adds embedding matching to a bigger bi-encoder ``embed_from`` (``kdlab.kd.ranking.embedding_mse`` on the group's
+query and documents: the sentence-transformers layer-reduction recipe for the 3- and 2-layer students that
+``keep_layers`` takes from the pretrained bi-encoder).
+
 The options of a ranking run (lengths, negatives, the BM25 depth, the teacher's kind, ...) are declared here once
 as ``Option``s, so ``check_options`` refuses a bad one before any work, as for every method.
 """
@@ -18,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kd.ranking import group_ce, in_batch_contrastive, listwise_kl, margin_mse_groups
-from .base import Method, Option, register
+from ..errors import KdlabError
+from ..kd.ranking import embedding_mse, group_ce, in_batch_contrastive, listwise_kl, margin_mse_groups
+from .base import Method, Option, register, weight
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,12 @@ RANKING_OPTIONS = dict(
     teacher_kind=Option("choice", "cross-encoder (fine-tuned on the groups) or fused (BM25 + a pretrained "
                         "bi-encoder, normalised per query)", values=("cross-encoder", "fused")),
     fused_dense=Option("text", "the fused teacher's pretrained bi-encoder"),
+    keep_layers=Option("int", "layers the student keeps of the encoder it starts from, chosen by the skip mapping "
+                       "(e.g. 3 of 6: layers 2, 4, 6); empty: all", lo=1, optional=True),
 )
 RANKING_DEFAULTS = dict(doc_len=128, query_len=32, negatives=3, depth=30, rerank=100, pooling="mean", score="dot",
                         tau=None, student_from="teacher", eval_queries=None, teacher_eval=50,
-                        teacher_kind="cross-encoder", fused_dense="minilm-l6")
+                        teacher_kind="cross-encoder", fused_dense="minilm-l6", keep_layers=None)
 
 
 class RankingMethod(Method):
@@ -87,26 +96,70 @@ class RankingMethod(Method):
         margins can reach the teacher's (SciFact's fused teacher: mean 3.5, the cosine's 0.27)."""
         return s.logits.float() / float(self.hp["tau"]) if self.hp["score"] == "cosine" else s.logits.float()
 
+    def contrastive(self, s) -> torch.Tensor:
+        """The in-batch contrastive loss of the batch's queries against every document of the batch."""
+        q, d = s.extra["q"].float(), s.extra["d"].float()   # positives first (row i = query i), then every negative
+        docs = torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])])
+        return in_batch_contrastive(q, docs, float(self.hp["tau"]))
 
-@register
-class MarginMSE(RankingMethod):
-    name = "margin-mse"
-    summary = "Margin-MSE on the cross-encoder's score differences (positive - negative)"
+
+KD_OPTIONS = dict(
+    alpha_soft=weight("weight of the teacher's (KD) term"),
+    alpha_hard=weight("weight of the in-batch contrastive loss on the qrels added to KD (the no-KD row's loss); "
+                      "0 = KD alone"),
+    embed_weight=weight("weight of matching embed_from's embeddings of the group's query and documents "
+                        "(2 (1 - cosine) per text); 0 = off"),
+    embed_from=Option("text", "the bigger bi-encoder whose embeddings the student matches when embed_weight > 0 "
+                      "(its hidden size must be the student's)"),
+)
+
+
+class RankingKD(RankingMethod):
+    """A ranking KD objective: ``alpha_soft * KD + alpha_hard * contrastive + embed_weight * embedding_mse``."""
+    defaults = dict(alpha_soft=1.0, alpha_hard=0.0, embed_weight=0.0, embed_from="minilm-l6")
+    options = KD_OPTIONS
+    weights = ("alpha_soft", "alpha_hard", "embed_weight")
+    term = "kd"
+
+    def kd_term(self, s, t, state) -> torch.Tensor:
+        raise NotImplementedError
 
     def loss(self, s, t, batch, state):
-        loss = margin_mse_groups(self.student_scores(s), t.logits.float())
-        return loss, {"margin_mse": loss.detach()}
+        kd = self.kd_term(s, t, state)
+        parts = {self.term: self.w("alpha_soft", state) * kd}
+        if self.w("alpha_hard", state) > 0:
+            parts["contrastive"] = self.w("alpha_hard", state) * self.contrastive(s)
+        if self.w("embed_weight", state) > 0:
+            if "q" not in t.extra:
+                raise KdlabError(f"embed_weight > 0 needs the target bi-encoder's embeddings ({self.hp['embed_from']}), "
+                                 "which this teacher did not give: run through kdlab distill --task ranking")
+            parts["embed"] = self.w("embed_weight", state) * (
+                embedding_mse(s.extra["q"], t.extra["q"]) + embedding_mse(s.extra["d"], t.extra["d"])) / 2
+        total = sum(parts.values())
+        if len(parts) > 1:
+            self.record_terms(**parts)
+        return total, {k: v.detach() for k, v in parts.items()}
 
 
 @register
-class ListwiseKL(RankingMethod):
+class MarginMSE(RankingKD):
+    name = "margin-mse"
+    summary = "Margin-MSE on the teacher's score differences (positive - negative)"
+    term = "margin_mse"
+
+    def kd_term(self, s, t, state):
+        return margin_mse_groups(self.student_scores(s), t.logits.float())
+
+
+@register
+class ListwiseKL(RankingKD):
     name = "listwise-kl"
     summary = "KL between the teacher's and the student's softmax over a query's candidates, with T"
     defaults = {"temperature": 1.0}
+    term = "listwise_kl"
 
-    def loss(self, s, t, batch, state):
-        loss = listwise_kl(self.student_scores(s), t.logits.float(), self.w("temperature", state))
-        return loss, {"listwise_kl": loss.detach()}
+    def kd_term(self, s, t, state):
+        return listwise_kl(self.student_scores(s), t.logits.float(), self.w("temperature", state))
 
 
 @register
@@ -116,9 +169,7 @@ class Contrastive(RankingMethod):
     uses_teacher = False
 
     def loss(self, s, t, batch, state):
-        q, d = s.extra["q"].float(), s.extra["d"].float()   # positives first (row i = query i), then every negative
-        docs = torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])])
-        loss = in_batch_contrastive(q, docs, float(self.hp["tau"]))
+        loss = self.contrastive(s)
         return loss, {"contrastive": loss.detach()}
 
 

@@ -11,7 +11,9 @@ metrics. The losses are methods (``kdlab.methods.ranking``).
   for every dev and test query (the corpus encoded once per evaluation) and keeps the per-query metrics in
   ``predictions.npz`` for a study's paired bootstrap over queries.
 * ``GroupTeacher``: a teacher (a cross-encoder, or the fused BM25 + dense scorer) as a module whose features are its
-  scores of each group's documents, looked up by ``idx`` (so the loop's per-example teacher cache keeps them).
+  scores of each group's documents, looked up by ``idx`` (so the loop's per-example teacher cache keeps them);
+  with ``EmbedTargets`` also a bigger bi-encoder's embeddings of the group's query and documents (``extra['q']``,
+  ``extra['d']``) for the embedding-matching term (``embed_weight``).
 """
 from __future__ import annotations
 
@@ -161,16 +163,37 @@ class RankingAdaptor:
 
 
 # ---------------------------------------------------------------------------------------------- the teacher
+class EmbedTargets:
+    """A bigger bi-encoder's embeddings, the targets of the embedding-matching term: its corpus matrix ``doc_emb``
+    [n_docs, H] (cached on disk, ``kdlab.ranking.embcache``) and its query embeddings, encoded once per query."""
+
+    def __init__(self, bi: BiEncoder, doc_emb: torch.Tensor, data: RankingData):
+        self.bi, self.doc_emb, self.data = bi, doc_emb, data
+        self.q = {}
+
+    def queries(self, qids) -> torch.Tensor:
+        new = [q for q in dict.fromkeys(qids) if q not in self.q]
+        if new:
+            self.q.update(zip(new, self.bi.encode([self.data.queries[q] for q in new], kind="query")))
+        return torch.stack([self.q[q] for q in qids]).float()
+
+    def docs(self, groups) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(self.doc_emb[list(ids)]) for _, ids in groups]).float()
+
+
 class GroupTeacher(nn.Module):
     """A teacher whose features are its scores [B, 1 + K] of the batch's groups (``batch['idx']``): a cross-encoder
-    (``model``, ``tok``: each (query, document) pair read together) or the fused teacher (``fused``)."""
+    (``model``, ``tok``: each (query, document) pair read together) or the fused teacher (``fused``); with
+    ``targets`` (``EmbedTargets``) also the target embeddings ``extra['q']`` [B, H], ``extra['d']`` [B, 1 + K, H]."""
 
-    def __init__(self, groups: list, data: RankingData, *, model=None, tok=None, doc_len: int = 128, fused=None):
+    def __init__(self, groups: list, data: RankingData, *, model=None, tok=None, doc_len: int = 128, fused=None,
+                 targets: EmbedTargets | None = None):
         super().__init__()
         self.groups, self.data, self.tok, self.fused = groups, data, tok, fused
         self.model = model
         self.max_len = clamp_len(model, doc_len) if model is not None else doc_len
-        self.uncached = False
+        self.targets = targets
+        self.uncached = targets is not None   # the per-example cache keeps scores only, not the target embeddings
 
     @property
     def config(self):
@@ -186,4 +209,8 @@ class GroupTeacher(nn.Module):
             s = cross_scores(self.model, self.tok, qs, ds, max_len=self.max_len,
                              device=next(self.model.parameters()).device).view(len(groups), -1)
         mask = batch["attention_mask"]
-        return Features(logits=s.float().to(mask.device), mask=mask)
+        extra = {}
+        if self.targets is not None:
+            extra = {"q": self.targets.queries([q for q, _ in groups]).to(mask.device),
+                     "d": self.targets.docs(groups).to(mask.device)}
+        return Features(logits=s.float().to(mask.device), mask=mask, extra=extra)

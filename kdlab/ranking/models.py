@@ -271,6 +271,26 @@ def sentence_encoder(name_or_path: str):
         raise KdlabError(f"could not load the encoder '{name_or_path}': {str(e).splitlines()[0]}") from None
 
 
+def keep_layers(enc, layers: int):
+    """``enc`` (a BERT-shaped base encoder) cut to ``layers`` of its layers, chosen by the skip mapping (e.g. 3 of 6:
+    layers 2, 4 and 6), in place; the same model when it has no more than that."""
+    from ..models.core import student_layer_indices
+    stack = getattr(getattr(enc, "encoder", None), "layer", None)
+    if stack is None:
+        raise KdlabError(f"{type(enc).__name__} has no .encoder.layer to keep layers of: keep_layers works on "
+                         "BERT-shaped encoders (BERT, MiniLM, RoBERTa, ELECTRA)")
+    n = len(stack)
+    if layers >= n:
+        if layers > n:
+            raise KdlabError(f"keep_layers={layers}, but the encoder the student starts from has {n} layers: "
+                             f"choose at most {n}")
+        return enc
+    idx = student_layer_indices(n, layers=layers, init="skip")
+    enc.encoder.layer = torch.nn.ModuleList([stack[i] for i in idx])
+    enc.config.num_hidden_layers = len(idx)
+    return enc
+
+
 def clamp_len(model, n: int) -> int:
     """A length limit no longer than the model's position embeddings."""
     return int(min(n, getattr(model.config, "max_position_embeddings", n) or n))

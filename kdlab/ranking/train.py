@@ -45,7 +45,8 @@ from . import bm25 as bm25_mod
 from .adaptor import GroupTeacher, RankingBundle, eval_bi, eval_cross, rank_bi  # noqa: F401  (re-exported)
 from .data import DEV_FRAC, DEV_SEED, RankingData, carve_dev, is_beir, load_beir, take_train_queries
 from .metrics import ranking_metrics, run_from_scores
-from .models import BiEncoder, CrossEncoder, base_encoder, clamp_len, model_kind, query_latency, sentence_encoder
+from .models import (BiEncoder, CrossEncoder, base_encoder, clamp_len, keep_layers, model_kind, query_latency,
+                     sentence_encoder)
 
 from ..methods.ranking import RANKING_DEFAULTS as DEFAULTS
 from ..methods.ranking import RANKING_METHODS as METHODS   # the ranking objectives: margin-mse, listwise-kl, contrastive
@@ -352,8 +353,26 @@ def build_bi_encoder(cfg: RunConfig, hp: dict, teacher, ttok) -> BiEncoder:
         enc, tok = base_encoder(seq), ttok
     else:
         enc, tok = sentence_encoder(hp["student_from"])
+    if hp.get("keep_layers"):
+        enc = keep_layers(enc, int(hp["keep_layers"]))
     return BiEncoder(enc, tok, pooling=hp["pooling"], score=hp["score"], query_len=clamp_len(enc, hp["query_len"]),
                      doc_len=clamp_len(enc, hp["doc_len"]))
+
+
+def embed_targets(store: Store, data: RankingData, hp: dict, fused, *, log=print):
+    """The embedding-matching targets when the method's ``embed_weight`` > 0: the bi-encoder ``embed_from`` (the
+    fused teacher's own when it is the same model) and its corpus matrix, cached on disk; else None."""
+    if not float(hp.get("embed_weight") or 0):
+        return None
+    from .adaptor import EmbedTargets
+    if fused is not None and hp["embed_from"] == hp["fused_dense"]:
+        return EmbedTargets(fused.bi, fused.doc_emb, data)
+    from .embcache import corpus_embeddings
+    from .reference import pretrained_encoder
+    bi, key = pretrained_encoder(hp["embed_from"])
+    doc_emb = corpus_embeddings(bi, data.docs, key=key, identity=data.identity, cache=bm25_mod.cache_dir(store.root),
+                                log=log)
+    return EmbedTargets(bi, doc_emb, data)
 
 
 def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, resume: str | None = None,
@@ -379,8 +398,10 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, re
     elif needs_teacher:
         teacher, tok, teacher_run = prepare_cross_teacher(cfg, store, data, cands, groups, hp, dev=dev, log=log)
     if method_cls.uses_teacher:
-        group_teacher = GroupTeacher(groups, data, fused=teacher, doc_len=hp["doc_len"]) if fused_teacher else \
-            GroupTeacher(groups, data, model=teacher, tok=tok, doc_len=hp["doc_len"])
+        targets = embed_targets(store, data, hp, teacher if fused_teacher else None, log=log)
+        group_teacher = GroupTeacher(groups, data, fused=teacher, doc_len=hp["doc_len"], targets=targets) \
+            if fused_teacher else GroupTeacher(groups, data, model=teacher, tok=tok, doc_len=hp["doc_len"],
+                                               targets=targets)
     bi = build_bi_encoder(cfg, hp, None if fused_teacher else teacher, tok)
     ident = json.dumps({"data": data.identity, "teacher": teacher_run, "hp": hp, "dev": len(dev)}, sort_keys=True,
                        default=str)
