@@ -212,16 +212,15 @@ def cmd_distill(a):
 @command("teacher", "fine-tune (or reuse) the teacher on the training data",
          lambda p: run_options(p, student=False, name=False))
 def cmd_teacher(a):
-    from .engine.pipeline import load_bundle, prepare_teachers
+    from .engine.pipeline import is_ranking, load_bundle, prepare_ranking_teacher, prepare_teachers
     cfg = config_from_args(a)
     store = _store(a)
-    from .ranking.train import ranking_teacher, wants_ranking
     from .lm.train import lm_teacher, wants_lm
     if wants_lm(cfg):   # a causal LM teacher: the tiny one trained on the corpus, or a named/folder one checked
         _print_run(store, lm_teacher(cfg, store, log=_log(a)))
         return 0
-    if wants_ranking(cfg):   # a BEIR folder: the cross-encoder teacher
-        _print_run(store, ranking_teacher(cfg, store, log=_log(a)))
+    if is_ranking(cfg):   # a BEIR folder: the cross-encoder (or fused) teacher, as distill and study prepare it
+        _print_run(store, prepare_ranking_teacher(cfg, store, log=_log(a)))
         return 0
     from .analysis.references import for_run
     for _, _, run_id in prepare_teachers(cfg, store, load_bundle(cfg), log=_log(a)):

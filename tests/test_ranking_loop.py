@@ -172,3 +172,28 @@ def test_small_student_with_margins_contrastive_and_embedding_matching(toy, tmp_
                  "student_from=tiny", "--set", "embed_weight=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "embed_weight" in err and "\n" not in err
+
+
+def test_teacher_and_demo_commands_go_through_the_one_entry(toy, tmp_path, capsys, monkeypatch):
+    """`kdlab teacher --task ranking` prepares the teacher as distill and study do; `kdlab demo --task ranking` runs
+    its three students through `distill_run` (the one entry every run takes) and prints one table with them."""
+    from kdlab.engine import pipeline
+    root = tmp_path / "runs"
+    base = ["--task", "ranking", "--teacher", "tiny", "--max-train", "4", "--batch-size", "4", "--teacher-epochs",
+            "1", "--no-progress", "--quiet", "--data", str(toy), "--runs", str(root)]
+    assert main(["teacher", *base]) == 0
+    teacher = json.loads(capsys.readouterr().out)
+    store = Store(root)
+    assert [r["id"] for r in store.runs(kind="teacher")] == [teacher["run"]] and teacher["status"] == "finished"
+    seen = []
+    real = pipeline.distill_run
+
+    def spy(cfg, *a, **k):
+        seen.append(cfg.method)
+        return real(cfg, *a, **k)
+    monkeypatch.setattr(pipeline, "distill_run", spy)
+    assert main(["demo", *base, "--max-steps", "1", "--set", "student_from=tiny"]) == 0
+    out = capsys.readouterr().out
+    assert seen == ["contrastive", "margin-mse", "listwise-kl"]
+    assert "teacher (cross-encoder)" in out and "student, margin-mse" in out and "student, no KD" in out
+    assert len(store.runs(kind="teacher")) == 1   # the demo reused the teacher the first command prepared

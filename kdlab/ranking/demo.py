@@ -13,23 +13,24 @@ from . import baselines
 from . import bm25 as bm25_mod
 from .data import load_beir
 from .reference import reference_lines
-from .train import distill_ranking
 
 ROWS = (("student, no KD", "contrastive"), ("student, margin-mse", "margin-mse"), ("student, listwise-kl", "listwise-kl"))
 
 
 def run_ranking_demo(cfg: RunConfig, store: Store, log=print) -> int:
+    from ..engine.pipeline import distill_run   # the one entry of every run (it dispatches to the ranking adaptor)
     t0 = time.time()
     rows = []
     args = {"teacher_eval": "all", **cfg.method_args}   # the teacher's row on every test query
     for label, method in ROWS:
-        run_id = distill_ranking(dataclasses.replace(cfg, method=method, name=f"demo {label}", method_args=args),
-                                 store, log=log)
+        run_id = distill_run(dataclasses.replace(cfg, method=method, name=f"demo {label}", method_args=args),
+                             store, log=log)
         rows.append((label, run_id))
     teacher_run = store.run(rows[1][1])["parent"]
     data = load_beir(cfg.data)
     refs = baselines.rows_for(data, bm25_mod.cache_dir(store.root), measure_missing=True, log=log)
-    print(table(store, [("teacher (cross-encoder)", teacher_run), *rows], refs=refs, name=data.name))
+    kind = "fused BM25 + dense" if args.get("teacher_kind") == "fused" else "cross-encoder"
+    print(table(store, [(f"teacher ({kind})", teacher_run), *rows], refs=refs, name=data.name))
     print(f"\ntotal time {time.time() - t0:.0f} s; runs stored in {store.root} (python -m kdlab runs)")
     return 0
 
