@@ -200,13 +200,25 @@ def cmd_distill(a):
         store = _store(a)
         run_id = resume_run(store, a.resume, log=_log(a), keep_checkpoints=a.keep_checkpoints)
         _print_run(store, run_id)
-        return 0 if store.run(run_id)["status"] == "finished" else 1
+        return _run_status(store, run_id)
     cfg = config_from_args(a)
     store = wrap_store(_store(a))   # under torchrun: rank 0 writes, the other ranks read
     run_id = distill_run(cfg, store, log=_log(a), keep_checkpoints=a.keep_checkpoints)
     if is_main():
         _print_run(store, run_id)
-    return 0 if store.run(run_id)["status"] == "finished" else 1
+    return _run_status(store, run_id)
+
+
+def _run_status(store, run_id) -> int:
+    """0 for a finished run, else 1; a run cancelled by request (the dashboard's Cancel) that left a checkpoint
+    names the command that continues it."""
+    status = store.run(run_id)["status"]
+    if status == "cancelled":
+        from .runs.checkpoint import find_checkpoint
+        if find_checkpoint(store.folder(run_id) / "checkpoint") is not None:
+            print(f"kdlab: cancelled: continue it with `python -m kdlab distill --resume {run_id} --runs "
+                  f"{store.root}`", file=sys.stderr)
+    return 0 if status == "finished" else 1
 
 
 @command("teacher", "fine-tune (or reuse) the teacher on the training data",
@@ -362,9 +374,9 @@ def cmd_methods(a):
         print(f"{n}\t{REGISTRY[n].summary}" if a.verbose else n)
     for n in names("ranking"):   # the ranking task's objectives (--task ranking): methods of the same loop
         print(f"{n}\tranking: {REGISTRY[n].summary}" if a.verbose else n)
-    from .lm.train import METHODS as LM
-    for n, summary in LM.items():   # the causal LM objectives (--task lm)
-        print(f"{n}\tlm: {summary}" if a.verbose else n)
+    from .methods.lm import LM_METHODS
+    for n in LM_METHODS:   # the causal LM objectives (--task lm): methods of the same loop
+        print(f"{n}\tlm: {REGISTRY[n].summary}" if a.verbose else n)
     return 0
 
 

@@ -6,7 +6,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr, softmax
 
 from kdlab.errors import KdlabError
-from kdlab.lm.losses import forward_kl, generalized_jsd, reverse_kl, token_ce, tvd
+from kdlab.kd.lm import forward_kl, generalized_jsd, reverse_kl, token_ce, tvd
 
 S = np.array([[[1.0, 0.0, -1.0, 0.5], [0.2, 0.3, 2.0, -0.4], [3.0, 0.0, 0.0, 0.0]],
               [[-1.0, 2.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0], [1.5, -2.0, 0.3, 0.7]]])

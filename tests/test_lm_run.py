@@ -135,7 +135,8 @@ def test_smollm2_teacher_missing_names_the_install(tmp_path, capsys, monkeypatch
 
 def test_hidden_mse_through_the_mapping():
     from kdlab.kd import mapping
-    from kdlab.lm.train import hidden_mse, layer_outputs
+    from kdlab.kd.lm import hidden_mse
+    from kdlab.lm.adaptor import layer_outputs
     teacher, _ = tiny_lm(seed=1)
     student = copy_student(teacher, [0, 1]).eval()
     x = torch.tensor([[2, 10, 20, 30], [2, 11, 0, 0]])

@@ -61,9 +61,10 @@ def test_lm_grid_and_refusals():
     cells = plan_cells(["lm-fkl", "lm-jsd"], [0, 1], {"beta": [0.2, 0.8]}, baseline="lm-ce")
     assert [c["key"] for c in cells][:3] == ["lm-ce seed=0", "lm-ce seed=1", "lm-fkl seed=0"]
     assert [c["key"] for c in cells if c["method"] == "lm-jsd"][0] == "lm-jsd beta=0.2 seed=0"
-    from kdlab.lm.study import OPTIONS
-    from kdlab.lm.train import DEFAULTS, METHODS
-    assert set(OPTIONS) == set(METHODS) and all(set(o) <= set(DEFAULTS) for o in OPTIONS.values())
+    from kdlab.methods import get, names
+    from kdlab.lm.train import METHODS
+    assert set(names("lm")) == set(METHODS) and not set(METHODS) & set(names())   # registered, not classification
+    assert all(set(get(m).option_names()) <= set(get(m).option_specs()) for m in METHODS)   # every option declared
     with pytest.raises(KdlabError, match="no method of the study has this option"):
         plan_cells(["lm-fkl"], [0], {"lmbda": [0.2]}, baseline="lm-ce")
     with pytest.raises(KdlabError, match="temperature must be a positive"):
@@ -103,7 +104,7 @@ def test_tiny_lm_study_end_to_end(tmp_path, capsys):
         expect = "better" if r["ci_high"] < 0 else "worse" if r["ci_low"] > 0 else "inconclusive"
         assert r["verdict"] == expect   # lower perplexity is better
     # every seed was evaluated on the same held-out examples (the study's data seed): the same scored tokens
-    files = [np.load(store.folder(st["cells"][f"lm-fkl seed={s}"]) / "lm_examples.npz") for s in (0, 1)]
+    files = [np.load(store.folder(st["cells"][f"lm-fkl seed={s}"]) / "predictions.npz") for s in (0, 1)]
     assert np.array_equal(files[0]["dev/labels"], files[1]["dev/labels"]) and len(files[0]["dev/labels"]) == 12
 
     # the dashboard's Studies page shows the LM study's table (perplexity, the verdicts)

@@ -106,7 +106,7 @@ UPWARD = {
     ("kdlab.analysis.explain", "kdlab.engine.pipeline"), ("kdlab.config", "kdlab.engine.selection"),
     ("kdlab.config", "kdlab.models.families"), ("kdlab.config_check", "kdlab.methods"),
     ("kdlab.data.augment", "kdlab.analysis.evaluate"), ("kdlab.engine.pipeline", "kdlab.lm.train"),
-    ("kdlab.engine.study", "kdlab.lm.study"),   # LM studies dispatch to the LM loop until it is an adaptor
+    ("kdlab.engine.study", "kdlab.lm.study"),   # an LM study's baseline (lm-ce) and its teacher, once
     ("kdlab.engine.pipeline", "kdlab.ranking.train"), ("kdlab.models.core", "kdlab.deploy.prune"),
     ("kdlab.runs.checkpoint", "kdlab.models.core"), ("kdlab.speed.cache", "kdlab.models.features"),
     ("kdlab.models.ready_teacher", "kdlab.analysis.evaluate"),

@@ -250,10 +250,13 @@ def distill_run(cfg: RunConfig, store: Store | None = None, *, teacher=None, tok
                                  "--student static")
             return distill_ranking(cfg, store, log=log, resume=resume, on_create=on_create,
                                    keep_checkpoints=keep_checkpoints)
-    if bundle is None and teacher is None and student is None and resume is None:
+    if bundle is None and teacher is None and student is None:
         from ..lm.train import distill_lm, wants_lm
-        if wants_lm(cfg):   # a causal language model: a decoder teacher into a decoder student (kdlab.lm)
-            return distill_lm(cfg, store, log=log, on_create=on_create, keep_checkpoints=keep_checkpoints)
+        # a causal language model: a decoder teacher into a decoder student, through the one loop with the LM
+        # adaptor (kdlab.lm.adaptor); a resumed LM run too
+        if wants_lm(cfg):
+            return distill_lm(cfg, store, log=log, on_create=on_create, resume=resume,
+                              keep_checkpoints=keep_checkpoints)
     method_cls = get(cfg.method)
     method_cls.check_options(cfg.method_args)   # before the data is read and minutes of teacher fine-tuning
     bundle = bundle or load_bundle(cfg)
@@ -370,9 +373,6 @@ def resume_run(store: Store, run_id: str, log=print, keep_checkpoints: bool = Fa
         _checkpoint_of(store, run["id"])
         cfg = StoredRun(run).config()
         cfg.train.progress = False
-        from ..lm.train import distill_lm, wants_lm
-        if wants_lm(cfg):   # a causal LM run: its own loop resumes it (kdlab.lm.train)
-            return distill_lm(cfg, store, log=log, resume=run["id"], keep_checkpoints=keep_checkpoints)
         return distill_run(cfg, store, log=log, resume=run["id"], keep_checkpoints=keep_checkpoints)
 
 

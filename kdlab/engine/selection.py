@@ -1,7 +1,8 @@
 """Model selection and early stopping (``--select dev:accuracy --patience 2``).
 
 After every epoch's evaluation the chosen metric on the chosen split is compared with the best so far (higher
-is better, except for ``mse`` and ``ece``). An improvement saves the student's weights to ``<run>/selected/``
+is better, except for ``mse``, ``ece`` and a causal LM's ``perplexity`` and ``token_kl``: the studies' own list,
+``kdlab.analysis.stats.LOWER_IS_BETTER``). An improvement saves the student's weights to ``<run>/selected/``
 (with ``selection.json``: split, metric, epoch, step, value and that epoch's evaluations), so the selected model
 survives a stop and a resume. ``patience`` epochs in a row without an improvement stop the run early. The run
 keeps both: its final evaluations are those of the last epoch, the ``selection`` artifact those of the selected
@@ -13,9 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..analysis.stats import LOWER_IS_BETTER
 from ..errors import KdlabError
-
-LOWER_IS_BETTER = ("mse", "ece")
 
 
 def parse_select(spec) -> tuple[str, str] | None:

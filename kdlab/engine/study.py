@@ -77,11 +77,8 @@ def group_label(method: str, options: dict) -> str:
 
 
 def method_class(name: str):
-    """What the study needs of a method (``option_names``, ``check_options``, ``uses_teacher``): a classification
-    method's class (``kdlab.methods``), or an LM method's stand-in (``kdlab.lm.study``)."""
-    from ..lm.study import is_lm, method
-    if is_lm(name):
-        return method(name)
+    """What the study needs of a method (``option_names``, ``check_options``, ``uses_teacher``): its registered class
+    (``kdlab.methods``; the ranking and causal-LM objectives included)."""
     from ..methods import get
     return get(name)
 
@@ -355,10 +352,9 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
             metric = run_primary_metric(run)
             kind = getattr(task, "kind", "classes")
             num_labels = task.num_labels() if task is not None and task.label_names else None
-        if kind == "lm":   # per-example NLLs and scored tokens (kdlab.lm.study); LM runs keep no selection
-            final, pred_file = store.final_evals(rid), examples_file(store, rid)
-        else:
-            final, pred_file = cell_outputs(store, rid, model)
+        final, pred_file = cell_outputs(store, rid, model)
+        if kind == "lm":   # per-example NLLs and scored tokens (kdlab.lm.study)
+            pred_file = examples_file(pred_file)
         preds = load_predictions(pred_file)
         per = {}
         for split, m in final.items():

@@ -20,9 +20,11 @@ def collate(examples, pad_id: int) -> dict:
 
 
 def batches(examples, pad_id: int, size: int, order=None):
+    """``collate``d batches of ``size`` examples in ``order`` (default: as given), each with ``idx`` (the examples'
+    positions: what the loop and the top-k teacher file key an example by)."""
     order = range(len(examples)) if order is None else order
     order = list(order)
     for i in range(0, len(order), size):
         b = collate([examples[j] for j in order[i:i + size]], pad_id)
-        b["index"] = torch.tensor(order[i:i + size], dtype=torch.long)   # the examples' positions (top-k file rows)
+        b["idx"] = torch.tensor(order[i:i + size], dtype=torch.long)   # the examples' positions (top-k file rows)
         yield b

@@ -1,6 +1,6 @@
 """Decoder-layer mapping of a stored LM run (the Layer mapping page's LM view): which teacher layer each student
 layer was copied from as the mapping matrix W [M, N] (``kdlab.kd.mapping``; the same W the hidden-state term uses,
-``kdlab.lm.train._mapping``), and the linear CKA between the teacher's and the student's decoder layers on held-out
+``kdlab.methods.lm``), and the linear CKA between the teacher's and the student's decoder layers on held-out
 texts (``kdlab.analysis.cka``; each layer's outputs mean-pooled over the non-padding positions of an example)."""
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _teacher_layers(store, run_id: str) -> int:
 def decoder_features(model, examples, pad_id: int, batch_size: int = 16) -> list[np.ndarray]:
     """Per decoder layer, [n, hidden] features: the layer's outputs mean-pooled over each example's tokens."""
     from .batches import batches
-    from .train import layer_outputs
+    from .adaptor import layer_outputs
     model.eval()
     device = next(model.parameters()).device
     feats: list[list] = []

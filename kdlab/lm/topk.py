@@ -20,11 +20,12 @@ import math
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import KdlabError
+from ..methods.lm import TOPK_TAILS as TAILS
+from ..records import Features
 from .batches import batches
-
-TAILS = ("uniform", "renorm")
 
 
 @torch.no_grad()
@@ -90,17 +91,32 @@ def dense_logprobs(ids: torch.Tensor, logprobs: torch.Tensor, vocab: int, tail: 
     return out.scatter(1, ids.long(), lp)
 
 
-class TopKTeacher:
-    """Teacher log-probabilities of a batch from the file, in the batch's [B, L-1, V] layout (0 off the mask)."""
+class TopKTeacher(nn.Module):
+    """The teacher of a run trained from the file: its features are the teacher's log-probabilities of the batch's
+    examples (``batch['idx']``), read from the file (``kd_features``; ``config``: the live teacher's, for the
+    method's context). ``uncached``: the loop's per-example cache would only copy the file."""
+    uncached = True
 
-    def __init__(self, path, tail: str, key: str = ""):
+    def __init__(self, path, tail: str, key: str = "", config=None):
+        super().__init__()
+        self.config = config
         self.t = load_topk(path)
         self.tail = tail
         if key and self.t["key"] and self.t["key"] != key:
             raise KdlabError(f"the top-k file '{path}' was written for other data or another teacher "
                              f"({self.t['key']}), not this run's ({key}): write it again")
 
+    def kd_features(self, batch: dict, need) -> Features:
+        """Log-probabilities [B, L, V] as the logits of the batch (row j: the next token after position j; the
+        last position, which predicts nothing, and every unscored one are 0)."""
+        lp = self.batch_logprobs(batch["idx"], batch["target_mask"])
+        B, L = batch["attention_mask"].shape
+        logits = torch.zeros((B, L, lp.shape[-1]), device=lp.device)
+        logits[:, :L - 1] = lp
+        return Features(logits=logits, mask=batch["attention_mask"])
+
     def batch_logprobs(self, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Teacher log-probabilities of the examples ``index`` in the batch's [B, L-1, V] layout (0 off ``mask``)."""
         off = self.t["offsets"]
         rows = torch.cat([torch.arange(int(off[i]), int(off[i + 1])) for i in index.tolist()])
         m = mask.bool().cpu()

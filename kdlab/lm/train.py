@@ -1,35 +1,24 @@
-"""An LM run (``kdlab distill --task lm``): a causal LM teacher distilled into a student copied from its layers.
+"""An LM run (``kdlab distill --task lm``): a causal LM teacher distilled into a student copied from its layers,
+through the one training loop (``kdlab.engine.distill.train``) with the LM task hooks (``kdlab.lm.adaptor``) and
+the LM objectives as registered methods (``kdlab.methods.lm``).
 
-The classification loop (``kdlab.engine.distill``) is built around labelled examples, a classifier head and per-class
-evaluation; a causal LM trains on token sequences and is evaluated by perplexity, so this module has its own
-small loop, with the same pieces: the run store (a student run, its teacher run, per-step metrics, per-domain
-evaluations, the saved model, its size), the optimizer and schedule (``distill.param_groups``,
-``make_optimizer``, ``linear_schedule``) and the run's ``plan`` artifact (progress and ETA everywhere).
+1. Read the corpus (``kdlab.lm.data``): the training examples, the in-domain dev split and the other domains.
+2. Teacher: ``tiny`` (``--preset tiny``) is a tiny random Llama-style model trained here with lm-ce on the corpus
+   by the same loop (``prepare_lm_teacher``: at least ``TINY_TEACHER_EPOCHS`` epochs, no checkpoints or selection;
+   cached under the teacher cache, with its own teacher run); ``smollm2-135m`` (``kdlab.lm.smollm``) or a causal LM
+   folder is used as it is.
+3. Student: the teacher's layers (``--student-layers`` / ``--student-init`` / ``--student-layer-list``) or a causal
+   LM folder (``--student``); both models wrapped as ``CausalLM`` modules of the loop.
+4. Training: ``train(...)`` with the method ``--method`` (lm-ce, lm-fkl, lm-rkl, lm-jsd, lm-tvd, seq-kd, gkd), so
+   resume (``kdlab distill --resume RUN``: ``kdlab.engine.pipeline`` routes LM runs here), cancel, ``--precision``,
+   ``--tensorboard``, ``--select dev:perplexity`` (lower is better) and progress with ETA are the loop's. With
+   ``--set topk=K`` the teacher is the file of its top-K log-probabilities (``kdlab.lm.topk``), written once under
+   the teacher cache.
+5. The student saved as a causal LM folder, its size (parameters, MB, tokens per second) and perplexity per domain.
 
-Methods (``--method``):
-  lm-ce    next-token cross-entropy on the corpus, no teacher (the no-KD baseline; also how the tiny teacher
-           is trained)
-  lm-fkl   forward KL(teacher || student) per token, x T²         (``--set temperature=T``)
-  lm-rkl   reverse KL(student || teacher) per token, x T²
-  lm-jsd   generalized JSD(beta), TRL's convention (``--set beta=B``, default 0.5; 0 = forward, 1 = reverse KL)
-  lm-tvd   total variation distance per token
-  seq-kd   sequence-level KD: the teacher's greedy continuations of the training prompts, generated once, are
-           the student's cross-entropy targets (works across tokenizers)
-  gkd      on-policy: a fraction ``lmbda`` (default 0.5) of each batch's sequences is re-generated (sampled) by
-           the student from their prompts, then all are scored by the teacher with JSD(beta)
-Options (``--set key=value``): temperature (1), beta (0.5), chunk (1024 positions), ce_weight (0: an extra
-next-token cross-entropy term for the token-level methods), hidden_weight (0: an extra hidden-state MSE term
-through the mapping matrix, each copied student layer paired with its teacher layer), lmbda (0.5),
-gen_len (24 new tokens), prompt_tokens (4: the prompt of a plain-text example when generating), eval_batch (32),
-topk (0: a live teacher; K: train from a file of the teacher's top-K log-probabilities, ``kdlab.lm.topk``, written
-once under the teacher cache) and topk_tail (uniform | renorm: how the dense teacher distribution is rebuilt).
-Only completion tokens are scored; a plain-text example is all completion.
-A student run checkpoints after every epoch (and every ``--checkpoint-every`` steps) and continues with
-``kdlab distill --resume RUN`` (``fit``; ``kdlab.pipeline.resume_run`` routes LM runs here).
-
-The teacher: ``tiny`` (``--preset tiny``) is a tiny random Llama-style model trained here with lm-ce on the
-corpus (cached under the teacher cache, with its own teacher run); ``smollm2-135m`` (``kdlab.lm.smollm``) or a
-causal LM folder is used as it is.
+Options (``--set key=value``) are the methods' (``kdlab.methods.lm``): temperature, beta, chunk, ce_weight,
+hidden_weight, lmbda, gen_len, prompt_tokens, eval_batch, topk, topk_tail. Only completion tokens are scored; a
+plain-text example is all completion.
 """
 from __future__ import annotations
 
@@ -37,35 +26,18 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import RunConfig, apply_preset
 from ..errors import KdlabError
+from ..methods.lm import LM_METHODS as METHODS   # the LM objectives, in the order the docs list them
 from ..runs.store import Store, teacher_cache_root
-from . import losses
-from .batches import batches, collate
+from .adaptor import TASK, CausalLM, LMBundle, evaluate_splits, save_predictions, split_name
 from .data import encode, load_corpus
-from .generate import continue_prompts, prompt_of
 from .metrics import evaluate_lm
 
-METHODS = {
-    "lm-ce": "next-token cross-entropy on the corpus, no teacher (the no-KD baseline)",
-    "lm-fkl": "token-level forward KL(teacher || student) over the full vocabulary, x T²",
-    "lm-rkl": "token-level reverse KL(student || teacher), x T² (mode-seeking)",
-    "lm-jsd": "token-level generalized JSD(beta) (TRL's GKD convention: beta 0 = forward, 1 = reverse KL)",
-    "lm-tvd": "token-level total variation distance",
-    "seq-kd": "sequence-level KD: cross-entropy on the teacher's greedy continuations of the prompts",
-    "gkd": "on-policy GKD: a fraction lmbda of each batch generated by the student, scored by the teacher (JSD)",
-}
-TOKEN_LEVEL = ("lm-fkl", "lm-rkl", "lm-jsd", "lm-tvd", "gkd")
-DEFAULTS = dict(temperature=1.0, beta=0.5, chunk=1024, ce_weight=0.0, hidden_weight=0.0, lmbda=0.5, gen_len=24,
-                prompt_tokens=4, eval_batch=32, topk=0, topk_tail="uniform")
-TOPK_METHODS = ("lm-fkl", "lm-rkl", "lm-jsd", "lm-tvd")
-TASK = "lm"
 TEACHER_METHOD = "lm-ce"
 TINY_TEACHER_EPOCHS = 10   # the tiny teacher trains at least this long (cached): a teacher worth distilling
 
@@ -81,16 +53,22 @@ def data_seed(cfg: RunConfig) -> int:
     return cfg.train.seed if getattr(cfg, "data_seed", None) is None else int(cfg.data_seed)
 
 
+def is_lm_method(name) -> bool:
+    """A registered causal-LM objective (``kdlab.methods.lm``)."""
+    return name in METHODS
+
+
 def wants_lm(cfg: RunConfig) -> bool:
     """An LM run: an LM method or ``--task lm``."""
-    return cfg.method in METHODS or str(cfg.task or "").strip().lower() == TASK
+    return is_lm_method(cfg.method) or str(cfg.task or "").strip().lower() == TASK
 
 
 def check_lm(cfg: RunConfig) -> None:
-    """One line for a classification method on an LM task, an LM method on another task, or a table as corpus."""
+    """One line for a classification method on an LM task, an LM method on another task, a table as corpus, or a
+    run setting an LM run does not take."""
     task = str(cfg.task or "").strip().lower()
     names = ", ".join(METHODS)
-    if cfg.method not in METHODS:
+    if not is_lm_method(cfg.method):
         raise KdlabError(f"method '{cfg.method}' is a classification method but --task lm trains a causal language "
                          f"model: use --method {names}")
     if task and task != TASK:
@@ -102,8 +80,7 @@ def check_lm(cfg: RunConfig) -> None:
     if cfg.teacher_logits or cfg.teachers:
         raise KdlabError("--task lm takes one live teacher: --teacher-logits and several --teacher are not supported "
                          "(a top-k teacher file: --set topk=K)")
-    unused = [flag for flag, given in (("--select", cfg.train.select), ("--transfer", cfg.transfer),
-                                       ("--augment", cfg.augment),
+    unused = [flag for flag, given in (("--transfer", cfg.transfer), ("--augment", cfg.augment),
                                        ("--text-col", cfg.text_col), ("--label-col", cfg.label_col),
                                        ("--label-kind", cfg.label_kind), ("--ood-map", cfg.ood_map)) if given]
     if unused:
@@ -111,44 +88,16 @@ def check_lm(cfg: RunConfig) -> None:
                          f"{'it' if len(unused) == 1 else 'them'}")
 
 
-def options(cfg: RunConfig) -> dict:
-    unknown = sorted(set(cfg.method_args) - set(DEFAULTS))
-    if unknown:
-        raise KdlabError(f"unknown LM option(s) {unknown}: the options are {', '.join(DEFAULTS)}")
-    hp = {**DEFAULTS, **cfg.method_args}
-    for k in ("chunk", "gen_len", "prompt_tokens", "eval_batch"):
-        v = hp[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < 1:
-            raise KdlabError(f"--set {k} must be a whole number of at least 1 (got {v!r})")
-        hp[k] = int(v)
-    for k, lo, hi in (("beta", 0.0, 1.0), ("lmbda", 0.0, 1.0), ("ce_weight", 0.0, float("inf")),
-                      ("hidden_weight", 0.0, float("inf"))):
-        v = hp[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-            raise KdlabError(f"--set {k} must be a number in [{lo}, {hi}] (got {v!r})")
-    t = hp["temperature"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-        raise KdlabError(f"--set temperature must be a positive number (got {t!r})")
-    k = hp["topk"]
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or k < 0:
-        raise KdlabError(f"--set topk is the number of teacher log-probabilities kept per token (0 = a live "
-                         f"teacher; got {k!r})")
-    hp["topk"] = int(k)
-    from .topk import TAILS
-    if hp["topk_tail"] not in TAILS:
-        raise KdlabError(f"--set topk_tail must be {' or '.join(TAILS)} (got {hp['topk_tail']!r})")
-    if hp["topk"] and cfg.method not in TOPK_METHODS:
-        raise KdlabError(f"--set topk trains from a file of the teacher's top-k log-probabilities on the training "
-                         f"set; method '{cfg.method}' needs "
-                         f"{'no teacher' if cfg.method == 'lm-ce' else 'the live teacher'}"
-                         f": use it with {', '.join(TOPK_METHODS)}")
-    if hp["topk"] and hp["hidden_weight"]:
-        raise KdlabError("--set hidden_weight compares hidden states of the live teacher: drop it with --set topk")
-    if hp["topk"] and hp["topk_tail"] == "renorm" and (cfg.method == "lm-rkl" or cfg.method == "lm-jsd"
-                                                         and float(hp["beta"]) == 1.0):
-        raise KdlabError("--set topk_tail=renorm gives every token outside the top-k zero teacher probability, so "
-                         "reverse KL is infinite: use --set topk_tail=uniform")
-    return hp
+def check_select(cfg: RunConfig, corpus) -> None:
+    """``--select split:metric`` names an evaluation split of the corpus and an LM metric (perplexity, token_kl:
+    lower is better; top1_agreement), before the teacher trains."""
+    if not cfg.train.select:
+        return
+    from ..engine.selection import Selector
+    from ..tasks import get_task
+    metrics = get_task(TASK).metrics
+    Selector.of(cfg.train.select, cfg.train.patience, None).check_splits(
+        {split_name(d): dict.fromkeys(metrics) for d in corpus.eval_splits()})
 
 
 def _device(name: str) -> torch.device:
@@ -162,208 +111,14 @@ def _check_context(model, max_len: int, name: str):
         raise KdlabError(f"--max-len {max_len} is past the {n} positions of {name}: use --max-len {n} or less")
 
 
-# ---------------------------------------------------------------------------------------------- the loop
-class _NoMethod:
-    """What ``kdlab.runs.checkpoint`` keeps of a method: an LM objective has no learned parameters or state."""
-    name = "lm"
-
-    def state_dict(self):
-        return {}
-
-    def extra_state(self):
-        return {}
-
-    def load_state_dict(self, *_a, **_k):
-        return None
-
-    def load_extra_state(self, *_a):
-        return None
-
-
-@dataclasses.dataclass
-class _Position:
-    step: int = 0
-    epoch: int = 0
-    memo: dict = dataclasses.field(default_factory=dict)
-
-
 def checkpoint_dir(store: Store, run_id: str) -> Path:
     return store.folder(run_id) / "checkpoint"
-
-
-def fit(model, examples, loss_fn, tc, *, store: Store, run_id: str, log=print, label: str = "", tok=None,
-        resume: bool = False) -> tuple[int, int]:
-    """Train ``model`` on ``examples`` (``loss_fn(model, batch, step) -> (loss, parts)``) for ``tc.epochs`` (or
-    ``tc.max_steps``); every step's loss and parts are logged to the store. Returns (steps, epochs).
-
-    With ``tok`` (a student run) a checkpoint for exact resume (``kdlab.runs.checkpoint``: the model, optimizer,
-    schedule, RNG states and the position in the epoch) is written to the run's ``checkpoint`` folder after every
-    epoch (``checkpoint_each_epoch``) and every ``checkpoint_every`` steps; ``resume`` continues from it: the data
-    order of each epoch is replayed from the seed and the batches before the checkpoint are skipped."""
-    from ..runs.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-    from ..engine.distill import linear_schedule, make_optimizer, param_groups
-    device = next(model.parameters()).device
-    per_epoch = -(-len(examples) // tc.batch_size)
-    total = min(tc.max_steps, per_epoch * tc.epochs) if tc.max_steps else per_epoch * tc.epochs
-    epochs = tc.epochs if not tc.max_steps else 10 ** 9
-    opt = make_optimizer(param_groups([model], tc.weight_decay), tc.lr)
-    sched = linear_schedule(opt, int(tc.warmup * total), total)
-    ck = checkpoint_dir(store, run_id) if tok is not None else None
-    pos, state = {}, _Position()
-    if resume:
-        pos = load_checkpoint(ck, model, _NoMethod(), opt, sched, state)
-    start_step, start_epoch, skip = state.step, state.epoch, int(pos.get("batch", 0))
-    store.set_artifact(run_id, "plan", {"total_steps": total, "steps_per_epoch": per_epoch, "started": time.time(),
-                                        "start_step": start_step})
-    rng = np.random.default_rng(tc.seed)
-    torch.manual_seed(tc.seed)
-    for _ in range(start_epoch):   # the data order of the epochs before the checkpoint
-        rng.permutation(len(examples))
-    restore_rng(pos)
-    model.train()
-
-    def save(step, epoch, batch):
-        save_checkpoint(ck, model, tok, _NoMethod(), _Position(step, epoch), opt=opt, sched=sched,
-                        position={"batch": batch})
-    step, epoch, t0 = start_step, start_epoch, time.time()
-    for epoch in range(start_epoch, epochs):
-        order = rng.permutation(len(examples))
-        for i, b in enumerate(batches(examples, model.config.pad_token_id or 0, tc.batch_size, order)):
-            if epoch == start_epoch and i < skip:   # done before the checkpoint
-                continue
-            if step >= total:
-                return step, epoch
-            if store.cancel_requested(run_id):
-                raise KeyboardInterrupt
-            b = {k: v.to(device) for k, v in b.items()}
-            loss, parts = loss_fn(model, b, step)
-            if not torch.isfinite(loss):
-                raise KdlabError(f"{label}: the loss became {loss.item()} at step {step + 1}: lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
-            opt.step()
-            sched.step()
-            step += 1
-            store.log_metrics(run_id, step, epoch, {"loss": loss.item(), "lr": sched.get_last_lr()[0], **parts})
-            if step % 50 == 0 or step == total:
-                log(f"{label}: step {step}/{total} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
-            if ck is not None and tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < total:
-                save(step, epoch, i + 1)
-        if step >= total:
-            break
-        if ck is not None and tc.checkpoint_each_epoch:
-            save(step, epoch + 1, 0)
-    return step, epoch + 1
-
-
-def _logits(model, b):
-    return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
-
-
-def ce_loss(model, b, step):
-    loss = losses.token_ce(_logits(model, b), b["input_ids"][:, 1:], b["target_mask"])
-    return loss, {"ce": loss.item()}
-
-
-@contextlib.contextmanager
-def layer_outputs(model):
-    """The outputs of the model's decoder layers in order, captured by forward hooks during the block (raw layer
-    outputs: transformers' last ``hidden_states`` entry is after the final norm, so it is not used)."""
-    from .models import _layers
-    outs: list = []
-
-    def keep(_module, _inputs, out):
-        outs.append(out[0] if isinstance(out, tuple) else out)
-    hooks = [layer.register_forward_hook(keep) for layer in _layers(model)]
-    try:
-        yield outs
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-def hidden_mse(s_layers, t_layers, W, mask, per_pair: dict | None = None) -> torch.Tensor:
-    """Hidden-state MSE through the mapping matrix ``W`` [M, N] (``kdlab.kd.mapping``): sum over its pairs (student
-    layer s, teacher layer t, weight w; 1-based) of w x the mean squared difference of the two layers' outputs
-    (``s_layers[s - 1]``, ``t_layers[t - 1]``) on the non-padding positions, divided by the sum of the weights.
-    ``per_pair``: filled with each pair's MSE as ``hidden/s<s>-t<t>`` (the per-layer names the Train page draws)."""
-    from ..kd.mapping import pairs
-    m = mask.bool()
-    total, weight = s_layers[0].new_zeros((), dtype=torch.float32), 0.0
-    for s, t, w in pairs(W):
-        d = ((s_layers[s - 1][m].float() - t_layers[t - 1][m].float()) ** 2).mean()
-        if per_pair is not None:
-            per_pair[f"hidden/s{s}-t{t}"] = d.item()
-        total = total + w * d
-        weight += w
-    return total / max(weight, 1e-12)
-
-
-def token_kd_loss(method: str, teacher, hp: dict, W=None, topk=None):
-    fn = losses.OBJECTIVES["lm-jsd" if method == "gkd" else method]
-    kw = {"temperature": hp["temperature"], "chunk": hp["chunk"]}
-    if fn is losses.generalized_jsd:
-        kw["beta"] = hp["beta"]
-    hidden = bool(hp["hidden_weight"]) and W is not None
-
-    def loss_fn(model, b, step):
-        args = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
-        with layer_outputs(model) if hidden else contextlib.nullcontext([]) as s_layers:
-            s = model(**args).logits[:, :-1]
-        if topk is not None:   # the top-k file's rows of these examples, as log-probabilities
-            t, t_layers = topk.batch_logprobs(b["index"], b["target_mask"]), []
-        else:
-            with torch.no_grad(), layer_outputs(teacher) if hidden else contextlib.nullcontext([]) as t_layers:
-                t = teacher(**args).logits[:, :-1]
-        kd = fn(s, t, b["target_mask"], **kw)
-        parts = {"kd": kd.item()}
-        if hidden:
-            h = hidden_mse(s_layers, t_layers, W, b["attention_mask"], parts)
-            parts["hidden"] = h.item()
-            kd = kd + hp["hidden_weight"] * h
-        if hp["ce_weight"]:
-            ce = losses.token_ce(s, b["input_ids"][:, 1:], b["target_mask"])
-            parts["ce"] = ce.item()
-            kd = kd + hp["ce_weight"] * ce
-        return kd, parts
-    return loss_fn
-
-
-def gkd_loss(teacher, tok_ids: dict, hp: dict, max_len: int, seed: int):
-    """Each batch: a fraction lmbda of its sequences replaced by the student's sampled continuation of their
-    prompt, then JSD(beta) against the teacher on every sequence's scored tokens."""
-    from .data import Encoded
-    kd = token_kd_loss("gkd", teacher, hp)
-
-    def loss_fn(model, b, step):
-        rng = np.random.default_rng([seed, step])   # the step's own draw: the same after a resume
-        B = b["input_ids"].shape[0]
-        k = int(round(hp["lmbda"] * B))
-        if k:
-            rows = []
-            for i in range(B):
-                n = int(b["attention_mask"][i].sum())
-                first = int(torch.nonzero(b["target_mask"][i])[0]) + 1 if b["target_mask"][i].any() else 1
-                rows.append(Encoded(b["input_ids"][i, :n].tolist(), first if first > 1 else 0))
-            pick = set(rng.choice(B, size=k, replace=False).tolist())
-            gen = continue_prompts(model, [prompt_of(rows[i], hp["prompt_tokens"]) for i in sorted(pick)],
-                                   pad_id=tok_ids["pad"], eos_id=tok_ids["eos"], max_new=hp["gen_len"],
-                                   max_len=max_len, sample=True, device=b["input_ids"].device,
-                                   seed=seed + step)
-            for i, g in zip(sorted(pick), gen):
-                rows[i] = g
-            b = {kk: v.to(b["input_ids"].device) for kk, v in collate(rows, tok_ids["pad"]).items()}
-        loss, parts = kd(model, b, step)
-        parts["on_policy"] = float(k)
-        return loss, parts
-    return loss_fn
 
 
 # ---------------------------------------------------------------------------------------------- teacher
 def prepare_lm_teacher(cfg: RunConfig, store: Store, corpus, *, log=print):
     """(teacher, tokenizer, teacher run id or None, teacher folder): the tiny teacher trained on the corpus once
-    and cached; a named or folder teacher loaded as it is."""
+    (by the one loop with lm-ce) and cached; a named or folder teacher loaded as it is."""
     from ..runs import prep_lock
     from ..models.core import is_tiny
     from .models import load_lm, load_lm_folder, tiny_lm
@@ -384,30 +139,40 @@ def prepare_lm_teacher(cfg: RunConfig, store: Store, corpus, *, log=print):
         if (folder / "kdlab.json").exists():
             return _reuse(store, folder, log)
         model, tok = tiny_lm(seed=tc.seed)
-        train = encode(corpus.train, tok, cfg.train.max_len, what="the training corpus")   # bad input: before the run
+        bundle = LMBundle(corpus, tok, cfg.train.max_len, identity=corpus.identity)   # bad input: before the run
         conf = {"teacher": "tiny", "data": cfg.data or "embedded", "data_identity": corpus.identity, "key": key,
                 "train": dataclasses.asdict(tc), "task_spec": task_spec()}
         run_id = store.create_run("teacher", TEACHER_METHOD, conf, name="teacher tiny (causal LM)")
         announce(store.root, run_id)
         try:
-            model.to(_device(tc.device))
-            log(f"teacher: training the tiny causal LM on {len(train)} examples ({run_id})")
-            tc = dataclasses.replace(tc, max_steps=None, epochs=max(tc.epochs, TINY_TEACHER_EPOCHS))
-            steps, epochs = fit(model, train, ce_loss, tc, store=store,
-                                run_id=run_id, log=log, label="teacher")
-            evals = _evaluate(store, run_id, model, None, tok, corpus, cfg.train.max_len, DEFAULTS["eval_batch"],
-                              steps, epochs)
+            log(f"teacher: training the tiny causal LM on {len(bundle.train)} examples ({run_id})")
+            res = train_tiny_teacher(model, tok, bundle, tc, store, run_id, cfg.train.max_len)
+            if res.status != "finished":
+                store.finish(run_id, res.status, res.message)
+                raise KdlabError(f"the tiny LM teacher's training was {res.status}")
             model.cpu()
             from ..models.core import save_model
             save_model(model, tok, folder, extra={"run_id": run_id, "key": key, "kind": "lm"})
             store.set_artifact(run_id, "model_dir", str(folder))
-            store.set_artifact(run_id, "size", _size(model, folder, evals))
-            store.finish(run_id, "finished", summary={s: m["perplexity"] for s, m in evals.items()})
+            store.set_artifact(run_id, "size", _size(model, folder, res.evals))
+            store.finish(run_id, "finished", summary={s: m["perplexity"] for s, m in res.evals.items()})
         except BaseException as e:
-            store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
+            if store.run(run_id)["status"] == "running":
+                store.finish(run_id, "failed", message=f"{type(e).__name__}: {e}"[:500])
             raise
     model, tok = load_lm_folder(folder)
     return model, tok, run_id, str(folder)
+
+
+def train_tiny_teacher(model, tok, bundle: LMBundle, tc, store: Store, run_id: str, max_len: int):
+    """The tiny teacher's training: lm-ce by the one loop for at least ``TINY_TEACHER_EPOCHS`` epochs, evaluated
+    after each; no resume checkpoints and no selection (a teacher is made again by `kdlab teacher`). Returns the
+    loop's ``Result``."""
+    from ..engine.distill import train
+    from ..methods import get
+    tc = dataclasses.replace(tc, max_steps=None, epochs=max(tc.epochs, TINY_TEACHER_EPOCHS),
+                             checkpoint_each_epoch=False, checkpoint_every=0, select=None, patience=0)
+    return train(CausalLM(model, tok, max_len), tok, bundle, get(TEACHER_METHOD), cfg=tc, store=store, run_id=run_id)
 
 
 def _reuse(store: Store, folder: Path, log):
@@ -423,8 +188,10 @@ def _reuse(store: Store, folder: Path, log):
 def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
     """``kdlab teacher --task lm``: the tiny teacher trained on the corpus (or reused), or a named/folder teacher
     evaluated as it is; returns its teacher run (made for a teacher this store has no run of)."""
+    from ..engine.distill import PREDICTIONS
+    from ..methods.lm import LMMethod
     cfg = apply_preset(cfg)
-    if cfg.method not in METHODS:   # `kdlab teacher` has no --method: the teacher is the same for every method
+    if not is_lm_method(cfg.method):   # `kdlab teacher` has no --method: the teacher is the same for every method
         cfg = dataclasses.replace(cfg, method="lm-fkl")
     check_lm(cfg)
     corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=data_seed(cfg))
@@ -436,8 +203,14 @@ def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
             "train": dataclasses.asdict(cfg.train)}
     run_id = store.create_run("teacher", "lm-as-is", conf, name=f"teacher {cfg.teacher} (as is)")
     try:
-        teacher.to(_device(cfg.train.device))
-        evals = _evaluate(store, run_id, teacher, None, tok, corpus, cfg.train.max_len, DEFAULTS["eval_batch"], 0, 0)
+        device = _device(cfg.train.device)
+        teacher.to(device)
+        bundle = LMBundle(corpus, tok, cfg.train.max_len, identity=corpus.identity)
+        evals, outputs = evaluate_splits(teacher, bundle.splits, bundle.pad_id,
+                                         batch_size=LMMethod.defaults["eval_batch"], device=device)
+        for split, m in evals.items():
+            store.log_eval(run_id, 0, 0, split, "in-domain" if split == "dev" else split, m)
+        save_predictions(store.folder(run_id) / PREDICTIONS, outputs)
         store.set_artifact(run_id, "model_dir", str(tdir) if Path(str(tdir)).is_dir() else None)
         store.finish(run_id, "finished", "used as it is", summary={s: m["perplexity"] for s, m in evals.items()})
     except BaseException as e:
@@ -446,52 +219,38 @@ def lm_teacher(cfg: RunConfig, store: Store, *, log=print) -> str:
     return run_id
 
 
-# ---------------------------------------------------------------------------------------------- evaluation
-EXAMPLES = "lm_examples.npz"   # per evaluation split: each example's summed NLL and scored tokens (kdlab.lm.study)
-
-
-def _evaluate(store, run_id, student, teacher, tok, corpus, max_len, batch, step, epoch) -> dict:
-    """Evaluate on every domain, log the evaluations and keep the per-example NLLs (``EXAMPLES``, the paired
-    bootstrap of ``kdlab study``)."""
-    device = next(student.parameters()).device
-    out, arrays = {}, {}
-    for domain, rows in corpus.eval_splits().items():
-        ex = encode(rows, tok, max_len, what=f"the {domain} evaluation set")
-        m = evaluate_lm(student, ex, tok.pad_token_id, teacher=teacher, batch_size=batch, device=device,
-                        per_example=True)
-        split = "dev" if domain == "in-domain" else domain
-        arrays[f"{split}/nll"] = m.pop("example_nll")
-        arrays[f"{split}/labels"] = m.pop("example_tokens")   # the scored tokens: the same examples in every run
-        store.log_eval(run_id, step, epoch, split, domain, m)
-        out[split] = m
-    folder = store.folder(run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / EXAMPLES, **arrays)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- the run
 def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_create=None, resume: str | None = None,
                keep_checkpoints: bool = False) -> str:
-    """Distil a causal LM with ``cfg.method`` (METHODS) and store the run; returns the student run id.
-    ``on_create(run_id)``: called as soon as the run exists in the store (a study records its cell then).
-    ``resume``: the id of a stopped run of this configuration, continued from its checkpoint. A finished run drops
-    its checkpoint unless ``keep_checkpoints``."""
+    """Distil a causal LM with ``cfg.method`` (``kdlab.methods.lm``) through the one training loop and store the
+    run; returns the student run id. ``on_create(run_id)``: called as soon as the run exists in the store (a study
+    records its cell then). ``resume``: the id of a stopped run of this configuration, continued from its last
+    checkpoint. A finished run drops its checkpoint unless ``keep_checkpoints``."""
+    from ..engine.distill import train
+    from ..methods import get
+    from ..models.core import count_params, save_model
+    from ..runs import prep_lock
+    from ..runs.checkpoint import checkpoint_position, find_checkpoint
+    from ..runs.disk import drop_checkpoint
+    from ..runs.run_record import record_models, recording
     cfg = apply_preset(cfg)
     store = store or Store()
+    store.check_writable()
     check_lm(cfg)
-    hp = options(cfg)
+    method_cls = get(cfg.method)
+    hp = method_cls.resolve_options(cfg.method_args)   # a bad option: one line before any work
     tc = cfg.train
     corpus = load_corpus(cfg.data, ood=cfg.ood, max_train=cfg.max_train, max_eval=cfg.max_eval, seed=data_seed(cfg))
     if not corpus.train:
         raise KdlabError("the corpus has no training example left after the dev split: give more lines")
+    check_select(cfg, corpus)
     teacher, tok, teacher_run, teacher_dir = prepare_lm_teacher(cfg, store, corpus, log=log)
     _check_context(teacher, tc.max_len, f"the teacher {cfg.teacher}")
     s_tok = tok
     if cfg.student:   # a causal LM folder of the user's own
         from .models import check_same_vocab, load_lm_folder
         student, s_tok = load_lm_folder(cfg.student)
-        if cfg.method in TOKEN_LEVEL:
+        if method_cls.uses_teacher:   # token by token: one vocabulary
             check_same_vocab(teacher, tok, student, s_tok, cfg.method)
         layers = None
     else:
@@ -502,70 +261,55 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_crea
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    student.to(device)
-    train = encode(corpus.train, s_tok, tc.max_len, what="the training corpus")
-    for domain, rows in corpus.eval_splits().items():   # a prompt too long for the context: now, not after training
-        encode(rows, s_tok, tc.max_len, what=f"the {domain} evaluation set")
+    same_vocab = s_tok is tok or s_tok.get_vocab() == tok.get_vocab()
+    bundle = LMBundle(corpus, s_tok, tc.max_len, identity=corpus.identity, eval_batch=hp["eval_batch"],
+                      eval_teacher=teacher if same_vocab else None)   # a prompt too long: now, not after training
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, teacher_dir=teacher_dir, data_identity=corpus.identity,
                 task_spec=task_spec(), lm=hp, student_layers_from=layers)
+    lock = contextlib.ExitStack()   # the run's writers' lock (resume_run holds it already for a resumed run)
+    checkpoint = None
     if resume:
-        from ..runs.checkpoint import checkpoint_position, find_checkpoint
         run_id = resume
-        found = find_checkpoint(checkpoint_dir(store, run_id))
-        if found is None:
+        checkpoint = find_checkpoint(checkpoint_dir(store, run_id))
+        if checkpoint is None:
             raise KdlabError(f"run {run_id} has no resumable checkpoint: start it again")
-        store.reopen(run_id, *checkpoint_position(found))
-        log(f"{cfg.method}: resuming {run_id} from step {checkpoint_position(found)[0]}")
+        store.reopen(run_id, *checkpoint_position(checkpoint))
+        log(f"{cfg.method}: resuming {run_id} from step {checkpoint_position(checkpoint)[0]}")
     else:
         run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
-    if on_create is not None:
-        on_create(run_id)
-    try:
+        lock.enter_context(prep_lock.run_held(store, run_id))
+        if on_create is not None:
+            on_create(run_id)
+    with recording(store, run_id, lock):   # a kill or error is recorded on the run; the lock released
         store.set_artifact(run_id, "teacher_dir", teacher_dir)
-        ids = {"pad": s_tok.pad_token_id, "eos": s_tok.eos_token_id}
-        if cfg.method == "lm-ce":
-            loss_fn = ce_loss
-        elif cfg.method == "seq-kd":
-            train = _teacher_targets(teacher, tok, s_tok, train, corpus, hp, tc, device, log)
-            loss_fn = ce_loss
-        elif cfg.method == "gkd":
-            loss_fn = gkd_loss(teacher, ids, hp, tc.max_len, tc.seed)
-        else:
-            topk = _topk_teacher(store, run_id, teacher, teacher_dir, train, hp, tc, log) if hp["topk"] else None
-            W = _mapping(student, teacher, layers, hp)
-            if W is not None and not resume:   # the W of the hidden-state term (the Train page draws it)
-                store.log_mapping(run_id, 0, 0, W, label="hidden-state term")
-            loss_fn = token_kd_loss(cfg.method, teacher, hp, W, topk)
+        t_module = CausalLM(teacher, tok, tc.max_len)
+        bundle = method_cls.augment_train(bundle, s_tok, t_module, cfg)   # seq-kd: the teacher's continuations
+        if hp.get("topk"):
+            t_module = _topk_teacher(store, run_id, teacher, teacher_dir, bundle.train, hp, tc, log)
+        s_module = CausalLM(student, s_tok, tc.max_len, copied_from=layers)
         log(f"{cfg.method}: distilling a {student.config.num_hidden_layers}-layer student of the "
-            f"{teacher.config.num_hidden_layers}-layer teacher on {len(train)} examples ({run_id})")
-        steps, epochs = fit(student, train, loss_fn, tc, store=store, run_id=run_id, log=log, label=cfg.method,
-                            tok=s_tok, resume=bool(resume))
-        same_vocab = s_tok is tok or s_tok.get_vocab() == tok.get_vocab()
-        evals = _evaluate(store, run_id, student, teacher if same_vocab else None, s_tok, corpus, tc.max_len,
-                          hp["eval_batch"], steps, epochs)
+            f"{teacher.config.num_hidden_layers}-layer teacher on {len(bundle.train)} examples ({run_id})")
+        res = train(s_module, s_tok, bundle, method_cls, teacher=t_module, cfg=tc, method_args=cfg.method_args,
+                    store=store, run_id=run_id, resume=checkpoint)
         out = store.folder(run_id) / "student"
-        from ..models.core import count_params, save_model
-        save_model(student.cpu(), s_tok, out, extra={"run_id": run_id, "method": cfg.method, "kind": "lm",
-                                                     "task_spec": task_spec()})
-        store.set_artifact(run_id, "model_dir", str(out))
-        store.set_artifact(run_id, "size", {**_size(student, out, evals),
+        save_model(s_module.cpu(), s_tok, out, extra={"run_id": run_id, "method": cfg.method, "kind": "lm",
+                                                      "task_spec": task_spec()})
+        record_models(store, run_id, res, out)
+        store.set_artifact(run_id, "size", {**_size(student, out, res.evals),
                                             "teacher_params": float(count_params(teacher))})
-        store.finish(run_id, "finished", summary={s: m["perplexity"] for s, m in evals.items()})
-        log(f"{cfg.method}: " + ", ".join(f"{s} perplexity {m['perplexity']:.2f}" for s, m in evals.items()))
-        if not keep_checkpoints:   # a finished run is never resumed
-            from ..runs.disk import drop_checkpoint
+        store.finish(run_id, res.status, res.message,
+                     summary={s: m["perplexity"] for s, m in res.evals.items() if "perplexity" in m})
+        if res.evals:
+            log(f"{cfg.method}: " + ", ".join(f"{s} perplexity {m['perplexity']:.2f}" for s, m in res.evals.items()))
+        if res.status == "finished" and not keep_checkpoints:   # a finished run is never resumed
             drop_checkpoint(checkpoint_dir(store, run_id))
-    except BaseException as e:
-        from ..runs.checkpoint import find_checkpoint
-        store.record_stop(run_id, e, resumable=find_checkpoint(checkpoint_dir(store, run_id)) is not None)
-        raise
     return run_id
 
 
 def _topk_teacher(store, run_id, teacher, teacher_dir, train, hp, tc, log):
     """The run's top-k file (written once per teacher, corpus, context and k under the teacher cache), as the
-    teacher the token-level objective reads; its size is the run's ``topk`` artifact."""
+    teacher module the token-level objective reads; its size is the run's ``topk`` artifact."""
     from .topk import TopKTeacher, key_of, summary, write_topk
     key = key_of(teacher_dir, _identity(train), teacher.config.vocab_size, tc.max_len, len(train))
     name = f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-k{hp['topk']}.safetensors"
@@ -580,7 +324,7 @@ def _topk_teacher(store, run_id, teacher, teacher_dir, train, hp, tc, log):
     store.set_artifact(run_id, "topk", info)
     log(f"topk: {info['bytes_per_token']:.0f} bytes per token against {info['dense_bytes_per_token']} dense (fp32); "
         f"the top-{info['k']} hold {info['topk_mass']:.3f} of the teacher's probability on average")
-    return TopKTeacher(path, hp["topk_tail"], key)
+    return TopKTeacher(path, hp["topk_tail"], key, config=teacher.config)
 
 
 def _identity(examples) -> str:
@@ -588,21 +332,6 @@ def _identity(examples) -> str:
     for e in examples:
         h.update(json.dumps([e.ids, e.n_prompt]).encode())
     return h.hexdigest()[:16]
-
-
-def _mapping(student, teacher, layers, hp: dict):
-    """With ``hidden_weight``: each copied student layer paired with the teacher layer it was copied from
-    (``mapping.explicit``), a student of its own with the uniform mapping; None without the hidden-state term."""
-    if not hp["hidden_weight"]:
-        return None
-    from ..kd import mapping
-    if student.config.hidden_size != teacher.config.hidden_size:
-        raise KdlabError(f"--set hidden_weight compares hidden states, but the student's width "
-                         f"({student.config.hidden_size}) differs from the teacher's ({teacher.config.hidden_size})")
-    N = teacher.config.num_hidden_layers
-    if layers is not None:
-        return mapping.explicit([i + 1 for i in layers], N)
-    return mapping.uniform(student.config.num_hidden_layers, N)
 
 
 def _size(model, folder, evals: dict) -> dict:
@@ -613,22 +342,7 @@ def _size(model, folder, evals: dict) -> dict:
             "tokens_per_s": float((evals.get("dev") or {}).get("tokens_per_s", float("nan")))}
 
 
-def _teacher_targets(teacher, t_tok, s_tok, train, corpus, hp, tc, device, log):
-    """Sequence-level KD: the teacher's greedy continuation of every training prompt, as the student's targets
-    (decoded and re-encoded when the student tokenizes differently)."""
-    from .data import Row
-    t_train = train if s_tok is t_tok else encode(corpus.train, t_tok, tc.max_len, what="the training corpus")
-    log(f"seq-kd: the teacher continues {len(t_train)} prompts (greedy, up to {hp['gen_len']} tokens)")
-    gen = continue_prompts(teacher, [prompt_of(e, hp["prompt_tokens"]) for e in t_train], pad_id=t_tok.pad_token_id,
-                           eos_id=t_tok.eos_token_id, max_new=hp["gen_len"], max_len=tc.max_len, sample=False,
-                           device=device, seed=tc.seed)
-    if s_tok is t_tok:
-        return gen
-    rows = [Row(t_tok.decode(g.ids[:g.n_prompt], skip_special_tokens=True),
-                " " + t_tok.decode(g.ids[g.n_prompt:], skip_special_tokens=True)) for g in gen]
-    return encode(rows, s_tok, tc.max_len, what="the teacher's continuations")
-
-
+# ---------------------------------------------------------------------------------------------- evaluation
 def eval_lm_run(store: Store, run: dict, data_file=None) -> dict:
     """A stored LM run's model, per domain (the run's own, or ``data_file`` alone, named by its stem): perplexity,
     and against its teacher token KL and top-1 agreement."""

@@ -3,10 +3,11 @@ features it needs, which layer-mapping matrix W is active, and how to combine th
 
 A method never touches the loop. Every hook below has a default, so a method writes only what differs:
 
-* per optimisation step, ``kdlab.engine.distill`` calls ``need(state)`` -> ``mapping(state)`` ->
-  ``loss(student_feats, teacher_feats, batch, state)`` -> (backward) -> ``after_backward(student, teacher, state)``;
-  ``on_epoch_start(state)`` at the start of every epoch; ``bind(student, teacher)`` once, before the optimiser is
-  built; ``extra_state()`` / ``load_extra_state(d)`` with every checkpoint;
+* per optimisation step, ``kdlab.engine.distill`` calls ``prepare_batch(batch, state)`` -> ``need(state)`` ->
+  ``mapping(state)`` -> ``loss(student_feats, teacher_feats, batch, state)`` -> (backward) ->
+  ``after_backward(student, teacher, state)``; ``on_epoch_start(state)`` at the start of every epoch;
+  ``bind(student, teacher)`` once, before the optimiser is built; ``extra_state()`` / ``load_extra_state(d)`` with
+  every checkpoint;
 * before training, ``kdlab.engine.pipeline.distill_run`` asks the class whether the method is a chain of runs
   (``chain``), for its student (``make_student``) and for its transfer set (``augment_train``).
 
@@ -411,6 +412,11 @@ class Method(nn.Module):
     def on_epoch_start(self, state: State):
         """Called at the start of every epoch (e.g. to redraw a random mapping)."""
 
+    def prepare_batch(self, batch: dict, state: State) -> dict:
+        """The batch both models read this step: by default ``batch`` itself; an on-policy method replaces some of
+        its sequences with the student's own (``kdlab.methods.lm``: gkd)."""
+        return batch
+
     def after_backward(self, student, teacher, state: State):
         """Called after the backward pass (and the DDP all-reduce), before clipping and the optimiser step
         (e.g. gradient mixing or freezing)."""
@@ -519,8 +525,12 @@ def get(name: str) -> type[Method]:
 
 def names(kind: str = "classes") -> list[str]:
     """The registered methods for a task of label kind ``kind`` (``classes``: the classification methods, which
-    also cover score and multi-label tasks where their loss is defined; ``ranking``: the ranking objectives)."""
+    also cover score and multi-label tasks where their loss is defined; ``ranking``: the ranking objectives; ``lm``:
+    the causal-LM objectives)."""
     load_all()
-    if kind == "ranking":
-        return sorted(n for n, c in REGISTRY.items() if "ranking" in c.label_kinds)
-    return sorted(n for n, c in REGISTRY.items() if "ranking" not in c.label_kinds)
+    if kind in OTHER_KINDS:
+        return sorted(n for n, c in REGISTRY.items() if kind in c.label_kinds)
+    return sorted(n for n, c in REGISTRY.items() if not set(OTHER_KINDS) & set(c.label_kinds))
+
+
+OTHER_KINDS = ("ranking", "lm")   # tasks with methods of their own (kdlab.methods.ranking, kdlab.methods.lm)

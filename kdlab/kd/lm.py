@@ -1,4 +1,5 @@
-"""Token-level distillation objectives for causal LMs, over the full vocabulary.
+"""The causal-LM objectives (``kdlab.methods.lm``): token-level divergences over the full vocabulary, next-token
+cross-entropy and the hidden-state MSE through a mapping matrix.
 
 Every objective takes the student's and the teacher's logits ``[..., V]`` at the same (already shifted)
 positions and a ``mask`` of the same leading shape (1 = a token that counts: a completion token that is not
@@ -17,6 +18,8 @@ Conventions (P = teacher, Q = student, both softmaxes at temperature T):
   beta -> 0 and of JSD(beta) / (1 - beta) as beta -> 1 (the unscaled formula itself goes to 0 at both ends).
   beta = 0.5 is the ordinary Jensen-Shannon divergence (natural log).
 * ``tvd``: total variation distance 0.5 sum |P - Q|, in [0, 1], not scaled by T².
+* ``token_ce``: next-token cross-entropy on the unmasked tokens (no teacher).
+* ``hidden_mse``: decoder-layer outputs of the student and the teacher paired by W (``kdlab.kd.mapping``).
 """
 from __future__ import annotations
 
@@ -136,4 +139,18 @@ def token_ce(student_logits, targets, mask=None):
     return (ce * m).sum() / m.sum().clamp(min=1.0)
 
 
-OBJECTIVES = {"lm-fkl": forward_kl, "lm-rkl": reverse_kl, "lm-jsd": generalized_jsd, "lm-tvd": tvd}
+def hidden_mse(s_layers, t_layers, W, mask, per_pair: dict | None = None) -> torch.Tensor:
+    """Hidden-state MSE through the mapping matrix ``W`` [M, N] (``kdlab.kd.mapping``): sum over its pairs (student
+    layer s, teacher layer t, weight w; 1-based) of w x the mean squared difference of the two layers' outputs
+    (``s_layers[s - 1]``, ``t_layers[t - 1]``) on the non-padding positions, divided by the sum of the weights.
+    ``per_pair``: filled with each pair's MSE as ``hidden/s<s>-t<t>`` (the per-layer names the Train page draws)."""
+    from .mapping import pairs
+    m = mask.bool()
+    total, weight = s_layers[0].new_zeros((), dtype=torch.float32), 0.0
+    for s, t, w in pairs(W):
+        d = ((s_layers[s - 1][m].float() - t_layers[t - 1][m].float()) ** 2).mean()
+        if per_pair is not None:
+            per_pair[f"hidden/s{s}-t{t}"] = d.detach()
+        total = total + w * d
+        weight += w
+    return total / max(weight, 1e-12)
