@@ -53,3 +53,32 @@ def test_stopped_lm_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatc
         assert ev_b[split]["perplexity"] == pytest.approx(ev_a[split]["perplexity"], rel=1e-5)
     for k in w_a:
         assert torch.allclose(w_a[k], w_b[k], atol=1e-5), k
+
+
+def test_a_checkpoint_of_the_bare_model_still_resumes(tmp_path, monkeypatch):
+    # LM runs checkpointed their student as the bare causal LM before they went through the one loop (whose student
+    # module wraps it): such a checkpoint loads into the wrapper, weights and optimizer state alike
+    import json
+    from safetensors.torch import save_file
+    runs = ["--runs", str(tmp_path), "--method", "lm-fkl"]
+    assert main([*ARGS, *runs, "--name", "straight"]) == 0
+    store = Store(tmp_path)
+    real = Store.cancel_requested
+    monkeypatch.setattr(Store, "cancel_requested", lambda self, rid: self.run(rid)["name"] == "bare" and max(
+        (r["step"] for r in self.metrics(rid)), default=0) >= 3 or real(self, rid))
+    assert main([*ARGS, *runs, "--name", "bare"]) != 0
+    monkeypatch.setattr(Store, "cancel_requested", real)
+    ids = {r["name"]: r["id"] for r in store.runs(kind="student")}
+    ck = store.folder(ids["bare"]) / "checkpoint"
+    tensors = load_file(str(ck / "train_state.safetensors"))
+    bare = {("student." + k[len("student.model."):] if k.startswith("student.model.") else k): v
+            for k, v in tensors.items()}
+    assert "student.lm_head.weight" in bare and not any(k.startswith("student.model.lm_head") for k in bare)
+    save_file(bare, str(ck / "train_state.safetensors"))
+    state = json.loads((ck / "state.json").read_text())
+    (ck / "state.json").write_text(json.dumps({**state, "method": "lm", "extra": {}}))
+    assert main(["distill", "--resume", ids["bare"], "--runs", str(tmp_path), "--quiet"]) == 0
+    loss_a, steps_a, ev_a, _ = _final(store, ids["straight"])
+    loss_b, steps_b, ev_b, _ = _final(store, ids["bare"])
+    assert steps_b == steps_a == list(range(1, 8)) and loss_b == pytest.approx(loss_a, rel=1e-5, abs=1e-6)
+    assert ev_b["dev"]["perplexity"] == pytest.approx(ev_a["dev"]["perplexity"], rel=1e-5)

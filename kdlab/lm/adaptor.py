@@ -75,6 +75,13 @@ class CausalLM(nn.Module):
     def save_pretrained(self, folder, **kw):
         return self.model.save_pretrained(folder, **kw)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Also the inner model's own state dict: the checkpoint of an LM run written before LM runs went through
+        the one loop (its student was the bare model), so such a run can still be resumed."""
+        if set(state_dict) == set(self.model.state_dict()):
+            return self.model.load_state_dict(state_dict, strict=strict, assign=assign)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def kd_features(self, batch: dict, need) -> Features:
         args = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         hidden = None
