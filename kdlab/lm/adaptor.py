@@ -132,9 +132,10 @@ def split_name(domain: str) -> str:
 
 class LMBundle:
     """The loop's data for an LM run (see the module docstring): ``corpus`` (``kdlab.lm.data.LMCorpus``) encoded
-    with ``tokenizer`` to ``max_len`` tokens."""
+    with ``tokenizer`` to ``max_len`` tokens; ``log``: the run's log (what ``continued_by`` reports)."""
 
-    def __init__(self, corpus, tokenizer, max_len: int, *, identity: str, eval_batch: int = 32, eval_teacher=None):
+    def __init__(self, corpus, tokenizer, max_len: int, *, identity: str, eval_batch: int = 32, eval_teacher=None,
+                 log=print):
         self.corpus, self.tokenizer, self.max_len = corpus, tokenizer, int(max_len)
         self.train = encode(corpus.train, tokenizer, max_len, what="the training corpus")
         self.splits = {split_name(d): encode(rows, tokenizer, max_len, what=f"the {d} evaluation set")
@@ -143,6 +144,7 @@ class LMBundle:
         self.identity = identity
         self.eval_batch = int(eval_batch)
         self.eval_teacher = eval_teacher
+        self.log = log
         self.adaptor = LMAdaptor(self)
 
     @property
@@ -155,14 +157,13 @@ class LMBundle:
     def eval_splits(self) -> dict:
         return dict(self.splits)
 
-    def continued_by(self, teacher: CausalLM, *, gen_len: int, prompt_tokens: int, seed: int,
-                     log=print) -> "LMBundle":
+    def continued_by(self, teacher: CausalLM, *, gen_len: int, prompt_tokens: int, seed: int) -> "LMBundle":
         """This bundle with the training examples replaced by ``teacher``'s greedy continuations of their prompts
         (sequence-level KD), decoded and encoded again when the student tokenizes differently."""
         t_tok = teacher.tokenizer
         same = t_tok is self.tokenizer
         t_train = self.train if same else encode(self.corpus.train, t_tok, self.max_len, what="the training corpus")
-        log(f"seq-kd: the teacher continues {len(t_train)} prompts (greedy, up to {gen_len} tokens)")
+        self.log(f"seq-kd: the teacher continues {len(t_train)} prompts (greedy, up to {gen_len} tokens)")
         gen = teacher.continuations(t_train, gen_len=gen_len, prompt_tokens=prompt_tokens, sample=False, seed=seed)
         if not same:
             rows = [Row(t_tok.decode(g.ids[:g.n_prompt], skip_special_tokens=True),

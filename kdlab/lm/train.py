@@ -263,7 +263,7 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_crea
         p.requires_grad_(False)
     same_vocab = s_tok is tok or s_tok.get_vocab() == tok.get_vocab()
     bundle = LMBundle(corpus, s_tok, tc.max_len, identity=corpus.identity, eval_batch=hp["eval_batch"],
-                      eval_teacher=teacher if same_vocab else None)   # a prompt too long: now, not after training
+                      eval_teacher=teacher if same_vocab else None, log=log)   # a prompt too long: now, not later
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, teacher_dir=teacher_dir, data_identity=corpus.identity,
                 task_spec=task_spec(), lm=hp, student_layers_from=layers)
