@@ -133,6 +133,8 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     table = baselines.run_table(store, students)
     assert [r["nDCG@10"] for r in table[:3]] == [0.665, 0.688, 0.643] and "2104.08663" in table[0]["source"]
     assert len(table) == 5 and table[3]["source"] == "run " + students[0]["id"]
+    size = store.artifact(students[0]["id"], "size")
+    assert table[3]["layers"] == int(size["layers"]) >= 1 and table[3]["MB"] == round(size["mb"], 1) > 0
     res = baselines.measure(load_beir(toy), bm25.cache_dir(root), log=lambda *_: None)   # BM25, MiniLM, fused
     assert [r["label"].split(" ")[0] for r in res["rows"]] == ["BM25", "all-MiniLM-L6-v2,", "fused"]
     assert len(baselines.run_table(store, students)) == 8
