@@ -235,3 +235,29 @@ def test_keep_layers_takes_the_skip_layers_of_the_encoder():
     assert out(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.shape[-1] == out.config.hidden_size
     with pytest.raises(KdlabError, match="at most 2"):
         keep_layers(out, 3)
+
+
+def test_listwise_kl_inbatch_over_every_document_of_the_batch():
+    """inbatch=true: the KL between the teacher's and the student's softmax over every document of the batch (the
+    positives first, then the negatives), the student's cosine divided by tau; refused without in-batch scores."""
+    from types import SimpleNamespace
+    from kdlab.errors import KdlabError
+    from kdlab.methods import get
+    from kdlab.methods.base import State
+    from kdlab.records import Features
+    g = torch.Generator().manual_seed(1)
+    q, d = torch.randn(2, 4, generator=g), torch.randn(2, 2, 4, generator=g)   # 2 queries, groups of 2
+    docs = torch.stack([d[0, 0], d[1, 0], d[0, 1], d[1, 1]])                  # positives, then the negatives
+    t_inb = torch.tensor([[2.0, 0.0, 1.0, -1.0], [0.5, 3.0, 0.0, 1.0]])
+    s = Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=torch.ones(2, 1), extra={"q": q, "d": d})
+    t = Features(logits=torch.zeros(2, 2), mask=torch.ones(2, 1), extra={"inbatch": t_inb})
+    state = State(step=0, epoch=0, total_steps=1, steps_per_epoch=1)
+    m = get("listwise-kl")(SimpleNamespace(label_kind="ranking"), inbatch=True, score="cosine", tau=0.5,
+                           temperature=2.0)
+    loss, parts = m.loss(s, t, {}, state)
+    sp = torch.log_softmax((q @ docs.T) / 0.5 / 2.0, -1)
+    tp = torch.softmax(t_inb / 2.0, -1)
+    want = 4.0 * (tp * (tp.log() - sp)).sum(-1).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(KdlabError, match="teacher_kind=fused"):
+        m.loss(s, Features(logits=torch.zeros(2, 2), mask=torch.ones(2, 1)), {}, state)

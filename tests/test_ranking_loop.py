@@ -3,6 +3,7 @@
 chooses on the dev queries carved from the training queries (never on the test qrels); --precision bf16 and
 --tensorboard run on CPU; the plan (progress, ETA) is written. Tiny models built in code, a toy BEIR folder."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,6 +146,24 @@ def test_ranking_study_prints_verdicts_over_queries(toy, tmp_path, capsys):
     test = next(r for r in rows if r["method"] == "margin-mse" and r["domain"] == "test")
     base = next(r for r in rows if r["method"] == "contrastive" and r["domain"] == "test")
     assert test["delta"] == pytest.approx(np.mean([test["seeds"][s] - base["seeds"][s] for s in ("0", "1")]), abs=1e-9)
+    # scripts/ranking_table.py: the same verdict, and each row's metrics are the mean of its seeds' runs
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ranking_table", Path(__file__).parents[1] / "scripts" /
+                                                  "ranking_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    name = store.studies()[0]["name"]
+    trows = {r["method"]: r for r in table.study_rows(store, name)}
+    assert trows["margin-mse"]["verdict"] == test["verdict"] and trows["margin-mse"]["delta"] == test["delta"]
+    kd_runs = [r for r in store.runs(kind="student") if r["method"] == "margin-mse"]
+    want = np.mean([store.final_evals(r["id"])["test"]["mrr@10"] for r in kd_runs])
+    assert float(trows["margin-mse"]["mrr@10"].split(" ")[0]) == pytest.approx(want, abs=5e-4)
+    assert trows["margin-mse"]["seeds"] == 2 and trows["contrastive"]["layers"] >= 1
+    assert table.main([str(root), name]) == 0
+    md = capsys.readouterr().out
+    assert md.count("\n| margin-mse (2 seeds") == 1 and f"| {test['verdict']} |" in md
+    assert table.main([str(root), "no-such-study"]) == 2
+    assert "no study 'no-such-study'" in capsys.readouterr().err
     assert main(["study", "--task", "ranking", "--methods", "kd", "--data", str(toy), "--teacher", "tiny",
                  "--runs", str(root), "--quiet", "--name", "bad"]) == 2
     assert "'kd' is a classification method" in capsys.readouterr().err

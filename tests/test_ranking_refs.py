@@ -116,7 +116,7 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     common = ["--task", "ranking", "--data", str(toy), "--max-steps", "2", "--runs", str(root), "--quiet",
               "--set", "teacher_kind=fused", "--set", "fused_dense=tiny", "--set", "student_from=tiny"]
     assert main(["distill", "--method", "margin-mse", *common]) == 0
-    assert main(["distill", "--method", "listwise-kl", *common]) == 0
+    assert main(["distill", "--method", "listwise-kl", *common, "--set", "inbatch=true", "--set", "alpha_hard=0.5"]) == 0
     store = Store(root)
     teachers = store.runs(kind="teacher")
     assert [t["method"] for t in teachers] == ["fused"]   # one fused teacher, reused by the second student
@@ -125,6 +125,9 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     assert store.final_evals(t["id"])["test"]["n"] == 3
     students = store.runs(kind="student")
     assert len(students) == 2 and all(s["parent"] == t["id"] and s["status"] == "finished" for s in students)
+    inb = next(s for s in students if s["method"] == "listwise-kl")   # in-batch KD from the fused teacher's scores
+    terms = store.metrics_frame(inb["id"])
+    assert {"listwise_kl", "contrastive"} <= set(terms.columns) and (terms["listwise_kl"].dropna() > 0).all()
     capsys.readouterr()
     assert main(["distill", *common, "--method", "margin-mse", "--set", "teacher_kind=oracle"]) == 2
     assert "teacher_kind" in capsys.readouterr().err
@@ -133,6 +136,8 @@ def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
     table = baselines.run_table(store, students)
     assert [r["nDCG@10"] for r in table[:3]] == [0.665, 0.688, 0.643] and "2104.08663" in table[0]["source"]
     assert len(table) == 5 and table[3]["source"] == "run " + students[0]["id"]
+    size = store.artifact(students[0]["id"], "size")
+    assert table[3]["layers"] == int(size["layers"]) >= 1 and table[3]["MB"] == round(size["mb"], 1) > 0
     res = baselines.measure(load_beir(toy), bm25.cache_dir(root), log=lambda *_: None)   # BM25, MiniLM, fused
     assert [r["label"].split(" ")[0] for r in res["rows"]] == ["BM25", "all-MiniLM-L6-v2,", "fused"]
     assert len(baselines.run_table(store, students)) == 8

@@ -6,7 +6,8 @@ A ranking batch is a set of groups ``[positive, negative_1..K]`` of one training
 the teacher's are its scores of the same documents.
 
 * ``margin-mse``: Margin-MSE on the teacher's score differences (``kdlab.kd.ranking.margin_mse_groups``);
-* ``listwise-kl``: KL between the teacher's and the student's softmax over a query's candidates, with T;
+* ``listwise-kl``: KL between the teacher's and the student's softmax over a query's candidates, with T (with
+  ``inbatch``: over every document of the batch, which the fused teacher can score);
 * ``contrastive``: in-batch negatives on the qrels, no teacher (the no-KD row).
 
 The two KD methods take two more terms, both off by default: ``alpha_hard`` adds the in-batch contrastive loss on
@@ -96,11 +97,21 @@ class RankingMethod(Method):
         margins can reach the teacher's (SciFact's fused teacher: mean 3.5, the cosine's 0.27)."""
         return s.logits.float() / float(self.hp["tau"]) if self.hp["score"] == "cosine" else s.logits.float()
 
+    @staticmethod
+    def batch_docs(s) -> torch.Tensor:
+        """Every document of the batch [B (1 + K), H]: the positives first (row i = query i's), then the negatives."""
+        d = s.extra["d"].float()
+        return torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])])
+
     def contrastive(self, s) -> torch.Tensor:
         """The in-batch contrastive loss of the batch's queries against every document of the batch."""
-        q, d = s.extra["q"].float(), s.extra["d"].float()   # positives first (row i = query i), then every negative
-        docs = torch.cat([d[:, 0], d[:, 1:].reshape(-1, d.shape[-1])])
-        return in_batch_contrastive(q, docs, float(self.hp["tau"]))
+        return in_batch_contrastive(s.extra["q"].float(), self.batch_docs(s), float(self.hp["tau"]))
+
+    def inbatch_scores(self, s) -> torch.Tensor:
+        """The student's scores of every query against every document of the batch [B, B (1 + K)] (a cosine
+        divided by tau, as ``student_scores``)."""
+        sc = s.extra["q"].float() @ self.batch_docs(s).T
+        return sc / float(self.hp["tau"]) if self.hp["score"] == "cosine" else sc
 
 
 KD_OPTIONS = dict(
@@ -155,10 +166,19 @@ class MarginMSE(RankingKD):
 class ListwiseKL(RankingKD):
     name = "listwise-kl"
     summary = "KL between the teacher's and the student's softmax over a query's candidates, with T"
-    defaults = {"temperature": 1.0}
+    defaults = {"temperature": 1.0, "inbatch": False}
+    options = dict(inbatch=Option("bool", "the softmax over every document of the batch (each query's group and the "
+                                  "other queries' documents: in-batch negatives) instead of the query's own group; "
+                                  "needs the fused teacher, which scores any pair"))
     term = "listwise_kl"
 
     def kd_term(self, s, t, state):
+        if self.hp["inbatch"]:
+            if "inbatch" not in t.extra:
+                raise KdlabError("listwise-kl inbatch=true needs a teacher that scores every query against every "
+                                 "document of the batch: use --set teacher_kind=fused (a cross-encoder scores its "
+                                 "groups only)")
+            return listwise_kl(self.inbatch_scores(s), t.extra["inbatch"].float(), self.w("temperature", state))
         return listwise_kl(self.student_scores(s), t.logits.float(), self.w("temperature", state))
 
 

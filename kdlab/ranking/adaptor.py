@@ -184,7 +184,9 @@ class EmbedTargets:
 class GroupTeacher(nn.Module):
     """A teacher whose features are its scores [B, 1 + K] of the batch's groups (``batch['idx']``): a cross-encoder
     (``model``, ``tok``: each (query, document) pair read together) or the fused teacher (``fused``); with
-    ``targets`` (``EmbedTargets``) also the target embeddings ``extra['q']`` [B, H], ``extra['d']`` [B, 1 + K, H]."""
+    ``targets`` (``EmbedTargets``) also the target embeddings ``extra['q']`` [B, H], ``extra['d']`` [B, 1 + K, H]; the
+    fused teacher also scores every query against every document of the batch, ``extra['inbatch']`` [B, B (1 + K)]
+    (the positives first, then the negatives, as ``RankingMethod.inbatch_scores`` orders them)."""
 
     def __init__(self, groups: list, data: RankingData, *, model=None, tok=None, doc_len: int = 128, fused=None,
                  targets: EmbedTargets | None = None):
@@ -193,7 +195,9 @@ class GroupTeacher(nn.Module):
         self.model = model
         self.max_len = clamp_len(model, doc_len) if model is not None else doc_len
         self.targets = targets
-        self.uncached = targets is not None   # the per-example cache keeps scores only, not the target embeddings
+        # the per-example cache keeps each group's scores only, not the target embeddings nor the fused teacher's
+        # in-batch scores (which are cheap: its full rows are kept per query)
+        self.uncached = targets is not None or fused is not None
 
     @property
     def config(self):
@@ -210,6 +214,10 @@ class GroupTeacher(nn.Module):
                              device=next(self.model.parameters()).device).view(len(groups), -1)
         mask = batch["attention_mask"]
         extra = {}
+        if self.fused is not None:   # every query against every document of the batch (in-batch KD)
+            docs = [ids[0] for _, ids in groups] + [j for _, ids in groups for j in ids[1:]]
+            extra["inbatch"] = torch.tensor(self.fused.full([q for q, _ in groups])[:, docs],
+                                            dtype=torch.float32).to(mask.device)
         if self.targets is not None:
             extra = {"q": self.targets.queries([q for q, _ in groups]).to(mask.device),
                      "d": self.targets.docs(groups).to(mask.device)}

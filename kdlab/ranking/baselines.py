@@ -65,8 +65,8 @@ def rows_for(data: RankingData, cache, *, measure_missing: bool = False, log=pri
 
 def run_table(store, runs) -> list[dict]:
     """Rows for a page or notebook: the reference rows of the runs' BEIR folder (measured when the store's ranking
-    cache has them, and the published ones) then each run's test row, as {model, nDCG@10, MRR@10, R@100, params (M),
-    ms/query, source}."""
+    cache has them, and the published ones) then each run's test row, as {model, layers, nDCG@10, MRR@10, R@100,
+    params (M), MB, ms/query, source}."""
     from .reference import published_rows
     runs = list(runs)
     refs = []
@@ -82,15 +82,17 @@ def run_table(store, runs) -> list[dict]:
         ev = store.final_evals(r["id"]).get("test") or {}
         size = store.artifact(r["id"], "size", {}) or {}
         own.append({"label": r.get("name") or f"{r['method']} {r['id']}", **ev, "params": size.get("params"),
-                    "latency_ms": size.get("latency_ms"), "source": "run " + r["id"]})
+                    "latency_ms": size.get("latency_ms"), "layers": size.get("layers"), "mb": size.get("mb"),
+                    "source": "run " + r["id"]})
 
     def fmt(row, default_source):
         def num(k, nd=3):
             v = row.get(k)
             return round(float(v), nd) if isinstance(v, (int, float)) else None
-        return {"model": row["label"], "nDCG@10": num("ndcg@10"), "MRR@10": num("mrr@10"), "R@100": num("recall@100"),
-                "params (M)": num("params") and round(row["params"] / 1e6, 1), "ms/query": num("latency_ms", 1),
-                "source": row.get("source", default_source)}
+        return {"model": row["label"], "layers": num("layers", 0) and int(row["layers"]), "nDCG@10": num("ndcg@10"),
+                "MRR@10": num("mrr@10"), "R@100": num("recall@100"),
+                "params (M)": num("params") and round(row["params"] / 1e6, 1), "MB": num("mb", 1),
+                "ms/query": num("latency_ms", 1), "source": row.get("source", default_source)}
     return [fmt(r, "measured here") for r in refs] + [fmt(r, "") for r in own]
 
 
