@@ -203,3 +203,34 @@ def test_cosine_student_margins_scaled_by_tau():
     assert cos.hp["tau"] == 0.05 and cos.loss(s, t, {}, None)[0].item() == pytest.approx((20.0 - 4.0) ** 2)
     dot = build_method("margin-mse", bi, bi, 1, 1, 1, 0, 1, label_kind="ranking")
     assert dot.loss(s, t, {}, None)[0].item() == pytest.approx((1.0 - 4.0) ** 2)   # a dot-product student: unscaled
+
+
+def test_deploy_page_compresses_and_measures_a_bi_encoder(tmp_path, monkeypatch):
+    """The Deploy page on a ranking run: int8 + ONNX made from the page, then every model ranks the corpus; the table
+    is the one `kdlab eval --model all` stores."""
+    from streamlit.testing.v1 import AppTest
+    from kdlab.cli import main
+    from kdlab.ranking.data import write_beir
+    from test_ranking import DOCS, QRELS, QUERIES
+    app = Path(__file__).resolve().parents[1] / "app"
+    toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
+    root = tmp_path / "runs"
+    assert main(["distill", "--task", "ranking", "--method", "contrastive", "--set", "student_from=tiny",
+                 "--data", str(toy), "--max-steps", "1", "--runs", str(root), "--quiet"]) == 0
+    rid = Store(root).runs(kind="student")[0]["id"]
+    monkeypatch.syspath_prepend(str(app))
+    at = AppTest.from_file(str(app / "pages" / "8_Deploy.py"), default_timeout=180)
+    at.session_state["kd_runs_root"] = str(root)
+    at.run()
+    at.selectbox(key="dep_run").set_value(rid).run()
+    at.checkbox(key="dep_int8").check().run()
+    at.checkbox(key="dep_onnx").check().run()
+    at.button(key="dep_compress").click().run()
+    assert not at.exception and not at.error
+    assert list(Store(root).artifact(rid, "models")) == ["int8-onnx"]
+    at.button(key="dep_measure").click().run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "nDCG@10" in d.value.columns)
+    stored = Store(root).artifact(rid, "ranking_deploy_eval")
+    assert list(table.index) == ["student", "int8-onnx"] == list(stored["models"])
+    assert table.loc["student", "nDCG@10"] == pytest.approx(stored["models"]["student"]["ndcg@10"], abs=1e-4)

@@ -13,11 +13,13 @@ artifact, as in sentence-transformers' own ONNX backend:
 Each artifact's ``kdlab.json`` (its lineage) keeps the bi-encoder's pooling, score and lengths under ``bi``, and
 the embeddings' agreement with the fp32 model on the check texts (max |difference| and the least cosine).
 ``load`` rebuilds a ``BiEncoder`` of any of these formats, so ``eval_models`` ranks the corpus with each model of a
-run: nDCG@10, MRR@10, Recall@100, MB and CPU ms per query side by side.
+run: nDCG@10, MRR@10, Recall@100, MB and CPU ms per query side by side (kept as the run's ``ranking_deploy_eval``
+for the Deploy page).
 """
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -190,8 +192,11 @@ def eval_models(store, run: dict, data_folder, names, *, split: str = "test", th
         qs = [data.queries[q] for q in data.split_queries(split)[:16]]
         rows[n] = {**ev, "mb": round(folder_mb(folders[n]), 2),
                    "latency_ms": query_latency(bi=bi, doc_emb=doc_emb.float(), queries=qs, rounds=1)}
-    return {"run": run["id"], "data": str(data_folder), "split": split, "task": "ranking", "threads": int(threads),
-            "models": rows}
+    res = {"run": run["id"], "data": str(data_folder), "split": split, "task": "ranking", "threads": int(threads),
+           "models": rows, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if store.writable:   # kept with the run, for the Deploy page
+        store.set_artifact(run["id"], "ranking_deploy_eval", res)
+    return res
 
 
 def format_table(res: dict) -> str:
