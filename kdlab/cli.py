@@ -314,6 +314,12 @@ def cmd_eval(a):
         _refuse(a, ["model", "ood_map", "compare"], "an LM run is evaluated by perplexity: `kdlab eval --run RUN [--data FILE]`")
         print(json.dumps(eval_lm_run(_store(a), rec.row, a.data), indent=2))
         return 0
+    if rec.is_ranking and a.model:   # a ranking run's bi-encoder and its compressed artifacts (kdlab.ranking.compress)
+        from .ranking.compress import eval_models as eval_bi_models, format_table as bi_table
+        _refuse(a, ["ood_map", "compare"], "a ranking run's models are compared by nDCG@10 over its queries")
+        res = eval_bi_models(_store(a), rec.row, a.data or rec.data, a.model, threads=a.threads)
+        print(json.dumps(res, indent=2) if a.json else bi_table(res))
+        return 0
     if not a.model and not a.data and rec.is_ranking:   # a ranking run without --data: its own BEIR folder
         a.data = rec.data
     if a.model or not a.data:   # the run's models side by side with the teacher (kdlab.deploy.report)

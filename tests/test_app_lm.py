@@ -108,6 +108,19 @@ def test_classification_pages_do_not_offer_lm_runs(lm_store, monkeypatch):
         assert not any("lm-rkl" in o for o in shown), shown
 
 
+def test_deploy_page_shows_an_lm_runs_size_and_perplexities(lm_store, monkeypatch):
+    at = _page(lm_store, monkeypatch, "8_Deploy.py")
+    at.run()
+    student = Store(lm_store).runs(kind="student")[0]
+    at.selectbox(key="dep_run").set_value(student["id"]).run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "perplexity" in d.value.columns)
+    want = Store(lm_store).final_evals(student["id"])
+    assert set(table.index) == set(want)
+    assert all(table.loc[d, "perplexity"] == pytest.approx(e["perplexity"], abs=1e-3) for d, e in want.items())
+    assert not any(b.key == "dep_compress" for b in at.button)   # nothing to compress for a decoder
+
+
 def test_train_page_follows_an_lm_run_per_layer(tmp_path, monkeypatch):
     # an LM run with the hidden-state term logs each layer pair's MSE and its W: the Train page draws both
     assert main(["distill", "--task", "lm", "--preset", "tiny", "--max-train", "32", "--max-eval", "4",

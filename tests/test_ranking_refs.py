@@ -1,6 +1,9 @@
 """Ranking reference rows and the fused teacher: per-query normalisation and the weight choice against
 hand-computed values, the dev split carved from training queries, the published rows, the corpus-embedding cache,
 and a saved bi-encoder loading in sentence-transformers with kdlab's embeddings. Tiny models built in code."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -85,8 +88,12 @@ def test_saved_bi_encoder_loads_in_sentence_transformers(tmp_path, pooling, scor
     assert model.max_seq_length == 32
 
 
-def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_path, capsys):
+def test_stored_student_loads_in_sentence_transformers_and_compresses(tmp_path, capsys):
+    """A saved bi-encoder loads in sentence-transformers with kdlab's embeddings; kdlab compress gives it int8 (torch),
+    ONNX and ONNX + int8 artifacts whose embeddings agree with the fp32 model (recorded in each lineage), and
+    `kdlab eval --model all` ranks the corpus with every one of them; a pruning flag is refused in one line."""
     from kdlab.cli import main
+    from kdlab.ranking import compress
     from kdlab.ranking.data import write_beir
     from kdlab.ranking.models import BiEncoder
     from kdlab.runs.store import Store
@@ -95,15 +102,39 @@ def test_stored_student_loads_in_sentence_transformers_and_compress_refuses(tmp_
     root = tmp_path / "runs"
     assert main(["distill", "--task", "ranking", "--method", "contrastive", "--set", "student_from=tiny",
                  "--data", str(toy), "--max-steps", "2", "--runs", str(root), "--quiet"]) == 0
-    run = Store(root).runs()[0]
-    folder = Store(root).artifact(run["id"], "model_dir")
+    store = Store(root)
+    run = store.runs()[0]
+    folder = store.artifact(run["id"], "model_dir")
     st = pytest.importorskip("sentence_transformers")
     got = st.SentenceTransformer(folder, device="cpu").encode(TEXTS, convert_to_tensor=True)
-    assert torch.allclose(got.float(), BiEncoder.load(folder).encode(TEXTS, kind="doc"), atol=1e-5)
+    ref = BiEncoder.load(folder)
+    assert torch.allclose(got.float(), ref.encode(TEXTS, kind="doc"), atol=1e-5)
     capsys.readouterr()
-    assert main(["compress", "--runs", str(root), "--run", run["id"], "--quantize", "int8"]) == 2
+    for flags in (["--quantize", "int8"], ["--onnx"], ["--onnx", "--quantize", "int8"]):
+        assert main(["compress", "--runs", str(root), "--run", run["id"], *flags, "--quiet"]) == 0
+    models = store.artifact(run["id"], "models")
+    assert set(models) == {"int8", "onnx", "int8-onnx"}
+    for name, path in models.items():
+        info = json.loads((Path(path) / "kdlab.json").read_text())
+        assert info["bi"] == {"pooling": ref.pooling, "score": ref.score_fn, "query_len": ref.query_len,
+                              "doc_len": ref.doc_len}
+        emb = compress.load(path).encode(TEXTS, kind="doc")
+        cos = torch.nn.functional.cosine_similarity(emb, ref.encode(TEXTS, kind="doc"), dim=-1)
+        tol = 1e-4 if name == "onnx" else 0.05   # fp32 ONNX matches PyTorch; int8 is close, not equal
+        assert float((emb - ref.encode(TEXTS, kind="doc")).abs().max()) <= tol and float(cos.min()) > 0.9
+        recorded = [x for x in info["steps"] if "max_abs_diff_vs_fp32" in x or "max_abs_diff_vs_pytorch" in x]
+        assert recorded and all(v <= 0.05 for x in recorded for k, v in x.items() if k.startswith("max_abs_diff"))
+    capsys.readouterr()
+    assert main(["eval", "--runs", str(root), "--run", run["id"], "--model", "all", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["models"]) == {"student", "int8", "onnx", "int8-onnx"}
+    assert res["models"]["onnx"]["ndcg@10"] == pytest.approx(res["models"]["student"]["ndcg@10"], abs=1e-6)
+    assert all(r["mb"] > 0 and r["latency_ms"] > 0 and 0 <= r["ndcg@10"] <= 1 for r in res["models"].values())
+    assert main(["eval", "--runs", str(root), "--run", run["id"], "--model", "nope"]) == 2
+    assert "no model named 'nope'" in capsys.readouterr().err
+    assert main(["compress", "--runs", str(root), "--run", run["id"], "--prune-heads", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("kdlab: error:") and "\n" not in err and "bi-encoder" in err and "sentence-transformers" in err
+    assert err.startswith("kdlab: error:") and "\n" not in err and "bi-encoder" in err and "--prune" in err
 
 
 def test_fused_teacher_kind_distills_and_is_reused(tmp_path, capsys):
@@ -172,3 +203,34 @@ def test_cosine_student_margins_scaled_by_tau():
     assert cos.hp["tau"] == 0.05 and cos.loss(s, t, {}, None)[0].item() == pytest.approx((20.0 - 4.0) ** 2)
     dot = build_method("margin-mse", bi, bi, 1, 1, 1, 0, 1, label_kind="ranking")
     assert dot.loss(s, t, {}, None)[0].item() == pytest.approx((1.0 - 4.0) ** 2)   # a dot-product student: unscaled
+
+
+def test_deploy_page_compresses_and_measures_a_bi_encoder(tmp_path, monkeypatch):
+    """The Deploy page on a ranking run: int8 + ONNX made from the page, then every model ranks the corpus; the table
+    is the one `kdlab eval --model all` stores."""
+    from streamlit.testing.v1 import AppTest
+    from kdlab.cli import main
+    from kdlab.ranking.data import write_beir
+    from test_ranking import DOCS, QRELS, QUERIES
+    app = Path(__file__).resolve().parents[1] / "app"
+    toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
+    root = tmp_path / "runs"
+    assert main(["distill", "--task", "ranking", "--method", "contrastive", "--set", "student_from=tiny",
+                 "--data", str(toy), "--max-steps", "1", "--runs", str(root), "--quiet"]) == 0
+    rid = Store(root).runs(kind="student")[0]["id"]
+    monkeypatch.syspath_prepend(str(app))
+    at = AppTest.from_file(str(app / "pages" / "8_Deploy.py"), default_timeout=180)
+    at.session_state["kd_runs_root"] = str(root)
+    at.run()
+    at.selectbox(key="dep_run").set_value(rid).run()
+    at.checkbox(key="dep_int8").check().run()
+    at.checkbox(key="dep_onnx").check().run()
+    at.button(key="dep_compress").click().run()
+    assert not at.exception and not at.error
+    assert list(Store(root).artifact(rid, "models")) == ["int8-onnx"]
+    at.button(key="dep_measure").click().run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "nDCG@10" in d.value.columns)
+    stored = Store(root).artifact(rid, "ranking_deploy_eval")
+    assert list(table.index) == ["student", "int8-onnx"] == list(stored["models"])
+    assert table.loc["student", "nDCG@10"] == pytest.approx(stored["models"]["student"]["ndcg@10"], abs=1e-4)

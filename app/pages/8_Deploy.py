@@ -30,6 +30,11 @@ if src is None or not (src / "config.json").exists():
     st.info(f"run '{run['name']}' has no saved model (status {run['status']}): nothing to compress, measure or "
             "download.")
     st.stop()
+rec = C.record(run)
+if rec.is_ranking or rec.task_kind == "lm":   # a bi-encoder or a causal LM: their own views (app/deploy_views.py)
+    import deploy_views
+    (deploy_views.ranking if rec.is_ranking else deploy_views.lm)(store, rid, run)
+    st.stop()
 task = C.task_of(run)
 
 st.subheader("Compress and measure")

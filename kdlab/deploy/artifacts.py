@@ -75,10 +75,9 @@ def check_request(store, run_id: str, *, prune_vocab=None, quantize=None, onnx=F
         raise KdlabError("--prune-heads and --prune-ffn take a count >= 0 (removed from each layer)")
     src = run_model_dir(store, run)
     from ..ranking.models import model_kind
-    if model_kind(src) == "bi-encoder":
-        raise KdlabError(f"run {run['id']} is a ranking bi-encoder: kdlab compress handles classifiers only; its folder "
-                         f"{src} is a sentence-transformers model, so export it with sentence-transformers "
-                         "(e.g. SentenceTransformer(folder, backend='onnx'))")
+    if model_kind(src) == "bi-encoder" and (prune_vocab or prune_heads or prune_ffn):
+        raise KdlabError(f"run {run['id']} is a ranking bi-encoder: kdlab compress gives it --quantize int8 and/or "
+                         "--onnx; vocabulary and structured pruning are for classifiers (drop --prune-*)")
     name = name or default_name(bool(prune_vocab), quantize, onnx, prune_heads or 0, prune_ffn or 0)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or name in RESERVED:
         raise KdlabError(f"'{name}' is not a usable model name: use letters, digits, '.', '_' or '-' "
@@ -115,6 +114,9 @@ def _compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None 
     run, src, name = check_request(store, run_id, prune_vocab=prune_vocab, quantize=quantize, onnx=onnx, name=name,
                                    prune_heads=prune_heads, prune_ffn=prune_ffn)
     quiet_hf()
+    from ..ranking.models import model_kind
+    if model_kind(src) == "bi-encoder":   # a ranking student: its encoder compressed (kdlab.ranking.compress)
+        return _compress_bi(store, run, src, name, quantize=quantize, onnx=onnx, log=log)
     extra = None
     if prune_vocab and prune_vocab is not True:
         extra = vocab.read_corpus(prune_vocab, text_col or StoredRun(run).config().text_col or "sentence")
@@ -133,11 +135,10 @@ def _compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None 
     bundle, max_len = run_data(run)
     check_texts = list(bundle.dev.texts)[:64]
     check_b = None if bundle.dev.texts_b is None else list(bundle.dev.texts_b)[:64]   # a pair task's second texts
-    steps: list[dict] = []
-    final = store.folder(run["id"]) / "models" / name
-    tmp = final.with_name(f".{name}.partial-{time.time_ns()}")
-    tmp.mkdir(parents=True)
-    try:
+
+    def build(tmp):
+        nonlocal model, tok
+        steps: list[dict] = []
         if prune_vocab:
             texts = list(bundle.train.texts) + list(bundle.train.texts_b or []) + (extra or [])   # both texts of a pair
             before = len(tok)
@@ -183,18 +184,45 @@ def _compress_run(store, run_id: str, *, prune_vocab=None, quantize: str | None 
             model.save_pretrained(tmp, safe_serialization=True)
             fmt = "hf"
         tok.save_pretrained(tmp)
+        return steps, fmt, params, {"max_len": max_len}
+
+    return _publish(store, run, name, src, build)
+
+
+def _compress_bi(store, run: dict, src: Path, name: str, *, quantize, onnx: bool, log=print) -> dict:
+    """A ranking bi-encoder's artifact (``kdlab.ranking.compress``), checked on queries and documents of its data."""
+    from ..ranking import compress as bi_compress
+    from ..ranking.data import load_beir
+    data = load_beir(StoredRun(run).data)
+    texts = [data.queries[q] for q in list(data.queries)[:32]] + list(data.docs[:32])
+
+    def build(tmp):
+        steps, fmt, params, bi = bi_compress.compress(src, tmp, quantize=quantize, onnx=onnx, texts=texts, log=log)
+        return steps, fmt, params, {"bi": bi}
+    return _publish(store, run, name, src, build)
+
+
+def _publish(store, run: dict, name: str, src: Path, build) -> dict:
+    """``build(tmp) -> (steps, format, params, extra lineage)`` writes an artifact into a temporary folder; its
+    lineage is added, the name claimed in the run's ``models`` in one transaction, then the folder moved to its final
+    name (a failure removes the partial folder)."""
+    final = store.folder(run["id"]) / "models" / name
+    tmp = final.with_name(f".{name}.partial-{time.time_ns()}")
+    tmp.mkdir(parents=True)
+    try:
+        steps, fmt, params, extra = build(tmp)
         info = {"format": fmt, "name": name, "source_run": run["id"], "source_kind": run["kind"],
-                "source_model_dir": str(src), "params": int(params), "max_len": max_len, "steps": steps,
+                "source_model_dir": str(src), "params": int(params), **extra, "steps": steps,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         (tmp / LINEAGE).write_text(json.dumps(info, indent=2))
-        if final.exists():   # a folder left by a model that the store does not list: moved aside, then removed
+        if final.exists():
             stale = final.with_name(f".{name}.stale-{time.time_ns()}")
             final.rename(stale)
             shutil.rmtree(stale, ignore_errors=True)
-        if not store.add_entry(run["id"], "models", name, str(final)):   # the name, claimed in one transaction
+        if not store.add_entry(run["id"], "models", name, str(final)):
             raise KdlabError(f"run {run['id']} already has a model named '{name}': choose another --name")
         try:
-            os.rename(tmp, final)   # refuses to replace a folder that has files in it
+            os.rename(tmp, final)
         except OSError:
             _unclaim(store, run["id"], name)
             raise

@@ -81,14 +81,16 @@ def save(qmodel, folder: Path):
     qmodel.config.save_pretrained(folder)
 
 
-def load(folder: Path):
-    """The quantized model saved by ``save`` (config.json + model.int8.safetensors)."""
+def load(folder: Path, model_class=None):
+    """The quantized model saved by ``save`` (config.json + model.int8.safetensors); ``model_class``: the transformers
+    Auto class it was built with (default ``AutoModelForSequenceClassification``; ``AutoModel`` for a bi-encoder's
+    encoder)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification
     from ..models import bilstm, static  # noqa: F401  (register the BiLSTM and static students with the Auto classes)
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = (model_class or AutoModelForSequenceClassification).from_config(config)
     from .prune import restore
     restore(model)   # a model whose heads / FFN neurons were pruned: its recorded structure
     tensors = load_file(str(folder / WEIGHTS))
