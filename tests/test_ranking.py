@@ -204,16 +204,17 @@ def test_ranking_kd_adds_the_contrastive_and_embedding_terms():
     g = torch.Generator().manual_seed(0)
     q, d = torch.randn(2, 4, generator=g), torch.randn(2, 3, 4, generator=g)
     tq, td = torch.randn(2, 4, generator=g), torch.randn(2, 3, 4, generator=g)
-    s = Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=torch.ones(2, 1), extra={"q": q, "d": d})
+    x, tx = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)   # transfer documents (transfer_docs)
+    s = Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=torch.ones(2, 1), extra={"q": q, "d": d, "x": x})
     t = Features(logits=torch.tensor([[3.0, 1.0, 0.0], [2.0, 2.5, -1.0]]), mask=torch.ones(2, 1),
-                 extra={"q": tq, "d": td})
+                 extra={"q": tq, "d": td, "x": tx})
     m = get("margin-mse")(SimpleNamespace(label_kind="ranking"), alpha_soft=0.5, alpha_hard=2.0, embed_weight=3.0)
     state = State(step=0, epoch=0, total_steps=1, steps_per_epoch=1)
     total, parts = m.loss(s, t, {}, state)
     ms = ((s.logits[:, :1] - s.logits[:, 1:]) - (t.logits[:, :1] - t.logits[:, 1:])).pow(2).mean()
     docs = torch.cat([d[:, 0], d[:, 1:].reshape(-1, 4)])
     ce = torch.nn.functional.cross_entropy(q @ docs.T, torch.arange(2))
-    emb = (embedding_mse(q, tq) + embedding_mse(d, td)) / 2
+    emb = (embedding_mse(q, tq) + embedding_mse(d, td) + embedding_mse(x, tx)) / 3
     assert parts["margin_mse"].item() == pytest.approx(0.5 * ms.item(), rel=1e-5)
     assert parts["contrastive"].item() == pytest.approx(2.0 * ce.item(), rel=1e-5)
     assert parts["embed"].item() == pytest.approx(3.0 * emb.item(), rel=1e-5)

@@ -176,7 +176,7 @@ def test_small_student_with_margins_contrastive_and_embedding_matching(toy, tmp_
     root = tmp_path / "runs"
     assert main([*COMMON, "--method", "margin-mse", "--data", str(toy), "--runs", str(root), "--set",
                  "student_from=tiny", "--set", "keep_layers=1", "--set", "alpha_hard=0.5", "--set", "embed_weight=1",
-                 "--set", "embed_from=tiny"]) == 0
+                 "--set", "embed_from=tiny", "--set", "transfer_docs=3"]) == 0
     capsys.readouterr()
     store = Store(root)
     run = store.runs(kind="student")[0]
@@ -187,6 +187,17 @@ def test_small_student_with_margins_contrastive_and_embedding_matching(toy, tmp_
     assert {"margin_mse", "contrastive", "embed"} <= cols
     m = store.metrics_frame(run["id"])
     assert (m["embed"].dropna() > 0).all()
+    # the loader adds 3 corpus documents (drawn from the seed and the batch) to every batch for the embedding term
+    from types import SimpleNamespace
+    from kdlab.ranking.adaptor import RankingAdaptor
+    from kdlab.ranking.models import BiEncoder
+    bi = BiEncoder.load(store.folder(run["id"]) / "student")
+    bundle = SimpleNamespace(groups=[("q1", [0, 1]), ("q2", [1, 2])], data=load_beir(toy))
+    loop = SimpleNamespace(cfg=SimpleNamespace(batch_size=4), student=bi, method=SimpleNamespace(hp={"transfer_docs": 3}))
+    a, b = list(RankingAdaptor.loader(SimpleNamespace(bundle=bundle, batch_rows=lambda cfg: 2), loop, 7)), \
+        list(RankingAdaptor.loader(SimpleNamespace(bundle=bundle, batch_rows=lambda cfg: 2), loop, 7))
+    assert a[0]["x_input_ids"].shape[0] == 3 and len(set(a[0]["x_idx"].tolist())) == 3
+    assert torch.equal(a[0]["x_idx"], b[0]["x_idx"])   # the same documents when the epoch is replayed (resume)
     assert main([*COMMON, "--method", "contrastive", "--data", str(toy), "--runs", str(root), "--set",
                  "student_from=tiny", "--set", "embed_weight=1"]) == 2
     err = capsys.readouterr().err.strip()

@@ -14,7 +14,8 @@ The two KD methods take two more terms, both off by default: ``alpha_hard`` adds
 the qrels (KD on top of the no-KD row's loss: ``alpha_soft * KD + alpha_hard * contrastive``), and ``embed_weight``
 adds embedding matching to a bigger bi-encoder ``embed_from`` (``kdlab.kd.ranking.embedding_mse`` on the group's
 query and documents: the sentence-transformers layer-reduction recipe for the 3- and 2-layer students that
-``keep_layers`` takes from the pretrained bi-encoder).
+``keep_layers`` takes from the pretrained bi-encoder); ``transfer_docs`` adds that many corpus documents to each
+batch for that term only (an unlabeled transfer set).
 
 The options of a ranking run (lengths, negatives, the BM25 depth, the teacher's kind, ...) are declared here once
 as ``Option``s, so ``check_options`` refuses a bad one before any work, as for every method.
@@ -122,12 +123,14 @@ KD_OPTIONS = dict(
                         "(2 (1 - cosine) per text); 0 = off"),
     embed_from=Option("text", "the bigger bi-encoder whose embeddings the student matches when embed_weight > 0 "
                       "(its hidden size must be the student's)"),
+    transfer_docs=Option("int", "corpus documents drawn into each batch for the embedding-matching term only (an "
+                         "unlabeled transfer set: no query, no label); 0 = none", lo=0),
 )
 
 
 class RankingKD(RankingMethod):
     """A ranking KD objective: ``alpha_soft * KD + alpha_hard * contrastive + embed_weight * embedding_mse``."""
-    defaults = dict(alpha_soft=1.0, alpha_hard=0.0, embed_weight=0.0, embed_from="minilm-l6")
+    defaults = dict(alpha_soft=1.0, alpha_hard=0.0, embed_weight=0.0, embed_from="minilm-l6", transfer_docs=0)
     options = KD_OPTIONS
     weights = ("alpha_soft", "alpha_hard", "embed_weight")
     term = "kd"
@@ -144,8 +147,8 @@ class RankingKD(RankingMethod):
             if "q" not in t.extra:
                 raise KdlabError(f"embed_weight > 0 needs the target bi-encoder's embeddings ({self.hp['embed_from']}), "
                                  "which this teacher did not give: run through kdlab distill --task ranking")
-            parts["embed"] = self.w("embed_weight", state) * (
-                embedding_mse(s.extra["q"], t.extra["q"]) + embedding_mse(s.extra["d"], t.extra["d"])) / 2
+            pairs = [(s.extra[k], t.extra[k]) for k in ("q", "d", "x") if k in s.extra and k in t.extra]
+            parts["embed"] = self.w("embed_weight", state) * sum(embedding_mse(a, b) for a, b in pairs) / len(pairs)
         total = sum(parts.values())
         if len(parts) > 1:
             self.record_terms(**parts)

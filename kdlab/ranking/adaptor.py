@@ -123,10 +123,15 @@ class RankingAdaptor:
         b = self.bundle
         rows = self.batch_rows(loop.cfg)
         order = np.random.default_rng(seed).permutation(len(b.groups))
+        extra = int((getattr(loop.method, "hp", None) or {}).get("transfer_docs") or 0)
         for i in range(0, len(order), rows):
             idx = order[i:i + rows]
             batch = loop.student.group_batch(b.data, [b.groups[j] for j in idx])
             batch.update(labels=torch.zeros(len(idx), dtype=torch.long), idx=torch.as_tensor(idx, dtype=torch.long))
+            if extra:   # corpus documents for the embedding term, drawn from (seed, batch): a resumed run sees the same
+                pick = np.random.default_rng([seed, i]).choice(len(b.data.docs), size=min(extra, len(b.data.docs)),
+                                                                replace=False)
+                batch.update(loop.student.transfer_batch(b.data, pick))
             yield batch
 
     def teacher_outputs(self, loop):
@@ -219,6 +224,9 @@ class GroupTeacher(nn.Module):
             extra["inbatch"] = torch.tensor(self.fused.full([q for q, _ in groups])[:, docs],
                                             dtype=torch.float32).to(mask.device)
         if self.targets is not None:
-            extra = {"q": self.targets.queries([q for q, _ in groups]).to(mask.device),
-                     "d": self.targets.docs(groups).to(mask.device)}
+            extra.update(q=self.targets.queries([q for q, _ in groups]).to(mask.device),
+                         d=self.targets.docs(groups).to(mask.device))
+            if "x_idx" in batch:   # the batch's transfer documents (``transfer_docs``)
+                x = torch.as_tensor(self.targets.doc_emb[batch["x_idx"].cpu().numpy()])
+                extra["x"] = x.float().to(mask.device)
         return Features(logits=s.float().to(mask.device), mask=mask, extra=extra)

@@ -141,15 +141,25 @@ class BiEncoder(nn.Module):
         batch["attention_mask"] = q["attention_mask"]
         return batch
 
+    def transfer_batch(self, data, idx) -> dict:
+        """Corpus documents ``idx`` for the embedding-matching term only (``transfer_docs``): ``x_*`` [M, Ld] and
+        ``x_idx`` [M]."""
+        x = text_ids(self.tokenizer, self.doc_len)([data.docs[int(j)] for j in idx])
+        return {**{"x_" + k: v for k, v in x.items()}, "x_idx": torch.as_tensor(list(idx), dtype=torch.long)}
+
     def kd_features(self, batch: dict, need=None):
         """The loop's features of a batch of groups (``kdlab.ranking.adaptor``): the scores [B, 1 + K] of each
-        group's documents as ``logits``, the embeddings as ``extra['q']`` [B, H] and ``extra['d']`` [B, 1 + K, H]."""
+        group's documents as ``logits``, the embeddings as ``extra['q']`` [B, H] and ``extra['d']`` [B, 1 + K, H]
+        (and ``extra['x']`` [M, H] of a batch's transfer documents)."""
         from ..records import Features
         q = self.embed({k[2:]: v for k, v in batch.items() if k.startswith("q_")})
         shape = batch["d_input_ids"].shape
         d = self.embed({k[2:]: v.reshape(shape[0] * shape[1], -1) for k, v in batch.items() if k.startswith("d_")})
         d = d.view(shape[0], shape[1], -1)
-        return Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=batch["attention_mask"], extra={"q": q, "d": d})
+        extra = {"q": q, "d": d}
+        if "x_input_ids" in batch:
+            extra["x"] = self.embed({k[2:]: v for k, v in batch.items() if k.startswith("x_") and k != "x_idx"})
+        return Features(logits=(q.unsqueeze(1) * d).sum(-1), mask=batch["attention_mask"], extra=extra)
 
     def save_pretrained(self, folder, safe_serialization: bool = True):
         """The loop's checkpoints and selected models: the same folder as ``save``."""
