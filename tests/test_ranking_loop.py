@@ -138,6 +138,7 @@ def test_ranking_study_prints_verdicts_over_queries(toy, tmp_path, capsys):
                                                           for d in ("dev", "test")}
     for r in rows:
         assert r["metric"] == "ndcg@10" and r["n"] == 2
+        assert "doctor" not in r   # the doctor diagnoses classification runs: no "why?" pointing at a refusal
         if r["method"] == "contrastive":
             assert r["verdict"] == "baseline"
         else:

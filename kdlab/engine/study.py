@@ -373,8 +373,8 @@ def aggregate(store: Store, name: str, *, n_boot: int = 2000, seed: int = 0, rep
         r["model"] = label
         runs = {s: per[r["domain"]]["run"] for s, per in sorted(groups[r["group"]]["seeds"].items())
                 if r["domain"] in per}
-        if r["verdict"] in DIAGNOSE and runs and kind != "lm":   # why KD did not help: kdlab.analysis.doctor on the
-            # first seed's run (the doctor diagnoses classification runs, not LM runs)
+        if r["verdict"] in DIAGNOSE and runs and kind not in ("lm", "ranking"):   # why KD did not help: the doctor
+            # (kdlab.analysis.doctor) on the first seed's run; it diagnoses classification runs, not LM or ranking runs
             r["doctor"] = doctor_command(next(iter(runs.values())))
     if not store.writable:   # a read-only store: the table is shown, not kept
         return rows
