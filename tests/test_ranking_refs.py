@@ -234,3 +234,26 @@ def test_deploy_page_compresses_and_measures_a_bi_encoder(tmp_path, monkeypatch)
     stored = Store(root).artifact(rid, "ranking_deploy_eval")
     assert list(table.index) == ["student", "int8-onnx"] == list(stored["models"])
     assert table.loc["student", "nDCG@10"] == pytest.approx(stored["models"]["student"]["ndcg@10"], abs=1e-4)
+
+
+def test_cut_baseline_script_scores_the_untrained_cut_encoder(tmp_path, capsys):
+    """scripts/ranking_cut_baseline.py: the pretrained encoder cut to N layers, untrained, over the test queries;
+    its nDCG@10 is what eval_bi gives that model."""
+    import importlib.util
+    from kdlab.ranking.adaptor import eval_bi
+    from kdlab.ranking.data import load_beir, write_beir
+    from kdlab.ranking.models import BiEncoder, keep_layers, sentence_encoder
+    from test_ranking import DOCS, QRELS, QUERIES
+    toy = write_beir(tmp_path / "toy", DOCS, QUERIES, QRELS)
+    spec = importlib.util.spec_from_file_location("cut", Path(__file__).parents[1] / "scripts" /
+                                                  "ranking_cut_baseline.py")
+    cut = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cut)
+    assert cut.main([str(toy), "--model", "tiny", "--layers", "1"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    enc, tok = sentence_encoder("tiny")
+    want, _ = eval_bi(BiEncoder(keep_layers(enc, 1), tok, pooling="mean", score="cosine", query_len=32, doc_len=128),
+                      load_beir(toy, splits=("test",)), split="test")
+    assert row["layers"] == 1 and row["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-4)
+    assert cut.main([str(toy), "--model", "tiny", "--layers", "9"]) == 2
+    assert "at most" in capsys.readouterr().err
