@@ -82,3 +82,38 @@ def test_a_checkpoint_of_the_bare_model_still_resumes(tmp_path, monkeypatch):
     loss_b, steps_b, ev_b, _ = _final(store, ids["bare"])
     assert steps_b == steps_a == list(range(1, 8)) and loss_b == pytest.approx(loss_a, rel=1e-5, abs=1e-6)
     assert ev_b["dev"]["perplexity"] == pytest.approx(ev_a["dev"]["perplexity"], rel=1e-5)
+
+
+def test_checkpoint_of_a_student_with_tied_embeddings_round_trips(tmp_path):
+    """A causal LM whose output head shares the input embeddings (SmolLM2 does) checkpoints and loads back exactly,
+    with its tie intact (safetensors refuses shared memory, so the tied weight is stored once per name)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from kdlab.methods.base import State
+    from kdlab.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    class NoMethod(torch.nn.Module):
+        name = "lm-ce"
+
+        def extra_state(self):
+            return {}
+
+        def load_extra_state(self, state):
+            pass
+
+    cfg = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
+    opt.step()
+    save_checkpoint(tmp_path / "ck", model, None, NoMethod(), State(step=1), opt=opt)
+    torch.manual_seed(1)
+    other = LlamaForCausalLM(cfg)
+    opt2 = torch.optim.AdamW(other.parameters(), lr=1e-3)
+    load_checkpoint(tmp_path / "ck", other, NoMethod(), opt2, None, State())
+    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert other.lm_head.weight.data_ptr() == other.model.embed_tokens.weight.data_ptr()

@@ -96,9 +96,16 @@ def save_checkpoint(folder, student, tokenizer, method, state, *, opt=None, sche
         tensors, ojs = optimizer_state(opt)
         rng, rjs = _rng_state()
         tensors.update(rng)
-        # the student's own state dict, exactly (save_pretrained may tie or rename weights)
+        # the student's own state dict, exactly (save_pretrained may tie or rename weights); a tied weight (e.g. a
+        # causal LM's input embeddings and output head) is stored under each of its names, as a copy, since
+        # safetensors refuses tensors that share memory
+        seen = set()
         for k, v in student.state_dict().items():
-            tensors[f"student.{k}"] = v.detach().cpu().contiguous()
+            t = v.detach().cpu().contiguous()
+            if t.data_ptr() in seen:
+                t = t.clone()
+            seen.add(t.data_ptr())
+            tensors[f"student.{k}"] = t
         save_file(tensors, str(tmp / "train_state.safetensors"))
         info.update(optimizer=ojs, scheduler=scheduler_state(sched) if sched is not None else None, rng=rjs,
                     position=position or {}, memo=_jsonable(state.memo))
