@@ -9,6 +9,7 @@ import pytest
 from kdlab.cli import main
 from kdlab.engine.tensorboard import FOLDER, read_scalars
 from kdlab.runs.store import Store
+from test_lm_run import _refused
 
 SMALL = ["distill", "--task", "lm", "--preset", "tiny", "--max-train", "32", "--max-eval", "4", "--quiet"]
 
@@ -66,14 +67,6 @@ def test_select_on_dev_perplexity_keeps_the_lowest_epoch(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "--run", run["id"], *runs]) == 0
     assert json.loads(capsys.readouterr().out)["perplexity"]["in-domain"] == pytest.approx(per_epoch[best], rel=1e-4)
-
-
-def _refused(capsys, argv, *words):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("kdlab: error:") and "\n" not in err and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
 
 
 def test_what_an_lm_run_does_not_take_is_refused_in_one_line(tmp_path, capsys):

@@ -52,3 +52,20 @@ def test_two_launches_for_one_teacher_fine_tune_it_once(tmp_path):
     assert logs.count("teacher: fine-tuning tiny") == 1, logs
     assert logs.count("teacher: reusing fine-tuned tiny") == 1, logs
     assert len([p for p in (tmp_path / "teachers").iterdir() if p.is_dir()]) == 1
+
+
+def test_resuming_a_run_without_checkpoint_is_one_clear_error(tmp_path):
+    """open_student_run (the ranking and LM entries' run opening): a resume of a run that never checkpointed names
+    what to do; a new run is created, its on_create called, its writers' lock held until released."""
+    import pytest
+    from kdlab.errors import KdlabError
+    from kdlab.runs.prep_lock import open_student_run
+    from kdlab.runs.store import Store
+    store = Store(tmp_path / "runs")
+    made = []
+    rid, checkpoint, lock = open_student_run(store, method="kd", conf={}, name=None, parent=None,
+                                             on_create=made.append)
+    assert made == [rid] and checkpoint is None and store.run(rid)["kind"] == "student"
+    lock.close()
+    with pytest.raises(KdlabError, match="no resumable checkpoint: start it again"):
+        open_student_run(store, method="kd", conf={}, name=None, parent=None, resume=rid)

@@ -22,7 +22,6 @@ plain-text example is all completion.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -229,9 +228,9 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_crea
     from ..engine.distill import train
     from ..methods import get
     from ..models.core import count_params, save_model
-    from ..runs import prep_lock
-    from ..runs.checkpoint import checkpoint_position, find_checkpoint
+    from ..runs.checkpoint import checkpoint_position
     from ..runs.disk import drop_checkpoint
+    from ..runs.prep_lock import open_student_run
     from ..runs.run_record import record_models, recording
     cfg = apply_preset(cfg)
     store = store or Store()
@@ -267,20 +266,10 @@ def distill_lm(cfg: RunConfig, store: Store | None = None, *, log=print, on_crea
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, teacher_dir=teacher_dir, data_identity=corpus.identity,
                 task_spec=task_spec(), lm=hp, student_layers_from=layers)
-    lock = contextlib.ExitStack()   # the run's writers' lock (resume_run holds it already for a resumed run)
-    checkpoint = None
-    if resume:
-        run_id = resume
-        checkpoint = find_checkpoint(checkpoint_dir(store, run_id))
-        if checkpoint is None:
-            raise KdlabError(f"run {run_id} has no resumable checkpoint: start it again")
-        store.reopen(run_id, *checkpoint_position(checkpoint))
+    run_id, checkpoint, lock = open_student_run(store, method=cfg.method, conf=conf, name=cfg.name, parent=teacher_run,
+                                                resume=resume, on_create=on_create)
+    if checkpoint is not None:
         log(f"{cfg.method}: resuming {run_id} from step {checkpoint_position(checkpoint)[0]}")
-    else:
-        run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
-        lock.enter_context(prep_lock.run_held(store, run_id))
-        if on_create is not None:
-            on_create(run_id)
     with recording(store, run_id, lock):   # a kill or error is recorded on the run; the lock released
         store.set_artifact(run_id, "teacher_dir", teacher_dir)
         t_module = CausalLM(teacher, tok, tc.max_len)

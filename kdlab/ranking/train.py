@@ -27,7 +27,6 @@ from that pretrained bi-encoder).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,6 +37,7 @@ import torch
 
 from ..config import RunConfig, apply_preset
 from ..errors import KdlabError
+from ..runs.prep_lock import open_student_run
 from ..runs.run_record import record_models, recording
 from ..runs.store import Store, teacher_cache_root
 from ..tasks import get_task
@@ -380,8 +380,6 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, re
     """Run a ranking distillation (``cfg.method`` a ranking method) through the one training loop
     (``kdlab.engine.distill.train`` with ``kdlab.ranking.adaptor``) and store it; returns the student run id.
     ``resume``: a stopped run's id, continued from its last checkpoint (``kdlab.engine.pipeline.resume_run``)."""
-    from ..runs import prep_lock
-    from ..runs.checkpoint import checkpoint_position, find_checkpoint
     from ..runs.disk import drop_checkpoint
     from ..engine.distill import train
     from ..methods import get
@@ -409,20 +407,8 @@ def distill_ranking(cfg: RunConfig, store: Store | None = None, *, log=print, re
     conf = cfg.to_dict()
     conf.update(teacher_run=teacher_run, data_identity=data.identity, task_spec=get_task("ranking").to_dict(),
                 ranking=hp, dropped_train_queries=data.dropped, dev_queries=len(dev))
-    lock = contextlib.ExitStack()
-    checkpoint = None
-    if resume:
-        run_id = resume
-        checkpoint = find_checkpoint(store.folder(run_id) / "checkpoint")
-        if checkpoint is None:
-            raise KdlabError(f"run {run_id} has no resumable checkpoint: start it again "
-                             "(use --checkpoint-every N to checkpoint during an epoch)")
-        store.reopen(run_id, *checkpoint_position(checkpoint))
-    else:
-        run_id = store.create_run("student", cfg.method, conf, name=cfg.name, parent=teacher_run)
-        lock.enter_context(prep_lock.run_held(store, run_id))
-        if on_create is not None:
-            on_create(run_id)
+    run_id, checkpoint, lock = open_student_run(store, method=cfg.method, conf=conf, name=cfg.name, parent=teacher_run,
+                                                resume=resume, on_create=on_create)
     with recording(store, run_id, lock):   # a kill or error is recorded on the run; the lock released
         log(f"{cfg.method}: training a {bi.config.num_hidden_layers}-layer bi-encoder on {len(groups)} groups "
             f"({len(dev)} dev queries kept for selection; {run_id})")

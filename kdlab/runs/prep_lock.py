@@ -190,3 +190,25 @@ def run_writer(store, run_id: str) -> int | None:
                 return -1
     finally:
         os.close(fd)
+
+
+def open_student_run(store, *, method: str, conf: dict, name, parent, resume: str | None = None, on_create=None):
+    """(run id, checkpoint, lock) of a task entry's student run: a new run, created under its writers' lock (released
+    by ``recording``) with ``on_create(run_id)`` called, or the stopped run ``resume`` reopened at its last checkpoint
+    (``<run>/checkpoint``; the caller of a resume, ``resume_run``, holds the lock already)."""
+    import contextlib
+    from ..errors import KdlabError
+    from .checkpoint import checkpoint_position, find_checkpoint
+    lock = contextlib.ExitStack()
+    if resume:
+        checkpoint = find_checkpoint(store.folder(resume) / "checkpoint")
+        if checkpoint is None:
+            raise KdlabError(f"run {resume} has no resumable checkpoint: start it again "
+                             "(use --checkpoint-every N to checkpoint during an epoch)")
+        store.reopen(resume, *checkpoint_position(checkpoint))
+        return resume, checkpoint, lock
+    run_id = store.create_run("student", method, conf, name=name, parent=parent)
+    lock.enter_context(run_held(store, run_id))
+    if on_create is not None:
+        on_create(run_id)
+    return run_id, None, lock
