@@ -196,9 +196,11 @@ def test_freed_memory_is_reused_across_training_steps():
     out = {}
     for keep in ("1", "0"):
         env = {**os.environ, "KDLAB_KEEP_MEMORY": keep}
-        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-2000:]
-        out[keep] = json.loads(r.stdout.strip().splitlines()[-1])
+        for _ in range(2):   # the fewer faults of two runs: another process on the machine can add faults to one
+            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr[-2000:]
+            got = json.loads(r.stdout.strip().splitlines()[-1])
+            out[keep] = got if keep not in out or got[1] < out[keep][1] else out[keep]
     pages = 30522 * 384 * 4 // 4096   # the embedding gradient's pages
     assert out["0"][0] is False and out["0"][1] > 0.9 * pages, out   # off: its pages fault every step
     assert out["1"][0] is True and out["1"][1] < pages / 4, out      # on: the freed block is reused
